@@ -1,0 +1,783 @@
+/**
+ * An HTTP/3 connection driver (RFC 9114) on a QUIC connection, with HTTP
+ * Datagrams (RFC 9297 §2) and extended CONNECT (RFC 9220).
+ *
+ * What it does:
+ * - opens this side's control stream and sends SETTINGS first (§6.2.1);
+ * - reads the peer's unidirectional streams by type: one control stream
+ *   whose first frame must be SETTINGS, QPACK encoder/decoder streams
+ *   (drained; we never enable the dynamic table), push streams refused,
+ *   unknown types stopped (§6.2.3);
+ * - opens request streams (client) or accepts them (server) and hands each
+ *   its HEADERS, then lets the owner read DATA and write DATA;
+ * - receives QUIC datagrams and routes them by quarter stream id to the
+ *   request stream that registered for them;
+ * - handles GOAWAY (§5.2).
+ *
+ * Written against {@linkcode QuicConnLike}, which `Deno.QuicConn` satisfies,
+ * so tests can drive it with in-memory fakes.
+ *
+ * Deno's QUIC API cannot reset a stream with an error code (aborting a send
+ * stream finishes it), so a stream error answers with an HTTP status where a
+ * response is still possible and otherwise ends the stream; connection
+ * errors close the connection with the RFC's error code.
+ *
+ * @module
+ */
+
+import {
+  H3_CLOSED_CRITICAL_STREAM,
+  H3_FRAME_ERROR,
+  H3_FRAME_UNEXPECTED,
+  H3_ID_ERROR,
+  H3_MISSING_SETTINGS,
+  H3_NO_ERROR,
+  H3_REQUEST_INCOMPLETE,
+  H3_STREAM_CREATION_ERROR,
+  H3Error,
+} from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { nullLogger } from "../log.ts";
+import {
+  encodeFrameHeader,
+  encodeGoawayFrame,
+  FRAME_CANCEL_PUSH,
+  FRAME_DATA,
+  FRAME_GOAWAY,
+  FRAME_HEADERS,
+  FRAME_MAX_PUSH_ID,
+  FRAME_PUSH_PROMISE,
+  FRAME_SETTINGS,
+  FrameReader,
+  frameTypeName,
+  parseGoawayPayload,
+} from "./frame.ts";
+import type { FrameEvent } from "./frame.ts";
+import { decodeFieldSection, encodeFieldSection } from "./qpack.ts";
+import type { HeaderField } from "./qpack.ts";
+import {
+  clientSettings,
+  encodeSettingsFrame,
+  parseSettingsPayload,
+  serverSettings,
+} from "./settings.ts";
+import type { Settings } from "./settings.ts";
+import {
+  decodeVarint,
+  encodeVarint,
+  encodeVarintInto,
+  varintSize,
+  varintSizeFromFirstByte,
+} from "./varint.ts";
+
+/** Unidirectional stream types (RFC 9114 §6.2, RFC 9204 §4.2). */
+export const STREAM_TYPE_CONTROL = 0x00;
+export const STREAM_TYPE_PUSH = 0x01;
+export const STREAM_TYPE_QPACK_ENCODER = 0x02;
+export const STREAM_TYPE_QPACK_DECODER = 0x03;
+
+/** The receiving half of a QUIC stream, as `Deno.QuicReceiveStream`. */
+export interface QuicReceiveStreamLike extends ReadableStream<Uint8Array> {
+  readonly id: bigint;
+}
+/** The sending half of a QUIC stream, as `Deno.QuicSendStream`. */
+export interface QuicSendStreamLike extends WritableStream<Uint8Array> {
+  readonly id: bigint;
+}
+/** A bidirectional QUIC stream, as `Deno.QuicBidirectionalStream`. */
+export interface QuicBidiStreamLike {
+  readonly readable: QuicReceiveStreamLike;
+  readonly writable: QuicSendStreamLike;
+}
+/** Why a QUIC connection closed, as `Deno.QuicCloseInfo`. */
+export interface QuicCloseInfoLike {
+  readonly closeCode: number;
+  readonly reason: string;
+}
+/** The QUIC connection the driver runs on; `Deno.QuicConn` satisfies it. */
+export interface QuicConnLike {
+  createBidirectionalStream(): Promise<QuicBidiStreamLike>;
+  createUnidirectionalStream(): Promise<QuicSendStreamLike>;
+  readonly incomingBidirectionalStreams: ReadableStream<QuicBidiStreamLike>;
+  readonly incomingUnidirectionalStreams: ReadableStream<QuicReceiveStreamLike>;
+  sendDatagram(data: Uint8Array): Promise<void>;
+  readDatagram(): Promise<Uint8Array>;
+  /** Largest QUIC datagram payload that can be sent now, in bytes. */
+  readonly maxDatagramSize: number;
+  close(info?: QuicCloseInfoLike): void;
+  readonly closed: Promise<QuicCloseInfoLike>;
+}
+
+/** Counters of one connection, for logs and metrics. */
+export interface H3ConnectionStats {
+  datagramsIn: number;
+  datagramsOut: number;
+  /** Datagrams for a stream that is unknown or not taking datagrams. */
+  datagramsUnroutable: number;
+  /** Datagrams whose quarter stream id could not be parsed. */
+  datagramsMalformed: number;
+  requestStreams: number;
+}
+
+/** Options of {@linkcode H3Connection}. */
+export interface H3ConnectionOptions {
+  /** `"client"` opens requests; `"server"` accepts them. */
+  readonly role: "client" | "server";
+  /** Called for each request a client opens (server role only). */
+  readonly onRequest?: (request: H3RequestStream) => void;
+  readonly log?: Logger;
+  /** Limit on a decoded field section (RFC 9114 §4.2.2), bytes. */
+  readonly maxFieldSectionSize?: number;
+  /** Settings to send instead of the role's defaults. */
+  readonly settings?: Settings;
+}
+
+const textEncoder = new TextEncoder();
+
+/**
+ * One HTTP/3 connection. Create it, call {@linkcode H3Connection.start},
+ * then open requests (client) or receive them through `onRequest` (server).
+ */
+export class H3Connection {
+  readonly #conn: QuicConnLike;
+  readonly #role: "client" | "server";
+  readonly #log: Logger;
+  readonly #onRequest?: (request: H3RequestStream) => void;
+  readonly #maxFieldSectionSize?: number;
+  readonly #settings: Settings;
+  readonly #datagramHandlers = new Map<number, (payload: Uint8Array) => void>();
+  readonly #peerSettings: Promise<Settings>;
+  #resolvePeerSettings!: (settings: Settings) => void;
+  #rejectPeerSettings!: (error: Error) => void;
+  #sawControlStream = false;
+  #sawEncoderStream = false;
+  #sawDecoderStream = false;
+  #goawayId: number | undefined;
+  #closeError: H3Error | undefined;
+  #closing = false;
+  readonly #closed: Promise<QuicCloseInfoLike>;
+  /** Counters, updated as the connection runs. */
+  readonly stats: H3ConnectionStats = {
+    datagramsIn: 0,
+    datagramsOut: 0,
+    datagramsUnroutable: 0,
+    datagramsMalformed: 0,
+    requestStreams: 0,
+  };
+
+  constructor(conn: QuicConnLike, options: H3ConnectionOptions) {
+    this.#conn = conn;
+    this.#role = options.role;
+    this.#log = options.log ?? nullLogger;
+    this.#onRequest = options.onRequest;
+    this.#maxFieldSectionSize = options.maxFieldSectionSize;
+    this.#settings = options.settings ??
+      (options.role === "server" ? serverSettings() : clientSettings());
+    this.#peerSettings = new Promise((resolve, reject) => {
+      this.#resolvePeerSettings = resolve;
+      this.#rejectPeerSettings = reject;
+    });
+    this.#peerSettings.catch(() => {});
+    this.#closed = conn.closed.then(
+      (info) => info,
+      (error) => ({ closeCode: 0, reason: error instanceof Error ? error.message : String(error) }),
+    ).then((info) => {
+      this.#closing = true;
+      this.#rejectPeerSettings(
+        this.#closeError ?? new Error(`Connection closed before SETTINGS: ${describeClose(info)}`),
+      );
+      for (const handler of this.#closeHandlers) handler(info);
+      return info;
+    });
+  }
+
+  readonly #closeHandlers: ((info: QuicCloseInfoLike) => void)[] = [];
+
+  /** The role this side plays. */
+  get role(): "client" | "server" {
+    return this.#role;
+  }
+
+  /** The peer's SETTINGS; rejects if the connection closes first. */
+  get peerSettings(): Promise<Settings> {
+    return this.#peerSettings;
+  }
+
+  /** Resolves when the QUIC connection has closed, with why. */
+  get closed(): Promise<QuicCloseInfoLike> {
+    return this.#closed;
+  }
+
+  /** The connection error that closed this connection, if it was ours. */
+  get closeError(): H3Error | undefined {
+    return this.#closeError;
+  }
+
+  /** The stream id limit from the peer's GOAWAY, if one arrived. */
+  get goawayId(): number | undefined {
+    return this.#goawayId;
+  }
+
+  /** Largest HTTP Datagram (with its quarter stream id) that fits now, bytes. */
+  get maxDatagramSize(): number {
+    return this.#conn.maxDatagramSize;
+  }
+
+  /** Registers `fn` to run once the connection has closed. */
+  onClose(fn: (info: QuicCloseInfoLike) => void): void {
+    this.#closeHandlers.push(fn);
+  }
+
+  /**
+   * Opens the control stream, sends SETTINGS, and starts reading the peer's
+   * streams and datagrams. Resolves once SETTINGS has been written.
+   */
+  async start(): Promise<void> {
+    this.#acceptUnidirectional();
+    this.#readDatagrams();
+    if (this.#role === "server") this.#acceptRequests();
+    else this.#refuseServerBidi();
+    const control = await this.#conn.createUnidirectionalStream();
+    const writer = control.getWriter();
+    // The control stream stays open for the connection's lifetime (§6.2.1).
+    await writer.write(
+      concat(encodeVarint(STREAM_TYPE_CONTROL), encodeSettingsFrame(this.#settings)),
+    );
+    this.#controlWriter = writer;
+  }
+
+  #controlWriter: WritableStreamDefaultWriter<Uint8Array> | undefined;
+
+  /**
+   * Opens a request stream and sends `headers` (RFC 9114 §4.1). The returned
+   * stream's {@linkcode H3RequestStream.readResponse} waits for the answer.
+   */
+  async request(headers: readonly HeaderField[]): Promise<H3RequestStream> {
+    if (this.#role !== "client") throw new Error("Cannot open a request: this side is the server");
+    if (this.#goawayId !== undefined) {
+      throw new Error("Cannot open a request: the server sent GOAWAY");
+    }
+    const stream = await this.#conn.createBidirectionalStream();
+    const request = new H3RequestStream(this, stream, this.#log, this.#maxFieldSectionSize);
+    this.stats.requestStreams++;
+    await request.writeHeaders(headers);
+    return request;
+  }
+
+  /**
+   * Sends GOAWAY on the control stream (RFC 9114 §5.2). A server passes the
+   * first request stream id it will not process; a client passes 0.
+   */
+  async goaway(id = 0): Promise<void> {
+    if (this.#controlWriter) {
+      await this.#controlWriter.write(encodeGoawayFrame(id)).catch(() => {});
+    }
+  }
+
+  /** Closes the connection with `code` (default H3_NO_ERROR) and `reason`. */
+  close(code = H3_NO_ERROR, reason = ""): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    try {
+      this.#conn.close({ closeCode: code, reason });
+    } catch {
+      // already closed
+    }
+  }
+
+  /** Closes the connection because of `error` (a connection error). */
+  fail(error: H3Error): void {
+    if (this.#closing) return;
+    this.#closeError = error;
+    this.#log.warn("closing HTTP/3 connection", {
+      code: hexCode(error.code),
+      error: error.message,
+    });
+    this.#rejectPeerSettings(error);
+    this.close(error.code, error.message.slice(0, 200));
+  }
+
+  /** Registers `handler` for HTTP Datagrams of quarter stream id `qsid`. */
+  registerDatagramHandler(qsid: number, handler: (payload: Uint8Array) => void): void {
+    this.#datagramHandlers.set(qsid, handler);
+  }
+
+  /** Removes the handler of `qsid`. */
+  unregisterDatagramHandler(qsid: number): void {
+    this.#datagramHandlers.delete(qsid);
+  }
+
+  /**
+   * Sends a QUIC datagram that already starts with its quarter stream id.
+   * Returns false when it is larger than {@linkcode maxDatagramSize} or the
+   * connection is closing; send errors are counted, never thrown.
+   */
+  sendRawDatagram(datagram: Uint8Array): boolean {
+    if (this.#closing || datagram.length > this.#conn.maxDatagramSize) return false;
+    this.stats.datagramsOut++;
+    this.#conn.sendDatagram(datagram).catch(() => {});
+    return true;
+  }
+
+  async #readDatagrams(): Promise<void> {
+    for (;;) {
+      let datagram: Uint8Array;
+      try {
+        datagram = await this.#conn.readDatagram();
+      } catch {
+        return; // connection closed
+      }
+      this.stats.datagramsIn++;
+      if (datagram.length === 0 || varintSizeFromFirstByte(datagram[0]) > datagram.length) {
+        // RFC 9297 §2.1: a datagram that cannot be parsed is a connection error.
+        this.stats.datagramsMalformed++;
+        this.fail(new H3Error(0x33, "Cannot parse HTTP Datagram: truncated quarter stream id"));
+        return;
+      }
+      const qsid = decodeVarint(datagram, 0);
+      const handler = this.#datagramHandlers.get(qsid);
+      if (handler === undefined) {
+        this.stats.datagramsUnroutable++;
+        continue;
+      }
+      handler(datagram.subarray(varintSizeFromFirstByte(datagram[0])));
+    }
+  }
+
+  async #acceptRequests(): Promise<void> {
+    const reader = this.#conn.incomingBidirectionalStreams.getReader();
+    for (;;) {
+      let next: ReadableStreamReadResult<QuicBidiStreamLike>;
+      try {
+        next = await reader.read();
+      } catch {
+        return;
+      }
+      if (next.done) return;
+      const request = new H3RequestStream(this, next.value, this.#log, this.#maxFieldSectionSize);
+      this.stats.requestStreams++;
+      this.#serveRequest(request);
+    }
+  }
+
+  async #serveRequest(request: H3RequestStream): Promise<void> {
+    try {
+      await request.readHeaders();
+    } catch (error) {
+      this.#streamError(request, error);
+      return;
+    }
+    if (this.#onRequest) this.#onRequest(request);
+    else await request.respond(404).catch(() => {});
+  }
+
+  #streamError(request: H3RequestStream, error: unknown): void {
+    if (error instanceof H3Error && error.connection) {
+      this.fail(error);
+      return;
+    }
+    this.#log.debug("request stream error", {
+      stream: request.streamId,
+      error: error instanceof Error ? error.message : String(error),
+    });
+    request.abort();
+  }
+
+  async #refuseServerBidi(): Promise<void> {
+    const reader = this.#conn.incomingBidirectionalStreams.getReader();
+    try {
+      const next = await reader.read();
+      if (!next.done) {
+        this.fail(
+          new H3Error(
+            H3_STREAM_CREATION_ERROR,
+            "Server opened a bidirectional stream (RFC 9114 §6.1)",
+          ),
+        );
+      }
+    } catch {
+      // connection closed
+    }
+  }
+
+  async #acceptUnidirectional(): Promise<void> {
+    const reader = this.#conn.incomingUnidirectionalStreams.getReader();
+    for (;;) {
+      let next: ReadableStreamReadResult<QuicReceiveStreamLike>;
+      try {
+        next = await reader.read();
+      } catch {
+        return;
+      }
+      if (next.done) return;
+      this.#readUnidirectional(next.value).catch((error) => {
+        if (error instanceof H3Error) this.fail(error);
+        else if (!this.#closing) {
+          this.#log.debug("unidirectional stream failed", { error: String(error) });
+        }
+      });
+    }
+  }
+
+  async #readUnidirectional(stream: QuicReceiveStreamLike): Promise<void> {
+    const reader = stream.getReader();
+    let buffered: Uint8Array = new Uint8Array(0);
+    // The stream type is one varint at the start (§6.2).
+    while (buffered.length === 0 || varintSizeFromFirstByte(buffered[0]) > buffered.length) {
+      const { value, done } = await reader.read();
+      if (done) return; // no type yet: nothing to do (§6.2)
+      buffered = buffered.length === 0 ? value : concat(buffered, value);
+    }
+    const type = decodeVarint(buffered, 0);
+    const rest = buffered.subarray(varintSizeFromFirstByte(buffered[0]));
+    switch (type) {
+      case STREAM_TYPE_CONTROL:
+        if (this.#sawControlStream) {
+          throw new H3Error(H3_STREAM_CREATION_ERROR, "Peer opened a second control stream");
+        }
+        this.#sawControlStream = true;
+        return await this.#readControl(reader, rest);
+      case STREAM_TYPE_PUSH:
+        // We never send MAX_PUSH_ID, so a push stream is always an error (§4.6, §6.2.2).
+        throw new H3Error(
+          this.#role === "server" ? H3_STREAM_CREATION_ERROR : H3_ID_ERROR,
+          "Peer opened a push stream, which was never allowed",
+        );
+      case STREAM_TYPE_QPACK_ENCODER:
+      case STREAM_TYPE_QPACK_DECODER: {
+        const encoder = type === STREAM_TYPE_QPACK_ENCODER;
+        if (encoder ? this.#sawEncoderStream : this.#sawDecoderStream) {
+          throw new H3Error(
+            H3_STREAM_CREATION_ERROR,
+            `Peer opened a second QPACK ${encoder ? "encoder" : "decoder"} stream`,
+          );
+        }
+        if (encoder) this.#sawEncoderStream = true;
+        else this.#sawDecoderStream = true;
+        // With a zero-capacity table the peer has nothing to say here; drain it.
+        for (;;) {
+          const { done } = await reader.read();
+          if (done) break;
+        }
+        if (!this.#closing) {
+          throw new H3Error(H3_CLOSED_CRITICAL_STREAM, "Peer closed a QPACK stream");
+        }
+        return;
+      }
+      default:
+        // Unknown or reserved stream type: stop reading it (§6.2, §9).
+        await reader.cancel().catch(() => {});
+    }
+  }
+
+  async #readControl(reader: ReadableStreamDefaultReader<Uint8Array>, first: Uint8Array) {
+    const frames = new FrameReader();
+    if (first.length > 0) frames.push(first);
+    let sawSettings = false;
+    for (;;) {
+      let event: FrameEvent | undefined;
+      while ((event = frames.next()) !== undefined) {
+        const type = event.kind === "data" ? FRAME_DATA : event.type;
+        if (!sawSettings) {
+          if (type !== FRAME_SETTINGS) {
+            throw new H3Error(
+              H3_MISSING_SETTINGS,
+              `Peer's control stream began with ${frameTypeName(type)}, not SETTINGS`,
+            );
+          }
+          sawSettings = true;
+          const settings = parseSettingsPayload((event as { payload: Uint8Array }).payload);
+          this.#log.debug("peer SETTINGS", {
+            settings: [...settings].map(([k, v]) => `${hexCode(k)}=${v}`).join(","),
+          });
+          this.#resolvePeerSettings(settings);
+          continue;
+        }
+        switch (type) {
+          case FRAME_GOAWAY: {
+            const id = parseGoawayPayload((event as { payload: Uint8Array }).payload);
+            if (this.#goawayId !== undefined && id > this.#goawayId) {
+              throw new H3Error(
+                H3_ID_ERROR,
+                `GOAWAY id ${id} larger than previous ${this.#goawayId}`,
+              );
+            }
+            this.#goawayId = id;
+            this.#log.info("peer sent GOAWAY", { id });
+            break;
+          }
+          case FRAME_CANCEL_PUSH:
+          case FRAME_MAX_PUSH_ID:
+            if (type === FRAME_MAX_PUSH_ID && this.#role === "client") {
+              throw new H3Error(H3_FRAME_UNEXPECTED, "Server sent MAX_PUSH_ID");
+            }
+            break;
+          default:
+            throw new H3Error(
+              H3_FRAME_UNEXPECTED,
+              `Unexpected ${frameTypeName(type)} frame on the control stream`,
+            );
+        }
+      }
+      const { value, done } = await reader.read();
+      if (done) {
+        if (this.#closing) return;
+        throw new H3Error(H3_CLOSED_CRITICAL_STREAM, "Peer closed its control stream");
+      }
+      frames.push(value);
+    }
+  }
+}
+
+/**
+ * One request stream: the request's or response's HEADERS, then DATA both
+ * ways, and the HTTP Datagrams of this stream.
+ */
+export class H3RequestStream {
+  readonly #h3: H3Connection;
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #frames: FrameReader;
+  readonly #log: Logger;
+  readonly #maxFieldSectionSize?: number;
+  readonly #streamId: bigint;
+  #headers: HeaderField[] = [];
+  #ended = false;
+  #writeFailed = false;
+
+  constructor(
+    h3: H3Connection,
+    stream: QuicBidiStreamLike,
+    log: Logger,
+    maxFieldSectionSize?: number,
+  ) {
+    this.#h3 = h3;
+    this.#streamId = stream.writable.id;
+    this.#reader = stream.readable.getReader();
+    this.#writer = stream.writable.getWriter();
+    this.#writer.closed.catch(() => {
+      this.#writeFailed = true;
+    });
+    this.#frames = new FrameReader();
+    this.#log = log;
+    this.#maxFieldSectionSize = maxFieldSectionSize;
+  }
+
+  /** The QUIC stream id. */
+  get streamId(): bigint {
+    return this.#streamId;
+  }
+
+  /** The stream id divided by four, as HTTP Datagrams carry it (RFC 9297 §2.1). */
+  get quarterStreamId(): number {
+    return Number(this.#streamId / 4n);
+  }
+
+  /** The connection this stream belongs to. */
+  get connection(): H3Connection {
+    return this.#h3;
+  }
+
+  /** The request headers (server) or response headers (client) read so far. */
+  get headers(): readonly HeaderField[] {
+    return this.#headers;
+  }
+
+  /** The value of the first header named `name`, if any. */
+  header(name: string): string | undefined {
+    return this.#headers.find(([n]) => n === name)?.[1];
+  }
+
+  /** Writes a HEADERS frame. */
+  async writeHeaders(headers: readonly HeaderField[]): Promise<void> {
+    const block = encodeFieldSection(headers);
+    await this.#writer.write(concat(encodeFrameHeader(FRAME_HEADERS, block.length), block));
+  }
+
+  /**
+   * Answers the request with `status` and `headers`. A non-2xx answer ends
+   * the stream; `body`, when given, is sent in one DATA frame first.
+   */
+  async respond(
+    status: number,
+    headers: readonly HeaderField[] = [],
+    body?: string,
+  ): Promise<void> {
+    await this.writeHeaders([[":status", String(status)], ...headers]);
+    if (body !== undefined) await this.writeData(textEncoder.encode(body));
+    if (status < 200 || status >= 300) await this.end();
+  }
+
+  /**
+   * Writes one DATA frame with `payload`. Rejects when the stream is gone.
+   */
+  writeData(payload: Uint8Array): Promise<void> {
+    const header = encodeFrameHeader(FRAME_DATA, payload.length);
+    const frame = new Uint8Array(header.length + payload.length);
+    frame.set(header, 0);
+    frame.set(payload, header.length);
+    return this.#writer.write(frame);
+  }
+
+  /** Whether writes can still succeed. */
+  get writable(): boolean {
+    return !this.#ended && !this.#writeFailed;
+  }
+
+  /** Ends the sending side cleanly (FIN). */
+  async end(): Promise<void> {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#h3.unregisterDatagramHandler(this.quarterStreamId);
+    await this.#writer.close().catch(() => {});
+  }
+
+  /**
+   * Abandons the stream: stops reading (STOP_SENDING) and ends the sending
+   * side. Used for stream errors.
+   */
+  abort(): void {
+    this.#reader.cancel().catch(() => {});
+    this.end();
+  }
+
+  /**
+   * Reads the next frame event; null at a clean end of stream. Errors:
+   * H3Error (stream ends inside a frame: H3_FRAME_ERROR, RFC 9114 §7.1).
+   */
+  async #nextEvent(): Promise<FrameEvent | null> {
+    for (;;) {
+      const event = this.#frames.next();
+      if (event !== undefined) return event;
+      const { value, done } = await this.#reader.read();
+      if (done) {
+        if (!this.#frames.atFrameBoundary) {
+          throw new H3Error(H3_FRAME_ERROR, "Request stream ended inside a frame");
+        }
+        return null;
+      }
+      this.#frames.push(value);
+    }
+  }
+
+  #decodeHeaders(payload: Uint8Array): HeaderField[] {
+    return decodeFieldSection(payload, { maxFieldSectionSize: this.#maxFieldSectionSize });
+  }
+
+  /**
+   * Server side: reads the request's HEADERS frame. Errors: the stream ends
+   * first (H3_REQUEST_INCOMPLETE, a stream error), DATA before HEADERS
+   * (H3_FRAME_UNEXPECTED), QPACK errors (connection errors).
+   */
+  async readHeaders(): Promise<readonly HeaderField[]> {
+    for (;;) {
+      const event = await this.#nextEvent();
+      if (event === null) {
+        throw new H3Error(H3_REQUEST_INCOMPLETE, "Request stream ended before HEADERS", {
+          connection: false,
+        });
+      }
+      if (event.kind === "data") {
+        throw new H3Error(H3_FRAME_UNEXPECTED, "DATA frame before HEADERS on a request stream");
+      }
+      this.#checkRequestStreamFrame(event.type);
+      if (event.type === FRAME_HEADERS) {
+        this.#headers = this.#decodeHeaders(event.payload);
+        return this.#headers;
+      }
+    }
+  }
+
+  /**
+   * Client side: reads the response's HEADERS, skipping interim (1xx)
+   * responses, and returns the status. Errors as {@linkcode readHeaders}.
+   */
+  async readResponse(): Promise<number> {
+    for (;;) {
+      const headers = await this.readHeaders().catch((error) => {
+        if (error instanceof H3Error && error.code === H3_REQUEST_INCOMPLETE) {
+          throw new H3Error(H3_REQUEST_INCOMPLETE, "Stream ended before a response arrived", {
+            connection: false,
+          });
+        }
+        throw error;
+      });
+      const status = headers.find(([name]) => name === ":status")?.[1];
+      const code = status !== undefined && /^[1-5][0-9][0-9]$/.test(status) ? Number(status) : NaN;
+      if (Number.isNaN(code) || code === 101) {
+        throw new H3Error(0x10e, `Malformed response: :status ${JSON.stringify(status)}`, {
+          connection: false,
+        });
+      }
+      if (code >= 200) return code;
+    }
+  }
+
+  #checkRequestStreamFrame(type: number): void {
+    if (
+      type === FRAME_SETTINGS || type === FRAME_GOAWAY || type === FRAME_CANCEL_PUSH ||
+      type === FRAME_MAX_PUSH_ID || (type === FRAME_PUSH_PROMISE && this.#h3.role === "server")
+    ) {
+      throw new H3Error(
+        H3_FRAME_UNEXPECTED,
+        `Unexpected ${frameTypeName(type)} frame on a request stream`,
+      );
+    }
+  }
+
+  /**
+   * Yields the payload of the DATA frames after the headers, chunk by chunk,
+   * until the peer ends the stream. Trailing HEADERS end the body.
+   */
+  async *readBody(): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      const event = await this.#nextEvent();
+      if (event === null) return;
+      if (event.kind === "data") {
+        yield event.chunk;
+        continue;
+      }
+      this.#checkRequestStreamFrame(event.type);
+      if (event.type === FRAME_HEADERS) {
+        this.#decodeHeaders(event.payload); // trailers: validated and ignored
+        return;
+      }
+    }
+  }
+
+  /** Builds the QUIC datagram for this stream's HTTP Datagram `payload`. */
+  encodeDatagram(payload: Uint8Array): Uint8Array {
+    const qsid = this.quarterStreamId;
+    const size = varintSize(qsid);
+    const datagram = new Uint8Array(size + payload.length);
+    encodeVarintInto(datagram, 0, qsid);
+    datagram.set(payload, size);
+    return datagram;
+  }
+
+  /** Receives this stream's HTTP Datagrams (payload after the quarter stream id). */
+  onDatagram(handler: (payload: Uint8Array) => void): void {
+    this.#h3.registerDatagramHandler(this.quarterStreamId, handler);
+  }
+
+  /** Logs with this stream's id. */
+  get log(): Logger {
+    return this.#log.with({ stream: this.#streamId });
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}
+
+function hexCode(code: number): string {
+  return `0x${code.toString(16)}`;
+}
+
+/** Describes a close: `H3_NO_ERROR (0x100) "bye"`. */
+export function describeClose(info: QuicCloseInfoLike): string {
+  return `code ${hexCode(info.closeCode)}${info.reason ? ` "${info.reason}"` : ""}`;
+}

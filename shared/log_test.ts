@@ -1,0 +1,30 @@
+import { assertEquals } from "../tests/support/assert.ts";
+import { createLogger, formatLogLine, parseLogLevel } from "./log.ts";
+
+const time = new Date("2026-11-25T12:00:00.000Z");
+
+Deno.test("formatLogLine() quotes values with spaces and skips undefined", () => {
+  assertEquals(
+    formatLogLine(time, "warn", "packet dropped", {
+      reason: "source not assigned",
+      n: 3,
+      x: undefined,
+    }),
+    '2026-11-25T12:00:00.000Z WARN  packet dropped reason="source not assigned" n=3',
+  );
+});
+
+Deno.test("createLogger() writes at or above its level, with inherited fields", () => {
+  const lines: string[] = [];
+  const log = createLogger({ level: "info", write: (l) => lines.push(l), now: () => time });
+  log.debug("hidden");
+  log.with({ session: 7 }).info("up", { addr: "10.0.0.2" });
+  assertEquals(lines, ["2026-11-25T12:00:00.000Z INFO  up session=7 addr=10.0.0.2"]);
+  assertEquals(log.enabled("debug"), false);
+  assertEquals(log.enabled("error"), true);
+});
+
+Deno.test("parseLogLevel() accepts only known levels", () => {
+  assertEquals(parseLogLevel("debug"), "debug");
+  assertEquals(parseLogLevel("verbose"), undefined);
+});

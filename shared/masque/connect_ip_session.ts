@@ -1,0 +1,401 @@
+/**
+ * A CONNECT-IP session (RFC 9484) on an HTTP/3 request stream: opening it
+ * (client), answering it (server), and moving IP packets and capsules.
+ *
+ * Packets travel in one of two modes:
+ * - `"datagram"`: each IP packet is an HTTP Datagram (RFC 9297 §2) with
+ *   context id 0 (RFC 9484 §6) in a QUIC DATAGRAM frame: unreliable,
+ *   unordered, no head-of-line blocking; limited by the QUIC datagram size.
+ * - `"stream"`: each IP packet is a DATAGRAM capsule (RFC 9297 §3.5) on the
+ *   request stream: reliable and ordered, up to 65535 bytes.
+ *
+ * A side sends in datagram mode only when the peer's SETTINGS_H3_DATAGRAM
+ * is 1; a client in stream mode advertises 0, so the relay answers with
+ * capsules. Both modes are always accepted on receipt.
+ *
+ * @module
+ */
+
+import { CapsuleError, H3Error } from "../errors.ts";
+import type { H3Connection, H3RequestStream } from "../h3/connection.ts";
+import { SETTINGS_ENABLE_CONNECT_PROTOCOL, SETTINGS_H3_DATAGRAM } from "../h3/settings.ts";
+import type { Logger } from "../log.ts";
+import { nullLogger } from "../log.ts";
+import {
+  CAPSULE_DATAGRAM,
+  CapsuleParser,
+  encodeCapsule,
+  encodeDatagramCapsuleHeader,
+} from "./capsule.ts";
+import type { Capsule } from "./capsule.ts";
+import {
+  buildConnectIpRequest,
+  buildConnectIpResponse,
+  isCapsuleProtocolEnabled,
+  parseConnectIpRequest,
+} from "./connect_ip_request.ts";
+import type { ConnectIpScope } from "./connect_ip_request.ts";
+import { decodeVarint, varintSizeFromFirstByte } from "../h3/varint.ts";
+
+/** How IP packets are carried; see the module docs. */
+export type PacketMode = "datagram" | "stream";
+
+/** Context id of a full IP packet (RFC 9484 §6). */
+const CONTEXT_IP_PACKET = 0;
+
+/** What {@linkcode ConnectIpSession.sendPacket} did with a packet. */
+export type SendResult = "sent" | "too_big" | "closed";
+
+/** Counters of one session. */
+export interface ConnectIpSessionStats {
+  packetsIn: number;
+  packetsOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  capsulesIn: number;
+  capsulesOut: number;
+  /** Packets larger than the datagram limit (answered with Packet Too Big by the caller). */
+  tooBig: number;
+  /** HTTP Datagrams with a context id we do not know (RFC 9484 §6: dropped). */
+  unknownContext: number;
+  /** Datagrams whose context id could not be parsed. */
+  malformed: number;
+}
+
+/** Callbacks of a running session. */
+export interface ConnectIpSessionHandlers {
+  /** An IP packet from the peer. The array may be reused after the call. */
+  onPacket(packet: Uint8Array): void;
+  /** ADDRESS_ASSIGN, ADDRESS_REQUEST and ROUTE_ADVERTISEMENT capsules. */
+  onCapsule?(capsule: Capsule): void;
+}
+
+/** Why a session ended. */
+export interface SessionEnd {
+  /** `"closed"`: the peer ended the stream; `"error"`: a protocol error ended it. */
+  readonly reason: "closed" | "error";
+  readonly message: string;
+}
+
+/**
+ * One CONNECT-IP session. Call {@linkcode run} with handlers to receive;
+ * {@linkcode sendPacket} and {@linkcode sendCapsule} to send.
+ */
+export class ConnectIpSession {
+  readonly #stream: H3RequestStream;
+  readonly #mode: PacketMode;
+  readonly #log: Logger;
+  readonly #maxCapsuleSize?: number;
+  #handlers: ConnectIpSessionHandlers | undefined;
+  #closed = false;
+  /** Counters, updated as the session runs. */
+  readonly stats: ConnectIpSessionStats = {
+    packetsIn: 0,
+    packetsOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    capsulesIn: 0,
+    capsulesOut: 0,
+    tooBig: 0,
+    unknownContext: 0,
+    malformed: 0,
+  };
+
+  constructor(
+    stream: H3RequestStream,
+    options: { mode: PacketMode; log?: Logger; maxCapsuleSize?: number },
+  ) {
+    this.#stream = stream;
+    this.#mode = options.mode;
+    this.#log = options.log ?? nullLogger;
+    this.#maxCapsuleSize = options.maxCapsuleSize;
+    stream.onDatagram((payload) => this.#receiveDatagramPayload(payload));
+  }
+
+  /** The mode this side sends in. */
+  get mode(): PacketMode {
+    return this.#mode;
+  }
+
+  /** The request stream carrying the session. */
+  get stream(): H3RequestStream {
+    return this.#stream;
+  }
+
+  /**
+   * The largest IP packet that {@linkcode sendPacket} can send now, bytes:
+   * the QUIC datagram limit minus the quarter stream id and context id in
+   * datagram mode, 65535 in stream mode.
+   */
+  get maxPacketSize(): number {
+    if (this.#mode === "stream") return 65535;
+    const qsid = this.#stream.quarterStreamId;
+    const header = (qsid < 64 ? 1 : qsid < 16384 ? 2 : qsid < 1073741824 ? 4 : 8) + 1;
+    return Math.max(0, this.#stream.connection.maxDatagramSize - header);
+  }
+
+  /** Whether the session has ended. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #receiveDatagramPayload(payload: Uint8Array): void {
+    if (payload.length === 0 || varintSizeFromFirstByte(payload[0]) > payload.length) {
+      this.stats.malformed++;
+      return;
+    }
+    const contextId = decodeVarint(payload, 0);
+    if (contextId !== CONTEXT_IP_PACKET) {
+      this.stats.unknownContext++;
+      return;
+    }
+    const packet = payload.subarray(varintSizeFromFirstByte(payload[0]));
+    this.stats.packetsIn++;
+    this.stats.bytesIn += packet.length;
+    this.#handlers?.onPacket(packet);
+  }
+
+  /**
+   * Sends one IP packet in this session's mode. Returns `"too_big"` when it
+   * exceeds {@linkcode maxPacketSize} (RFC 9484 §10.1: the caller answers
+   * with ICMP Packet Too Big), `"closed"` when the session has ended.
+   */
+  sendPacket(packet: Uint8Array): SendResult {
+    if (this.#closed || !this.#stream.writable) return "closed";
+    if (packet.length > this.maxPacketSize) {
+      this.stats.tooBig++;
+      return "too_big";
+    }
+    if (this.#mode === "datagram") {
+      const qsid = this.#stream.quarterStreamId;
+      const qsidSize = qsid < 64 ? 1 : qsid < 16384 ? 2 : qsid < 1073741824 ? 4 : 8;
+      const datagram = new Uint8Array(qsidSize + 1 + packet.length);
+      // quarter stream id, then context id 0, then the packet (RFC 9484 §6)
+      writeShortVarint(datagram, qsid, qsidSize);
+      datagram[qsidSize] = CONTEXT_IP_PACKET;
+      datagram.set(packet, qsidSize + 1);
+      if (!this.#stream.connection.sendRawDatagram(datagram)) return "closed";
+    } else {
+      const header = encodeDatagramCapsuleHeader(packet.length + 1);
+      const capsule = new Uint8Array(header.length + 1 + packet.length);
+      capsule.set(header, 0);
+      capsule[header.length] = CONTEXT_IP_PACKET;
+      capsule.set(packet, header.length + 1);
+      this.#stream.writeData(capsule).catch(() => this.#markClosed());
+    }
+    this.stats.packetsOut++;
+    this.stats.bytesOut += packet.length;
+    return "sent";
+  }
+
+  /** Sends a capsule on the request stream. */
+  async sendCapsule(capsule: Capsule): Promise<void> {
+    this.stats.capsulesOut++;
+    await this.#stream.writeData(encodeCapsule(capsule));
+  }
+
+  /**
+   * Reads capsules until the peer ends the stream or sends something
+   * malformed (which ends only this session, RFC 9297 §3.3), and resolves
+   * with why it ended. Never rejects.
+   */
+  async run(handlers: ConnectIpSessionHandlers): Promise<SessionEnd> {
+    this.#handlers = handlers;
+    const parser = new CapsuleParser({ maxCapsuleSize: this.#maxCapsuleSize });
+    try {
+      for await (const chunk of this.#stream.readBody()) {
+        parser.push(chunk);
+        let capsule: Capsule | undefined;
+        while ((capsule = parser.next()) !== undefined) this.#receiveCapsule(capsule);
+      }
+      if (!parser.atCapsuleBoundary) {
+        throw new CapsuleError("Cannot parse capsule: stream ended inside a capsule");
+      }
+      return this.#end({ reason: "closed", message: "peer ended the stream" });
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      if (error instanceof H3Error && error.connection) {
+        this.#stream.connection.fail(error);
+      } else if (error instanceof CapsuleError) {
+        this.#log.warn("malformed capsule, closing session", { error: message });
+      }
+      return this.#end({ reason: "error", message });
+    }
+  }
+
+  #receiveCapsule(capsule: Capsule): void {
+    this.stats.capsulesIn++;
+    if (capsule.type === "datagram") {
+      this.#receiveDatagramPayload(capsule.payload);
+    } else {
+      this.#handlers?.onCapsule?.(capsule);
+    }
+  }
+
+  #markClosed(): void {
+    this.#closed = true;
+  }
+
+  #end(end: SessionEnd): SessionEnd {
+    this.#closed = true;
+    this.#stream.abort();
+    return end;
+  }
+
+  /** Ends the session: FIN on the request stream, no more datagrams. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#stream.end();
+  }
+}
+
+function writeShortVarint(buf: Uint8Array, value: number, size: number): void {
+  let v = value;
+  for (let i = size - 1; i >= 0; i--) {
+    buf[i] = v & 0xff;
+    v = Math.floor(v / 256);
+  }
+  buf[0] |= size === 1 ? 0 : size === 2 ? 0x40 : size === 4 ? 0x80 : 0xc0;
+}
+
+/** A relay refused or failed a connect-ip request. */
+export class ConnectIpError extends Error {
+  /** The HTTP status the relay answered, when it answered. */
+  readonly status?: number;
+  constructor(message: string, status?: number) {
+    super(message);
+    this.name = "ConnectIpError";
+    this.status = status;
+  }
+}
+
+/** Options of {@linkcode openConnectIpSession}. */
+export interface OpenConnectIpOptions {
+  /** `:authority` of the request, e.g. `relay.example:443`. */
+  readonly authority: string;
+  /** `:path` expanded from the URI template. */
+  readonly path: string;
+  readonly mode: PacketMode;
+  readonly log?: Logger;
+}
+
+/**
+ * Client side: waits for the relay's SETTINGS, checks that it enables
+ * extended CONNECT (RFC 9220 §3) and, in datagram mode, HTTP Datagrams
+ * (RFC 9297 §2.1.1), sends the connect-ip request (RFC 9484 §4) and waits
+ * for a 2xx. Throws {@linkcode ConnectIpError} with a clear message.
+ */
+export async function openConnectIpSession(
+  h3: H3Connection,
+  options: OpenConnectIpOptions,
+): Promise<ConnectIpSession> {
+  let settings;
+  try {
+    settings = await h3.peerSettings;
+  } catch (error) {
+    throw new ConnectIpError(
+      `Cannot open connect-ip session: no SETTINGS from the relay (${errorMessage(error)})`,
+    );
+  }
+  if (settings.get(SETTINGS_ENABLE_CONNECT_PROTOCOL) !== 1) {
+    throw new ConnectIpError(
+      "Cannot open connect-ip session: the relay does not enable extended CONNECT " +
+        "(SETTINGS_ENABLE_CONNECT_PROTOCOL is not 1)",
+    );
+  }
+  const datagrams = settings.get(SETTINGS_H3_DATAGRAM) === 1;
+  if (options.mode === "datagram" && !datagrams) {
+    throw new ConnectIpError(
+      "Cannot open connect-ip session in datagram mode: the relay does not enable HTTP " +
+        "Datagrams (SETTINGS_H3_DATAGRAM is not 1); try --mode stream",
+    );
+  }
+  let stream: H3RequestStream;
+  let status: number;
+  try {
+    stream = await h3.request(
+      buildConnectIpRequest({ authority: options.authority, path: options.path }),
+    );
+    status = await stream.readResponse();
+  } catch (error) {
+    throw new ConnectIpError(`Cannot open connect-ip session: ${errorMessage(error)}`);
+  }
+  if (status < 200 || status >= 300) {
+    stream.abort();
+    throw new ConnectIpError(
+      `Cannot open connect-ip session: the relay answered ${status}`,
+      status,
+    );
+  }
+  if (!isCapsuleProtocolEnabled(stream.headers)) {
+    stream.abort();
+    throw new ConnectIpError(
+      "Cannot open connect-ip session: the response lacks capsule-protocol: ?1",
+      status,
+    );
+  }
+  return new ConnectIpSession(stream, { mode: options.mode, log: options.log });
+}
+
+/** What the server's `authorize` callback decides for a parsed request. */
+export type AuthorizeResult = { readonly accept: true } | {
+  readonly accept: false;
+  readonly status: number;
+};
+
+/** Options of {@linkcode answerRequest}. */
+export interface AnswerRequestOptions {
+  /** URI template the relay serves (default RFC 9484's well-known path). */
+  readonly template?: string;
+  /** The authority the relay answers for; other authorities get 400. */
+  readonly authority?: string;
+  /** Decides whether a well-formed connect-ip request is served. */
+  readonly authorize?: (scope: ConnectIpScope, request: H3RequestStream) => AuthorizeResult;
+  readonly log?: Logger;
+}
+
+/** The outcome of {@linkcode answerRequest}. */
+export type AnswerResult =
+  | { readonly session: ConnectIpSession; readonly scope: ConnectIpScope }
+  | { readonly session: undefined; readonly status: number; readonly reason: string };
+
+/**
+ * Server side: answers one request. A valid connect-ip request that
+ * `authorize` accepts gets 200 with `capsule-protocol: ?1` and becomes a
+ * session. Anything else gets a proper HTTP/3 response: 405 for a plain
+ * CONNECT, 404 for other methods, and the status from the request parser
+ * (400, 501) or from `authorize` for bad or refused connect-ip requests.
+ */
+export async function answerRequest(
+  request: H3RequestStream,
+  options: AnswerRequestOptions = {},
+): Promise<AnswerResult> {
+  const method = request.header(":method");
+  const protocol = request.header(":protocol");
+  const refuse = async (status: number, reason: string): Promise<AnswerResult> => {
+    await request.respond(status, [["content-type", "text/plain"]], `${reason}\n`)
+      .catch(() => {});
+    return { session: undefined, status, reason };
+  };
+  if (method === "CONNECT" && protocol === undefined) {
+    return await refuse(405, "plain CONNECT is not supported; use connect-ip");
+  }
+  if (method !== "CONNECT") return await refuse(404, "not found");
+  const parsed = parseConnectIpRequest(request.headers, {
+    template: options.template,
+    authority: options.authority,
+  });
+  if (!parsed.ok) return await refuse(parsed.status, parsed.reason);
+  const decision = options.authorize?.(parsed.scope, request) ?? { accept: true };
+  if (!decision.accept) return await refuse(decision.status, "request refused");
+  const settings = await request.connection.peerSettings;
+  const mode: PacketMode = settings.get(SETTINGS_H3_DATAGRAM) === 1 ? "datagram" : "stream";
+  // The session registers for datagrams before the 200 lets the client send.
+  const session = new ConnectIpSession(request, { mode, log: options.log });
+  await request.writeHeaders(buildConnectIpResponse(200));
+  return { session, scope: parsed.scope };
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -56,11 +56,17 @@ Deno.test("internetChecksum() of a textbook IPv4 header is b861", async (t) => {
 });
 
 Deno.test("checksumAdd() pads an odd trailing byte with zero", async (t) => {
-  await t.step("one byte 01 sums as word 0100", () => assertEquals(checksumAdd(0, hex("01")), 0x0100));
+  await t.step(
+    "one byte 01 sums as word 0100",
+    () => assertEquals(checksumAdd(0, hex("01")), 0x0100),
+  );
   await t.step("range end splits a word", () => {
     assertEquals(checksumAdd(0, hex("0102 0304"), 1, 4), 0x0203 + 0x0400);
   });
-  await t.step("empty range leaves the sum alone", () => assertEquals(checksumAdd(0x1234, hex("ff"), 1), 0x1234));
+  await t.step(
+    "empty range leaves the sum alone",
+    () => assertEquals(checksumAdd(0x1234, hex("ff"), 1), 0x1234),
+  );
 });
 
 Deno.test("checksumAdd() in even pieces equals one pass and the reference", () => {

@@ -491,7 +491,8 @@ const STATE_VALUE = 2;
 export class CapsuleParser {
   readonly #maxCapsuleSize: number;
   #chunks: Uint8Array[] = [];
-  #head = 0;
+  #first = 0; // index of the first chunk still in use; avoids O(n) shift()
+  #head = 0; // offset into chunks[#first]
   #buffered = 0;
   #state = STATE_HEADER;
   #type = 0;
@@ -542,6 +543,8 @@ export class CapsuleParser {
         `Cannot parse capsule: ${error instanceof Error ? error.message : error}`,
       );
       this.#chunks = [];
+      this.#first = 0;
+      this.#head = 0;
       this.#buffered = 0;
       throw this.#error;
     }
@@ -607,7 +610,8 @@ export class CapsuleParser {
 
   #peek(index: number): number {
     let i = this.#head + index;
-    for (const chunk of this.#chunks) {
+    for (let c = this.#first; c < this.#chunks.length; c++) {
+      const chunk = this.#chunks[c];
       if (i < chunk.length) return chunk[i];
       i -= chunk.length;
     }
@@ -624,21 +628,26 @@ export class CapsuleParser {
     this.#buffered -= count;
     if (this.#state === STATE_SKIP) this.#remaining -= count;
     while (count > 0) {
-      const first = this.#chunks[0];
-      const available = first.length - this.#head;
+      const available = this.#chunks[this.#first].length - this.#head;
       if (count < available) {
         this.#head += count;
         return;
       }
       count -= available;
-      this.#chunks.shift();
       this.#head = 0;
+      if (++this.#first === this.#chunks.length) {
+        this.#chunks = [];
+        this.#first = 0;
+      } else if (this.#first >= 1024) {
+        this.#chunks = this.#chunks.slice(this.#first);
+        this.#first = 0;
+      }
     }
   }
 
   #take(length: number): Uint8Array {
     if (length === 0) return EMPTY;
-    const first = this.#chunks[0];
+    const first = this.#chunks[this.#first];
     if (first.length - this.#head >= length) {
       const view = first.subarray(this.#head, this.#head + length);
       this.#discard(length);
@@ -647,7 +656,7 @@ export class CapsuleParser {
     const out = new Uint8Array(length);
     let filled = 0;
     while (filled < length) {
-      const chunk = this.#chunks[0];
+      const chunk = this.#chunks[this.#first];
       const count = Math.min(chunk.length - this.#head, length - filled);
       out.set(chunk.subarray(this.#head, this.#head + count), filled);
       filled += count;

@@ -634,3 +634,16 @@ Deno.test("CapsuleParser on random and mutated input throws only CapsuleError", 
     }
   }
 });
+
+Deno.test("CapsuleParser reassembles a full-size DATAGRAM capsule from 1-byte chunks", () => {
+  const payload = Uint8Array.from({ length: DEFAULT_MAX_CAPSULE_SIZE }, (_, i) => i * 7);
+  const stream = encodeCapsule({ type: "datagram", payload });
+  const parser = new CapsuleParser();
+  for (let i = 0; i < stream.length - 1; i++) {
+    parser.push(stream.subarray(i, i + 1));
+    assertStrictEquals(parser.next(), undefined);
+  }
+  parser.push(stream.subarray(stream.length - 1));
+  assertEquals(parser.next(), { type: "datagram", payload });
+  assert(parser.atCapsuleBoundary);
+});

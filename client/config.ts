@@ -1,0 +1,156 @@
+/**
+ * The client's configuration: flags over environment over defaults, parsed
+ * by a pure function into a frozen, typed config or a list of clear errors.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { LogLevel } from "../shared/log.ts";
+import { parseLogLevel } from "../shared/log.ts";
+import type { IpPrefix } from "../shared/packet/ip_address.ts";
+import { DEFAULT_URI_TEMPLATE } from "../shared/masque/connect_ip_request.ts";
+import type { PacketMode } from "../shared/masque/connect_ip_session.ts";
+import { parseCidr, parseInteger } from "../relay/config.ts";
+import type { ParseResult } from "../relay/config.ts";
+
+/** The client's configuration. */
+export interface ClientConfig {
+  /** Relay host name or address, and UDP port. */
+  readonly relayHost: string;
+  readonly relayPort: number;
+  /** `:authority` sent in the request. */
+  readonly authority: string;
+  /** URI template path of the relay's connect-ip resource. */
+  readonly template: string;
+  /** Name checked against the relay's certificate (default: relay host). */
+  readonly serverName: string;
+  /** PEM file of an extra CA to trust (in addition to the system roots). */
+  readonly caFile?: string;
+  readonly tunName: string;
+  /** TUN MTU, bytes (1280: the IPv6 minimum, fits Deno QUIC's datagram limit). */
+  readonly mtu: number;
+  /** Routes to send through the tunnel; empty: all the relay advertises. */
+  readonly routes: readonly IpPrefix[];
+  readonly mode: PacketMode;
+  readonly logLevel: LogLevel;
+}
+
+/** `--help` text; every option is listed here and in docs/. */
+export const CLIENT_HELP = `masque-vpn client: tunnels IP traffic to a CONNECT-IP relay over HTTP/3.
+
+Usage: deno task client --relay https://HOST[:PORT][/template] [options]
+
+Options:
+  --relay URL          relay URL; the path, when given, is the URI template
+                       (default path ${DEFAULT_URI_TEMPLATE}; default port 443)
+  --ca FILE            trust this CA (PEM) in addition to the system roots
+  --server-name NAME   name to check in the relay's certificate (default: URL host)
+  --route CIDR         send this network through the tunnel (repeatable);
+                       default: environment TARGET_CIDRS (comma-separated),
+                       else every route the relay advertises
+  --tun NAME           TUN device name (default mvpn0)
+  --mtu N              TUN MTU in bytes (default 1280)
+  --mode MODE          datagram (default: IP packets in HTTP Datagrams) or
+                       stream (IP packets in DATAGRAM capsules: reliable, ordered)
+  --log-level LEVEL    debug, info, warn or error (default info;
+                       environment MASQUE_LOG_LEVEL)
+  -h, --help           show this help
+`;
+
+/**
+ * Parses the client's arguments and environment (`TARGET_CIDRS`,
+ * `MASQUE_LOG_LEVEL`).
+ */
+export function parseClientConfig(
+  args: readonly string[],
+  env: Readonly<Record<string, string | undefined>> = {},
+): ParseResult<ClientConfig> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...args],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        relay: { type: "string" },
+        ca: { type: "string" },
+        "server-name": { type: "string" },
+        route: { type: "string", multiple: true },
+        tun: { type: "string" },
+        mtu: { type: "string" },
+        mode: { type: "string" },
+        "log-level": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (error) {
+    return { ok: false, errors: [error instanceof Error ? error.message : String(error)] };
+  }
+  if (values.help) return { ok: "help" };
+  const errors: string[] = [];
+  let relayHost = "";
+  let relayPort = 443;
+  let template = DEFAULT_URI_TEMPLATE;
+  let authority = "";
+  if (values.relay === undefined) {
+    errors.push("--relay URL is required, e.g. --relay https://relay.example:4433");
+  } else {
+    let url: URL | undefined;
+    try {
+      url = new URL(values.relay);
+    } catch {
+      errors.push(`--relay must be a URL like https://relay.example:4433, not "${values.relay}"`);
+    }
+    if (url) {
+      if (url.protocol !== "https:") {
+        errors.push(`--relay must be an https URL, not "${url.protocol}"`);
+      }
+      relayHost = url.hostname.replace(/^\[(.*)\]$/, "$1");
+      relayPort = url.port ? Number(url.port) : 443;
+      authority = url.host;
+      // The template's braces arrive percent-encoded from URL parsing.
+      const path = decodeURIComponent(url.pathname);
+      if (path !== "/" && path !== "") {
+        if (!path.includes("{target}") || !path.includes("{ipproto}")) {
+          errors.push("--relay's path must be a URI template with {target} and {ipproto}");
+        }
+        template = path;
+      }
+    }
+  }
+  const mtu = parseInteger(values.mtu ?? "1280", "--mtu", 576, 65535, errors);
+  const routeTexts = values.route ??
+    (env.TARGET_CIDRS ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+  const routes = routeTexts.map((r) =>
+    parseCidr(r, values.route ? "--route" : "TARGET_CIDRS", errors)
+  );
+  const mode = values.mode ?? "datagram";
+  if (mode !== "datagram" && mode !== "stream") {
+    errors.push(`--mode must be datagram or stream, not "${mode}"`);
+  }
+  const logText = values["log-level"] ?? env.MASQUE_LOG_LEVEL ?? "info";
+  const logLevel = parseLogLevel(logText);
+  if (!logLevel) errors.push(`--log-level must be debug, info, warn or error, not "${logText}"`);
+  const tunName = values.tun ?? "mvpn0";
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tunName)) {
+    errors.push(`--tun must be 1-15 letters, digits, '-', '_' or '.', not "${tunName}"`);
+  }
+  if (errors.length > 0) return { ok: false, errors };
+  return {
+    ok: true,
+    config: Object.freeze({
+      relayHost,
+      relayPort,
+      authority,
+      template,
+      serverName: values["server-name"] ?? relayHost,
+      caFile: values.ca,
+      tunName,
+      mtu: mtu!,
+      routes: Object.freeze(routes as IpPrefix[]),
+      mode: mode as PacketMode,
+      logLevel: logLevel!,
+    }),
+  };
+}

@@ -1,0 +1,220 @@
+/**
+ * The relay's configuration: flags over environment over defaults, parsed
+ * by a pure function into a frozen, typed config or a list of clear errors.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { LogLevel } from "../shared/log.ts";
+import { parseLogLevel } from "../shared/log.ts";
+import type { IpPrefix } from "../shared/packet/ip_address.ts";
+import { parsePrefix } from "../shared/packet/ip_address.ts";
+import { DEFAULT_URI_TEMPLATE } from "../shared/masque/connect_ip_request.ts";
+
+/** The relay's configuration. */
+export interface RelayConfig {
+  /** Address the QUIC endpoint binds, e.g. `::` or `198.18.0.1`. */
+  readonly host: string;
+  /** UDP port (443 in production). */
+  readonly port: number;
+  /** PEM files of the server certificate chain and key. */
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  /** Directory where a development CA and server certificate are kept or created. */
+  readonly devCertsDir?: string;
+  /** DNS names and IP addresses put into a created development certificate. */
+  readonly devCertNames: readonly string[];
+  /** Pools the client addresses come from; the relay's TUN takes the first host of each. */
+  readonly pool4: IpPrefix;
+  readonly pool6: IpPrefix;
+  /** Routes advertised to clients (ROUTE_ADVERTISEMENT). */
+  readonly routes: readonly IpPrefix[];
+  /** Name of the relay's TUN device. */
+  readonly tunName: string;
+  /** MTU of the relay's TUN device, bytes. */
+  readonly mtu: number;
+  /** Install nftables masquerade for the pools (needs `--allow-run=nft`). */
+  readonly nat: boolean;
+  /** URI template of the connect-ip resource (RFC 9484 §3). */
+  readonly template: string;
+  /** Most sessions served at once. */
+  readonly maxSessions: number;
+  readonly logLevel: LogLevel;
+  /** Write a JSON status file here every few seconds (sessions, counters). */
+  readonly statusFile?: string;
+}
+
+/** The outcome of {@linkcode parseRelayConfig}. */
+export type ParseResult<T> =
+  | { readonly ok: true; readonly config: T }
+  | { readonly ok: false; readonly errors: readonly string[] }
+  | { readonly ok: "help" };
+
+/** `--help` text; every option is listed here and in docs/. */
+export const RELAY_HELP = `masque-vpn relay: serves CONNECT-IP (RFC 9484) over HTTP/3.
+
+Usage: deno task relay [options]
+
+Options:
+  --host ADDR          address to listen on (default ::, all addresses)
+  --port N             UDP port (default 4433; 443 in production)
+  --cert FILE          server certificate chain, PEM
+  --key FILE           server private key, PEM
+  --dev-certs DIR      use (or create when missing) a development CA and server
+                       certificate in DIR; clients trust DIR/ca.pem with --ca
+  --dev-cert-name NAME DNS name or IP address for the created certificate
+                       (repeatable; default localhost, 127.0.0.1, ::1)
+  --pool4 CIDR         IPv4 client pool (default 10.100.0.0/24)
+  --pool6 CIDR         IPv6 client pool (default fd6d:6173:7175::/64)
+  --route CIDR         route advertised to clients (repeatable; default
+                       0.0.0.0/0 and ::/0)
+  --tun NAME           TUN device name (default mvpn-relay)
+  --mtu N              TUN MTU in bytes (default 1280)
+  --nat                masquerade the pools on egress with nftables
+                       (run with --allow-run=nft); removed on exit
+  --template T         URI template (default ${DEFAULT_URI_TEMPLATE})
+  --max-sessions N     most concurrent sessions (default 1024)
+  --status-file FILE   write a JSON status (sessions, counters) every 2 s
+  --log-level LEVEL    debug, info, warn or error (default info;
+                       environment MASQUE_LOG_LEVEL)
+  -h, --help           show this help
+`;
+
+/**
+ * Parses the relay's arguments and environment. Returns the config, the
+ * list of every error found, or `"help"`.
+ */
+export function parseRelayConfig(
+  args: readonly string[],
+  env: Readonly<Record<string, string | undefined>> = {},
+): ParseResult<RelayConfig> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...args],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        host: { type: "string" },
+        port: { type: "string" },
+        cert: { type: "string" },
+        key: { type: "string" },
+        "dev-certs": { type: "string" },
+        "dev-cert-name": { type: "string", multiple: true },
+        pool4: { type: "string" },
+        pool6: { type: "string" },
+        route: { type: "string", multiple: true },
+        tun: { type: "string" },
+        mtu: { type: "string" },
+        nat: { type: "boolean" },
+        template: { type: "string" },
+        "max-sessions": { type: "string" },
+        "status-file": { type: "string" },
+        "log-level": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (error) {
+    return { ok: false, errors: [error instanceof Error ? error.message : String(error)] };
+  }
+  if (values.help) return { ok: "help" };
+  const errors: string[] = [];
+  const port = parseInteger(values.port ?? "4433", "--port", 1, 65535, errors);
+  const mtu = parseInteger(values.mtu ?? "1280", "--mtu", 1280, 65535, errors);
+  const maxSessions = parseInteger(
+    values["max-sessions"] ?? "1024",
+    "--max-sessions",
+    1,
+    1e6,
+    errors,
+  );
+  const pool4 = parseCidr(values.pool4 ?? "10.100.0.0/24", "--pool4", errors, 4);
+  const pool6 = parseCidr(values.pool6 ?? "fd6d:6173:7175::/64", "--pool6", errors, 6);
+  if (pool4 && pool4.prefixLength > 30) errors.push("--pool4 must be /30 or larger");
+  if (pool6 && pool6.prefixLength > 126) errors.push("--pool6 must be /126 or larger");
+  const routes = (values.route ?? ["0.0.0.0/0", "::/0"]).map((r) =>
+    parseCidr(r, "--route", errors)
+  );
+  const logText = values["log-level"] ?? env.MASQUE_LOG_LEVEL ?? "info";
+  const logLevel = parseLogLevel(logText);
+  if (!logLevel) errors.push(`--log-level must be debug, info, warn or error, not "${logText}"`);
+  const tunName = values.tun ?? "mvpn-relay";
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tunName)) {
+    errors.push(`--tun must be 1-15 letters, digits, '-', '_' or '.', not "${tunName}"`);
+  }
+  const certFile = values.cert;
+  const keyFile = values.key;
+  const devCertsDir = values["dev-certs"];
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    errors.push("--cert and --key go together");
+  }
+  if (certFile === undefined && devCertsDir === undefined) {
+    errors.push("Give --cert and --key, or --dev-certs DIR for a development certificate");
+  }
+  if (certFile !== undefined && devCertsDir !== undefined) {
+    errors.push("Give either --cert/--key or --dev-certs, not both");
+  }
+  const template = values.template ?? DEFAULT_URI_TEMPLATE;
+  if (!template.includes("{target}") || !template.includes("{ipproto}")) {
+    errors.push("--template must contain {target} and {ipproto}");
+  }
+  if (errors.length > 0) return { ok: false, errors };
+  return {
+    ok: true,
+    config: Object.freeze({
+      host: values.host ?? "::",
+      port: port!,
+      certFile,
+      keyFile,
+      devCertsDir,
+      devCertNames: Object.freeze(values["dev-cert-name"] ?? ["localhost", "127.0.0.1", "::1"]),
+      pool4: pool4!,
+      pool6: pool6!,
+      routes: Object.freeze(routes as IpPrefix[]),
+      tunName,
+      mtu: mtu!,
+      nat: values.nat ?? false,
+      template,
+      maxSessions: maxSessions!,
+      logLevel: logLevel!,
+      statusFile: values["status-file"],
+    }),
+  };
+}
+
+/** Parses a decimal integer within bounds, or records an error. */
+export function parseInteger(
+  text: string,
+  name: string,
+  min: number,
+  max: number,
+  errors: string[],
+): number | undefined {
+  const value = /^[0-9]+$/.test(text) ? Number(text) : NaN;
+  if (!(value >= min && value <= max)) {
+    errors.push(`${name} must be an integer from ${min} to ${max}, not "${text}"`);
+    return undefined;
+  }
+  return value;
+}
+
+/** Parses a prefix, optionally of one IP version, or records an error. */
+export function parseCidr(
+  text: string,
+  name: string,
+  errors: string[],
+  version?: 4 | 6,
+): IpPrefix | undefined {
+  try {
+    const prefix = parsePrefix(text.trim());
+    if (version !== undefined && prefix.version !== version) {
+      errors.push(`${name} must be an IPv${version} prefix, not "${text}"`);
+      return undefined;
+    }
+    return prefix;
+  } catch (error) {
+    errors.push(`${name}: ${error instanceof Error ? error.message : String(error)}`);
+    return undefined;
+  }
+}

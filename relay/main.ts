@@ -1,0 +1,153 @@
+/**
+ * `deno task relay`: listens for QUIC on UDP, serves CONNECT-IP sessions,
+ * and forwards their packets through a TUN device (and NAT with `--nat`).
+ *
+ * @module
+ */
+
+import { parseRelayConfig, RELAY_HELP } from "./config.ts";
+import type { RelayConfig } from "./config.ts";
+import { loadOrCreateDevCerts } from "./dev_certs.ts";
+import { installNat } from "./nat.ts";
+import { Relay } from "./relay.ts";
+import { createLogger } from "../shared/log.ts";
+import type { Logger } from "../shared/log.ts";
+import { formatPrefix } from "../shared/packet/ip_address.ts";
+import { openTun } from "../ffi/tun_linux.ts";
+import { addAddress, setLinkMtu, setLinkUp } from "../ffi/netlink.ts";
+
+async function main(): Promise<number> {
+  const parsed = parseRelayConfig(Deno.args, {
+    MASQUE_LOG_LEVEL: Deno.env.get("MASQUE_LOG_LEVEL"),
+  });
+  if (parsed.ok === "help") {
+    console.log(RELAY_HELP);
+    return 0;
+  }
+  if (!parsed.ok) {
+    for (const error of parsed.errors) console.error(`error: ${error}`);
+    console.error("Run with --help for the options.");
+    return 2;
+  }
+  const config = parsed.config;
+  const log = createLogger({ level: config.logLevel, write: (line) => console.error(line) })
+    .with({ role: "relay" });
+  try {
+    return await run(config, log);
+  } catch (error) {
+    log.error(error instanceof Error ? error.message : String(error));
+    return 1;
+  }
+}
+
+async function loadCerts(config: RelayConfig, log: Logger): Promise<{ cert: string; key: string }> {
+  if (config.certFile && config.keyFile) {
+    const read = async (path: string, what: string) => {
+      try {
+        return await Deno.readTextFile(path);
+      } catch (error) {
+        throw new Error(
+          `Cannot read ${what} ${path}: ${error instanceof Error ? error.message : error}`,
+        );
+      }
+    };
+    return {
+      cert: await read(config.certFile, "--cert"),
+      key: await read(config.keyFile, "--key"),
+    };
+  }
+  const names = config.devCertNames;
+  const isIp = (n: string) => /^[0-9.]+$/.test(n) || n.includes(":");
+  const certs = await loadOrCreateDevCerts(config.devCertsDir!, {
+    dnsNames: names.filter((n) => !isIp(n)),
+    ipAddresses: names.filter(isIp),
+  });
+  log.info(certs.created ? "created development certificates" : "using development certificates", {
+    ca: certs.caPath,
+  });
+  return { cert: certs.certPem, key: certs.keyPem };
+}
+
+async function run(config: RelayConfig, log: Logger): Promise<number> {
+  const { cert, key } = await loadCerts(config, log);
+  const tun = openTun(config.tunName, { mtu: config.mtu });
+  const cleanups: (() => void | Promise<void>)[] = [() => tun.close()];
+  const cleanup = async () => {
+    while (cleanups.length > 0) {
+      try {
+        await cleanups.pop()!();
+      } catch (error) {
+        log.warn("cleanup step failed", {
+          error: error instanceof Error ? error.message : String(error),
+        });
+      }
+    }
+  };
+  try {
+    const relay = new Relay(tun, {
+      pool4: config.pool4,
+      pool6: config.pool6,
+      routes: config.routes,
+      template: config.template,
+      maxSessions: config.maxSessions,
+      log,
+    });
+    setLinkMtu(tun.name, config.mtu);
+    for (const prefix of relay.gatewayAddresses) addAddress(tun.name, prefix);
+    setLinkUp(tun.name);
+    if (config.nat) {
+      const nat = await installNat([config.pool4, config.pool6], tun.name);
+      cleanups.push(() => nat.remove());
+      log.info("NAT installed", { table: nat.table });
+    }
+    const endpoint = new Deno.QuicEndpoint({ hostname: config.host, port: config.port });
+    cleanups.push(() => endpoint.close());
+    const listener = endpoint.listen({
+      alpnProtocols: ["h3"],
+      cert,
+      key,
+      keepAliveInterval: 10_000,
+      maxIdleTimeout: 30_000,
+    });
+    log.info("listening", {
+      addr: `${endpoint.addr.hostname}:${endpoint.addr.port}`,
+      tun: tun.name,
+      pools: [config.pool4, config.pool6].map(formatPrefix).join(","),
+      routes: config.routes.map(formatPrefix).join(","),
+    });
+    relay.runTun().catch((error) => log.error("TUN loop failed", { error: String(error) }));
+    if (config.statusFile) {
+      const file = config.statusFile;
+      const timer = setInterval(() => {
+        Deno.writeTextFile(file, JSON.stringify(relay.status(), null, 2) + "\n").catch(() => {});
+      }, 2000);
+      cleanups.push(() => clearInterval(timer));
+    }
+    const accept = (async () => {
+      for await (const incoming of listener) {
+        const remote = `${incoming.remoteAddr.hostname}:${incoming.remoteAddr.port}`;
+        incoming.accept().then(
+          (conn) => relay.acceptConnection(conn, remote),
+          (error) => log.debug("handshake failed", { peer: remote, error: String(error) }),
+        );
+      }
+    })();
+    const signal = await new Promise<string>((resolve) => {
+      for (const name of ["SIGINT", "SIGTERM"] as const) {
+        const handler = () => resolve(name);
+        Deno.addSignalListener(name, handler);
+        cleanups.unshift(() => Deno.removeSignalListener(name, handler));
+      }
+      accept.catch((error) => resolve(`listener failed: ${error}`));
+    });
+    log.info("stopping", { why: signal, sessions: relay.sessions.length });
+    listener.stop();
+    await relay.stop();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    return 0;
+  } finally {
+    await cleanup();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main());

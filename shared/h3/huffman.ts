@@ -417,8 +417,9 @@ function run(bytes: Uint8Array, out: Uint8Array | null, maxLength: number): numb
 export function huffmanDecode(bytes: Uint8Array, maxLength = Infinity): Uint8Array {
   // The shortest code is 5 bits, so n bytes decode to at most 8n/5 symbols.
   const bound = Math.floor((bytes.length * 8) / 5);
-  const out = new Uint8Array(Math.min(bound, Math.max(0, Math.floor(maxLength))));
-  const length = run(bytes, out, maxLength);
+  const limit = maxLength >= 0 ? Math.floor(maxLength) : 0;
+  const out = new Uint8Array(Math.min(bound, limit));
+  const length = run(bytes, out, limit);
   return out.subarray(0, length);
 }
 
@@ -428,7 +429,7 @@ export function huffmanDecode(bytes: Uint8Array, maxLength = Infinity): Uint8Arr
  * {@linkcode HuffmanError}s as {@linkcode huffmanDecode} (RFC 7541 §5.2).
  */
 export function huffmanDecodedLength(bytes: Uint8Array, maxLength = Infinity): number {
-  return run(bytes, null, maxLength);
+  return run(bytes, null, maxLength >= 0 ? Math.floor(maxLength) : 0);
 }
 
 // --- Encoder ----------------------------------------------------------------

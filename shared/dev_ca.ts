@@ -588,7 +588,7 @@ export function parseCertificate(der: Uint8Array): CertificateInfo {
   const top = new DerReader(der, "certificate");
   const certificate = top.enter(TAG_SEQUENCE, "Certificate");
   top.finish("Certificate");
-  const tbsCertificate = certificate.peekWhole();
+  const tbsCertificate = certificate.peekWhole(TAG_SEQUENCE, "TBSCertificate");
   const tbs = certificate.enter(TAG_SEQUENCE, "TBSCertificate");
   const signatureAlgorithm = parseAlgorithm(certificate.enter(TAG_SEQUENCE, "signatureAlgorithm"));
   const signature = bitStringContent(
@@ -610,19 +610,19 @@ export function parseCertificate(der: Uint8Array): CertificateInfo {
   const serialNumber = tbs.read(TAG_INTEGER, "serialNumber");
   if (serialNumber.length === 0) throw tbs.error("serialNumber is empty");
   parseAlgorithm(tbs.enter(TAG_SEQUENCE, "signature"));
-  const issuer = tbs.peekWhole();
+  const issuer = tbs.peekWhole(TAG_SEQUENCE, "issuer");
   tbs.read(TAG_SEQUENCE, "issuer");
   const validity = tbs.enter(TAG_SEQUENCE, "validity");
   const notBefore = parseTime(validity, "notBefore");
   const notAfter = parseTime(validity, "notAfter");
   validity.finish("validity");
-  const subject = tbs.peekWhole();
+  const subject = tbs.peekWhole(TAG_SEQUENCE, "subject");
   const commonName = parseCommonName(tbs.enter(TAG_SEQUENCE, "subject"));
-  const subjectPublicKeyInfo = tbs.peekWhole();
+  const subjectPublicKeyInfo = tbs.peekWhole(TAG_SEQUENCE, "subjectPublicKeyInfo");
   tbs.read(TAG_SEQUENCE, "subjectPublicKeyInfo");
   if (tbs.peekTag() === TAG_ISSUER_UNIQUE_ID) tbs.read(TAG_ISSUER_UNIQUE_ID, "issuerUniqueID");
   if (tbs.peekTag() === TAG_SUBJECT_UNIQUE_ID) tbs.read(TAG_SUBJECT_UNIQUE_ID, "subjectUniqueID");
-  const extensions = new Map<string, Uint8Array>();
+  const extensions = new Map<string, DerReader>();
   if (tbs.peekTag() === TAG_EXTENSIONS) {
     const explicit = tbs.enter(TAG_EXTENSIONS, "extensions");
     const list = explicit.enter(TAG_SEQUENCE, "extensions");
@@ -631,7 +631,7 @@ export function parseCertificate(der: Uint8Array): CertificateInfo {
       const ext = list.enter(TAG_SEQUENCE, "extension");
       const oid = decodeOid(ext, ext.read(TAG_OID, "extnID"));
       if (ext.peekTag() === TAG_BOOLEAN) parseBoolean(ext, "critical");
-      const value = ext.read(TAG_OCTET_STRING, "extnValue");
+      const value = ext.enter(TAG_OCTET_STRING, "extnValue");
       ext.finish("extension");
       if (extensions.has(oid)) throw list.error(`extension ${oid} appears twice`);
       extensions.set(oid, value);
@@ -639,10 +639,7 @@ export function parseCertificate(der: Uint8Array): CertificateInfo {
   }
   tbs.finish("TBSCertificate");
 
-  const extensionReader = (oid: string) => {
-    const value = extensions.get(oid);
-    return value === undefined ? undefined : new DerReader(value, "certificate");
-  };
+  const extensionReader = (oid: string) => extensions.get(oid);
   let isCa = false;
   const basic = extensionReader(OID_BASIC_CONSTRAINTS);
   if (basic !== undefined) {
@@ -731,9 +728,9 @@ class DerReader {
     return this.done() ? undefined : this.#bytes[this.#offset];
   }
 
-  /** The next element's full TLV bytes, without consuming it. */
-  peekWhole(): Uint8Array {
-    const { end } = this.#header("element");
+  /** The next element's full TLV bytes, which must have `tag`, without consuming it. */
+  peekWhole(tag: number, field: string): Uint8Array {
+    const { end } = this.#expect(tag, field);
     return this.#bytes.subarray(this.#offset, end);
   }
 
@@ -760,7 +757,8 @@ class DerReader {
 
   finish(field: string): void {
     if (!this.done()) {
-      throw this.error(`${this.#end - this.#offset} unexpected bytes at the end of ${field}`);
+      const left = this.#end - this.#offset;
+      throw this.error(`${left} unexpected byte${left === 1 ? "" : "s"} at the end of ${field}`);
     }
   }
 

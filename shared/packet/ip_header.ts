@@ -401,7 +401,7 @@ export function hopLimit(packet: Uint8Array): number {
 }
 
 /**
- * Decrements the TTL / Hop Limit in place, as RFC 9484 §8 asks right before a
+ * Decrements the TTL / Hop Limit in place, as RFC 9484 §7 asks right before a
  * packet is sent in an HTTP Datagram, patching the IPv4 header checksum
  * incrementally (RFC 1624 §3). Returns false, changing nothing, when the value
  * is 0 or 1 (the packet must be dropped, RFC 1812 §5.3.1, RFC 8200 §3) or the

@@ -1,0 +1,556 @@
+import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
+import { createPrefix, parsePrefix } from "../packet/ip_address.ts";
+import {
+  buildConnectIpRequest,
+  buildConnectIpResponse,
+  type ConnectIpScope,
+  DEFAULT_URI_TEMPLATE,
+  expandConnectIpPath,
+  type HeaderField,
+  isCapsuleProtocolEnabled,
+  parseConnectIpRequest,
+} from "./connect_ip_request.ts";
+
+const ANY: ConnectIpScope = { target: { kind: "any" }, ipProtocol: "any" };
+
+/** A valid request for `path`, with header lines replaced or added by `changes`. */
+function request(path = "/.well-known/masque/ip/*/*/", authority = "relay.test"): HeaderField[] {
+  return buildConnectIpRequest({ authority, path });
+}
+function without(headers: HeaderField[], name: string): HeaderField[] {
+  return headers.filter(([n]) => n !== name);
+}
+function replace(headers: HeaderField[], name: string, value: string): HeaderField[] {
+  return headers.map(([n, v]) => (n === name ? [n, value] : [n, v]));
+}
+
+Deno.test("buildConnectIpRequest() writes the RFC 9484 §4 extended CONNECT", () => {
+  assertEquals(buildConnectIpRequest({ authority: "relay.test:4433", path: "/p/*/*/" }), [
+    [":method", "CONNECT"],
+    [":protocol", "connect-ip"],
+    [":scheme", "https"],
+    [":authority", "relay.test:4433"],
+    [":path", "/p/*/*/"],
+    ["capsule-protocol", "?1"],
+  ]);
+});
+
+Deno.test("buildConnectIpResponse() adds capsule-protocol on 2xx only", async (t) => {
+  await t.step("200", () => {
+    assertEquals(buildConnectIpResponse(200), [[":status", "200"], ["capsule-protocol", "?1"]]);
+  });
+  await t.step("403", () => assertEquals(buildConnectIpResponse(403), [[":status", "403"]]));
+  await t.step("bad status", () => {
+    assertThrows(
+      () => buildConnectIpResponse(99),
+      RangeError,
+      "Cannot build response: status 99 is not 100..599",
+    );
+  });
+});
+
+Deno.test("expandConnectIpPath() fills the template with percent-encoded values", async (t) => {
+  const cases: [string, ConnectIpScope, string][] = [
+    [DEFAULT_URI_TEMPLATE, ANY, "/.well-known/masque/ip/*/*/"],
+    [
+      DEFAULT_URI_TEMPLATE,
+      { target: { kind: "prefix", prefix: parsePrefix("198.18.2.0/24") }, ipProtocol: 17 },
+      "/.well-known/masque/ip/198.18.2.0%2F24/17/",
+    ],
+    [
+      DEFAULT_URI_TEMPLATE,
+      { target: { kind: "prefix", prefix: parsePrefix("fd00::/8") }, ipProtocol: 58 },
+      "/.well-known/masque/ip/fd00%3A%3A%2F8/58/",
+    ],
+    [
+      DEFAULT_URI_TEMPLATE,
+      { target: { kind: "prefix", prefix: parsePrefix("198.18.0.1") }, ipProtocol: 0 },
+      "/.well-known/masque/ip/198.18.0.1/0/",
+    ],
+    [
+      DEFAULT_URI_TEMPLATE,
+      { target: { kind: "prefix", prefix: parsePrefix("fd00::1") }, ipProtocol: "any" },
+      "/.well-known/masque/ip/fd00%3A%3A1/*/",
+    ],
+    ["https://relay.test/vpn?t={target}&p={ipproto}", ANY, "/vpn?t=*&p=*"],
+    ["/vpn", ANY, "/vpn"],
+  ];
+  for (const [template, scope, expected] of cases) {
+    await t.step(expected, () => assertEquals(expandConnectIpPath(template, scope), expected));
+  }
+  await t.step("IP protocol out of range", () => {
+    assertThrows(
+      () => expandConnectIpPath(DEFAULT_URI_TEMPLATE, { ...ANY, ipProtocol: 256 }),
+      RangeError,
+      "Cannot expand URI template: IP protocol 256 is not 0..255",
+    );
+  });
+  const badTemplates: [string, string][] = [
+    ["/x/{?target,ipproto}", "unsupported expression {?target,ipproto}"],
+    ["/x/{target}{ipproto}", "two variables without a literal between them cannot be matched"],
+    ["/x/{target}/{target}", "{target} appears twice"],
+    ["/x/{target", "'{' without '}'"],
+    ["/x/target}", "'}' without '{'"],
+    ["x/{target}", "the path must start with '/'"],
+    ["http://relay.test/{target}", "the scheme must be https"],
+    ["https:///{target}", "the authority is empty"],
+    ["/x/{dns}", "unsupported expression {dns}"],
+  ];
+  for (const [template, why] of badTemplates) {
+    await t.step(`rejects template ${template}`, () => {
+      assertThrows(
+        () => expandConnectIpPath(template, ANY),
+        Error,
+        `Invalid URI template "${template}": ${why}`,
+      );
+    });
+  }
+});
+
+Deno.test("parseConnectIpRequest() accepts well-formed requests", async (t) => {
+  const v4 = { kind: "prefix", prefix: parsePrefix("198.18.2.0/24") } as const;
+  const cases: [
+    string,
+    HeaderField[],
+    ConnectIpScope,
+    { template?: string; authority?: string }?,
+  ][] = [
+    ["wildcards", request(), ANY],
+    ["IPv4 prefix and UDP", request("/.well-known/masque/ip/198.18.2.0%2F24/17/"), {
+      target: v4,
+      ipProtocol: 17,
+    }],
+    ["IPv6 prefix and ICMPv6", request("/.well-known/masque/ip/fd00%3A%3A%2F8/58/"), {
+      target: { kind: "prefix", prefix: parsePrefix("fd00::/8") },
+      ipProtocol: 58,
+    }],
+    ["lowercase percent-encoding", request("/.well-known/masque/ip/fd00%3a%3a%2f8/*/"), {
+      target: { kind: "prefix", prefix: parsePrefix("fd00::/8") },
+      ipProtocol: "any",
+    }],
+    ["bare IPv4 address is a /32", request("/.well-known/masque/ip/198.18.0.1/6/"), {
+      target: { kind: "prefix", prefix: parsePrefix("198.18.0.1/32") },
+      ipProtocol: 6,
+    }],
+    ["%2A means any", request("/.well-known/masque/ip/%2A/%2A/"), ANY],
+    ["ipproto 0 and host bits masked", request("/.well-known/masque/ip/198.18.2.9%2F24/0/"), {
+      target: v4,
+      ipProtocol: 0,
+    }],
+    ["ipproto 255", request("/.well-known/masque/ip/*/255/"), {
+      target: { kind: "any" },
+      ipProtocol: 255,
+    }],
+    ["capsule-protocol with parameters", replace(request(), "capsule-protocol", "?1;a=1;b"), ANY],
+    ["host header equal to :authority", [...request(), ["host", "relay.test"]], ANY],
+    ["te: trailers", [...request(), ["te", "trailers"]], ANY],
+    ["expected authority, case and :443 ignored", request(undefined, "Relay.Test:443"), ANY, {
+      authority: "relay.test",
+    }],
+    ["absolute template's authority", request("/vpn/*/*"), ANY, {
+      template: "https://relay.test/vpn/{target}/{ipproto}",
+    }],
+    ["template without variables", request("/vpn"), ANY, { template: "/vpn" }],
+    [
+      "query-form template",
+      request("/vpn?t=198.18.2.0%2F24&p=17"),
+      { target: v4, ipProtocol: 17 },
+      {
+        template: "/vpn?t={target}&p={ipproto}",
+      },
+    ],
+  ];
+  for (const [name, headers, scope, options] of cases) {
+    await t.step(name, () => {
+      const result = parseConnectIpRequest(headers, options);
+      const path = headers.find(([n]) => n === ":path")![1];
+      const authority = headers.find(([n]) => n === ":authority")![1];
+      assertEquals(result, { ok: true, scope, authority, path });
+    });
+  }
+});
+
+Deno.test("parseConnectIpRequest() refuses bad requests with a status and reason", async (t) => {
+  const base = request();
+  const cases: [
+    string,
+    HeaderField[],
+    number,
+    string,
+    { template?: string; authority?: string }?,
+  ][] = [
+    // Malformed messages (RFC 9114 §4.1.2, §4.3.1)
+    [
+      "uppercase name",
+      replace(base, "capsule-protocol", "?1").map(([n, v]) =>
+        n === "capsule-protocol" ? ["Capsule-Protocol", v] : [n, v]
+      ),
+      400,
+      `uppercase header name "Capsule-Protocol"`,
+    ],
+    ["empty name", [...base, ["", "x"]], 400, "empty header name"],
+    ["invalid name", [...base, ["bad header", "x"]], 400, `invalid header name "bad header"`],
+    [
+      "CR LF in a value",
+      [...base, ["x-a", "b\r\nx-c: d"]],
+      400,
+      `invalid character in header "x-a"`,
+    ],
+    [
+      "duplicate :path",
+      [...base.slice(0, 5), [":path", "/x"], ...base.slice(5)],
+      400,
+      "duplicate pseudo-header :path",
+    ],
+    [
+      "pseudo-header after a regular one",
+      [...base, [":path", "/x"]],
+      400,
+      "pseudo-header :path after a regular header",
+    ],
+    [
+      "unknown pseudo-header",
+      [[":foo", "x"], ...base],
+      400,
+      "pseudo-header :foo is not allowed in a request",
+    ],
+    [
+      "response pseudo-header",
+      [[":status", "200"], ...base],
+      400,
+      "pseudo-header :status is not allowed in a request",
+    ],
+    [
+      "connection header",
+      [...base, ["connection", "close"]],
+      400,
+      `connection-specific header "connection"`,
+    ],
+    [
+      "transfer-encoding",
+      [...base, ["transfer-encoding", "chunked"]],
+      400,
+      `connection-specific header "transfer-encoding"`,
+    ],
+    ["te: gzip", [...base, ["te", "gzip"]], 400, `te header other than "trailers"`],
+    [
+      "host differs",
+      [...base, ["host", "other.test"]],
+      400,
+      `host "other.test" differs from :authority "relay.test"`,
+    ],
+    [
+      "duplicate host",
+      [...base, ["host", "relay.test"], ["host", "relay.test"]],
+      400,
+      "duplicate host header",
+    ],
+    // Method and protocol
+    ["missing :method", without(base, ":method"), 400, "missing :method"],
+    [
+      "GET",
+      without(replace(base, ":method", "GET"), ":protocol"),
+      405,
+      "expected CONNECT, got GET",
+    ],
+    ["GET with :protocol", replace(base, ":method", "GET"), 400, ":protocol with method GET"],
+    [
+      "plain CONNECT",
+      [[":method", "CONNECT"], [":authority", "relay.test:443"]],
+      501,
+      "plain CONNECT is not supported; use connect-ip",
+    ],
+    [
+      "plain CONNECT with :path",
+      without(base, ":protocol"),
+      400,
+      "plain CONNECT with :scheme or :path",
+    ],
+    [
+      "connect-udp",
+      replace(base, ":protocol", "connect-udp"),
+      501,
+      `unsupported :protocol "connect-udp"`,
+    ],
+    [
+      "websocket",
+      replace(base, ":protocol", "websocket"),
+      501,
+      `unsupported :protocol "websocket"`,
+    ],
+    [
+      "uppercase protocol",
+      replace(base, ":protocol", "CONNECT-IP"),
+      501,
+      `unsupported :protocol "CONNECT-IP"`,
+    ],
+    // Required pseudo-headers
+    ["missing :scheme", without(base, ":scheme"), 400, "missing :scheme"],
+    ["missing :authority", without(base, ":authority"), 400, "missing :authority"],
+    ["empty :authority", replace(base, ":authority", ""), 400, "missing :authority"],
+    ["missing :path", without(base, ":path"), 400, "missing :path"],
+    ["http scheme", replace(base, ":scheme", "http"), 400, `:scheme must be https, got "http"`],
+    // Authority
+    ["authority mismatch", base, 400, `:authority "relay.test" does not match "vpn.test"`, {
+      authority: "vpn.test",
+    }],
+    [
+      "authority port mismatch",
+      base,
+      400,
+      `:authority "relay.test" does not match "relay.test:4433"`,
+      { authority: "relay.test:4433" },
+    ],
+    [
+      "template authority mismatch",
+      request("/vpn/*/*"),
+      400,
+      `:authority "relay.test" does not match "vpn.test"`,
+      {
+        template: "https://vpn.test/vpn/{target}/{ipproto}",
+      },
+    ],
+    // Capsule-Protocol (RFC 9297 §3.4)
+    [
+      "capsule-protocol missing",
+      without(base, "capsule-protocol"),
+      400,
+      "missing or invalid capsule-protocol header (expected ?1)",
+    ],
+    [
+      "capsule-protocol ?0",
+      replace(base, "capsule-protocol", "?0"),
+      400,
+      "missing or invalid capsule-protocol header (expected ?1)",
+    ],
+    [
+      "capsule-protocol 1",
+      replace(base, "capsule-protocol", "1"),
+      400,
+      "missing or invalid capsule-protocol header (expected ?1)",
+    ],
+    [
+      "capsule-protocol twice",
+      [...base, ["capsule-protocol", "?1"]],
+      400,
+      "missing or invalid capsule-protocol header (expected ?1)",
+    ],
+    // Path and template variables (RFC 9484 §4.6)
+    [
+      "no trailing slash",
+      request("/.well-known/masque/ip/*/*"),
+      400,
+      `path "/.well-known/masque/ip/*/*" does not match template "${DEFAULT_URI_TEMPLATE}"`,
+    ],
+    [
+      "empty target",
+      request("/.well-known/masque/ip//*/"),
+      400,
+      `path "/.well-known/masque/ip//*/" does not match template "${DEFAULT_URI_TEMPLATE}"`,
+    ],
+    [
+      "raw slash in target",
+      request("/.well-known/masque/ip/198.18.0.0/15/*/"),
+      400,
+      `path "/.well-known/masque/ip/198.18.0.0/15/*/" does not match template "${DEFAULT_URI_TEMPLATE}"`,
+    ],
+    [
+      "query appended",
+      request("/.well-known/masque/ip/*/*/?x=1"),
+      400,
+      `path "/.well-known/masque/ip/*/*/?x=1" does not match template "${DEFAULT_URI_TEMPLATE}"`,
+    ],
+    [
+      "other prefix",
+      request("/masque/ip/*/*/"),
+      400,
+      `path "/masque/ip/*/*/" does not match template "${DEFAULT_URI_TEMPLATE}"`,
+    ],
+    [
+      "hostname target",
+      request("/.well-known/masque/ip/example.com/*/"),
+      400,
+      `target "example.com" is not an IP address, IP prefix or "*"`,
+    ],
+    [
+      "prefix too long",
+      request("/.well-known/masque/ip/198.18.0.0%2F33/*/"),
+      400,
+      `target "198.18.0.0/33" is not an IP address, IP prefix or "*"`,
+    ],
+    [
+      "zone id",
+      request("/.well-known/masque/ip/fe80%3A%3A1%25eth0/*/"),
+      400,
+      `target "fe80::1%eth0" is not an IP address, IP prefix or "*"`,
+    ],
+    [
+      "bad percent-encoding",
+      request("/.well-known/masque/ip/%zz/*/"),
+      400,
+      `target "%zz" is not valid percent-encoding`,
+    ],
+    [
+      "bad UTF-8",
+      request("/.well-known/masque/ip/*/%ff/"),
+      400,
+      `ipproto "%ff" is not valid percent-encoding`,
+    ],
+    [
+      "ipproto 256",
+      request("/.well-known/masque/ip/*/256/"),
+      400,
+      `ipproto "256" is not 0..255 or "*"`,
+    ],
+    [
+      "ipproto leading zero",
+      request("/.well-known/masque/ip/*/017/"),
+      400,
+      `ipproto "017" is not 0..255 or "*"`,
+    ],
+    [
+      "ipproto negative",
+      request("/.well-known/masque/ip/*/-1/"),
+      400,
+      `ipproto "-1" is not 0..255 or "*"`,
+    ],
+    [
+      "ipproto plus sign",
+      request("/.well-known/masque/ip/*/%2B1/"),
+      400,
+      `ipproto "+1" is not 0..255 or "*"`,
+    ],
+    [
+      "ipproto name",
+      request("/.well-known/masque/ip/*/udp/"),
+      400,
+      `ipproto "udp" is not 0..255 or "*"`,
+    ],
+    // Server configuration
+    [
+      "invalid template",
+      base,
+      500,
+      `Invalid URI template "/x/{?target}": unsupported expression {?target} (only {target} and {ipproto})`,
+      {
+        template: "/x/{?target}",
+      },
+    ],
+  ];
+  for (const [name, headers, status, reason, options] of cases) {
+    await t.step(name, () => {
+      assertEquals(parseConnectIpRequest(headers, options), { ok: false, status, reason });
+    });
+  }
+});
+
+Deno.test("isCapsuleProtocolEnabled() reads a Structured Field Boolean", async (t) => {
+  const enabled = [
+    "?1",
+    " ?1 ",
+    "?1;a",
+    "?1; a=1",
+    `?1;a=1;b=?0;c="x \\" y";d=tok/en:1;e=:AAE=:;f=-1.5;g=*`,
+  ];
+  for (const value of enabled) {
+    await t.step(`enabled: ${value}`, () => {
+      assert(isCapsuleProtocolEnabled([["capsule-protocol", value]]));
+    });
+  }
+  const disabled = [
+    "?0",
+    "1",
+    "?",
+    "?10",
+    "true",
+    "?1,?1",
+    "?1 ;a",
+    "?1;A=1",
+    "?1;a=",
+    "?1;",
+    `?1;a="open`,
+    `?1;a="bad \\x escape"`,
+    "?1;a=1234567890123.5",
+    '?1;a=%"x"',
+    "",
+  ];
+  for (const value of disabled) {
+    await t.step(`disabled: ${JSON.stringify(value)}`, () => {
+      assert(!isCapsuleProtocolEnabled([["capsule-protocol", value]]));
+    });
+  }
+  await t.step("absent", () => assert(!isCapsuleProtocolEnabled([[":status", "200"]])));
+  await t.step("repeated field lines form a List", () => {
+    assert(!isCapsuleProtocolEnabled([["capsule-protocol", "?1"], ["capsule-protocol", "?1"]]));
+  });
+  await t.step("response from buildConnectIpResponse(200)", () => {
+    assert(isCapsuleProtocolEnabled(buildConnectIpResponse(200)));
+    assert(!isCapsuleProtocolEnabled(buildConnectIpResponse(204).slice(0, 1)));
+  });
+});
+
+Deno.test("expandConnectIpPath() and parseConnectIpRequest() round trip random scopes", () => {
+  const templates = [
+    DEFAULT_URI_TEMPLATE,
+    "/vpn?t={target}&p={ipproto}",
+    "https://relay.test/a/{ipproto}/b/{target}",
+  ];
+  for (let i = 0; i < 1000; i++) {
+    const address = new Uint8Array(i % 2 === 0 ? 4 : 16);
+    crypto.getRandomValues(address);
+    const scope: ConnectIpScope = {
+      target: i % 5 === 0 ? { kind: "any" } : {
+        kind: "prefix",
+        prefix: createPrefix(address, Math.floor(Math.random() * (address.length * 8 + 1))),
+      },
+      ipProtocol: i % 3 === 0 ? "any" : Math.floor(Math.random() * 256),
+    };
+    const template = templates[i % templates.length];
+    const path = expandConnectIpPath(template, scope);
+    const result = parseConnectIpRequest(buildConnectIpRequest({ authority: "relay.test", path }), {
+      template,
+    });
+    assertEquals(result, { ok: true, scope, authority: "relay.test", path });
+  }
+});
+
+Deno.test("parseConnectIpRequest() on random input only returns results", () => {
+  const names = [
+    ":method",
+    ":protocol",
+    ":scheme",
+    ":authority",
+    ":path",
+    "capsule-protocol",
+    "host",
+    "te",
+    "X",
+    ":x",
+    "",
+  ];
+  const values = [
+    "CONNECT",
+    "connect-ip",
+    "https",
+    "relay.test",
+    "?1",
+    "/.well-known/masque/ip/*/*/",
+    "",
+    "\r",
+    "%",
+    "/.well-known/masque/ip/%E0%A4%A/1/",
+  ];
+  const pick = <T>(list: readonly T[]) => list[Math.floor(Math.random() * list.length)];
+  for (let i = 0; i < 5000; i++) {
+    const headers: HeaderField[] = i % 2 === 0 ? request() : [];
+    for (let j = Math.floor(Math.random() * 4); j > 0; j--) {
+      const field: HeaderField = [pick(names), pick(values)];
+      headers.splice(Math.floor(Math.random() * (headers.length + 1)), 0, field);
+    }
+    const result = parseConnectIpRequest(headers);
+    if (!result.ok) {
+      assert([400, 405, 501].includes(result.status), `${result.status} ${result.reason}`);
+      assert(result.reason.length > 0);
+    }
+  }
+});

@@ -1,0 +1,182 @@
+/**
+ * Interface, address and route configuration over rtnetlink (rtnetlink(7)),
+ * the way `ip link`, `ip addr` and `ip route` do it, without running them.
+ *
+ * Each call opens an `AF_NETLINK`/`NETLINK_ROUTE` socket, sends one request
+ * with `NLM_F_ACK`, waits for the kernel's `NLMSG_ERROR` reply and closes the
+ * socket. The calls are synchronous (the kernel answers while handling the
+ * send) and meant for setup, not for the packet path. Failures throw a
+ * {@linkcode LibcError} such as
+ * `Cannot add route 198.18.2.0/24 dev mvpn0: File exists (EEXIST)`.
+ * Needs `--allow-ffi` and CAP_NET_ADMIN for changes.
+ *
+ * @module
+ */
+
+import { formatPrefix, type IpPrefix } from "./_address.ts";
+import {
+  AF_NETLINK,
+  decodeIfreqInt,
+  encodeAddAddressRequest,
+  encodeDeleteLinkRequest,
+  encodeIfreq,
+  encodePollfds,
+  encodeRouteRequest,
+  encodeSetLinkMtuRequest,
+  encodeSetLinkUpRequest,
+  encodeSockaddrNl,
+  NETLINK_CAP_ACK,
+  NETLINK_EXT_ACK,
+  NETLINK_ROUTE,
+  NLMSG_ERROR,
+  parseNetlinkAck,
+  parseNetlinkMessages,
+  SIOCGIFINDEX,
+  SIOCGIFMTU,
+  SOCKADDR_NL_SIZE,
+  SOL_NETLINK,
+} from "./_struct.ts";
+import {
+  AF_INET,
+  check,
+  closeQuietly,
+  errno,
+  libc,
+  LibcError,
+  POLLIN,
+  SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  SOCK_RAW,
+} from "./libc.ts";
+
+export type { IpPrefix } from "./_address.ts";
+export { LibcError } from "./libc.ts";
+
+/** How long to wait for the kernel's acknowledgement, in milliseconds. */
+export const NETLINK_REPLY_TIMEOUT_MS = 2000;
+const RECEIVE_BUFFER_BYTES = 65536;
+
+let nextSeq = 1;
+
+/**
+ * The index of interface `name` (`SIOCGIFINDEX`, netdevice(7)). Throws
+ * `Cannot find link mvpn9: No such device (ENODEV)` when there is none.
+ */
+export function linkIndex(name: string): number {
+  return indexFor(name, `Cannot find link ${name}`);
+}
+
+/**
+ * The MTU of interface `name` in bytes (`SIOCGIFMTU`, netdevice(7)). Throws
+ * `Cannot read MTU of link mvpn9: No such device (ENODEV)` when there is none.
+ */
+export function linkMtu(name: string): number {
+  return ifreqInt(name, SIOCGIFMTU, `Cannot read MTU of link ${name}`);
+}
+
+function indexFor(name: string, action: string): number {
+  return ifreqInt(name, SIOCGIFINDEX, action);
+}
+
+/** Runs an ioctl that fills the int member of a `struct ifreq` for `name`. */
+function ifreqInt(name: string, request: number, action: string): number {
+  const ifreq = encodeIfreq(name);
+  const fd = check(libc().socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), `${action}: socket()`);
+  try {
+    check(libc().ioctl(fd, BigInt(request), ifreq), action);
+  } finally {
+    closeQuietly(fd);
+  }
+  return decodeIfreqInt(ifreq);
+}
+
+/** Brings interface `name` up (`ip link set dev NAME up`). */
+export function setLinkUp(name: string): void {
+  const action = `Cannot set link ${name} up`;
+  const seq = nextSeq++;
+  talk(encodeSetLinkUpRequest(seq, indexFor(name, action)), seq, action);
+}
+
+/** Sets the MTU of interface `name` in bytes (`ip link set dev NAME mtu MTU`). */
+export function setLinkMtu(name: string, mtu: number): void {
+  const action = `Cannot set MTU ${mtu} on link ${name}`;
+  const seq = nextSeq++;
+  talk(encodeSetLinkMtuRequest(seq, indexFor(name, action), mtu), seq, action);
+}
+
+/**
+ * Assigns `prefix` (address and prefix length) to interface `name` (`ip addr
+ * add PREFIX dev NAME`, with `nodad` for IPv6). Throws EEXIST when assigned.
+ */
+export function addAddress(name: string, prefix: IpPrefix): void {
+  const action = `Cannot add address ${formatPrefix(prefix)} to ${name}`;
+  const seq = nextSeq++;
+  talk(encodeAddAddressRequest(seq, indexFor(name, action), prefix), seq, action);
+}
+
+/**
+ * Routes `prefix` to interface `name` in the main table (`ip route add PREFIX
+ * dev NAME`). Throws EEXIST when the route exists.
+ */
+export function addRoute(prefix: IpPrefix, name: string): void {
+  const action = `Cannot add route ${formatPrefix(prefix)} dev ${name}`;
+  const seq = nextSeq++;
+  talk(encodeRouteRequest(seq, "add", indexFor(name, action), prefix), seq, action);
+}
+
+/** Deletes the route to `prefix` via interface `name` (`ip route del PREFIX dev NAME`). */
+export function deleteRoute(prefix: IpPrefix, name: string): void {
+  const action = `Cannot delete route ${formatPrefix(prefix)} dev ${name}`;
+  const seq = nextSeq++;
+  talk(encodeRouteRequest(seq, "delete", indexFor(name, action), prefix), seq, action);
+}
+
+/** Deletes interface `name` (`ip link del dev NAME`). */
+export function deleteLink(name: string): void {
+  const action = `Cannot delete link ${name}`;
+  const seq = nextSeq++;
+  talk(encodeDeleteLinkRequest(seq, indexFor(name, action)), seq, action);
+}
+
+/** Sends one request and throws unless the kernel acknowledges it with error 0. */
+function talk(request: Uint8Array<ArrayBuffer>, seq: number, action: string): void {
+  const c = libc();
+  const fd = check(
+    c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE),
+    `${action}: netlink socket()`,
+  );
+  try {
+    // Ask for the kernel's explanation text and a short echo; failures are harmless.
+    const one = new Int32Array([1]);
+    const oneBytes = new Uint8Array(one.buffer);
+    c.setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, oneBytes, 4);
+    c.setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, oneBytes, 4);
+    const kernel = encodeSockaddrNl(0, 0);
+    check(c.bind(fd, encodeSockaddrNl(0, 0), SOCKADDR_NL_SIZE), `${action}: netlink bind()`);
+    const sent = c.sendto(fd, request, BigInt(request.length), 0, kernel, SOCKADDR_NL_SIZE);
+    if (sent < 0) throw new LibcError(`${action}: netlink sendto()`, errno());
+    const pollfd = encodePollfds([fd], POLLIN);
+    const buffer = new Uint8Array(RECEIVE_BUFFER_BYTES);
+    const deadline = Date.now() + NETLINK_REPLY_TIMEOUT_MS;
+    for (;;) {
+      const wait = deadline - Date.now();
+      const ready = wait > 0 ? c.poll(pollfd, 1n, wait) : 0;
+      if (ready < 0) throw new LibcError(`${action}: netlink poll()`, errno());
+      if (ready === 0) {
+        throw new Error(
+          `${action}: no reply from the kernel within ${NETLINK_REPLY_TIMEOUT_MS} ms`,
+        );
+      }
+      const received = c.recv(fd, buffer, BigInt(buffer.length), 0);
+      if (received < 0) throw new LibcError(`${action}: netlink recv()`, errno());
+      for (const message of parseNetlinkMessages(buffer.subarray(0, Number(received)))) {
+        if (message.type !== NLMSG_ERROR || message.seq !== seq) continue;
+        const ack = parseNetlinkAck(message);
+        if (ack.errno !== 0) throw new LibcError(action, ack.errno, ack.message);
+        return;
+      }
+    }
+  } finally {
+    closeQuietly(fd);
+  }
+}

@@ -126,7 +126,7 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
     const accept = (async () => {
       for await (const incoming of listener) {
         const remote = `${incoming.remoteAddr.hostname}:${incoming.remoteAddr.port}`;
-        incoming.accept().then(
+        Promise.resolve(incoming.accept()).then(
           (conn) => relay.acceptConnection(conn, remote),
           (error) => log.debug("handshake failed", { peer: remote, error: String(error) }),
         );

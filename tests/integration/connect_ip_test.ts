@@ -43,7 +43,7 @@ async function startServer(settings: Settings = serverSettings()): Promise<TestS
   const sessions: ConnectIpSession[] = [];
   (async () => {
     for await (const incoming of listener) {
-      const conn = await incoming.accept().catch(() => undefined);
+      const conn = await Promise.resolve(incoming.accept()).catch(() => undefined);
       if (!conn) continue;
       const h3 = new H3Connection(conn, {
         role: "server",

@@ -7,7 +7,9 @@
  * ecdsa-with-SHA256 signatures (RFC 5758 §3.2), made with WebCrypto and a
  * small DER encoder (ITU-T X.690 §10). {@linkcode parseCertificate} reads
  * back the fields this module writes, so callers can decide whether an
- * existing certificate can be reused.
+ * existing certificate can be reused. No X.509 dependency: the encoder is
+ * about 120 lines, and an npm X.509 stack (pkijs, asn1js, reflect-metadata)
+ * would be larger than this whole file.
  *
  * @module
  */
@@ -28,7 +30,12 @@ export interface DevCa extends PemCertificate {
 
 /** Options for {@linkcode createDevCa}. */
 export interface DevCaOptions {
-  /** Subject common name; default {@linkcode DEFAULT_CA_COMMON_NAME}. */
+  /**
+   * Subject common name; default {@linkcode DEFAULT_CA_COMMON_NAME} and 8
+   * random hex digits. Distinct names matter: TLS clients find an issuer by
+   * name (RFC 5280 §6.1), so two CAs with one name turn "unknown issuer" into
+   * "bad signature".
+   */
   readonly commonName?: string;
   /** Days of validity from `now`; default {@linkcode DEFAULT_CA_VALID_DAYS}. */
   readonly validDays?: number;
@@ -90,7 +97,7 @@ export class CertificateError extends Error {
   }
 }
 
-/** Default subject common name of a development CA. */
+/** Default subject common name prefix of a development CA. */
 export const DEFAULT_CA_COMMON_NAME = "MASQUE VPN development CA";
 /** Default CA lifetime in days. */
 export const DEFAULT_CA_VALID_DAYS = 3650;
@@ -155,7 +162,8 @@ export async function createDevCa(options: DevCaOptions = {}): Promise<DevCa> {
   const signer = await crypto.subtle.generateKey(ECDSA_P256, true, ["sign", "verify"]);
   const spki = new Uint8Array(await crypto.subtle.exportKey("spki", signer.publicKey));
   const keyId = await keyIdentifier(spki);
-  const name = encodeName(options.commonName ?? DEFAULT_CA_COMMON_NAME);
+  const suffix = Array.from(crypto.getRandomValues(new Uint8Array(4)), hex2).join("");
+  const name = encodeName(options.commonName ?? `${DEFAULT_CA_COMMON_NAME} ${suffix}`);
   const certDer = await signCertificate(signer.privateKey, {
     issuer: name,
     subject: name,
@@ -581,7 +589,8 @@ export function formatIpAddress(bytes: Uint8Array): string {
 /**
  * Parses a DER X.509 certificate (RFC 5280 §4.1) into the fields this module
  * uses. It checks DER framing, times and the extensions it reads; it does not
- * verify the signature. Throws {@linkcode CertificateError} with messages like
+ * verify the signature. Byte fields are views into `der` (not copies). Throws
+ * {@linkcode CertificateError} with messages like
  * `Cannot parse certificate: length 300 of TBSCertificate exceeds the 120 remaining bytes`.
  */
 export function parseCertificate(der: Uint8Array): CertificateInfo {
@@ -639,9 +648,8 @@ export function parseCertificate(der: Uint8Array): CertificateInfo {
   }
   tbs.finish("TBSCertificate");
 
-  const extensionReader = (oid: string) => extensions.get(oid);
   let isCa = false;
-  const basic = extensionReader(OID_BASIC_CONSTRAINTS);
+  const basic = extensions.get(OID_BASIC_CONSTRAINTS);
   if (basic !== undefined) {
     const constraints = basic.enter(TAG_SEQUENCE, "basicConstraints");
     basic.finish("basicConstraints");
@@ -651,7 +659,7 @@ export function parseCertificate(der: Uint8Array): CertificateInfo {
   }
   const dnsNames: string[] = [];
   const ipAddresses: string[] = [];
-  const san = extensionReader(OID_SUBJECT_ALT_NAME);
+  const san = extensions.get(OID_SUBJECT_ALT_NAME);
   if (san !== undefined) {
     const names = san.enter(TAG_SEQUENCE, "subjectAltName");
     san.finish("subjectAltName");
@@ -668,13 +676,13 @@ export function parseCertificate(der: Uint8Array): CertificateInfo {
     }
   }
   let subjectKeyIdentifier: Uint8Array | undefined;
-  const ski = extensionReader(OID_SUBJECT_KEY_IDENTIFIER);
+  const ski = extensions.get(OID_SUBJECT_KEY_IDENTIFIER);
   if (ski !== undefined) {
     subjectKeyIdentifier = ski.read(TAG_OCTET_STRING, "subjectKeyIdentifier");
     ski.finish("subjectKeyIdentifier");
   }
   let authorityKeyIdentifier: Uint8Array | undefined;
-  const aki = extensionReader(OID_AUTHORITY_KEY_IDENTIFIER);
+  const aki = extensions.get(OID_AUTHORITY_KEY_IDENTIFIER);
   if (aki !== undefined) {
     const fields = aki.enter(TAG_SEQUENCE, "authorityKeyIdentifier");
     aki.finish("authorityKeyIdentifier");

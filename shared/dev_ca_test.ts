@@ -1,4 +1,10 @@
-import { assert, assertEquals, assertRejects, assertThrows } from "../tests/support/assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+  assertThrows,
+} from "../tests/support/assert.ts";
 import {
   CertificateError,
   certificateMatchesKey,
@@ -217,13 +223,15 @@ Deno.test("createDevCa() makes a self-signed X.509 v3 CA", async (t) => {
   await t.step("defaults: common name and lifetime", async () => {
     const before = Date.now();
     const defaults = parseCertificate(decodePem((await createDevCa()).certPem, "CERTIFICATE"));
-    assertEquals(defaults.commonName, DEFAULT_CA_COMMON_NAME);
+    assertMatch(defaults.commonName ?? "", new RegExp(`^${DEFAULT_CA_COMMON_NAME} [0-9a-f]{8}$`));
     const lifetime = defaults.notAfter.getTime() - defaults.notBefore.getTime();
     assert(Math.abs(lifetime - (3650 * MS_PER_DAY + NOT_BEFORE_BACKDATE_MS)) <= 1000);
     assert(defaults.notBefore.getTime() <= before - NOT_BEFORE_BACKDATE_MS + 1000);
   });
-  await t.step("two CAs have different serials and keys", async () => {
-    const other = parseCertificate(decodePem((await createDevCa()).certPem, "CERTIFICATE"));
+  await t.step("two CAs have different serials, keys and default names", async () => {
+    const [a, b] = await Promise.all([createDevCa(), createDevCa()]);
+    const other = parseCertificate(decodePem(a.certPem, "CERTIFICATE"));
+    assert(other.commonName !== parseCertificate(decodePem(b.certPem, "CERTIFICATE")).commonName);
     assert(toHex(other.serialNumber) !== toHex(info.serialNumber));
     assert(toHex(other.subjectPublicKeyInfo) !== toHex(info.subjectPublicKeyInfo));
   });
@@ -312,6 +320,37 @@ Deno.test("issueServerCert() issues a serverAuth certificate with DNS and IP nam
     assertEquals(ipInfo.dnsNames, []);
     assertEquals(ipInfo.ipAddresses, ["2001:db8::1"]);
   });
+});
+
+Deno.test("certificates carry minimal positive DER INTEGERs (X.690 §8.3.2) for serial, r and s", async () => {
+  // Each random value has its top bit set half the time, so 8 certificates exercise both forms.
+  const ca = await createDevCa();
+  const pems = [ca.certPem];
+  for (let i = 0; i < 7; i++) {
+    pems.push((await issueServerCert(ca, { dnsNames: ["a"], ipAddresses: [] })).certPem);
+  }
+  const seen = new Set<string>();
+  for (const pem of pems) {
+    const info = parseCertificate(decodePem(pem, "CERTIFICATE"));
+    assertEquals(info.serialNumber.length, 16);
+    assert(info.serialNumber[0] >= 0x40 && info.serialNumber[0] <= 0x7f, toHex(info.serialNumber));
+    const sig = info.signature; // SEQUENCE { INTEGER r, INTEGER s }
+    assertEquals(sig[0], 0x30);
+    assertEquals(sig[1], sig.length - 2);
+    let offset = 2;
+    for (const _ of ["r", "s"]) {
+      assertEquals(sig[offset], 0x02);
+      const value = sig.subarray(offset + 2, offset + 2 + sig[offset + 1]);
+      assert(value[0] < 0x80, `negative INTEGER ${toHex(value)}`);
+      assert(value[0] !== 0 || value[1] >= 0x80, `non-minimal INTEGER ${toHex(value)}`);
+      assert(value.length <= 33);
+      seen.add(value[0] === 0 ? "padded" : "plain");
+      offset += 2 + value.length;
+    }
+    assertEquals(offset, sig.length);
+    assert(await verifySignedBy(pem, ca.certPem));
+  }
+  assertEquals(seen.size, 2, "expected both padded and unpadded INTEGERs among 16");
 });
 
 Deno.test("issueServerCert() rejects bad names, a non-CA and a foreign signer", async (t) => {

@@ -62,7 +62,8 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
       serverName: config.serverName,
       alpnProtocols: ["h3"],
       caCerts,
-      keepAliveInterval: 10_000,
+      // Keep-alives keep the relay's idle timer (default 30 s) from firing.
+      keepAliveInterval: 1_000,
       maxIdleTimeout: 30_000,
     });
   } catch (error) {

@@ -43,6 +43,8 @@ export interface RelayConfig {
   readonly logLevel: LogLevel;
   /** Write a JSON status file here every few seconds (sessions, counters). */
   readonly statusFile?: string;
+  /** A client silent this long is gone: its session ends, its addresses return to the pool. Milliseconds. */
+  readonly idleTimeoutMs: number;
 }
 
 /** The outcome of {@linkcode parseRelayConfig}. */
@@ -76,6 +78,8 @@ Options:
   --template T         URI template (default ${DEFAULT_URI_TEMPLATE})
   --max-sessions N     most concurrent sessions (default 1024)
   --status-file FILE   write a JSON status (sessions, counters) every 2 s
+  --idle-timeout SEC   end a session whose client is silent this long
+                       (default 30; clients send keep-alives every 10 s)
   --log-level LEVEL    debug, info, warn or error (default info;
                        environment MASQUE_LOG_LEVEL)
   -h, --help           show this help
@@ -111,6 +115,7 @@ export function parseRelayConfig(
         template: { type: "string" },
         "max-sessions": { type: "string" },
         "status-file": { type: "string" },
+        "idle-timeout": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -127,6 +132,13 @@ export function parseRelayConfig(
     "--max-sessions",
     1,
     1e6,
+    errors,
+  );
+  const idleTimeout = parseInteger(
+    values["idle-timeout"] ?? "30",
+    "--idle-timeout",
+    1,
+    3600,
     errors,
   );
   const pool4 = parseCidr(values.pool4 ?? "10.100.0.0/24", "--pool4", errors, 4);
@@ -179,6 +191,7 @@ export function parseRelayConfig(
       maxSessions: maxSessions!,
       logLevel: logLevel!,
       statusFile: values["status-file"],
+      idleTimeoutMs: idleTimeout! * 1000,
     }),
   };
 }

@@ -106,8 +106,7 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       alpnProtocols: ["h3"],
       cert,
       key,
-      keepAliveInterval: 10_000,
-      maxIdleTimeout: 30_000,
+      maxIdleTimeout: config.idleTimeoutMs,
     });
     log.info("listening", {
       addr: `${endpoint.addr.hostname}:${endpoint.addr.port}`,
@@ -125,10 +124,14 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
     }
     const accept = (async () => {
       for await (const incoming of listener) {
-        const remote = `${incoming.remoteAddr.hostname}:${incoming.remoteAddr.port}`;
+        // Read nothing from `incoming` before accept(): in Deno 2.9 reading
+        // its remoteAddr consumes the resource and accept() then fails.
         Promise.resolve(incoming.accept()).then(
-          (conn) => relay.acceptConnection(conn, remote),
-          (error) => log.debug("handshake failed", { peer: remote, error: String(error) }),
+          (conn) => {
+            const remote = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
+            relay.acceptConnection(conn, remote);
+          },
+          (error) => log.debug("handshake failed", { error: String(error) }),
         );
       }
     })();

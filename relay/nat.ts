@@ -1,8 +1,8 @@
 /**
  * NAT for the relay's pools: an nftables table that masquerades packets
  * from the pools leaving through any interface but the TUN, and IP
- * forwarding switched on. Runs `nft` (needs `--allow-run=nft`) and writes
- * `/proc/sys/net/...` (needs `--allow-write` on those files).
+ * forwarding switched on. Runs `nft` and `sysctl` (needs
+ * `--allow-run=nft,sysctl`).
  *
  * @module
  */
@@ -16,10 +16,7 @@ export interface InstalledNat {
   remove(): Promise<void>;
 }
 
-const FORWARDING_FILES = [
-  "/proc/sys/net/ipv4/ip_forward",
-  "/proc/sys/net/ipv6/conf/all/forwarding",
-];
+const FORWARDING_SYSCTLS = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"];
 
 /** The nftables ruleset for `pools` egressing anywhere but `tunName`. */
 export function natRuleset(table: string, pools: readonly IpPrefix[], tunName: string): string {
@@ -39,10 +36,14 @@ export function natRuleset(table: string, pools: readonly IpPrefix[], tunName: s
   ].join("\n");
 }
 
-async function nft(args: string[], stdin?: string): Promise<void> {
+function nft(args: string[], stdin?: string): Promise<void> {
+  return run("nft", args, stdin);
+}
+
+async function run(command: string, args: string[], stdin?: string): Promise<void> {
   let child;
   try {
-    child = new Deno.Command("nft", {
+    child = new Deno.Command(command, {
       args,
       stdin: stdin === undefined ? "null" : "piped",
       stdout: "null",
@@ -50,9 +51,9 @@ async function nft(args: string[], stdin?: string): Promise<void> {
     }).spawn();
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) {
-      throw new Error("--nat needs permission to run nft: use `deno task relay:nat`");
+      throw new Error(`--nat needs permission to run ${command}: use \`deno task relay:nat\``);
     }
-    throw new Error(`Cannot run nft: ${error instanceof Error ? error.message : error}`);
+    throw new Error(`Cannot run ${command}: ${error instanceof Error ? error.message : error}`);
   }
   if (stdin !== undefined) {
     const writer = child.stdin.getWriter();
@@ -61,21 +62,15 @@ async function nft(args: string[], stdin?: string): Promise<void> {
   }
   const { code, stderr } = await child.output();
   if (code !== 0) {
-    throw new Error(`nft ${args.join(" ")} failed: ${new TextDecoder().decode(stderr).trim()}`);
+    throw new Error(
+      `${command} ${args.join(" ")} failed: ${new TextDecoder().decode(stderr).trim()}`,
+    );
   }
 }
 
-/** Turns on IPv4 and IPv6 forwarding; returns what was on before. */
+/** Turns on IPv4 and IPv6 forwarding with sysctl (Deno refuses writes under /proc). */
 async function enableForwarding(): Promise<void> {
-  for (const file of FORWARDING_FILES) {
-    try {
-      if ((await Deno.readTextFile(file)).trim() !== "1") await Deno.writeTextFile(file, "1\n");
-    } catch (error) {
-      throw new Error(
-        `Cannot enable forwarding in ${file}: ${error instanceof Error ? error.message : error}`,
-      );
-    }
-  }
+  await run("sysctl", ["-q", "-w", ...FORWARDING_SYSCTLS.map((name) => `${name}=1`)]);
 }
 
 /**

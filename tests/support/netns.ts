@@ -52,7 +52,7 @@ export interface Process {
   readonly pid: number;
   /** The file that receives the process's stdout and stderr. */
   readonly logFile: string;
-  /** Resolves when the process exits. */
+  /** Resolves when the process has exited and its output is in the log file. */
   readonly status: Promise<Deno.CommandStatus>;
   /** Sends a signal (default SIGTERM); does nothing when the process has already exited. */
   kill(signal?: Deno.Signal): void;
@@ -125,6 +125,8 @@ const ROLES: readonly NamespaceRole[] = ["client", "relay", "target"];
 const DEFAULT_RUN_TIMEOUT_MS = 30_000;
 const DEFAULT_LOG_TIMEOUT_MS = 10_000;
 const KILL_GRACE_MS = 2_000;
+/** How long {@linkcode Process.status} waits for output after the exit. */
+const DRAIN_AFTER_EXIT_MS = 1_000;
 /** Lines of output kept in memory per process for {@linkcode Process.waitForLog}. */
 const MAX_LOG_LINES = 10_000;
 const LAST_LINES_IN_ERRORS = 20;
@@ -363,16 +365,17 @@ class NetnsProcess implements Process {
       this.#pump(this.#child.stdout, append),
       this.#pump(this.#child.stderr, append),
     ]);
-    this.closed = drained.then(() => writes).finally(() => file.close());
-    this.status = this.#child.status;
-    this.status.then(async (status) => {
-      // Let the last lines reach the waiters, unless a grandchild keeps the pipes open.
-      await withTimeout(drained, 1_000);
+    this.closed = drained.then(() => writes).finally(() => file.close()).catch(() => {});
+    this.status = this.#child.status.then(async (status) => {
+      // The last lines reach the log file and the waiters first, unless a
+      // grandchild keeps the pipes open.
+      await withTimeout(this.closed, DRAIN_AFTER_EXIT_MS);
       this.#exitedWith = status;
       for (const waiter of this.#waiters) {
         this.#settle(waiter);
         waiter.reject(new Error(this.#describe(`exited (code ${status.code})`, waiter.regex)));
       }
+      return status;
     });
   }
 

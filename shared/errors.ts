@@ -28,6 +28,42 @@ export const QPACK_DECODER_STREAM_ERROR = 0x202;
 /** RFC 9297 §5.2. */
 export const H3_DATAGRAM_ERROR = 0x33;
 
+const H3_ERROR_NAMES: ReadonlyMap<number, string> = new Map([
+  [H3_NO_ERROR, "H3_NO_ERROR"],
+  [H3_GENERAL_PROTOCOL_ERROR, "H3_GENERAL_PROTOCOL_ERROR"],
+  [H3_INTERNAL_ERROR, "H3_INTERNAL_ERROR"],
+  [H3_STREAM_CREATION_ERROR, "H3_STREAM_CREATION_ERROR"],
+  [H3_CLOSED_CRITICAL_STREAM, "H3_CLOSED_CRITICAL_STREAM"],
+  [H3_FRAME_UNEXPECTED, "H3_FRAME_UNEXPECTED"],
+  [H3_FRAME_ERROR, "H3_FRAME_ERROR"],
+  [H3_EXCESSIVE_LOAD, "H3_EXCESSIVE_LOAD"],
+  [H3_ID_ERROR, "H3_ID_ERROR"],
+  [H3_SETTINGS_ERROR, "H3_SETTINGS_ERROR"],
+  [H3_MISSING_SETTINGS, "H3_MISSING_SETTINGS"],
+  [H3_REQUEST_REJECTED, "H3_REQUEST_REJECTED"],
+  [H3_REQUEST_CANCELLED, "H3_REQUEST_CANCELLED"],
+  [H3_REQUEST_INCOMPLETE, "H3_REQUEST_INCOMPLETE"],
+  [H3_MESSAGE_ERROR, "H3_MESSAGE_ERROR"],
+  [H3_CONNECT_ERROR, "H3_CONNECT_ERROR"],
+  [H3_VERSION_FALLBACK, "H3_VERSION_FALLBACK"],
+  [QPACK_DECOMPRESSION_FAILED, "QPACK_DECOMPRESSION_FAILED"],
+  [QPACK_ENCODER_STREAM_ERROR, "QPACK_ENCODER_STREAM_ERROR"],
+  [QPACK_DECODER_STREAM_ERROR, "QPACK_DECODER_STREAM_ERROR"],
+  [H3_DATAGRAM_ERROR, "H3_DATAGRAM_ERROR"],
+]);
+
+/**
+ * Names an HTTP/3 error code for messages: `H3_MESSAGE_ERROR (0x10e)` for
+ * a code from RFC 9114 §8.1, RFC 9204 §6 or RFC 9297 §5.2, and
+ * `error 0x1f (unknown)` for any other (including the reserved GREASE codes
+ * of RFC 9114 §8.1, which carry no meaning).
+ */
+export function h3ErrorName(code: number): string {
+  const hex = `0x${code.toString(16)}`;
+  const name = H3_ERROR_NAMES.get(code);
+  return name === undefined ? `error ${hex} (unknown)` : `${name} (${hex})`;
+}
+
 /**
  * An HTTP/3 protocol error carrying the error code that the connection or
  * stream is closed with. Messages read like

@@ -35,6 +35,7 @@ import {
   H3_REQUEST_INCOMPLETE,
   H3_STREAM_CREATION_ERROR,
   H3Error,
+  h3ErrorName,
 } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { nullLogger } from "../log.ts";
@@ -643,13 +644,20 @@ export class H3RequestStream {
 
   /**
    * Reads the next frame event; null at a clean end of stream. Errors:
-   * H3Error (stream ends inside a frame: H3_FRAME_ERROR, RFC 9114 §7.1).
+   * H3Error (stream ends inside a frame: H3_FRAME_ERROR, RFC 9114 §7.1; the
+   * peer reset the stream: a stream error with the peer's code, §4.1.1).
    */
   async #nextEvent(): Promise<FrameEvent | null> {
     for (;;) {
       const event = this.#frames.next();
       if (event !== undefined) return event;
-      const { value, done } = await this.#reader.read();
+      let next: ReadableStreamReadResult<Uint8Array>;
+      try {
+        next = await this.#reader.read();
+      } catch (error) {
+        throw peerResetError(error) ?? error;
+      }
+      const { value, done } = next;
       if (done) {
         if (!this.#frames.atFrameBoundary) {
           throw new H3Error(H3_FRAME_ERROR, "Request stream ended inside a frame");
@@ -764,6 +772,20 @@ export class H3RequestStream {
   get log(): Logger {
     return this.#log.with({ stream: this.#streamId });
   }
+}
+
+/**
+ * The H3Error for a receive stream that the peer reset (RESET_STREAM), or
+ * undefined for any other error. Deno reports a reset as a
+ * `Deno.errors.ConnectionReset` reading `stream reset by peer: error 270`.
+ */
+function peerResetError(error: unknown): H3Error | undefined {
+  const match = error instanceof Error ? /reset by peer: error (\d+)/.exec(error.message) : null;
+  if (match === null) return undefined;
+  const code = Number(match[1]);
+  return new H3Error(code, `Stream reset by the peer with ${h3ErrorName(code)}`, {
+    connection: false,
+  });
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

@@ -341,6 +341,7 @@ Deno.test({
             Error,
             `Cannot spawn: topology ${prefix}relay was torn down`,
           );
+          await Deno.remove(topology.logDir, { recursive: true });
         },
       );
     } finally {

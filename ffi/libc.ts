@@ -36,6 +36,7 @@ const SYMBOLS = {
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   getpid: { parameters: [], result: "i32" },
+  geteuid: { parameters: [], result: "u32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -1,0 +1,188 @@
+// Root tests create TUN interfaces named mvt<random> in the current network
+// namespace, configure them through netlink.ts and check the result with
+// `ip -j`. Every interface is removed in a finally block.
+import { assert, assertEquals, assertRejects, assertThrows } from "../tests/support/assert.ts";
+import { StructError } from "./_struct.ts";
+import {
+  forceDeleteLink,
+  IS_ROOT,
+  randomSubnet,
+  routesVia,
+  showLink,
+  uniqueName,
+  v4,
+  v6,
+} from "./_testing.ts";
+import {
+  addAddress,
+  addRoute,
+  deleteLink,
+  deleteRoute,
+  LibcError,
+  linkIndex,
+  linkMtu,
+  setLinkMtu,
+  setLinkUp,
+} from "./netlink.ts";
+import { openTun, type TunDevice } from "./tun_linux.ts";
+
+const ROOT_ONLY = { ignore: !IS_ROOT, sanitizeOps: true, sanitizeResources: true };
+
+/** Opens a TUN interface for `body` and always removes it afterwards. */
+async function withTun(body: (device: TunDevice) => void | Promise<void>): Promise<void> {
+  const device = openTun(uniqueName());
+  try {
+    await body(device);
+  } finally {
+    device.close();
+    forceDeleteLink(device.name);
+  }
+}
+
+Deno.test("linkIndex() of a missing link throws ENODEV", () => {
+  assertThrows(
+    () => linkIndex("mvtmissing0"),
+    LibcError,
+    "Cannot find link mvtmissing0: No such device (ENODEV)",
+  );
+  assertThrows(() => linkIndex("a/b"), StructError, 'Cannot use interface name "a/b"');
+});
+
+Deno.test("setLinkUp() of a missing link names the link and the errno", () => {
+  assertThrows(
+    () => setLinkUp("mvtmissing0"),
+    LibcError,
+    "Cannot set link mvtmissing0 up: No such device (ENODEV)",
+  );
+});
+
+Deno.test({
+  name: "linkIndex() and linkMtu() match what `ip` reports",
+  ...ROOT_ONLY,
+  fn: () =>
+    withTun((device) => {
+      const link = showLink(device.name);
+      assert(link, `${device.name} should exist`);
+      assertEquals(linkIndex(device.name), link.ifindex);
+      assertEquals(linkMtu(device.name), link.mtu);
+      assertEquals(link.link_type, "none"); // a TUN has no link-layer header
+    }),
+});
+
+Deno.test({
+  name: "setLinkMtu() and setLinkUp() change the link",
+  ...ROOT_ONLY,
+  fn: () =>
+    withTun((device) => {
+      setLinkMtu(device.name, 1280);
+      setLinkUp(device.name);
+      const link = showLink(device.name);
+      assert(link);
+      assertEquals(link.mtu, 1280);
+      assertEquals(linkMtu(device.name), 1280);
+      assert(link.flags.includes("UP"), `flags ${link.flags}`);
+    }),
+});
+
+Deno.test({
+  name: "setLinkMtu() reports the kernel's refusal",
+  ...ROOT_ONLY,
+  fn: () =>
+    withTun((device) => {
+      assertThrows(
+        () => setLinkMtu(device.name, 40), // below the TUN minimum of 68
+        LibcError,
+        `Cannot set MTU 40 on link ${device.name}: Invalid argument (EINVAL)`,
+      );
+    }),
+});
+
+Deno.test({
+  name: "addAddress() assigns IPv4 and IPv6 addresses and refuses duplicates",
+  ...ROOT_ONLY,
+  fn: () =>
+    withTun((device) => {
+      const subnet = randomSubnet();
+      addAddress(device.name, { version: 4, address: v4(subnet, 1), prefixLength: 24 });
+      addAddress(device.name, { version: 6, address: v6(subnet, 1), prefixLength: 64 });
+      const link = showLink(device.name);
+      assert(link?.addr_info);
+      const addresses = link.addr_info.map((a) => `${a.family} ${a.local}/${a.prefixlen}`);
+      assert(addresses.includes(`inet 198.19.${subnet}.1/24`), addresses.join(", "));
+      const hexSubnet = subnet.toString(16);
+      assert(addresses.includes(`inet6 fd00:${hexSubnet}::1/64`), addresses.join(", "));
+      assertThrows(
+        () => addAddress(device.name, { version: 4, address: v4(subnet, 1), prefixLength: 24 }),
+        LibcError,
+        `Cannot add address 198.19.${subnet}.1/24 to ${device.name}: File exists (EEXIST)`,
+      );
+    }),
+});
+
+Deno.test({
+  name: "addRoute() and deleteRoute() manage routes via the link",
+  ...ROOT_ONLY,
+  fn: () =>
+    withTun((device) => {
+      const subnet = randomSubnet();
+      const route4 = { version: 4 as const, address: v4(subnet, 0), prefixLength: 24 };
+      const route6 = { version: 6 as const, address: v6(subnet, 0), prefixLength: 64 };
+      const text4 = `198.19.${subnet}.0/24`;
+      const text6 = `fd00:${subnet.toString(16)}::/64`;
+      setLinkUp(device.name); // routes need a running link
+      addRoute(route4, device.name);
+      addRoute(route6, device.name);
+      const routes = routesVia(device.name);
+      assert(routes.includes(text4), routes.join(", "));
+      assert(routes.includes(text6), routes.join(", "));
+
+      assertThrows(
+        () => addRoute(route4, device.name),
+        LibcError,
+        `Cannot add route ${text4} dev ${device.name}: File exists (EEXIST)`,
+      );
+      assertThrows(
+        () => addRoute(route6, device.name),
+        LibcError,
+        `Cannot add route ${text6} dev ${device.name}: File exists (EEXIST)`,
+      );
+      const hostBits = { version: 4 as const, address: v4(subnet, 7), prefixLength: 24 };
+      assertThrows(
+        () => addRoute(hostBits, device.name),
+        LibcError,
+        `Cannot add route 198.19.${subnet}.7/24 dev ${device.name}: Invalid argument (EINVAL)`,
+      );
+
+      deleteRoute(route4, device.name);
+      deleteRoute(route6, device.name);
+      const after = routesVia(device.name);
+      assert(!after.includes(text4) && !after.includes(text6), after.join(", "));
+      assertThrows(
+        () => deleteRoute(route4, device.name),
+        LibcError,
+        `Cannot delete route ${text4} dev ${device.name}: No such process (ESRCH)`,
+      );
+    }),
+});
+
+Deno.test({
+  name: "deleteLink() removes the interface and ends the TUN reader",
+  ...ROOT_ONLY,
+  fn: () =>
+    withTun(async (device) => {
+      deleteLink(device.name);
+      assertEquals(showLink(device.name), null);
+      const error = await assertRejects(() => device.readBatch(), LibcError);
+      assertEquals(
+        error.message,
+        `Cannot read from TUN ${device.name}: File descriptor in bad state (EBADFD)`,
+      );
+      assertEquals(await device.readBatch(), null); // rejected once, then ended
+      assertEquals(device.writePacket(new Uint8Array(20)), false);
+      assertThrows(
+        () => deleteLink(device.name),
+        LibcError,
+        `Cannot delete link ${device.name}: No such device (ENODEV)`,
+      );
+    }),
+});

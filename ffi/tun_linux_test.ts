@@ -1,0 +1,283 @@
+// Root tests: real TUN interfaces named mvt<random> in the current network
+// namespace, with addresses in 198.19.<random>.0/24 and fd00:<random>::/64.
+// Every interface is removed in a finally block.
+import { assert, assertEquals, assertThrows } from "../tests/support/assert.ts";
+import { StructError } from "./_struct.ts";
+import {
+  forceDeleteLink,
+  IS_ROOT,
+  randomSubnet,
+  showLink,
+  udpPacket,
+  udpPayload,
+  uniqueName,
+  v4,
+  v6,
+  withTimeout,
+} from "./_testing.ts";
+import { LibcError } from "./libc.ts";
+import { addAddress, setLinkUp } from "./netlink.ts";
+import { openTun, type TunDevice, type TunOptions } from "./tun_linux.ts";
+
+const ROOT_ONLY = { ignore: !IS_ROOT };
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A TUN with 198.19.S.1/24 and fd00:S::1/64, up; removed after `body`. */
+async function withAddressedTun(
+  options: TunOptions,
+  body: (device: TunDevice, subnet: number) => Promise<void>,
+): Promise<void> {
+  const device = openTun(uniqueName(), options);
+  try {
+    const subnet = randomSubnet();
+    addAddress(device.name, { version: 4, address: v4(subnet, 1), prefixLength: 24 });
+    addAddress(device.name, { version: 6, address: v6(subnet, 1), prefixLength: 64 });
+    setLinkUp(device.name);
+    await body(device, subnet);
+  } finally {
+    device.close();
+    forceDeleteLink(device.name);
+  }
+}
+
+/** Reads batches until one packet's UDP payload equals `text`; returns that packet (copied). */
+async function readUdp(device: TunDevice, text: string): Promise<Uint8Array> {
+  const read = async () => {
+    for (;;) {
+      const batch = await device.readBatch();
+      assert(batch, "device closed while waiting");
+      for (const packet of batch) {
+        const payload = udpPayload(packet);
+        if (payload && decoder.decode(payload) === text) return packet.slice();
+      }
+    }
+  };
+  return await withTimeout(read(), 3000, `"${text}" from ${device.name}`);
+}
+
+Deno.test("openTun() rejects bad names and options before touching the kernel", () => {
+  assertThrows(
+    () => openTun("much-too-long-name"),
+    StructError,
+    'Cannot use interface name "much-too-long-name": it is 18 bytes, longer than 15',
+  );
+  assertThrows(
+    () => openTun("mvt0", { ringSlots: 3 }),
+    RangeError,
+    "Cannot open TUN mvt0: ringSlots 3 is not a power of two",
+  );
+  assertThrows(
+    () => openTun("mvt0", { maxBatch: 0 }),
+    RangeError,
+    "Cannot open TUN mvt0: maxBatch 0 is not a positive integer",
+  );
+  assertThrows(
+    () => openTun("mvt0", { headroom: -1 }),
+    RangeError,
+    "Cannot open TUN mvt0: headroom -1 is outside 0..1024",
+  );
+});
+
+Deno.test({
+  name: "openTun() creates a TUN interface and close() removes it",
+  ...ROOT_ONLY,
+  fn: async () => {
+    const name = uniqueName();
+    const device = openTun(name, { mtu: 1400 });
+    try {
+      assertEquals([device.name, device.mtu], [name, 1400]);
+      const link = showLink(name);
+      assert(link, `${name} should exist`);
+      assertEquals(link.mtu, 1400);
+      assert(link.flags.includes("POINTOPOINT") && link.flags.includes("NOARP"), `${link.flags}`);
+      const pending = device.readBatch();
+      device.close();
+      assertEquals(showLink(name), null); // gone as soon as close() returns
+      assertEquals(await pending, null); // a waiting reader is released
+      assertEquals(await device.readBatch(), null);
+      device.close(); // idempotent
+      assertEquals(device.writePacket(new Uint8Array(28)), false);
+      assertEquals(device.stats.writeErrors, 1);
+    } finally {
+      device.close();
+      forceDeleteLink(name);
+    }
+  },
+});
+
+Deno.test({
+  name: "openTun() of a name already open fails with EBUSY unless multi-queue",
+  ...ROOT_ONLY,
+  fn: () => {
+    const name = uniqueName();
+    const first = openTun(name);
+    try {
+      assertThrows(
+        () => openTun(name),
+        LibcError,
+        `Cannot create TUN ${name}: Device or resource busy (EBUSY)`,
+      );
+    } finally {
+      first.close();
+    }
+    const queue1 = openTun(name, { multiQueue: true });
+    try {
+      const queue2 = openTun(name, { multiQueue: true });
+      assertEquals(queue2.name, name);
+      queue2.close();
+      assert(showLink(name), "the interface stays while one queue is open");
+    } finally {
+      queue1.close();
+      forceDeleteLink(name);
+    }
+  },
+});
+
+Deno.test({
+  name: "readBatch() returns packets the kernel routes into the TUN",
+  ...ROOT_ONLY,
+  fn: () =>
+    withAddressedTun({}, async (device, subnet) => {
+      const socket = Deno.listenDatagram({ transport: "udp", hostname: "::", port: 0 });
+      try {
+        const text4 = `to the tun over IPv4 ${crypto.randomUUID()}`;
+        const target4 = `198.19.${subnet}.9`;
+        await socket.send(encoder.encode(text4), {
+          transport: "udp",
+          hostname: target4,
+          port: 5555,
+        });
+        const packet4 = await readUdp(device, text4);
+        assertEquals(packet4[0] >> 4, 4); // IPv4
+        assertEquals(packet4[9], 17); // UDP
+        assertEquals(packet4.subarray(16, 20), v4(subnet, 9)); // destination
+        assertEquals(packet4.subarray(12, 16), v4(subnet, 1)); // source: our address
+        assertEquals((packet4[22] << 8) | packet4[23], 5555); // destination port
+
+        const text6 = `to the tun over IPv6 ${crypto.randomUUID()}`;
+        const target6 = `fd00:${subnet.toString(16)}::9`;
+        await socket.send(encoder.encode(text6), {
+          transport: "udp",
+          hostname: target6,
+          port: 5556,
+        });
+        const packet6 = await readUdp(device, text6);
+        assertEquals(packet6[0] >> 4, 6);
+        assertEquals(packet6[6], 17); // next header UDP
+        assertEquals(packet6.subarray(24, 40), v6(subnet, 9));
+        assertEquals((packet6[42] << 8) | packet6[43], 5556);
+        assert(device.stats.readPackets >= 2);
+      } finally {
+        socket.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "writePacket() hands packets to the kernel",
+  ...ROOT_ONLY,
+  fn: (t) =>
+    withAddressedTun({}, async (device, subnet) => {
+      for (const version of [4, 6]) {
+        await t.step(`IPv${version}`, async () => {
+          const local = version === 4 ? v4(subnet, 1) : v6(subnet, 1);
+          const remote = version === 4 ? v4(subnet, 2) : v6(subnet, 2);
+          const hostname = version === 4 ? `198.19.${subnet}.1` : `fd00:${subnet.toString(16)}::1`;
+          const socket = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
+          try {
+            const port = (socket.addr as Deno.NetAddr).port;
+            const text = `from the tun ${crypto.randomUUID()}`;
+            const packet = udpPacket(remote, local, 4000, port, encoder.encode(text));
+            assertEquals(device.writePacket(packet), true);
+            const [data, from] = await withTimeout(socket.receive(), 3000, "the datagram");
+            assertEquals(decoder.decode(data), text);
+            assertEquals((from as Deno.NetAddr).port, 4000);
+          } finally {
+            socket.close();
+          }
+        });
+      }
+      assertEquals(device.stats.writtenPackets, 2);
+      // A packet the kernel refuses (not IP) is counted, not thrown.
+      assertEquals(device.writePacket(new Uint8Array([0x10, 0, 0, 0])), false);
+      assertEquals(device.stats.writeErrors, 1);
+      assert(device.stats.lastWriteErrno > 0, "errno of the refused write");
+    }),
+});
+
+Deno.test({
+  name: "readBatch() keeps order through a small full ring and honours maxBatch and headroom",
+  ...ROOT_ONLY,
+  fn: () =>
+    withAddressedTun({ ringSlots: 4, maxBatch: 3, headroom: 16 }, async (device, subnet) => {
+      const socket = Deno.listenDatagram({ transport: "udp", hostname: "0.0.0.0", port: 0 });
+      try {
+        const count = 40;
+        const tag = crypto.randomUUID().slice(0, 8);
+        for (let i = 0; i < count; i++) {
+          await socket.send(encoder.encode(`${tag} ${i}`), {
+            transport: "udp",
+            hostname: `198.19.${subnet}.9`,
+            port: 7000,
+          });
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50)); // the worker fills all 4 slots
+        const seen: number[] = [];
+        const sizes: number[] = [];
+        await withTimeout(
+          (async () => {
+            while (seen.length < count) {
+              const batch = await device.readBatch();
+              assert(batch);
+              sizes.push(batch.length);
+              for (const packet of batch) {
+                // The headroom in front of the packet is ours to write.
+                const room = new Uint8Array(packet.buffer, packet.byteOffset - 16, 16);
+                room.fill(0xff);
+                const text = decoder.decode(udpPayload(packet) ?? new Uint8Array());
+                if (text.startsWith(`${tag} `)) seen.push(Number(text.split(" ")[1]));
+              }
+            }
+          })(),
+          3000,
+          `${count} datagrams`,
+        );
+        assertEquals(seen, Array.from({ length: count }, (_, i) => i));
+        assertEquals(sizes[0], 3); // the ring held 4 packets, maxBatch 3
+        assert(sizes.every((size) => size >= 1 && size <= 3), `batch sizes ${sizes}`);
+      } finally {
+        socket.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "a closed device does not keep the process alive",
+  ...ROOT_ONLY,
+  fn: async () => {
+    // A child process opens a TUN, starts a read, closes the device, and must exit on its own.
+    const script = `
+      import { openTun } from ${JSON.stringify(new URL("./tun_linux.ts", import.meta.url).href)};
+      const device = openTun(${JSON.stringify(uniqueName())});
+      const pending = device.readBatch();
+      setTimeout(() => device.close(), 50);
+      console.log(String(await pending));
+    `;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--no-config", script],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const output = await withTimeout(child.output(), 10000, "the child process to exit").catch(
+      (error) => {
+        child.kill("SIGKILL");
+        throw error;
+      },
+    );
+    assertEquals(decoder.decode(output.stderr), "");
+    assertEquals(decoder.decode(output.stdout).trim(), "null");
+    assertEquals(output.code, 0);
+  },
+});

@@ -139,6 +139,9 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     cleanup();
     await session.close().catch(() => {});
     h3.close();
+    // Give QUIC a moment to put CONNECTION_CLOSE on the wire before the
+    // process exits, so the relay frees our addresses at once.
+    await new Promise((resolve) => setTimeout(resolve, 100));
     return why.startsWith("received") ? 0 : 1;
   } finally {
     cleanup();

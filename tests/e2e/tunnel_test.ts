@@ -1,0 +1,247 @@
+/**
+ * End to end: relay and clients as real processes in network namespaces,
+ * real TUN devices, NAT; ping, TCP and UDP through the tunnel. Needs root;
+ * skipped with a message otherwise.
+ */
+import { assert, assertEquals, assertMatch } from "../support/assert.ts";
+import { createTopology, isRoot } from "../support/netns.ts";
+import type { Topology } from "../support/netns.ts";
+import { startClient, startRelay } from "../support/vpn.ts";
+import type { RelayProcess } from "../support/vpn.ts";
+
+const TOOLS = new URL("./tools/", import.meta.url).pathname;
+const ignore = !isRoot();
+if (ignore) console.warn("e2e tests skipped: they need root (network namespaces and TUN devices)");
+
+const opts = { ignore, sanitizeOps: false, sanitizeResources: false };
+
+async function withTopology(id: string, fn: (topo: Topology) => Promise<void>): Promise<void> {
+  const topo = await createTopology({ id });
+  try {
+    await fn(topo);
+  } catch (error) {
+    for (const name of ["relay", "client", "client2"]) {
+      const log = await Deno.readTextFile(`${topo.logDir}/${name}.log`).catch(() => "");
+      if (log) {
+        console.error(`--- ${name}.log (last lines)\n${log.split("\n").slice(-25).join("\n")}`);
+      }
+    }
+    throw error;
+  } finally {
+    await topo.teardown();
+  }
+}
+
+async function startTargetServers(topo: Topology): Promise<void> {
+  const deno = Deno.execPath();
+  const udp = topo.spawn("target", [
+    deno,
+    "run",
+    "--allow-net",
+    `${TOOLS}udp_echo.ts`,
+    "--port",
+    "7",
+  ], {
+    name: "udp_echo",
+  });
+  const tcp = topo.spawn(
+    "target",
+    [deno, "run", "--allow-net", `${TOOLS}tcp_blast.ts`, "server", "--port", "5201"],
+    { name: "tcp_blast" },
+  );
+  await udp.waitForLog(/"ready":true/, 15_000);
+  await tcp.waitForLog(/"ready":true/, 15_000);
+}
+
+/** Sends one UDP datagram from the client namespace and returns the echo. */
+async function udpRoundTrip(topo: Topology, host: string, text: string): Promise<string> {
+  const code = `
+    const s = Deno.listenDatagram({ transport: "udp", hostname: "${
+    host.includes(":") ? "::" : "0.0.0.0"
+  }", port: 0 });
+    const timer = setTimeout(() => { console.log("timeout"); Deno.exit(1); }, 5000);
+    await s.send(new TextEncoder().encode(${
+    JSON.stringify(text)
+  }), { transport: "udp", hostname: "${host}", port: 7 });
+    const [data] = await s.receive();
+    clearTimeout(timer);
+    console.log(new TextDecoder().decode(data));
+    s.close();`;
+  const result = await topo.run("client", [Deno.execPath(), "eval", code], { check: false });
+  return result.stdout.trim();
+}
+
+async function ping(topo: Topology, host: string, extra: string[] = []) {
+  return await topo.run("client", ["ping", "-c", "3", "-i", "0.2", "-W", "2", ...extra, host], {
+    check: false,
+  });
+}
+
+for (const mode of ["datagram", "stream"] as const) {
+  Deno.test({
+    name: `e2e ${mode} mode: ping v4/v6, 10 MB TCP with checksum, UDP echo through the tunnel`,
+    ...opts,
+    async fn() {
+      await withTopology(`e2e-${mode}`, async (topo) => {
+        await startTargetServers(topo);
+        const relay = await startRelay(topo);
+        const client = await startClient(topo, relay, { mode });
+        assertMatch(client.addresses[0], /^198\.18\.100\.\d+\/32$/);
+        assertMatch(client.addresses[1], /^fd00:100::[0-9a-f]+\/128$/);
+
+        const v4 = await ping(topo, topo.target4);
+        assertEquals(v4.code, 0, `IPv4 ping failed:\n${v4.stdout}${v4.stderr}`);
+        assertMatch(v4.stdout, / 0% packet loss/);
+        const v6 = await ping(topo, topo.target6);
+        assertEquals(v6.code, 0, `IPv6 ping failed:\n${v6.stdout}${v6.stderr}`);
+
+        assertEquals(
+          await udpRoundTrip(topo, topo.target4, `hello v4 ${mode}`),
+          `hello v4 ${mode}`,
+        );
+        assertEquals(
+          await udpRoundTrip(topo, topo.target6, `hello v6 ${mode}`),
+          `hello v6 ${mode}`,
+        );
+
+        const blast = await topo.run("client", [
+          Deno.execPath(),
+          "run",
+          "--allow-net",
+          `${TOOLS}tcp_blast.ts`,
+          "client",
+          "--host",
+          topo.target4,
+          "--port",
+          "5201",
+          "--bytes",
+          String(10 * 1024 * 1024),
+          "--timeout-ms",
+          "60000",
+        ], { check: false, timeoutMs: 70_000 });
+        const result = JSON.parse(blast.stdout.trim().split("\n").pop() ?? "{}");
+        assertEquals(result.ok, true, `TCP transfer failed: ${blast.stdout}${blast.stderr}`);
+        assertEquals(result.bytes, 10 * 1024 * 1024);
+        console.log(`  ${mode}: 10 MB TCP in ${result.seconds} s (${result.mbps} Mbit/s)`);
+
+        // The relay really saw this session in the expected mode.
+        const status = await waitForStatus(relay, (s) => s.sessions.length === 1);
+        assertEquals(status.sessions[0].mode, mode);
+      });
+    },
+  });
+}
+
+async function waitForStatus(
+  relay: RelayProcess,
+  check: (s: Awaited<ReturnType<RelayProcess["status"]>>) => boolean,
+  timeoutMs = 15_000,
+) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await relay.status().catch(() => undefined);
+    if (last && check(last)) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`Relay status never matched; last: ${JSON.stringify(last)}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+Deno.test({
+  name:
+    "e2e: two clients at once get different addresses and both reach the target; spoofing is dropped",
+  ...opts,
+  async fn() {
+    await withTopology("e2e-two", async (topo) => {
+      await startTargetServers(topo);
+      const relay = await startRelay(topo);
+      const a = await startClient(topo, relay, { name: "client", tun: "mvpn0" });
+      // Both clients share the client namespace, so the second one routes
+      // only the target's host addresses (a /24 route can exist once).
+      const b = await startClient(topo, relay, {
+        name: "client2",
+        tun: "mvpn1",
+        targets: `${topo.target4}/32,${topo.target6}/128`,
+      });
+      assert(a.addresses[0] !== b.addresses[0], `same address ${a.addresses[0]}`);
+      assert(a.addresses[1] !== b.addresses[1], `same address ${a.addresses[1]}`);
+      const addrA = a.addresses[0].split("/")[0];
+      const addrB = b.addresses[0].split("/")[0];
+      // Pick each tunnel by binding to its device.
+      for (const client of [a, b]) {
+        const r = await ping(topo, topo.target4, ["-I", client.tun]);
+        assertEquals(r.code, 0, `ping via ${client.tun} failed:\n${r.stdout}${r.stderr}`);
+      }
+
+      // Client A sends packets with client B's source address: the relay
+      // drops them (RFC 9484 §7) and counts them.
+      const victim = "198.18.1.3";
+      await topo.run("client", ["ip", "route", "add", `${victim}/32`, "dev", a.tun, "src", addrB]);
+      const before = await waitForStatus(relay, () => true);
+      const spoofed = await topo.run("client", [
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-I",
+        addrB,
+        victim,
+      ], { check: false });
+      assert(spoofed.code !== 0, "spoofed ping should not be answered");
+      const after = await waitForStatus(
+        relay,
+        (s) =>
+          (s.stats.droppedFromClients["source not assigned"] ?? 0) >=
+            (before.stats.droppedFromClients["source not assigned"] ?? 0) + 3,
+      );
+      assert(after.stats.droppedFromClients["source not assigned"] >= 3);
+    });
+  },
+});
+
+Deno.test({
+  name: "e2e: a client killed with SIGKILL loses its session and its address returns to the pool",
+  ...opts,
+  async fn() {
+    await withTopology("e2e-kill", async (topo) => {
+      const relay = await startRelay(topo, ["--idle-timeout", "3"]);
+      const first = await startClient(topo, relay, { name: "client" });
+      await waitForStatus(relay, (s) => s.pools.v4 === 1 && s.sessions.length === 1);
+      first.process.kill("SIGKILL");
+      await first.process.status;
+      // The TUN went away with the process; the relay notices after its idle timeout.
+      const status = await waitForStatus(relay, (s) => s.sessions.length === 0 && s.pools.v4 === 0);
+      assertEquals(status.stats.sessionsClosed, 1);
+      const second = await startClient(topo, relay, { name: "client2" });
+      // Released addresses are reused oldest-first, after never-used ones: the pool is not leaking.
+      await waitForStatus(relay, (s) => s.pools.v4 === 1 && s.sessions.length === 1);
+      assert(second.addresses.length === 2);
+    });
+  },
+});
+
+Deno.test({
+  name: "e2e: a client stopped with SIGTERM removes its routes and TUN and exits 0",
+  ...opts,
+  async fn() {
+    await withTopology("e2e-term", async (topo) => {
+      const relay = await startRelay(topo);
+      const client = await startClient(topo, relay);
+      const routes = await topo.run("client", ["ip", "route", "show", "dev", client.tun]);
+      assertMatch(routes.stdout, /198\.18\.1\.0\/24/);
+      client.process.kill("SIGTERM");
+      const exit = await client.process.status;
+      assertEquals(exit.code, 0);
+      const link = await topo.run("client", ["ip", "link", "show", client.tun], { check: false });
+      assert(link.code !== 0, `TUN ${client.tun} still exists:\n${link.stdout}`);
+      const left = await topo.run("client", ["ip", "route"]);
+      assert(!left.stdout.includes("198.18.1.0/24"), `route left behind:\n${left.stdout}`);
+      await waitForStatus(relay, (s) => s.sessions.length === 0 && s.pools.v4 === 0);
+    });
+  },
+});

@@ -1,0 +1,125 @@
+/**
+ * Starts the relay and clients as real processes inside a
+ * {@linkcode Topology}, the way the README runs them, for e2e tests, the
+ * demo and the benchmark.
+ *
+ * @module
+ */
+import type { Process, Topology } from "./netns.ts";
+
+const ROOT = new URL("../..", import.meta.url).pathname;
+
+/** Tunnel pools used by tests: inside 198.18.0.0/15 and fd00::/8. */
+export const TEST_POOL4 = "198.18.100.0/24";
+export const TEST_POOL6 = "fd00:100::/64";
+
+/** A started relay. */
+export interface RelayProcess {
+  readonly process: Process;
+  readonly certDir: string;
+  readonly statusFile: string;
+  /** Reads the relay's JSON status file (written every 2 s). */
+  status(): Promise<RelayStatus>;
+}
+
+/** What the relay writes to its status file. */
+export interface RelayStatus {
+  sessions: { id: number; addresses: string[]; mode: string }[];
+  pools: { v4: number; v6: number };
+  stats: {
+    droppedFromClients: Record<string, number>;
+    sessionsOpened: number;
+    sessionsClosed: number;
+  };
+}
+
+/** Starts the relay in the relay namespace with NAT and a status file; waits until it listens. */
+export async function startRelay(
+  topo: Topology,
+  extraArgs: string[] = [],
+): Promise<RelayProcess> {
+  const certDir = `${topo.logDir}/certs`;
+  const statusFile = `${topo.logDir}/relay-status.json`;
+  const process = topo.spawn("relay", [
+    Deno.execPath(),
+    "run",
+    "--unstable-net",
+    "--allow-net",
+    "--allow-ffi",
+    "--allow-read",
+    `--allow-write=${topo.logDir}`,
+    "--allow-run=nft,sysctl",
+    "--allow-env=MASQUE_LOG_LEVEL",
+    `${ROOT}relay/main.ts`,
+    "--dev-certs",
+    certDir,
+    "--dev-cert-name",
+    topo.relayUnderlay4,
+    "--pool4",
+    TEST_POOL4,
+    "--pool6",
+    TEST_POOL6,
+    "--nat",
+    "--status-file",
+    statusFile,
+    ...extraArgs,
+  ], { name: "relay" });
+  await process.waitForLog(/listening/, 20_000);
+  return {
+    process,
+    certDir,
+    statusFile,
+    status: async () => JSON.parse(await Deno.readTextFile(statusFile)) as RelayStatus,
+  };
+}
+
+/** A started client. */
+export interface ClientProcess {
+  readonly process: Process;
+  readonly tun: string;
+  /** Addresses the relay assigned, e.g. ["198.18.100.2/32", "fd00:100::2/128"]. */
+  readonly addresses: string[];
+}
+
+/** Starts a client in the client namespace; waits until its tunnel is up. */
+export async function startClient(
+  topo: Topology,
+  relay: RelayProcess,
+  options: {
+    name?: string;
+    tun?: string;
+    mode?: "datagram" | "stream";
+    /** TARGET_CIDRS for this client (default: the target's two networks). */
+    targets?: string;
+    extraArgs?: string[];
+  } = {},
+): Promise<ClientProcess> {
+  const tun = options.tun ?? "mvpn0";
+  const process = topo.spawn("client", [
+    Deno.execPath(),
+    "run",
+    "--unstable-net",
+    "--allow-net",
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL",
+    `${ROOT}client/main.ts`,
+    "--relay",
+    `https://${topo.relayUnderlay4}:4433`,
+    "--ca",
+    `${relay.certDir}/ca.pem`,
+    "--tun",
+    tun,
+    "--mode",
+    options.mode ?? "datagram",
+    ...(options.extraArgs ?? []),
+  ], {
+    name: options.name ?? "client",
+    // The prototype's variable: which networks go through the tunnel.
+    env: { TARGET_CIDRS: options.targets ?? "198.18.1.0/24,fd00:0:0:2::/64" },
+  });
+  const assigned = await process.waitForLog(/assigned .*addresses=/, 20_000);
+  await process.waitForLog(/tunnel up/, 20_000);
+  const addresses = assigned.match(/addresses=(\S+)/)![1].split(",");
+  return { process, tun, addresses };
+}

@@ -20,6 +20,15 @@ import { addAddress, setLinkUp } from "./netlink.ts";
 import { openTun, type TunDevice, type TunOptions } from "./tun_linux.ts";
 
 const ROOT_ONLY = { ignore: !IS_ROOT };
+
+/** shared/tunnel/packet_device.ts's interface, copied (ffi/ does not import shared/). */
+interface PacketDevice {
+  readonly name: string;
+  readonly mtu: number;
+  readBatch(): Promise<Uint8Array[] | null>;
+  writePacket(packet: Uint8Array): boolean;
+  close(): void;
+}
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -41,8 +50,11 @@ async function withAddressedTun(
   }
 }
 
-/** Reads batches until one packet's UDP payload equals `text`; returns that packet (copied). */
-async function readUdp(device: TunDevice, text: string): Promise<Uint8Array> {
+/**
+ * Reads batches until one packet's UDP payload equals `text`; returns that packet (copied).
+ * Takes a PacketDevice so that type checking proves a TunDevice is one.
+ */
+async function readUdp(device: PacketDevice, text: string): Promise<Uint8Array> {
   const read = async () => {
     for (;;) {
       const batch = await device.readBatch();

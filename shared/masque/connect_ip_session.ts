@@ -22,10 +22,10 @@ import { SETTINGS_ENABLE_CONNECT_PROTOCOL, SETTINGS_H3_DATAGRAM } from "../h3/se
 import type { Logger } from "../log.ts";
 import { nullLogger } from "../log.ts";
 import {
-  CAPSULE_DATAGRAM,
   CapsuleParser,
+  datagramCapsuleHeaderSize,
   encodeCapsule,
-  encodeDatagramCapsuleHeader,
+  writeDatagramCapsuleHeader,
 } from "./capsule.ts";
 import type { Capsule } from "./capsule.ts";
 import {
@@ -36,12 +36,14 @@ import {
 } from "./connect_ip_request.ts";
 import type { ConnectIpScope } from "./connect_ip_request.ts";
 import { decodeVarint, varintSizeFromFirstByte } from "../h3/varint.ts";
+import {
+  CONTEXT_ID_IP_PACKET,
+  httpDatagramHeaderSize,
+  writeHttpDatagramHeader,
+} from "./http_datagram.ts";
 
 /** How IP packets are carried; see the module docs. */
 export type PacketMode = "datagram" | "stream";
-
-/** Context id of a full IP packet (RFC 9484 §6). */
-const CONTEXT_IP_PACKET = 0;
 
 /** What {@linkcode ConnectIpSession.sendPacket} did with a packet. */
 export type SendResult = "sent" | "too_big" | "closed";
@@ -129,8 +131,7 @@ export class ConnectIpSession {
    */
   get maxPacketSize(): number {
     if (this.#mode === "stream") return 65535;
-    const qsid = this.#stream.quarterStreamId;
-    const header = (qsid < 64 ? 1 : qsid < 16384 ? 2 : qsid < 1073741824 ? 4 : 8) + 1;
+    const header = httpDatagramHeaderSize(this.#stream.quarterStreamId, CONTEXT_ID_IP_PACKET);
     return Math.max(0, this.#stream.connection.maxDatagramSize - header);
   }
 
@@ -145,7 +146,7 @@ export class ConnectIpSession {
       return;
     }
     const contextId = decodeVarint(payload, 0);
-    if (contextId !== CONTEXT_IP_PACKET) {
+    if (contextId !== CONTEXT_ID_IP_PACKET) {
       this.stats.unknownContext++;
       return;
     }
@@ -167,20 +168,20 @@ export class ConnectIpSession {
       return "too_big";
     }
     if (this.#mode === "datagram") {
+      // quarter stream id, context id 0, then the packet (RFC 9484 §6)
       const qsid = this.#stream.quarterStreamId;
-      const qsidSize = qsid < 64 ? 1 : qsid < 16384 ? 2 : qsid < 1073741824 ? 4 : 8;
-      const datagram = new Uint8Array(qsidSize + 1 + packet.length);
-      // quarter stream id, then context id 0, then the packet (RFC 9484 §6)
-      writeShortVarint(datagram, qsid, qsidSize);
-      datagram[qsidSize] = CONTEXT_IP_PACKET;
-      datagram.set(packet, qsidSize + 1);
+      const header = httpDatagramHeaderSize(qsid, CONTEXT_ID_IP_PACKET);
+      const datagram = new Uint8Array(header + packet.length);
+      writeHttpDatagramHeader(datagram, 0, qsid, CONTEXT_ID_IP_PACKET);
+      datagram.set(packet, header);
       if (!this.#stream.connection.sendRawDatagram(datagram)) return "closed";
     } else {
-      const header = encodeDatagramCapsuleHeader(packet.length + 1);
-      const capsule = new Uint8Array(header.length + 1 + packet.length);
-      capsule.set(header, 0);
-      capsule[header.length] = CONTEXT_IP_PACKET;
-      capsule.set(packet, header.length + 1);
+      // DATAGRAM capsule: type, length, context id 0, then the packet
+      const header = datagramCapsuleHeaderSize(packet.length + 1);
+      const capsule = new Uint8Array(header + 1 + packet.length);
+      writeDatagramCapsuleHeader(capsule, 0, packet.length + 1);
+      capsule[header] = CONTEXT_ID_IP_PACKET;
+      capsule.set(packet, header + 1);
       this.#stream.writeData(capsule).catch(() => this.#markClosed());
     }
     this.stats.packetsOut++;
@@ -247,15 +248,6 @@ export class ConnectIpSession {
     this.#closed = true;
     await this.#stream.end();
   }
-}
-
-function writeShortVarint(buf: Uint8Array, value: number, size: number): void {
-  let v = value;
-  for (let i = size - 1; i >= 0; i--) {
-    buf[i] = v & 0xff;
-    v = Math.floor(v / 256);
-  }
-  buf[0] |= size === 1 ? 0 : size === 2 ? 0x40 : size === 4 ? 0x80 : 0xc0;
 }
 
 /** A relay refused or failed a connect-ip request. */

@@ -167,7 +167,6 @@ Deno.test({
       });
       assert(a.addresses[0] !== b.addresses[0], `same address ${a.addresses[0]}`);
       assert(a.addresses[1] !== b.addresses[1], `same address ${a.addresses[1]}`);
-      const addrA = a.addresses[0].split("/")[0];
       const addrB = b.addresses[0].split("/")[0];
       // Pick each tunnel by binding to its device.
       for (const client of [a, b]) {

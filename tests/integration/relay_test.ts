@@ -1,0 +1,267 @@
+/**
+ * The relay's forwarding over real QUIC on 127.0.0.1 with an in-memory TUN:
+ * address assignment, both directions, the RFC 9484 §7 checks, Packet Too
+ * Big, pool release and the session limit. No root needed.
+ */
+import { assert, assertEquals, assertRejects } from "../support/assert.ts";
+import { testCerts } from "../support/certs.ts";
+import {
+  buildIpv4,
+  buildIpv4Udp,
+  buildIpv6Udp,
+  InMemoryPacketDevice,
+} from "../support/packet_builder.ts";
+import { Relay } from "../../relay/relay.ts";
+import { H3Connection } from "../../shared/h3/connection.ts";
+import { nullLogger } from "../../shared/log.ts";
+import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
+import { ConnectIpError, openConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
+import type { ConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
+import type { Capsule } from "../../shared/masque/capsule.ts";
+import { formatIp, formatPrefix, parsePrefix } from "../../shared/packet/ip_address.ts";
+import { readDestination, readSource } from "../../shared/packet/ip_header.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+async function startRelay(options: { routes?: string[]; maxSessions?: number } = {}) {
+  const { certPem, keyPem } = await testCerts();
+  const tun = new InMemoryPacketDevice({ name: "relay-tun", mtu: 1500 });
+  const relay = new Relay(tun, {
+    pool4: parsePrefix("198.18.100.0/24"),
+    pool6: parsePrefix("fd00:100::/64"),
+    routes: (options.routes ?? ["198.18.0.0/15", "fd00::/8"]).map(parsePrefix),
+    maxSessions: options.maxSessions ?? 10,
+    log: nullLogger,
+  });
+  relay.runTun();
+  const endpoint = new Deno.QuicEndpoint({ hostname: "127.0.0.1", port: 0 });
+  const listener = endpoint.listen({ alpnProtocols: ["h3"], cert: certPem, key: keyPem });
+  (async () => {
+    for await (const incoming of listener) {
+      Promise.resolve(incoming.accept()).then(
+        (conn) => relay.acceptConnection(conn, "test"),
+        () => {},
+      );
+    }
+  })().catch(() => {});
+  return {
+    relay,
+    tun,
+    port: endpoint.addr.port,
+    close() {
+      relay.stop();
+      tun.close();
+      listener.stop();
+      endpoint.close();
+    },
+  };
+}
+
+interface TestClient {
+  session: ConnectIpSession;
+  h3: H3Connection;
+  v4: string;
+  v6: string;
+  capsules: Capsule[];
+  received: Uint8Array[];
+  nextPacket(): Promise<Uint8Array>;
+}
+
+async function connect(port: number): Promise<TestClient> {
+  const { caPem } = await testCerts();
+  const conn = await Deno.connectQuic({
+    hostname: "127.0.0.1",
+    port,
+    alpnProtocols: ["h3"],
+    caCerts: [caPem],
+    serverName: "localhost",
+  });
+  const h3 = new H3Connection(conn, { role: "client" });
+  await h3.start();
+  const session = await openConnectIpSession(h3, {
+    authority: "localhost",
+    path: expandConnectIpPath("/.well-known/masque/ip/{target}/{ipproto}/", {
+      target: { kind: "any" },
+      ipProtocol: "any",
+    }),
+    mode: "datagram",
+  });
+  const capsules: Capsule[] = [];
+  const received: Uint8Array[] = [];
+  let wake: (() => void) | undefined;
+  session.run({
+    onPacket: (p) => {
+      received.push(p.slice());
+      wake?.();
+    },
+    onCapsule: (c) => {
+      capsules.push(c);
+      wake?.();
+    },
+  });
+  const waitFor = async (check: () => boolean) => {
+    const deadline = Date.now() + 5000;
+    while (!check()) {
+      if (Date.now() > deadline) throw new Error("timed out");
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 50);
+      });
+    }
+  };
+  await waitFor(() => capsules.length >= 2);
+  const assign = capsules.find((c) => c.type === "address_assign");
+  assert(assign?.type === "address_assign");
+  const [v4, v6] = assign.addresses.map((a) => formatIp(a.prefix.address));
+  let taken = 0;
+  return {
+    session,
+    h3,
+    v4,
+    v6,
+    capsules,
+    received,
+    nextPacket: async () => {
+      const index = taken++;
+      await waitFor(() => received.length > index);
+      return received[index];
+    },
+  };
+}
+
+Deno.test({
+  name: "relay assigns addresses and routes, and forwards packets both ways to the right client",
+  ...opts,
+  async fn() {
+    const server = await startRelay();
+    const a = await connect(server.port);
+    const b = await connect(server.port);
+    try {
+      assertEquals([a.v4, a.v6], ["198.18.100.2", "fd00:100::2"]);
+      assertEquals([b.v4, b.v6], ["198.18.100.3", "fd00:100::3"]);
+      const routes = a.capsules.find((c) => c.type === "route_advertisement");
+      assert(routes?.type === "route_advertisement");
+      assertEquals(
+        routes.ranges.map((r) => `${formatIp(r.start)}-${formatIp(r.end)}`),
+        ["198.18.0.0-198.19.255.255", "fd00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"],
+      );
+
+      // Client to world: the packet appears on the relay's TUN unchanged.
+      const out = buildIpv4Udp({
+        src: a.v4,
+        dst: "198.18.1.2",
+        srcPort: 1000,
+        dstPort: 7,
+        payload: new Uint8Array([1, 2, 3]),
+      });
+      a.session.sendPacket(out);
+      assertEquals(await server.tun.nextWritten(), out);
+      const out6 = buildIpv6Udp({ src: b.v6, dst: "fd00:0:0:2::2", srcPort: 1000, dstPort: 7 });
+      b.session.sendPacket(out6);
+      assertEquals(await server.tun.nextWritten(), out6);
+
+      // World to client: each reply reaches the session owning its destination.
+      const toB = buildIpv4Udp({ src: "198.18.1.2", dst: b.v4, srcPort: 7, dstPort: 1000 });
+      const toA = buildIpv6Udp({ src: "fd00:0:0:2::2", dst: a.v6, srcPort: 7, dstPort: 1000 });
+      server.tun.inject(toB, toA);
+      assertEquals(await b.nextPacket(), toB);
+      assertEquals(await a.nextPacket(), toA);
+      assertEquals(server.relay.stats.packetsToClients, 2);
+    } finally {
+      a.h3.close();
+      b.h3.close();
+      server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "relay drops and counts spoofed, unrouted and malformed client packets",
+  ...opts,
+  async fn() {
+    const server = await startRelay({ routes: ["198.18.1.0/24", "fd00::/8"] });
+    const a = await connect(server.port);
+    const b = await connect(server.port);
+    try {
+      const sends = [
+        buildIpv4Udp({ src: b.v4, dst: "198.18.1.2", srcPort: 1, dstPort: 7 }), // B's address
+        buildIpv4Udp({ src: a.v4, dst: "192.0.2.1", srcPort: 1, dstPort: 7 }), // not routed
+        new Uint8Array([0x45, 0, 0, 10]), // truncated header
+      ];
+      for (const p of sends) a.session.sendPacket(p);
+      const ok = buildIpv4Udp({ src: a.v4, dst: "198.18.1.2", srcPort: 1, dstPort: 7 });
+      a.session.sendPacket(ok);
+      // Only the good packet reaches the TUN; datagrams on one connection arrive in order here.
+      assertEquals(await server.tun.nextWritten(), ok);
+      const dropped = server.relay.stats.droppedFromClients;
+      assertEquals(dropped["source not assigned"], 1);
+      assertEquals(dropped["destination not routed"], 1);
+      assertEquals(dropped["malformed"], 1);
+      assertEquals(server.tun.written.length, 1);
+    } finally {
+      a.h3.close();
+      b.h3.close();
+      server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "relay answers a packet too big for the datagram limit with ICMP Fragmentation Needed",
+  ...opts,
+  async fn() {
+    const server = await startRelay();
+    const a = await connect(server.port);
+    try {
+      const limit = a.session.maxPacketSize; // the client's view; the relay's is the same size
+      const big = buildIpv4({
+        src: "198.18.1.2",
+        dst: a.v4,
+        protocol: 17,
+        payload: new Uint8Array(limit + 100 - 20),
+        dontFragment: true,
+      });
+      server.tun.inject(big);
+      const icmp = await server.tun.nextWritten();
+      // IPv4 header, then ICMP type 3 code 4 with the next-hop MTU in bytes 6-7.
+      assertEquals(icmp[9], 1);
+      assertEquals(formatIp(readSource(icmp)), a.v4);
+      assertEquals(formatIp(readDestination(icmp)), "198.18.1.2");
+      assertEquals([icmp[20], icmp[21]], [3, 4]);
+      const mtu = (icmp[26] << 8) | icmp[27];
+      assert(mtu > 1000 && mtu <= limit + 16, `next-hop MTU ${mtu}, limit ${limit}`);
+      assertEquals(server.relay.stats.packetTooBig, 1);
+      assertEquals(a.received.length, 0);
+    } finally {
+      a.h3.close();
+      server.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "relay returns addresses to the pool when a session ends and refuses sessions over the limit",
+  ...opts,
+  async fn() {
+    const server = await startRelay({ maxSessions: 1 });
+    const a = await connect(server.port);
+    try {
+      assertEquals(server.relay.poolUsage, { v4: 1, v6: 1 });
+      const b = connect(server.port);
+      await assertRejects(() => b, ConnectIpError, "the relay answered 503");
+      a.h3.close();
+      const deadline = Date.now() + 5000;
+      while (server.relay.sessions.length > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assertEquals(server.relay.poolUsage, { v4: 0, v6: 0 });
+      assertEquals(server.relay.stats.sessionsClosed, 1);
+      const c = await connect(server.port);
+      assertEquals(formatPrefix(parsePrefix(c.v4)), "198.18.100.3/32");
+      c.h3.close();
+    } finally {
+      server.close();
+    }
+  },
+});

@@ -252,8 +252,13 @@ export class H3Connection {
   /**
    * Opens a request stream and sends `headers` (RFC 9114 §4.1). The returned
    * stream's {@linkcode H3RequestStream.readResponse} waits for the answer.
+   * With `options.end`, the request has no body and the sending side is
+   * finished at once (a GET); extended CONNECT keeps it open.
    */
-  async request(headers: readonly HeaderField[]): Promise<H3RequestStream> {
+  async request(
+    headers: readonly HeaderField[],
+    options: { end?: boolean } = {},
+  ): Promise<H3RequestStream> {
     if (this.#role !== "client") throw new Error("Cannot open a request: this side is the server");
     if (this.#goawayId !== undefined) {
       throw new Error("Cannot open a request: the server sent GOAWAY");
@@ -262,6 +267,7 @@ export class H3Connection {
     const request = new H3RequestStream(this, stream, this.#log, this.#maxFieldSectionSize);
     this.stats.requestStreams++;
     await request.writeHeaders(headers);
+    if (options.end) await request.end();
     return request;
   }
 

@@ -355,7 +355,7 @@ export type AnswerResult =
  * Server side: answers one request. A valid connect-ip request that
  * `authorize` accepts gets 200 with `capsule-protocol: ?1` and becomes a
  * session. Anything else gets a proper HTTP/3 response: 405 for a plain
- * CONNECT, 404 for other methods, and the status from the request parser
+ * CONNECT (400 when it is malformed, RFC 9114 §4.4), 404 for other methods, and the status from the request parser
  * (400, 501) or from `authorize` for bad or refused connect-ip requests.
  */
 export async function answerRequest(
@@ -370,6 +370,10 @@ export async function answerRequest(
     return { session: undefined, status, reason };
   };
   if (method === "CONNECT" && protocol === undefined) {
+    // RFC 9114 §4.4: a plain CONNECT carries neither :scheme nor :path.
+    if (request.header(":scheme") !== undefined || request.header(":path") !== undefined) {
+      return await refuse(400, "malformed CONNECT: :scheme and :path without :protocol");
+    }
     return await refuse(405, "plain CONNECT is not supported; use connect-ip");
   }
   if (method !== "CONNECT") return await refuse(404, "not found");

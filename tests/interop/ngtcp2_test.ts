@@ -355,14 +355,18 @@ Deno.test({
         ]]);
       });
 
-      await t.step("a CONNECT without :protocol is answered 405", async () => {
-        const tool = await runGtlsclient(server.port, ["-m", "CONNECT"], [`${origin}/x`]);
-        // "plain CONNECT is not supported; use connect-ip\n"
-        assertMatch(tool.output, printedResponse(0, 405, 47));
-        const conn = await server.connection(2);
-        assertEquals((await within(conn.closed, "close")).closeCode, H3_NO_ERROR);
-        assertEquals(conn.statuses, [405]);
-      });
+      await t.step(
+        "a CONNECT with :scheme and :path but no :protocol is malformed: 400",
+        async () => {
+          const tool = await runGtlsclient(server.port, ["-m", "CONNECT"], [`${origin}/x`]);
+          // gtlsclient sends :scheme and :path, which RFC 9114 §4.4 forbids on a
+          // plain CONNECT: "malformed CONNECT: :scheme and :path without :protocol\n"
+          assertMatch(tool.output, printedResponse(0, 400, 55));
+          const conn = await server.connection(2);
+          assertEquals((await within(conn.closed, "close")).closeCode, H3_NO_ERROR);
+          assertEquals(conn.statuses, [400]);
+        },
+      );
 
       const complaints = server.logLines.filter((line) => !/ (DEBUG|INFO) /.test(line));
       assertEquals(complaints, [], "our server logged warnings or errors");
@@ -443,8 +447,7 @@ async function get(h3: H3Connection, authority: string, path: string) {
     [":scheme", "https"],
     [":authority", authority],
     [":path", path],
-  ]);
-  await stream.end();
+  ], { end: true });
   const status = await within(stream.readResponse(), `the response to GET ${path}`);
   const chunks: Uint8Array[] = [];
   const read = async () => {

@@ -28,8 +28,12 @@ export interface ClientConfig {
   /** PEM file of an extra CA to trust (in addition to the system roots). */
   readonly caFile?: string;
   readonly tunName: string;
-  /** TUN MTU, bytes (1280: the IPv6 minimum, fits Deno QUIC's datagram limit). */
-  readonly mtu: number;
+  /**
+   * TUN MTU in bytes, or `"auto"`: in datagram mode the largest packet the
+   * QUIC path carries once path MTU discovery has run (at least 1280, the
+   * IPv6 minimum; at most 1500), in stream mode 1500.
+   */
+  readonly mtu: number | "auto";
   /** Routes to send through the tunnel; empty: all the relay advertises. */
   readonly routes: readonly IpPrefix[];
   readonly mode: PacketMode;
@@ -50,7 +54,8 @@ Options:
                        default: environment TARGET_CIDRS (comma-separated),
                        else every route the relay advertises
   --tun NAME           TUN device name (default mvpn0)
-  --mtu N              TUN MTU in bytes (default 1280)
+  --mtu N|auto         TUN MTU in bytes (default auto: what the QUIC path
+                       carries, about 1412 on a 1500-byte path; 1280 minimum)
   --mode MODE          datagram (default: IP packets in HTTP Datagrams) or
                        stream (IP packets in DATAGRAM capsules: reliable, ordered)
   --log-level LEVEL    debug, info, warn or error (default info;
@@ -119,7 +124,9 @@ export function parseClientConfig(
       }
     }
   }
-  const mtu = parseInteger(values.mtu ?? "1280", "--mtu", 576, 65535, errors);
+  const mtu = (values.mtu ?? "auto") === "auto"
+    ? "auto"
+    : parseInteger(values.mtu!, "--mtu", 1280, 65535, errors);
   const routeTexts = values.route ??
     (env.TARGET_CIDRS ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
   const routes = routeTexts.map((r) =>
@@ -147,7 +154,7 @@ export function parseClientConfig(
       serverName: values["server-name"] ?? relayHost,
       caFile: values.ca,
       tunName,
-      mtu: mtu!,
+      mtu: mtu! as number | "auto",
       routes: Object.freeze(routes as IpPrefix[]),
       mode: mode as PacketMode,
       logLevel: logLevel!,

@@ -12,7 +12,7 @@ Deno.test("parseClientConfig() takes host, port and template from --relay", asyn
       "relay.example:4433",
     ]);
     assertEquals(r.config.template, "/.well-known/masque/ip/{target}/{ipproto}/");
-    assertEquals([r.config.mode, r.config.tunName, r.config.mtu], ["datagram", "mvpn0", 1280]);
+    assertEquals([r.config.mode, r.config.tunName, r.config.mtu], ["datagram", "mvpn0", "auto"]);
   });
   await t.step("IPv6 literal, default port 443, custom template", () => {
     const r = parseClientConfig(["--relay", "https://[fd00::1]/vpn/{target}/{ipproto}"]);
@@ -40,7 +40,7 @@ Deno.test("parseClientConfig() reports bad input clearly", () => {
   assert(r.ok === false);
   assertEquals(r.errors.length, 4);
   assertEquals(r.errors[0], '--relay must be an https URL, not "ftp:"');
-  assertEquals(r.errors[1], '--mtu must be an integer from 576 to 65535, not "9"');
+  assertEquals(r.errors[1], '--mtu must be an integer from 1280 to 65535, not "9"');
   assert(r.errors[2].startsWith("TARGET_CIDRS: "), r.errors[2]);
   assertEquals(r.errors[3], '--mode must be datagram or stream, not "tcp"');
 });

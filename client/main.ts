@@ -110,16 +110,17 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
       routes: routes.map(formatPrefix).join(",") || "none",
     });
 
-    const tun = openTun(config.tunName, { mtu: config.mtu });
+    const mtu = await chooseMtu(config, session, log);
+    const tun = openTun(config.tunName, { mtu });
     cleanups.push(() => tun.close());
-    setLinkMtu(tun.name, config.mtu);
+    setLinkMtu(tun.name, mtu);
     for (const prefix of addresses) addAddress(tun.name, prefix);
     setLinkUp(tun.name);
     for (const route of routes) {
       addRoute(route, tun.name);
       cleanups.push(() => deleteRoute(route, tun.name));
     }
-    log.info("tunnel up", { tun: tun.name, mtu: config.mtu });
+    log.info("tunnel up", { tun: tun.name, mtu });
 
     pump = new ClientPump(tun, session, { addresses, routes: ranges }, log);
     const stop = new Promise<string>((resolve) => {
@@ -147,6 +148,39 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     cleanup();
     h3.close();
   }
+}
+
+/** The IPv6 minimum link MTU (RFC 8200 §5), which the tunnel must carry (RFC 9484 §10.1). */
+const IPV6_MIN_MTU = 1280;
+/** The largest MTU `--mtu auto` picks, as on Ethernet. */
+const AUTO_MTU_MAX = 1500;
+/** How long to wait for path MTU discovery to allow 1280-byte packets. */
+const PMTU_WAIT_MS = 3000;
+
+/**
+ * The TUN MTU: the configured one, or with `auto` the largest packet the
+ * session carries now (datagram mode) or 1500 (stream mode). Waits briefly
+ * for QUIC's path MTU discovery when the path does not yet carry 1280.
+ */
+async function chooseMtu(config: ClientConfig, session: ConnectIpSession, log: Logger) {
+  if (session.mode === "stream") return config.mtu === "auto" ? AUTO_MTU_MAX : config.mtu;
+  const wanted = config.mtu === "auto" ? IPV6_MIN_MTU : config.mtu;
+  const deadline = Date.now() + PMTU_WAIT_MS;
+  while (session.maxPacketSize < wanted && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const carried = session.maxPacketSize;
+  if (carried < wanted) {
+    log.warn(
+      "the QUIC path carries smaller packets than the TUN MTU; larger ones get Packet Too Big",
+      {
+        mtu: wanted,
+        maxPacket: carried,
+      },
+    );
+  }
+  if (config.mtu !== "auto") return config.mtu;
+  return Math.min(AUTO_MTU_MAX, Math.max(IPV6_MIN_MTU, carried));
 }
 
 /**

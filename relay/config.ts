@@ -72,7 +72,8 @@ Options:
   --route CIDR         route advertised to clients (repeatable; default
                        0.0.0.0/0 and ::/0)
   --tun NAME           TUN device name (default mvpn-relay)
-  --mtu N              TUN MTU in bytes (default 1280)
+  --mtu N              TUN MTU in bytes (default 1500; packets too big for a
+                       client's QUIC path get ICMP Packet Too Big)
   --nat                masquerade the pools on egress with nftables
                        (run with --allow-run=nft); removed on exit
   --template T         URI template (default ${DEFAULT_URI_TEMPLATE})
@@ -126,7 +127,7 @@ export function parseRelayConfig(
   if (values.help) return { ok: "help" };
   const errors: string[] = [];
   const port = parseInteger(values.port ?? "4433", "--port", 1, 65535, errors);
-  const mtu = parseInteger(values.mtu ?? "1280", "--mtu", 1280, 65535, errors);
+  const mtu = parseInteger(values.mtu ?? "1500", "--mtu", 1280, 65535, errors);
   const maxSessions = parseInteger(
     values["max-sessions"] ?? "1024",
     "--max-sessions",

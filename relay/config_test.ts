@@ -6,7 +6,7 @@ Deno.test("parseRelayConfig() applies defaults", () => {
   const result = parseRelayConfig(["--dev-certs", "./dev-certs"]);
   assert(result.ok === true);
   const c = result.config;
-  assertEquals([c.host, c.port, c.tunName, c.mtu, c.nat], ["::", 4433, "mvpn-relay", 1280, false]);
+  assertEquals([c.host, c.port, c.tunName, c.mtu, c.nat], ["::", 4433, "mvpn-relay", 1500, false]);
   assertEquals(formatPrefix(c.pool4), "10.100.0.0/24");
   assertEquals(c.routes.map(formatPrefix), ["0.0.0.0/0", "::/0"]);
   assertEquals(c.idleTimeoutMs, 30_000);

@@ -27,6 +27,7 @@
 
 import {
   H3_CLOSED_CRITICAL_STREAM,
+  H3_DATAGRAM_ERROR,
   H3_FRAME_ERROR,
   H3_FRAME_UNEXPECTED,
   H3_ID_ERROR,
@@ -338,7 +339,23 @@ export class H3Connection {
       if (datagram.length === 0 || varintSizeFromFirstByte(datagram[0]) > datagram.length) {
         // RFC 9297 §2.1: a datagram that cannot be parsed is a connection error.
         this.stats.datagramsMalformed++;
-        this.fail(new H3Error(0x33, "Cannot parse HTTP Datagram: truncated quarter stream id"));
+        this.fail(
+          new H3Error(H3_DATAGRAM_ERROR, "Cannot parse HTTP Datagram: truncated quarter stream id"),
+        );
+        return;
+      }
+      if (datagram[0] >= 0xd0) {
+        // RFC 9297 §2.1: the largest legal quarter stream id is 2^60-1. Only an
+        // 8-byte varint (first byte 0xc0..0xff) with bit 60 or 61 set (the
+        // first byte's 0x30) is larger: first byte 0xd0 or above. Checked on
+        // the byte because numbers above 2^53 are rounded.
+        this.stats.datagramsMalformed++;
+        this.fail(
+          new H3Error(
+            H3_DATAGRAM_ERROR,
+            "Cannot parse HTTP Datagram: quarter stream id above 2^60-1",
+          ),
+        );
         return;
       }
       const qsid = decodeVarint(datagram, 0);
@@ -479,7 +496,23 @@ export class H3Connection {
 
   async #readControl(reader: ReadableStreamDefaultReader<Uint8Array>, first: Uint8Array) {
     const frames = new FrameReader();
-    if (first.length > 0) frames.push(first);
+    // FrameReader reports no event for an empty DATA frame and skips reserved
+    // frames, so the first frame's type is taken from the bytes (§6.2.1).
+    let firstFrame: FrameTypeWatch | undefined = new FrameTypeWatch(() => true);
+    const push = (chunk: Uint8Array) => {
+      const type = firstFrame?.push(chunk);
+      if (type !== undefined) {
+        firstFrame = undefined;
+        if (type !== FRAME_SETTINGS) {
+          throw new H3Error(
+            H3_MISSING_SETTINGS,
+            `Peer's control stream began with ${frameTypeName(type)}, not SETTINGS`,
+          );
+        }
+      }
+      frames.push(chunk);
+    };
+    push(first);
     let sawSettings = false;
     for (;;) {
       let event: FrameEvent | undefined;
@@ -502,7 +535,17 @@ export class H3Connection {
         }
         switch (type) {
           case FRAME_GOAWAY: {
-            const id = parseGoawayPayload((event as { payload: Uint8Array }).payload);
+            const payload = (event as { payload: Uint8Array }).payload;
+            const id = parseGoawayPayload(payload);
+            // From a server the id is a client-initiated bidirectional stream
+            // (a multiple of 4); from a client it is a push id, any value
+            // (§5.2). The varint's last byte holds its two low bits exactly.
+            if (this.#role === "client" && (payload[payload.length - 1] & 0x03) !== 0) {
+              throw new H3Error(
+                H3_ID_ERROR,
+                `GOAWAY id ${id} is not a client-initiated bidirectional stream`,
+              );
+            }
             if (this.#goawayId !== undefined && id > this.#goawayId) {
               throw new H3Error(
                 H3_ID_ERROR,
@@ -531,7 +574,7 @@ export class H3Connection {
         if (this.#closing) return;
         throw new H3Error(H3_CLOSED_CRITICAL_STREAM, "Peer closed its control stream");
       }
-      frames.push(value);
+      push(value);
     }
   }
 }
@@ -548,6 +591,10 @@ export class H3RequestStream {
   readonly #log: Logger;
   readonly #maxFieldSectionSize?: number;
   readonly #streamId: bigint;
+  /** Watches for DATA before the first HEADERS until either starts (§4.1). */
+  #leadingFrames: FrameTypeWatch | undefined = new FrameTypeWatch((type) =>
+    type === FRAME_DATA || type === FRAME_HEADERS
+  );
   #headers: HeaderField[] = [];
   #ended = false;
   #writeFailed = false;
@@ -670,6 +717,14 @@ export class H3RequestStream {
         }
         return null;
       }
+      if (this.#leadingFrames !== undefined) {
+        // FrameReader gives no event for an empty DATA frame; it still counts.
+        const type = this.#leadingFrames.push(value);
+        if (type !== undefined) this.#leadingFrames = undefined;
+        if (type === FRAME_DATA) {
+          throw new H3Error(H3_FRAME_UNEXPECTED, "DATA frame before HEADERS on a request stream");
+        }
+      }
       this.#frames.push(value);
     }
   }
@@ -679,11 +734,29 @@ export class H3RequestStream {
   }
 
   /**
-   * Server side: reads the request's HEADERS frame. Errors: the stream ends
-   * first (H3_REQUEST_INCOMPLETE, a stream error), DATA before HEADERS
-   * (H3_FRAME_UNEXPECTED), QPACK errors (connection errors).
+   * Closes the connection when `error` is a connection error (RFC 9114 §8),
+   * on either side, and returns it for rethrowing.
+   */
+  #closeOnConnectionError(error: unknown): unknown {
+    if (error instanceof H3Error && error.connection) this.#h3.fail(error);
+    return error;
+  }
+
+  /**
+   * Reads the next HEADERS frame: the request's on the server, the response's
+   * on the client. Errors: the stream ends first (H3_REQUEST_INCOMPLETE, a
+   * stream error), DATA before HEADERS (H3_FRAME_UNEXPECTED), QPACK errors;
+   * connection errors also close the connection.
    */
   async readHeaders(): Promise<readonly HeaderField[]> {
+    try {
+      return await this.#readHeaders();
+    } catch (error) {
+      throw this.#closeOnConnectionError(error);
+    }
+  }
+
+  async #readHeaders(): Promise<readonly HeaderField[]> {
     for (;;) {
       const event = await this.#nextEvent();
       if (event === null) {
@@ -741,21 +814,27 @@ export class H3RequestStream {
 
   /**
    * Yields the payload of the DATA frames after the headers, chunk by chunk,
-   * until the peer ends the stream. Trailing HEADERS end the body.
+   * until the peer ends the stream. Trailing HEADERS end the body. Errors as
+   * {@linkcode readHeaders}; connection errors also close the connection.
    */
   async *readBody(): AsyncGenerator<Uint8Array> {
     for (;;) {
-      const event = await this.#nextEvent();
-      if (event === null) return;
-      if (event.kind === "data") {
-        yield event.chunk;
-        continue;
+      let event: FrameEvent | null;
+      try {
+        event = await this.#nextEvent();
+        if (event === null) return;
+        if (event.kind === "frame") {
+          this.#checkRequestStreamFrame(event.type);
+          if (event.type === FRAME_HEADERS) {
+            this.#decodeHeaders(event.payload); // trailers: validated and ignored
+            return;
+          }
+          continue;
+        }
+      } catch (error) {
+        throw this.#closeOnConnectionError(error);
       }
-      this.#checkRequestStreamFrame(event.type);
-      if (event.type === FRAME_HEADERS) {
-        this.#decodeHeaders(event.payload); // trailers: validated and ignored
-        return;
-      }
+      yield event.chunk;
     }
   }
 
@@ -777,6 +856,52 @@ export class H3RequestStream {
   /** Logs with this stream's id. */
   get log(): Logger {
     return this.#log.with({ stream: this.#streamId });
+  }
+}
+
+/**
+ * Follows the frame headers at the start of a stream, skipping payloads,
+ * until a frame whose type `stopAt` accepts begins, and reports that type.
+ * {@linkcode FrameReader} gives no event for an empty DATA frame and skips
+ * reserved ones, so rules about which frame comes first (RFC 9114 §4.1,
+ * §6.2.1) are checked here. Stops looking after the first match; lengths
+ * above 2^53 are read approximately, as in FrameReader.
+ */
+class FrameTypeWatch {
+  readonly #stopAt: (type: number) => boolean;
+  /** The frame header being collected; a header is at most two 8-byte varints. */
+  readonly #header = new Uint8Array(16);
+  #headerLength = 0;
+  /** Payload bytes of the current frame still to skip. */
+  #skip = 0;
+  #found: number | undefined;
+
+  constructor(stopAt: (type: number) => boolean) {
+    this.#stopAt = stopAt;
+  }
+
+  /** Scans `chunk`; returns the matching type once one has begun, else undefined. */
+  push(chunk: Uint8Array): number | undefined {
+    let at = 0;
+    while (this.#found === undefined && at < chunk.length) {
+      if (this.#skip > 0) {
+        const n = Math.min(this.#skip, chunk.length - at);
+        this.#skip -= n;
+        at += n;
+        continue;
+      }
+      const header = this.#header;
+      header[this.#headerLength++] = chunk[at++];
+      const typeSize = varintSizeFromFirstByte(header[0]);
+      if (this.#headerLength <= typeSize) continue;
+      const lengthSize = varintSizeFromFirstByte(header[typeSize]);
+      if (this.#headerLength < typeSize + lengthSize) continue;
+      this.#headerLength = 0;
+      const type = decodeVarint(header, 0);
+      if (this.#stopAt(type)) this.#found = type;
+      else this.#skip = decodeVarint(header, typeSize);
+    }
+    return this.#found;
   }
 }
 

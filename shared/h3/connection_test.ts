@@ -193,24 +193,39 @@ Deno.test("H3Connection closes with H3_MISSING_SETTINGS when the control stream 
       await assertRejects(() => h3.peerSettings, H3Error, "not SETTINGS");
     });
   }
-  await t.step({
-    // BUG: FrameReader reports no event for a DATA frame with an empty
-    // payload, so `00 0000 0400` (control stream, empty DATA, then SETTINGS)
-    // is accepted: peerSettings resolves and the connection stays up. RFC 9114
-    // §6.2.1 requires H3_MISSING_SETTINGS when the first frame is not SETTINGS
-    // (and §7.2.1 H3_FRAME_UNEXPECTED for DATA on the control stream).
-    name: "an empty DATA frame first (BUG: accepted)",
-    ignore: true,
-    fn: async () => {
-      const { h3, raw } = await againstRawPeer("client");
-      await raw.openUni(hex("00 0000 0400"));
-      await assertClosedWith(
-        raw,
-        h3,
-        H3_MISSING_SETTINGS,
-        "Peer's control stream began with DATA, not SETTINGS",
-      );
-    },
+  // FrameReader reports no event for an empty DATA frame or a skipped
+  // reserved frame, so the first frame's type is read from the bytes.
+  await t.step("an empty DATA frame first", async () => {
+    const { h3, raw } = await againstRawPeer("client");
+    // 00 control; 00 DATA, 00 length; then 04 SETTINGS, 00 length
+    await raw.openUni(hex("00 0000 0400"));
+    await assertClosedWith(
+      raw,
+      h3,
+      H3_MISSING_SETTINGS,
+      "Peer's control stream began with DATA, not SETTINGS",
+    );
+    await assertRejects(() => h3.peerSettings, H3Error, "not SETTINGS");
+  });
+  await t.step("a reserved frame type first (RFC 9114 §7.2.8)", async () => {
+    const { h3, raw } = await againstRawPeer("client");
+    // 00 control; 21 reserved frame type 0x21 (0x1f * 0 + 0x21), 01 length, ff; then SETTINGS
+    await raw.openUni(hex("00 2101ff 0400"));
+    await assertClosedWith(
+      raw,
+      h3,
+      H3_MISSING_SETTINGS,
+      "Peer's control stream began with 0x21, not SETTINGS",
+    );
+  });
+  await t.step("SETTINGS first, one byte per read, its type in a 2-byte varint", async () => {
+    const { h3, raw } = await againstRawPeer("client", { maxChunkSize: 1 });
+    // 00 control; 40 04 SETTINGS as a non-minimal 2-byte varint, 02 length, 33 01 H3_DATAGRAM = 1
+    await raw.openUni(hex("00 4004 02 3301"));
+    const settings = await within(h3.peerSettings, "peerSettings");
+    assertEquals(settings.get(0x33), 1);
+    await assertStillOpen(raw);
+    raw.close();
   });
 });
 
@@ -434,26 +449,29 @@ Deno.test("H3Connection closes with H3_ID_ERROR on a bad GOAWAY id", async (t) =
     await raw.openUni(hex(CONTROL_WITH_SETTINGS + "070108 07010c"));
     await assertClosedWith(raw, h3, H3_ID_ERROR, "GOAWAY id 12 larger than previous 8");
   });
-  await t.step({
-    // BUG: the client accepts a GOAWAY whose id is not a client-initiated
-    // bidirectional stream id (not a multiple of 4): goawayId becomes 2 and
-    // the connection stays up. RFC 9114 §5.2: "A client MUST treat receipt of
-    // a GOAWAY frame containing a stream ID of any other type as a connection
-    // error of type H3_ID_ERROR." Repro: control stream
-    // 00 04060801330121 0a 070102 sent by the server to an H3Connection client.
-    name: "an id that is not a client-initiated bidirectional stream (BUG: accepted)",
-    ignore: true,
-    fn: async () => {
-      const { h3, raw } = await againstRawPeer("client");
-      // 07 GOAWAY, 01 length, 02: a client unidirectional stream id
-      await raw.openUni(hex(CONTROL_WITH_SETTINGS + "070102"));
-      await assertClosedWith(
-        raw,
-        h3,
-        H3_ID_ERROR,
-        "GOAWAY id 2 is not a client-initiated bidirectional stream",
-      );
-    },
+  // RFC 9114 §5.2: "A client MUST treat receipt of a GOAWAY frame containing
+  // a stream ID of any other type as a connection error of type H3_ID_ERROR."
+  await t.step("an id that is not a client-initiated bidirectional stream", async () => {
+    const { h3, raw } = await againstRawPeer("client");
+    // 07 GOAWAY, 01 length, 02: a client unidirectional stream id
+    await raw.openUni(hex(CONTROL_WITH_SETTINGS + "070102"));
+    await assertClosedWith(
+      raw,
+      h3,
+      H3_ID_ERROR,
+      "GOAWAY id 2 is not a client-initiated bidirectional stream",
+    );
+  });
+  await t.step("an 8-byte id whose low bits make it a server stream", async () => {
+    const { h3, raw } = await againstRawPeer("client");
+    // 07 GOAWAY, 08 length, c0 00 00 00 00 00 00 05: stream 5 (server bidi) in an 8-byte varint
+    await raw.openUni(hex(CONTROL_WITH_SETTINGS + "0708 c000000000000005"));
+    await assertClosedWith(
+      raw,
+      h3,
+      H3_ID_ERROR,
+      "GOAWAY id 5 is not a client-initiated bidirectional stream",
+    );
   });
 });
 
@@ -506,21 +524,39 @@ Deno.test("H3Connection drops and counts datagrams for a quarter stream id nobod
   raw.close();
 });
 
-Deno.test({
-  // BUG: a quarter stream id above 2^60-1 is counted as unroutable and the
-  // connection stays up. RFC 9297 §2.1: "Receipt of an HTTP/3 Datagram that
-  // includes a larger value MUST be treated as an HTTP/3 connection error of
-  // type H3_DATAGRAM_ERROR." Repro: datagram ff ff ff ff ff ff ff ff
-  // (quarter stream id 2^62-1) at an H3Connection.
-  name: "H3Connection closes with H3_DATAGRAM_ERROR on a quarter stream id above 2^60-1",
-  ignore: true,
-  async fn() {
+// RFC 9297 §2.1: the largest legal quarter stream id is 2^60-1; "Receipt of
+// an HTTP/3 Datagram that includes a larger value MUST be treated as an
+// HTTP/3 connection error of type H3_DATAGRAM_ERROR."
+Deno.test("H3Connection closes with H3_DATAGRAM_ERROR on a quarter stream id above 2^60-1", async (t) => {
+  const cases: [string, string][] = [
+    // ff ff ff ff ff ff ff ff: 8-byte varint 2^62-1, the largest varint
+    ["2^62-1", "ffffffffffffffff 00"],
+    // d0 00 00 00 00 00 00 00: 8-byte varint 2^60, one above the limit
+    ["2^60", "d000000000000000 00"],
+  ];
+  for (const [name, bytes] of cases) {
+    await t.step(name, async () => {
+      const { h3, raw } = await againstRawPeer("server");
+      await raw.sendDatagram(hex(bytes));
+      await assertClosedWith(
+        raw,
+        h3,
+        H3_DATAGRAM_ERROR,
+        "Cannot parse HTTP Datagram: quarter stream id above 2^60-1",
+      );
+      assertEquals(h3.stats.datagramsMalformed, 1);
+      assertEquals(h3.stats.datagramsUnroutable, 0);
+    });
+  }
+  await t.step("2^60-1 itself is legal: dropped as unroutable", async () => {
     const { h3, raw } = await againstRawPeer("server");
-    await raw.sendDatagram(hex("ffffffffffffffff 00"));
-    const info = await within(raw.closed, "close");
-    assertEquals(info.closeCode, H3_DATAGRAM_ERROR);
-    assertEquals(h3.closeError?.code, H3_DATAGRAM_ERROR);
-  },
+    // cf ff ff ff ff ff ff ff: 8-byte varint 2^60-1
+    await raw.sendDatagram(hex("cfffffffffffffff 00"));
+    await until(() => h3.stats.datagramsUnroutable === 1, "the unroutable datagram");
+    assertEquals(h3.stats.datagramsMalformed, 0);
+    await assertStillOpen(raw);
+    raw.close();
+  });
 });
 
 Deno.test("sendRawDatagram() refuses datagrams over maxDatagramSize and after close", async () => {
@@ -558,6 +594,13 @@ Deno.test("H3Connection closes the connection on malformed request streams", asy
     [
       "DATA before HEADERS",
       "00 02 6869",
+      H3_FRAME_UNEXPECTED,
+      "DATA frame before HEADERS on a request stream",
+    ],
+    // 00 DATA, 00 length: an empty DATA frame is still a frame before HEADERS
+    [
+      "an empty DATA frame before HEADERS",
+      "00 00 " + GET_HEADERS,
       H3_FRAME_UNEXPECTED,
       "DATA frame before HEADERS on a request stream",
     ],
@@ -704,32 +747,61 @@ Deno.test("H3Connection (client) reports a malformed response to the caller", as
   }
 });
 
-Deno.test({
-  // BUG: on the client, readResponse() throws an H3Error with
-  // `connection: true` (here H3_FRAME_UNEXPECTED for DATA before HEADERS)
-  // but nothing closes the connection: closeInfo stays undefined. RFC 9114
-  // §4.1 makes an invalid frame sequence a connection error; the server side
-  // does close (#serveRequest -> #streamError -> fail). Repro: answer a
-  // client request with 00 02 68 69 then FIN.
-  name: "H3Connection (client) closes the connection on a response that is a connection error",
-  ignore: true,
-  async fn() {
+// RFC 9114 §4.1: an invalid frame sequence on a request stream is a
+// connection error of type H3_FRAME_UNEXPECTED, on the client as on the server.
+Deno.test("H3Connection (client) closes the connection on a response that is a connection error", async (t) => {
+  const cases: [string, string, number, string][] = [
+    // 00 DATA, 02 length, "hi" before any HEADERS
+    [
+      "DATA before HEADERS",
+      "00 02 6869",
+      H3_FRAME_UNEXPECTED,
+      "DATA frame before HEADERS on a request stream",
+    ],
+    // 00 DATA, 00 length, then 01 HEADERS 03 length 00 00 d9 `:status 200`
+    [
+      "an empty DATA frame before HEADERS",
+      "00 00 01 03 0000 d9",
+      H3_FRAME_UNEXPECTED,
+      "DATA frame before HEADERS on a request stream",
+    ],
+    // 01 HEADERS, 03 length; 01 Required Insert Count 1, 00 base, d9 (RFC 9204 §4.5.1)
+    [
+      "a dynamic table reference",
+      "01 03 0100 d9",
+      QPACK_DECOMPRESSION_FAILED,
+      "Cannot decode field section: dynamic table reference with a zero-capacity table",
+    ],
+  ];
+  for (const [name, bytes, code, reason] of cases) {
+    await t.step(name, async () => {
+      const { h3, raw } = await againstRawPeer("client");
+      const bidi = raw.incomingBidirectionalStreams.getReader();
+      const stream = await h3.request([[":method", "GET"]], { end: true });
+      const { value: request } = await bidi.read();
+      assert(request !== undefined);
+      const writer = request.writable.getWriter();
+      await writer.write(hex(bytes));
+      await writer.close();
+      await assertRejects(() => stream.readResponse(), H3Error, reason);
+      await assertClosedWith(raw, h3, code, reason);
+    });
+  }
+  await t.step("a malformed response (H3_MESSAGE_ERROR) is only a stream error", async () => {
     const { h3, raw } = await againstRawPeer("client");
     const bidi = raw.incomingBidirectionalStreams.getReader();
     const stream = await h3.request([[":method", "GET"]], { end: true });
     const { value: request } = await bidi.read();
     assert(request !== undefined);
     const writer = request.writable.getWriter();
-    await writer.write(hex("00 02 6869"));
+    // 01 HEADERS 03 length 00 00 prefix, d1 `:method GET`: no :status
+    await writer.write(hex("01 03 0000 d1"));
     await writer.close();
-    await assertRejects(() => stream.readResponse(), H3Error, "DATA frame before HEADERS");
-    await assertClosedWith(
-      raw,
-      h3,
-      H3_FRAME_UNEXPECTED,
-      "DATA frame before HEADERS on a request stream",
-    );
-  },
+    await assertRejects(() => stream.readResponse(), H3Error, "Malformed response");
+    assertEquals(h3.closeError, undefined);
+    await assertStillOpen(raw);
+    raw.close();
+  });
 });
 
 Deno.test("H3Connection.request() is refused on the server side", async () => {

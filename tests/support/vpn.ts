@@ -83,6 +83,8 @@ export interface ClientProcess {
   readonly tun: string;
   /** Addresses the relay assigned, e.g. ["198.18.100.2/32", "fd00:100::2/128"]. */
   readonly addresses: string[];
+  /** MTU the client gave its TUN (from its "tunnel up" line). */
+  readonly mtu: number;
 }
 
 /** Starts a client in the client namespace; waits until its tunnel is up. */
@@ -124,7 +126,7 @@ export async function startClient(
     env: { TARGET_CIDRS: options.targets ?? "198.18.1.0/24,fd00:0:0:2::/64" },
   });
   const assigned = await process.waitForLog(/assigned .*addresses=/, 20_000);
-  await process.waitForLog(/tunnel up/, 20_000);
+  const up = await process.waitForLog(/tunnel up/, 20_000);
   const addresses = assigned.match(/addresses=(\S+)/)![1].split(",");
-  return { process, tun, addresses };
+  return { process, tun, addresses, mtu: Number(up.match(/mtu=(\d+)/)?.[1] ?? NaN) };
 }

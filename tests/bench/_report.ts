@@ -1,0 +1,350 @@
+/**
+ * The benchmark's results: their shape (also the JSON file's), the text
+ * table with ratios to wireguard-go and to the direct path, and the SVG bar
+ * chart (hand-written, no dependency). Pure functions.
+ *
+ * @module
+ */
+import type { PathName } from "./_paths.ts";
+
+/** Median values over the repeats of one path. NaN where a measure failed. */
+export interface PathSummary {
+  readonly name: PathName;
+  /** False when the path could not be set up or did not answer a ping; `error` says why. */
+  readonly ok: boolean;
+  readonly error?: string;
+  /** MTU of the client's interface toward the target, bytes. */
+  readonly mtu: number;
+  readonly repeats: number;
+  /** iperf3 TCP goodput, Mbit/s: one and four streams, client to target (up) and back (down, `-R`). */
+  readonly tcpMbps: {
+    readonly up1: number;
+    readonly down1: number;
+    readonly up4: number;
+    readonly down4: number;
+  };
+  /** iperf3 UDP client to target, 1300-byte payloads, at each offered rate. */
+  readonly udp: readonly {
+    readonly offeredMbps: number;
+    readonly sentMbps: number;
+    readonly receivedMbps: number;
+    readonly lossPercent: number;
+  }[];
+  /** Ping round-trip times, milliseconds, with nothing else running (idle) and during a one-stream TCP upload (loaded). */
+  readonly pingIdle: PingSummary;
+  readonly pingLoaded: PingSummary;
+  /** CPU time (user + system) per GB carried in the TCP runs, seconds; null for the direct path. */
+  readonly cpuSecondsPerGb: { readonly client: number | null; readonly relay: number | null };
+  /** Peak resident set (VmHWM) at the end of the path's runs, MiB; null for the direct path. */
+  readonly peakRssMiB: { readonly client: number | null; readonly relay: number | null };
+}
+
+/** Round-trip time percentiles of one ping run, milliseconds, and the share of pings lost. */
+export interface PingSummary {
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly lossPercent: number;
+}
+
+/** The scale measure: many sessions against one relay, no TUN on the client side. */
+export interface ScaleSummary {
+  readonly ok: boolean;
+  readonly error?: string;
+  readonly sessionsRequested: number;
+  readonly sessionsOpened: number;
+  /** Sessions the relay's status file listed while they were held open. */
+  readonly sessionsAtRelay: number;
+  readonly connections: number;
+  readonly concurrency: number;
+  /** Relay resident set before the sessions and with all of them open, MiB. */
+  readonly relayRssBeforeMiB: number;
+  readonly relayRssAfterMiB: number;
+  /** (after - before) / sessions opened, KiB. */
+  readonly perSessionKiB: number;
+  /** From the extended CONNECT request to the ADDRESS_ASSIGN capsule, milliseconds. */
+  readonly setupMsP50: number;
+  readonly setupMsP99: number;
+  /** QUIC handshake plus the relay's SETTINGS, milliseconds. */
+  readonly connectMsP50: number;
+  /** Wall time to open every connection and session, seconds. */
+  readonly openSeconds: number;
+  /** Relay CPU time spent opening them, seconds. */
+  readonly relayCpuSeconds: number;
+}
+
+/** Everything one run of the benchmark measured; written as JSON to bench-results/. */
+export interface BenchReport {
+  readonly startedAt: string;
+  readonly seconds: number;
+  readonly quick: boolean;
+  readonly host: Readonly<Record<string, string>>;
+  readonly settings: {
+    readonly repeats: number;
+    readonly baselineRepeats: number;
+    readonly tcpSeconds: number;
+    readonly udpSeconds: number;
+    readonly udpRatesMbps: readonly number[];
+    readonly udpPayloadBytes: number;
+    readonly pings: number;
+    readonly pingIntervalMs: number;
+    readonly sessions: number;
+  };
+  readonly paths: readonly PathSummary[];
+  readonly scale?: ScaleSummary;
+}
+
+interface Row {
+  readonly label: string;
+  readonly value: (p: PathSummary) => number | null;
+  readonly digits: number;
+}
+
+function udpRow(rate: number, label: string, pick: "lossPercent" | "receivedMbps"): Row {
+  return {
+    label,
+    value: (p) => p.udp.find((u) => u.offeredMbps === rate)?.[pick] ?? NaN,
+    digits: pick === "lossPercent" ? 2 : 0,
+  };
+}
+
+function rows(rates: readonly number[]): Row[] {
+  return [
+    { label: "TCP 1 stream up, Mbit/s", value: (p) => p.tcpMbps.up1, digits: 0 },
+    { label: "TCP 1 stream down, Mbit/s", value: (p) => p.tcpMbps.down1, digits: 0 },
+    { label: "TCP 4 streams up, Mbit/s", value: (p) => p.tcpMbps.up4, digits: 0 },
+    { label: "TCP 4 streams down, Mbit/s", value: (p) => p.tcpMbps.down4, digits: 0 },
+    ...rates.map((r) => udpRow(r, `UDP ${r} Mbit/s offered: loss %`, "lossPercent")),
+    ...rates.map((r) => udpRow(r, `UDP ${r} Mbit/s offered: received Mbit/s`, "receivedMbps")),
+    { label: "ping idle p50, ms", value: (p) => p.pingIdle.p50Ms, digits: 3 },
+    { label: "ping idle p99, ms", value: (p) => p.pingIdle.p99Ms, digits: 3 },
+    { label: "ping under TCP load p50, ms", value: (p) => p.pingLoaded.p50Ms, digits: 3 },
+    { label: "ping under TCP load p99, ms", value: (p) => p.pingLoaded.p99Ms, digits: 3 },
+    { label: "CPU s/GB client", value: (p) => p.cpuSecondsPerGb.client, digits: 2 },
+    { label: "CPU s/GB relay", value: (p) => p.cpuSecondsPerGb.relay, digits: 2 },
+    { label: "peak RSS client, MiB", value: (p) => p.peakRssMiB.client, digits: 1 },
+    { label: "peak RSS relay, MiB", value: (p) => p.peakRssMiB.relay, digits: 1 },
+  ];
+}
+
+function formatNumber(value: number | null, digits: number): string {
+  if (value === null || Number.isNaN(value)) return "—";
+  if (digits > 0 && Math.abs(value) >= 100) digits = Math.min(digits, 1);
+  return value.toFixed(digits);
+}
+
+function formatRatio(value: number | null, reference: number | null): string {
+  if (value === null || reference === null || Number.isNaN(value) || Number.isNaN(reference)) {
+    return "—";
+  }
+  if (reference === 0) return value === 0 ? "1.00×" : "—";
+  const ratio = value / reference;
+  return `${ratio >= 10 ? ratio.toFixed(1) : ratio.toFixed(2)}×`;
+}
+
+const TUNNEL_MODES: readonly PathName[] = ["datagram", "stream"];
+const REFERENCES: readonly { name: PathName; short: string }[] = [
+  { name: "wireguard-go", short: "wg" },
+  { name: "direct", short: "direct" },
+];
+
+/**
+ * A Markdown table: one row per measure, one column per path that was
+ * set up, then the tunnel modes divided by wireguard-go and by the direct
+ * path (`—` where either side is missing or the reference is 0).
+ */
+export function formatTable(report: BenchReport): string {
+  const paths = report.paths.filter((p) => p.ok);
+  const ratios: { label: string; mode: PathSummary; reference: PathSummary }[] = [];
+  for (const mode of TUNNEL_MODES) {
+    const modePath = paths.find((p) => p.name === mode);
+    if (!modePath) continue;
+    for (const { name, short } of REFERENCES) {
+      const reference = paths.find((p) => p.name === name);
+      if (reference) ratios.push({ label: `${mode} ÷ ${short}`, mode: modePath, reference });
+    }
+  }
+  const header = ["measure (median)", ...paths.map((p) => p.name), ...ratios.map((r) => r.label)];
+  const body = rows(report.settings.udpRatesMbps).map((row) => [
+    row.label,
+    ...paths.map((p) => formatNumber(row.value(p), row.digits)),
+    ...ratios.map((r) => formatRatio(row.value(r.mode), row.value(r.reference))),
+  ]);
+  return markdownTable(header, body);
+}
+
+/** The scale measure as a two-column Markdown table. */
+export function formatScaleTable(scale: ScaleSummary): string {
+  const body: string[][] = [
+    ["sessions opened / requested", `${scale.sessionsOpened} / ${scale.sessionsRequested}`],
+    ["sessions listed by the relay", String(scale.sessionsAtRelay)],
+    [
+      "QUIC connections (sessions each)",
+      `${scale.connections} (${
+        scale.connections > 0 ? Math.ceil(scale.sessionsRequested / scale.connections) : 0
+      })`,
+    ],
+    ["setups in flight at once", String(scale.concurrency)],
+    [
+      "relay RSS before → with all sessions, MiB",
+      `${formatNumber(scale.relayRssBeforeMiB, 1)} → ${formatNumber(scale.relayRssAfterMiB, 1)}`,
+    ],
+    ["relay memory per session, KiB", formatNumber(scale.perSessionKiB, 1)],
+    ["session setup p50, ms", formatNumber(scale.setupMsP50, 2)],
+    ["session setup p99, ms", formatNumber(scale.setupMsP99, 2)],
+    ["connection setup p50, ms", formatNumber(scale.connectMsP50, 2)],
+    ["time to open all, s", formatNumber(scale.openSeconds, 2)],
+    ["relay CPU to open all, s", formatNumber(scale.relayCpuSeconds, 2)],
+  ];
+  if (!scale.ok) body.push(["error", scale.error ?? "unknown"]);
+  return markdownTable(["scale measure", "value"], body);
+}
+
+function markdownTable(header: string[], body: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => r[i].length)));
+  const line = (cells: string[]) =>
+    `| ${cells.map((c, i) => i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i])).join(" | ")} |`;
+  const rule = `|${
+    widths.map((w, i) => i === 0 ? `-${"-".repeat(w)}-` : `-${"-".repeat(w)}:`).join("|")
+  }|`;
+  return [line(header), rule, ...body.map(line)].join("\n");
+}
+
+const COLORS: Readonly<Record<PathName, string>> = {
+  "direct": "#9e9e9e",
+  "wireguard-go": "#e67e22",
+  "datagram": "#2e86de",
+  "stream": "#27ae60",
+};
+
+function escapeXml(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+function shortNumber(value: number): string {
+  if (value >= 1000) return `${(value / 1000).toFixed(value >= 10_000 ? 0 : 1)}k`;
+  if (value >= 10) return value.toFixed(0);
+  if (value >= 1) return value.toFixed(1);
+  return value.toFixed(value >= 0.1 ? 2 : 3);
+}
+
+interface Panel {
+  readonly title: string;
+  readonly unit: string;
+  readonly groups: readonly { label: string; value: (p: PathSummary) => number }[];
+}
+
+/**
+ * Renders a bar chart as SVG: TCP throughput (Mbit/s) and ping round-trip
+ * times (ms), one bar per path in each group, logarithmic axes (the direct
+ * path can be a hundred times the tunnel), the value above each bar.
+ */
+export function renderChart(report: BenchReport): string {
+  const paths = report.paths.filter((p) => p.ok);
+  const panels: Panel[] = [
+    {
+      title: "TCP throughput (iperf3, median), Mbit/s — higher is better",
+      unit: "Mbit/s",
+      groups: [
+        { label: "1 stream up", value: (p) => p.tcpMbps.up1 },
+        { label: "1 stream down", value: (p) => p.tcpMbps.down1 },
+        { label: "4 streams up", value: (p) => p.tcpMbps.up4 },
+        { label: "4 streams down", value: (p) => p.tcpMbps.down4 },
+      ],
+    },
+    {
+      title: "Ping round-trip time (median of runs), ms — lower is better",
+      unit: "ms",
+      groups: [
+        { label: "idle p50", value: (p) => p.pingIdle.p50Ms },
+        { label: "idle p99", value: (p) => p.pingIdle.p99Ms },
+        { label: "under load p50", value: (p) => p.pingLoaded.p50Ms },
+        { label: "under load p99", value: (p) => p.pingLoaded.p99Ms },
+      ],
+    },
+  ];
+  const width = 860;
+  const panelHeight = 300;
+  const top = 70;
+  const left = 70;
+  const right = 20;
+  const plotHeight = 200;
+  const height = top + panels.length * panelHeight + 10;
+  const out: string[] = [];
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
+      `viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
+    `<text x="${left}" y="24" font-size="16" font-weight="bold">` +
+      `${
+        escapeXml(
+          `masque-vpn benchmark — ${report.startedAt.slice(0, 10)}` +
+            (report.quick ? " (--quick)" : ""),
+        )
+      }</text>`,
+  );
+  // Legend
+  paths.forEach((p, i) => {
+    const x = left + i * 150;
+    out.push(
+      `<rect x="${x}" y="38" width="14" height="14" fill="${COLORS[p.name]}"/>`,
+      `<text x="${x + 20}" y="50">${escapeXml(p.name)}</text>`,
+    );
+  });
+  panels.forEach((panel, index) => {
+    const y0 = top + index * panelHeight + 30;
+    const values = paths.flatMap((p) => panel.groups.map((g) => g.value(p)))
+      .filter((v) => Number.isFinite(v) && v > 0);
+    const lo = Math.floor(Math.log10(values.length > 0 ? Math.min(...values) : 1));
+    const hi = Math.ceil(Math.log10(values.length > 0 ? Math.max(...values) : 10));
+    const decades = Math.max(1, hi - lo);
+    const yOf = (v: number) => y0 + plotHeight - ((Math.log10(v) - lo) / decades) * plotHeight;
+    out.push(
+      `<text x="${left}" y="${y0 - 12}" font-weight="bold">${escapeXml(panel.title)}</text>`,
+    );
+    for (let d = lo; d <= lo + decades; d++) {
+      const y = yOf(10 ** d);
+      out.push(
+        `<line x1="${left}" y1="${y}" x2="${width - right}" y2="${y}" stroke="#e0e0e0"/>`,
+        `<text x="${left - 6}" y="${y + 4}" text-anchor="end">${
+          escapeXml(shortNumber(10 ** d))
+        }</text>`,
+      );
+    }
+    out.push(
+      `<line x1="${left}" y1="${y0 + plotHeight}" x2="${width - right}" ` +
+        `y2="${y0 + plotHeight}" stroke="#333"/>`,
+    );
+    const groupWidth = (width - left - right) / panel.groups.length;
+    const barWidth = Math.min(36, (groupWidth - 20) / Math.max(1, paths.length));
+    panel.groups.forEach((group, g) => {
+      const gx = left + g * groupWidth + (groupWidth - barWidth * paths.length) / 2;
+      paths.forEach((p, i) => {
+        const value = group.value(p);
+        const x = gx + i * barWidth;
+        if (!Number.isFinite(value) || value <= 0) {
+          out.push(
+            `<text x="${x + barWidth / 2}" y="${y0 + plotHeight - 4}" text-anchor="middle" ` +
+              `font-size="10">n/a</text>`,
+          );
+          return;
+        }
+        const y = Math.min(yOf(value), y0 + plotHeight - 1);
+        out.push(
+          `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${(barWidth - 3).toFixed(1)}" ` +
+            `height="${(y0 + plotHeight - y).toFixed(1)}" fill="${COLORS[p.name]}">` +
+            `<title>${
+              escapeXml(`${p.name} ${group.label}: ${value} ${panel.unit}`)
+            }</title></rect>`,
+          `<text x="${(x + (barWidth - 3) / 2).toFixed(1)}" y="${(y - 3).toFixed(1)}" ` +
+            `text-anchor="middle" font-size="10">${escapeXml(shortNumber(value))}</text>`,
+        );
+      });
+      out.push(
+        `<text x="${(left + g * groupWidth + groupWidth / 2).toFixed(1)}" ` +
+          `y="${y0 + plotHeight + 18}" text-anchor="middle">${escapeXml(group.label)}</text>`,
+      );
+    });
+  });
+  out.push("</svg>", "");
+  return out.join("\n");
+}

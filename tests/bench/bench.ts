@@ -1,0 +1,697 @@
+/**
+ * `deno task bench` (as root): measures the VPN against the direct routed
+ * path and wireguard-go on this machine, in network namespaces, in one run.
+ *
+ * ```
+ * sudo deno task bench          # full run, under 10 minutes
+ * sudo deno task bench:quick    # one repeat, 3 s runs, 200 sessions; under 2 minutes
+ * deno run ... tests/bench/bench.ts --help
+ * ```
+ *
+ * For each path (direct, wireguard-go when installed, the tunnel in
+ * datagram mode and in stream mode), in a fresh client <-> relay <-> target
+ * topology of its own: a ping check, then per repeat an idle ping run, iperf3
+ * TCP with one and four streams in both directions (a ping run alongside the
+ * one-stream upload), and iperf3 UDP at fixed offered rates; CPU time per GB
+ * and peak memory of the client and relay processes. Then the scale
+ * measure: many sessions from a load generator (no TUN) against one relay,
+ * relay memory per session and setup time percentiles.
+ *
+ * Prints a Markdown table of medians with ratios to wireguard-go and to the
+ * direct path, writes `bench-results/<timestamp>.json` and `.svg`, and for a
+ * full run `docs/bench-chart.svg`. Everything it creates is removed at the
+ * end, on failure and on Ctrl-C. docs/performance.md describes the method.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { createTopology, haveCommand, isRoot } from "../support/netns.ts";
+import type { Process, Topology } from "../support/netns.ts";
+import { startRelay } from "../support/vpn.ts";
+import {
+  median,
+  parseIperfTcp,
+  parseIperfUdp,
+  parsePing,
+  parseProcStat,
+  parseProcStatusBytes,
+  percentile,
+} from "./_measure.ts";
+import type { CpuTicks } from "./_measure.ts";
+import { haveWireguard, PATH_NAMES, setupPath } from "./_paths.ts";
+import type { MeasuredProcess, PathName, PathSetup } from "./_paths.ts";
+import { formatScaleTable, formatTable, renderChart } from "./_report.ts";
+import type { BenchReport, PathSummary, PingSummary, ScaleSummary } from "./_report.ts";
+
+const HELP = `deno task bench [options]    (needs root; see docs/performance.md)
+
+  --quick                one repeat, ${3} s TCP runs, 1 s UDP runs, 200 sessions
+  --repeats N            repeats of the tunnel paths (default 3; --quick 1)
+  --baseline-repeats N   repeats of direct and wireguard-go (default 1)
+  --tcp-seconds S        length of each iperf3 TCP run (default 10; --quick 3)
+  --udp-seconds S        length of each iperf3 UDP run (default 3; --quick 1)
+  --sessions N           sessions in the scale measure (default 1000; --quick 200)
+  --paths LIST           comma-separated subset of ${PATH_NAMES.join(",")}
+  --no-scale             skip the scale measure
+  --chart FILE           also write the chart here (default docs/bench-chart.svg
+                         for a full run, none for --quick)
+  -h, --help             this text
+`;
+
+const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
+const SCALE_CLIENT = decodeURIComponent(new URL("./_scale_client.ts", import.meta.url).pathname);
+const RESULTS_DIR = `${ROOT}bench-results`;
+
+const IPERF_PORT = 5201;
+const UDP_RATES_MBPS = [100, 300, 1000] as const;
+const UDP_PAYLOAD_BYTES = 1300;
+const PINGS = 200;
+const PING_INTERVAL_MS = 10;
+/** The loaded ping run starts this long after the TCP upload, past its slow start. */
+const LOADED_PING_DELAY_MS = 500;
+const WARMUP_SECONDS = 1;
+/** Added to an iperf3 run's length for its own time limit. */
+const IPERF_SLACK_MS = 15_000;
+const PING_CHECK_ATTEMPTS = 10;
+/** The scale measure's pool: 32766 addresses, more than any session count we ask for. */
+const SCALE_POOL4 = "198.18.128.0/17";
+const SCALE_PER_CONNECTION = 50;
+const SCALE_CONCURRENCY = 16;
+/** The relay writes its status file every 2 s. */
+const STATUS_SETTLE_MS = 2_500;
+const FULL_DEADLINE_MS = 10 * 60_000;
+const QUICK_DEADLINE_MS = 2 * 60_000;
+const MIB = 1024 * 1024;
+const REQUIRED_COMMANDS: Record<string, string> = {
+  ip: "iproute2",
+  iperf3: "iperf3",
+  nft: "nftables",
+  ping: "iputils-ping",
+  sysctl: "procps",
+};
+
+interface Settings {
+  readonly quick: boolean;
+  readonly repeats: number;
+  readonly baselineRepeats: number;
+  readonly tcpSeconds: number;
+  readonly udpSeconds: number;
+  readonly sessions: number;
+  readonly paths: readonly PathName[];
+  readonly scale: boolean;
+  readonly chart: string | undefined;
+}
+
+function parseSettings(args: string[]): Settings | "help" {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      quick: { type: "boolean" },
+      repeats: { type: "string" },
+      "baseline-repeats": { type: "string" },
+      "tcp-seconds": { type: "string" },
+      "udp-seconds": { type: "string" },
+      sessions: { type: "string" },
+      paths: { type: "string" },
+      "no-scale": { type: "boolean" },
+      chart: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return "help";
+  const quick = values.quick ?? false;
+  const int = (text: string | undefined, fallback: number, name: string, min: number) => {
+    if (text === undefined) return fallback;
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}`);
+    return n;
+  };
+  const paths = (values.paths?.split(",") ?? [...PATH_NAMES]).map((p) => p.trim());
+  for (const p of paths) {
+    if (!(PATH_NAMES as readonly string[]).includes(p)) {
+      throw new Error(`--paths: unknown path "${p}" (known: ${PATH_NAMES.join(", ")})`);
+    }
+  }
+  return {
+    quick,
+    repeats: int(values.repeats, quick ? 1 : 3, "repeats", 1),
+    baselineRepeats: int(values["baseline-repeats"], 1, "baseline-repeats", 1),
+    tcpSeconds: int(values["tcp-seconds"], quick ? 3 : 10, "tcp-seconds", 1),
+    udpSeconds: int(values["udp-seconds"], quick ? 1 : 3, "udp-seconds", 1),
+    sessions: int(values.sessions, quick ? 200 : 1000, "sessions", 1),
+    // Keep the measuring order of PATH_NAMES.
+    paths: PATH_NAMES.filter((p) => paths.includes(p)),
+    scale: !values["no-scale"],
+    chart: values.chart ?? (quick ? undefined : `${ROOT}docs/bench-chart.svg`),
+  };
+}
+
+const startedAt = Date.now();
+
+function log(message: string): void {
+  const seconds = ((Date.now() - startedAt) / 1000).toFixed(1).padStart(6);
+  console.error(`[${seconds}s] ${message}`);
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------
+// Process accounting
+
+let clockTicks = 100;
+
+async function readClockTicks(): Promise<number> {
+  const out = await new Deno.Command("getconf", { args: ["CLK_TCK"], stdout: "piped" }).output()
+    .catch(() => undefined);
+  const n = out ? Number(new TextDecoder().decode(out.stdout).trim()) : NaN;
+  return Number.isInteger(n) && n > 0 ? n : 100;
+}
+
+/**
+ * Reads a file under /proc through `cat`: Deno asks for --allow-all to read
+ * /proc/<pid>/, and --allow-run is needed anyway. Undefined when unreadable.
+ */
+async function readProc(path: string): Promise<string | undefined> {
+  try {
+    const out = await new Deno.Command("cat", { args: [path], stdout: "piped", stderr: "null" })
+      .output();
+    return out.success ? new TextDecoder().decode(out.stdout) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function readCpu(pid: number): Promise<CpuTicks | undefined> {
+  const text = await readProc(`/proc/${pid}/stat`);
+  try {
+    return text === undefined ? undefined : parseProcStat(text);
+  } catch {
+    return undefined;
+  }
+}
+
+async function readStatusBytes(pid: number, name: "VmHWM" | "VmRSS"): Promise<number> {
+  const text = await readProc(`/proc/${pid}/status`);
+  try {
+    return text === undefined ? NaN : parseProcStatusBytes(text, name);
+  } catch {
+    return NaN;
+  }
+}
+
+/** CPU seconds and bytes carried, accumulated over the TCP runs of one path. */
+class CpuAccount {
+  readonly seconds = new Map<"client" | "relay", number>();
+  bytes = 0;
+  readonly #processes: readonly MeasuredProcess[];
+
+  constructor(processes: readonly MeasuredProcess[]) {
+    this.#processes = processes;
+  }
+
+  /** Samples now; the returned function adds the CPU used since, and `bytes`. */
+  async start(): Promise<(bytes: number) => Promise<void>> {
+    const before = await Promise.all(this.#processes.map((p) => readCpu(p.pid)));
+    return async (bytes: number) => {
+      const after = await Promise.all(this.#processes.map((p) => readCpu(p.pid)));
+      this.#processes.forEach((p, i) => {
+        const a = before[i];
+        const b = after[i];
+        if (!a || !b) return;
+        const used = (b.user + b.system - a.user - a.system) / clockTicks;
+        this.seconds.set(p.role, (this.seconds.get(p.role) ?? 0) + used);
+      });
+      this.bytes += bytes;
+    };
+  }
+
+  perGb(role: "client" | "relay"): number | null {
+    const seconds = this.seconds.get(role);
+    if (seconds === undefined || this.bytes === 0) return null;
+    return seconds / (this.bytes / 1e9);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Traffic
+
+class Iperf {
+  readonly #topo: Topology;
+  #server: Process | undefined;
+
+  constructor(topo: Topology) {
+    this.#topo = topo;
+  }
+
+  async start(): Promise<void> {
+    this.#server?.kill("SIGKILL");
+    this.#server = this.#topo.spawn("target", [
+      ...["iperf3", "-s", "-p", String(IPERF_PORT), "--forceflush"],
+    ], {
+      name: "iperf3-server",
+    });
+    await this.#server.waitForLog(/Server listening/, 5_000);
+  }
+
+  /** One client run; returns its JSON output. Restarts the server after a failure. */
+  async run(args: string[], seconds: number): Promise<string> {
+    const target = this.#topo.target4;
+    try {
+      const { stdout } = await this.#topo.run("client", [
+        ...["iperf3", "-c", target, "-p", String(IPERF_PORT), "-J", "--connect-timeout", "3000"],
+        ...["-t", String(seconds), ...args],
+      ], { check: false, timeoutMs: seconds * 1000 + IPERF_SLACK_MS });
+      if (/"error"\s*:/.test(stdout) || stdout.trim() === "") await this.start();
+      return stdout;
+    } catch (error) {
+      await this.start();
+      throw error;
+    }
+  }
+
+  async tcp(args: string[], seconds: number): Promise<{ mbps: number; bytes: number }> {
+    try {
+      const run = parseIperfTcp(await this.run(args, seconds));
+      return { mbps: run.bitsPerSecond / 1e6, bytes: run.bytes };
+    } catch (error) {
+      log(`  iperf3 TCP ${args.join(" ")} failed: ${errorText(error)}`);
+      return { mbps: NaN, bytes: 0 };
+    }
+  }
+}
+
+async function ping(topo: Topology, count: number): Promise<PingSummary> {
+  const seconds = Math.ceil((count * PING_INTERVAL_MS) / 1000) + 3;
+  try {
+    const { stdout } = await topo.run("client", [
+      ...["ping", "-n", "-c", String(count), "-i", String(PING_INTERVAL_MS / 1000)],
+      ...["-W", "1", "-w", String(seconds), topo.target4],
+    ], { check: false, timeoutMs: (seconds + 5) * 1000 });
+    const run = parsePing(stdout);
+    return {
+      p50Ms: percentile(run.rttsMs, 50),
+      p99Ms: percentile(run.rttsMs, 99),
+      lossPercent: run.transmitted > 0
+        ? (100 * (run.transmitted - run.rttsMs.length)) / run.transmitted
+        : 100,
+    };
+  } catch (error) {
+    log(`  ping failed: ${errorText(error)}`);
+    return { p50Ms: NaN, p99Ms: NaN, lossPercent: NaN };
+  }
+}
+
+async function checkPing(topo: Topology): Promise<void> {
+  for (let attempt = 1; attempt <= PING_CHECK_ATTEMPTS; attempt++) {
+    const { code } = await topo.run("client", ["ping", "-n", "-c", "1", "-W", "1", topo.target4], {
+      check: false,
+    });
+    if (code === 0) return;
+  }
+  throw new Error(`no ping reply from ${topo.target4} after ${PING_CHECK_ATTEMPTS} attempts`);
+}
+
+// ---------------------------------------------------------------------------
+// One path
+
+interface RepeatResult {
+  tcp: { up1: number; down1: number; up4: number; down4: number };
+  udp: { offeredMbps: number; sentMbps: number; receivedMbps: number; lossPercent: number }[];
+  pingIdle: PingSummary;
+  pingLoaded: PingSummary;
+}
+
+async function measureRepeat(
+  topo: Topology,
+  iperf: Iperf,
+  cpu: CpuAccount,
+  settings: Settings,
+): Promise<RepeatResult> {
+  const pingIdle = await ping(topo, PINGS);
+
+  const tcp = async (args: string[]) => {
+    const done = await cpu.start();
+    const result = await iperf.tcp(args, settings.tcpSeconds);
+    await done(result.bytes);
+    return result.mbps;
+  };
+  const loaded = (async () => {
+    await sleep(LOADED_PING_DELAY_MS);
+    return await ping(topo, PINGS);
+  })();
+  const up1 = await tcp([]);
+  const pingLoaded = await loaded;
+  const down1 = await tcp(["-R"]);
+  const up4 = await tcp(["-P", "4"]);
+  const down4 = await tcp(["-P", "4", "-R"]);
+
+  const udp: RepeatResult["udp"] = [];
+  for (const rate of UDP_RATES_MBPS) {
+    try {
+      const run = parseIperfUdp(
+        await iperf.run(
+          ["-u", "-b", `${rate}M`, "-l", String(UDP_PAYLOAD_BYTES)],
+          settings.udpSeconds,
+        ),
+      );
+      udp.push({
+        offeredMbps: rate,
+        sentMbps: run.sentBitsPerSecond / 1e6,
+        receivedMbps: run.receivedBitsPerSecond / 1e6,
+        lossPercent: run.lostPercent,
+      });
+    } catch (error) {
+      log(`  iperf3 UDP ${rate} Mbit/s failed: ${errorText(error)}`);
+      udp.push({ offeredMbps: rate, sentMbps: NaN, receivedMbps: NaN, lossPercent: NaN });
+    }
+    // Let queues behind an overloaded tunnel drain before the next run.
+    await sleep(300);
+  }
+  return { tcp: { up1, down1, up4, down4 }, udp, pingIdle, pingLoaded };
+}
+
+function summarize(
+  name: PathName,
+  setup: PathSetup | undefined,
+  repeats: RepeatResult[],
+  cpu: CpuAccount | undefined,
+  peaks: Map<string, number>,
+  error?: string,
+): PathSummary {
+  const med = (pick: (r: RepeatResult) => number) => median(repeats.map(pick));
+  const pingMedian = (pick: (r: RepeatResult) => PingSummary): PingSummary => ({
+    p50Ms: med((r) => pick(r).p50Ms),
+    p99Ms: med((r) => pick(r).p99Ms),
+    lossPercent: med((r) => pick(r).lossPercent),
+  });
+  const roles = new Set(setup?.processes.map((p) => p.role) ?? []);
+  const peak = (role: "client" | "relay") =>
+    roles.has(role) && peaks.has(role) ? peaks.get(role)! / MIB : null;
+  return {
+    name,
+    ok: error === undefined && repeats.length > 0,
+    ...(error === undefined ? {} : { error }),
+    mtu: setup?.mtu ?? NaN,
+    repeats: repeats.length,
+    tcpMbps: {
+      up1: med((r) => r.tcp.up1),
+      down1: med((r) => r.tcp.down1),
+      up4: med((r) => r.tcp.up4),
+      down4: med((r) => r.tcp.down4),
+    },
+    udp: UDP_RATES_MBPS.map((rate, i) => ({
+      offeredMbps: rate,
+      sentMbps: med((r) => r.udp[i]?.sentMbps ?? NaN),
+      receivedMbps: med((r) => r.udp[i]?.receivedMbps ?? NaN),
+      lossPercent: med((r) => r.udp[i]?.lossPercent ?? NaN),
+    })),
+    pingIdle: pingMedian((r) => r.pingIdle),
+    pingLoaded: pingMedian((r) => r.pingLoaded),
+    cpuSecondsPerGb: {
+      client: roles.has("client") ? cpu?.perGb("client") ?? null : null,
+      relay: roles.has("relay") ? cpu?.perGb("relay") ?? null : null,
+    },
+    peakRssMiB: { client: peak("client"), relay: peak("relay") },
+  };
+}
+
+let currentTopology: Topology | undefined;
+
+async function withTopology<T>(id: string, body: (topo: Topology) => Promise<T>): Promise<T> {
+  const topo = await createTopology({ id });
+  currentTopology = topo;
+  try {
+    return await body(topo);
+  } finally {
+    await topo.teardown();
+    currentTopology = undefined;
+    await Deno.remove(topo.logDir, { recursive: true }).catch(() => {});
+  }
+}
+
+async function measurePath(name: PathName, settings: Settings): Promise<PathSummary> {
+  const repeatCount = name === "datagram" || name === "stream"
+    ? settings.repeats
+    : settings.baselineRepeats;
+  let setup: PathSetup | undefined;
+  let cpu: CpuAccount | undefined;
+  const repeats: RepeatResult[] = [];
+  const peaks = new Map<string, number>();
+  try {
+    await withTopology(`bench-${name === "wireguard-go" ? "wg" : name}`, async (topo) => {
+      log(`${name}: setting up`);
+      setup = await setupPath(topo, name);
+      await checkPing(topo);
+      const iperf = new Iperf(topo);
+      await iperf.start();
+      await iperf.run([], WARMUP_SECONDS).catch(() => "");
+      cpu = new CpuAccount(setup.processes);
+      for (let r = 1; r <= repeatCount; r++) {
+        const result = await measureRepeat(topo, iperf, cpu, settings);
+        repeats.push(result);
+        const t = result.tcp;
+        log(
+          `${name}: repeat ${r}/${repeatCount}: TCP up/down ${t.up1.toFixed(0)}/` +
+            `${t.down1.toFixed(0)} Mbit/s (4 streams ${t.up4.toFixed(0)}/${t.down4.toFixed(0)}), ` +
+            `UDP loss ${result.udp.map((u) => `${u.lossPercent.toFixed(1)}%`).join("/")}, ` +
+            `ping ${result.pingIdle.p50Ms} ms idle, ${result.pingLoaded.p50Ms} ms loaded`,
+        );
+      }
+      const dead = [];
+      for (const p of setup.processes) {
+        peaks.set(p.role, await readStatusBytes(p.pid, "VmHWM"));
+        if ((await readCpu(p.pid)) === undefined) dead.push(p.role);
+      }
+      if (dead.length > 0) throw new Error(`${dead.join(" and ")} process exited during the run`);
+    });
+    return summarize(name, setup, repeats, cpu, peaks);
+  } catch (error) {
+    log(`${name}: FAILED: ${errorText(error)}`);
+    return summarize(name, setup, repeats, cpu, peaks, errorText(error));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Scale
+
+async function measureScale(settings: Settings): Promise<ScaleSummary> {
+  const sessions = settings.sessions;
+  const openTimeoutMs = settings.quick ? 40_000 : 120_000;
+  const empty = {
+    sessionsRequested: sessions,
+    sessionsOpened: 0,
+    sessionsAtRelay: 0,
+    connections: 0,
+    concurrency: SCALE_CONCURRENCY,
+    relayRssBeforeMiB: NaN,
+    relayRssAfterMiB: NaN,
+    perSessionKiB: NaN,
+    setupMsP50: NaN,
+    setupMsP99: NaN,
+    connectMsP50: NaN,
+    openSeconds: NaN,
+    relayCpuSeconds: NaN,
+  };
+  try {
+    return await withTopology("bench-scale", async (topo) => {
+      log(`scale: relay with pool ${SCALE_POOL4}, ${sessions} sessions`);
+      const relay = await startRelay(topo, [
+        ...["--pool4", SCALE_POOL4, "--max-sessions", String(sessions + 100)],
+      ]);
+      const pid = relay.process.pid;
+      await sleep(1000);
+      const rssBefore = await readStatusBytes(pid, "VmRSS");
+      const cpuBefore = await readCpu(pid);
+      const generator = topo.spawn("client", [
+        ...["deno", "run", "--unstable-net", "--allow-net", "--allow-read", SCALE_CLIENT],
+        ...["--host", topo.relayUnderlay4, "--port", "4433", "--ca", `${relay.certDir}/ca.pem`],
+        ...["--sessions", String(sessions), "--per-connection", String(SCALE_PER_CONNECTION)],
+        ...["--concurrency", String(SCALE_CONCURRENCY), "--timeout-ms", String(openTimeoutMs)],
+        ...["--hold-ms", String(openTimeoutMs)],
+      ], { name: "scale-client" });
+      const line = await generator.waitForLog(/^\{"ready":true/, openTimeoutMs + 15_000);
+      const result = JSON.parse(line) as {
+        sessions: number;
+        failed: number;
+        connections: number;
+        setupMs: { p50: number; p99: number };
+        connectMs: { p50: number };
+        elapsedMs: number;
+        errors: string[];
+      };
+      await sleep(STATUS_SETTLE_MS);
+      const rssAfter = await readStatusBytes(pid, "VmRSS");
+      const cpuAfter = await readCpu(pid);
+      const status = await relay.status().catch(() => undefined);
+      generator.kill("SIGTERM");
+      await generator.status;
+      const error = result.failed > 0
+        ? `${result.failed} sessions failed: ${result.errors.join("; ")}`
+        : undefined;
+      return {
+        ok: error === undefined,
+        ...(error === undefined ? {} : { error }),
+        sessionsRequested: sessions,
+        sessionsOpened: result.sessions,
+        sessionsAtRelay: status?.sessions.length ?? NaN,
+        connections: result.connections,
+        concurrency: SCALE_CONCURRENCY,
+        relayRssBeforeMiB: rssBefore / MIB,
+        relayRssAfterMiB: rssAfter / MIB,
+        perSessionKiB: result.sessions > 0 ? (rssAfter - rssBefore) / 1024 / result.sessions : NaN,
+        setupMsP50: result.setupMs.p50,
+        setupMsP99: result.setupMs.p99,
+        connectMsP50: result.connectMs.p50,
+        openSeconds: result.elapsedMs / 1000,
+        relayCpuSeconds: cpuBefore && cpuAfter
+          ? (cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) / clockTicks
+          : NaN,
+      };
+    });
+  } catch (error) {
+    log(`scale: FAILED: ${errorText(error)}`);
+    return { ok: false, error: errorText(error), ...empty };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Main
+
+async function commandVersion(cmd: string[]): Promise<string> {
+  try {
+    const out = await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "piped" }).output();
+    return new TextDecoder().decode(out.stdout).split("\n")[0].trim();
+  } catch {
+    return "not installed";
+  }
+}
+
+async function hostInfo(): Promise<Record<string, string>> {
+  const cpuinfo = await readProc("/proc/cpuinfo") ?? "";
+  return {
+    cpu: /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? "unknown",
+    cpus: String(navigator.hardwareConcurrency),
+    kernel: Deno.osRelease(),
+    deno: Deno.version.deno,
+    iperf3: await commandVersion(["iperf3", "--version"]),
+    wireguardGo: await commandVersion(["wireguard-go", "--version"]),
+  };
+}
+
+function plannedSeconds(settings: Settings): number {
+  const perRepeat = 4 * (settings.tcpSeconds + 0.5) +
+    UDP_RATES_MBPS.length * (settings.udpSeconds + 0.8) +
+    (PINGS * PING_INTERVAL_MS) / 1000 + 1;
+  let total = 0;
+  for (const p of settings.paths) {
+    const repeats = p === "datagram" || p === "stream"
+      ? settings.repeats
+      : settings.baselineRepeats;
+    total += 6 + repeats * perRepeat;
+  }
+  return total + (settings.scale ? 15 + settings.sessions / 40 : 0);
+}
+
+async function main(): Promise<number> {
+  let settings: Settings | "help";
+  try {
+    settings = parseSettings(Deno.args);
+  } catch (error) {
+    console.error(`error: ${errorText(error)}\n\n${HELP}`);
+    return 2;
+  }
+  if (settings === "help") {
+    console.log(HELP);
+    return 0;
+  }
+  if (!isRoot()) {
+    console.error("error: the benchmark needs root (network namespaces): sudo deno task bench");
+    return 2;
+  }
+  const missing = [];
+  for (const [command, pkg] of Object.entries(REQUIRED_COMMANDS)) {
+    if (!(await haveCommand(command))) missing.push(`${command} (apt-get install ${pkg})`);
+  }
+  if (missing.length > 0) {
+    console.error(`error: missing commands: ${missing.join(", ")}`);
+    return 2;
+  }
+  let paths = settings.paths;
+  if (paths.includes("wireguard-go") && !(await haveWireguard())) {
+    log("wireguard-go or wg not found, skipping it (apt-get install wireguard-go wireguard-tools)");
+    paths = paths.filter((p) => p !== "wireguard-go");
+  }
+  settings = { ...settings, paths };
+  clockTicks = await readClockTicks();
+
+  const deadlineMs = settings.quick ? QUICK_DEADLINE_MS : FULL_DEADLINE_MS;
+  const backstop = setTimeout(async () => {
+    log(`ERROR: the benchmark exceeded its ${deadlineMs / 1000} s limit; tearing down`);
+    await currentTopology?.teardown();
+    Deno.exit(1);
+  }, deadlineMs);
+  log(
+    `plan: ${paths.join(", ")}; ${settings.repeats} repeat(s) of the tunnel, ` +
+      `${settings.baselineRepeats} of the references; TCP ${settings.tcpSeconds} s, ` +
+      `UDP ${settings.udpSeconds} s per run; ${settings.scale ? settings.sessions : 0} sessions; ` +
+      `about ${Math.round(plannedSeconds(settings))} s`,
+  );
+
+  const startedIso = new Date(startedAt).toISOString();
+  const host = await hostInfo();
+  const summaries: PathSummary[] = [];
+  for (const name of paths) summaries.push(await measurePath(name, settings));
+  const scale = settings.scale ? await measureScale(settings) : undefined;
+  clearTimeout(backstop);
+
+  const report: BenchReport = {
+    startedAt: startedIso,
+    seconds: Math.round((Date.now() - startedAt) / 100) / 10,
+    quick: settings.quick,
+    host,
+    settings: {
+      repeats: settings.repeats,
+      baselineRepeats: settings.baselineRepeats,
+      tcpSeconds: settings.tcpSeconds,
+      udpSeconds: settings.udpSeconds,
+      udpRatesMbps: UDP_RATES_MBPS,
+      udpPayloadBytes: UDP_PAYLOAD_BYTES,
+      pings: PINGS,
+      pingIntervalMs: PING_INTERVAL_MS,
+      sessions: settings.sessions,
+    },
+    paths: summaries,
+    ...(scale ? { scale } : {}),
+  };
+
+  await Deno.mkdir(RESULTS_DIR, { recursive: true });
+  const stamp = startedIso.replace(/[:.]/g, "-");
+  const jsonFile = `${RESULTS_DIR}/${stamp}.json`;
+  await Deno.writeTextFile(jsonFile, JSON.stringify(report, null, 2) + "\n");
+  const chart = renderChart(report);
+  await Deno.writeTextFile(`${RESULTS_DIR}/${stamp}.svg`, chart);
+  if (settings.chart) await Deno.writeTextFile(settings.chart, chart);
+
+  console.log(
+    `\n## Results (${startedIso}, ${report.seconds} s${settings.quick ? ", --quick" : ""})\n`,
+  );
+  console.log(
+    `${host.cpus} × ${host.cpu}, Linux ${host.kernel}, Deno ${host.deno}, ${host.iperf3}, ` +
+      `${host.wireguardGo}\n`,
+  );
+  console.log(formatTable(report));
+  if (scale) console.log(`\n${formatScaleTable(scale)}`);
+  for (const p of summaries.filter((s) => !s.ok)) console.log(`\n${p.name} failed: ${p.error}`);
+  console.log(
+    `\nJSON: ${jsonFile}${settings.chart ? `\nchart: ${settings.chart}` : ""}\n`,
+  );
+  const failed = summaries.some((s) => !s.ok) || (scale !== undefined && !scale.ok);
+  return failed ? 1 : 0;
+}
+
+Deno.exit(await main());

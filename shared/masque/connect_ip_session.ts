@@ -354,9 +354,12 @@ export type AnswerResult =
 /**
  * Server side: answers one request. A valid connect-ip request that
  * `authorize` accepts gets 200 with `capsule-protocol: ?1` and becomes a
- * session. Anything else gets a proper HTTP/3 response: 405 for a plain
- * CONNECT (400 when it is malformed, RFC 9114 §4.4), 404 for other methods, and the status from the request parser
- * (400, 501) or from `authorize` for bad or refused connect-ip requests.
+ * session. Anything else gets a proper HTTP/3 response, checked in this
+ * order: 400 for a malformed message whatever its method (RFC 9114 §4.1.2,
+ * §4.3.1: bad field names or values, misplaced or missing pseudo-headers, a
+ * plain CONNECT with `:scheme` or `:path` per §4.4); 405 for a plain CONNECT;
+ * 404 for other methods; then the status from the request parser (400, 501)
+ * or from `authorize` for bad or refused connect-ip requests.
  */
 export async function answerRequest(
   request: H3RequestStream,
@@ -374,13 +377,24 @@ export async function answerRequest(
     if (request.header(":scheme") !== undefined || request.header(":path") !== undefined) {
       return await refuse(400, "malformed CONNECT: :scheme and :path without :protocol");
     }
-    return await refuse(405, "plain CONNECT is not supported; use connect-ip");
   }
-  if (method !== "CONNECT") return await refuse(404, "not found");
+  // The parser checks every field line before it looks at the method, so a
+  // 400 from it is a malformed message, which wins over 404 and 405.
   const parsed = parseConnectIpRequest(request.headers, {
     template: options.template,
     authority: options.authority,
   });
+  if (!parsed.ok && parsed.status === 400) return await refuse(400, parsed.reason);
+  if (method === "CONNECT" && protocol === undefined) {
+    return await refuse(405, "plain CONNECT is not supported; use connect-ip");
+  }
+  if (method !== "CONNECT") {
+    // RFC 9114 §4.3.1: other requests need a non-empty :scheme and :path.
+    if (!request.header(":scheme") || !request.header(":path")) {
+      return await refuse(400, "malformed request: missing :scheme or :path");
+    }
+    return await refuse(404, "not found");
+  }
   if (!parsed.ok) return await refuse(parsed.status, parsed.reason);
   const decision = options.authorize?.(parsed.scope, request) ?? { accept: true };
   if (!decision.accept) return await refuse(decision.status, "request refused");

@@ -378,8 +378,14 @@ Deno.test("maxPacketSize is the datagram limit minus the quarter stream id and c
   await t.step("quarter stream id 64: a 2-byte varint", async () => {
     const s = await setup({ maxDatagramSize: 1200 });
     // Streams 0..252 (quarter ids 0..63) carry refused GETs; stream 256 is quarter id 64.
+    const get: HeaderField[] = [
+      [":method", "GET"],
+      [":scheme", "https"],
+      [":authority", "localhost"],
+      [":path", "/"],
+    ];
     for (let i = 0; i < 64; i++) {
-      const stream = await s.client.request([[":method", "GET"]], { end: true });
+      const stream = await s.client.request(get, { end: true });
       assertEquals(await within(stream.readResponse(), "404"), 404);
     }
     const { client, server } = await s.open("datagram");
@@ -479,6 +485,30 @@ Deno.test("answerRequest() answers other requests with proper statuses", async (
       [[":method", "CONNECT"], [":authority", "198.18.0.1:443"], [":path", "/"]],
       400,
       "malformed CONNECT: :scheme and :path without :protocol",
+    ],
+    [
+      "an uppercase field name is malformed: 400 whatever the method (RFC 9114 §4.2)",
+      [["Upper", "x"], [":method", "CONNECT"]],
+      400,
+      'uppercase header name "Upper"',
+    ],
+    [
+      "a pseudo-header after a regular field is malformed: 400 on a GET (RFC 9114 §4.3)",
+      [[":method", "GET"], ["accept", "*/*"], [":scheme", "https"], [":path", "/"]],
+      400,
+      "pseudo-header :scheme after a regular header",
+    ],
+    [
+      "no field lines at all: 400, not 404 (RFC 9114 §4.3.1)",
+      [],
+      400,
+      "missing :method",
+    ],
+    [
+      "a GET without :path is malformed: 400 (RFC 9114 §4.3.1)",
+      [[":method", "GET"], [":scheme", "https"], [":authority", "localhost"]],
+      400,
+      "malformed request: missing :scheme or :path",
     ],
     [
       "another :protocol is 501",

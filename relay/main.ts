@@ -10,6 +10,7 @@ import type { RelayConfig } from "./config.ts";
 import { loadOrCreateDevCerts } from "./dev_certs.ts";
 import { installNat } from "./nat.ts";
 import { Relay } from "./relay.ts";
+import { H3_INTERNAL_ERROR } from "../shared/errors.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
 import { formatPrefix } from "../shared/packet/ip_address.ts";
@@ -128,8 +129,18 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
         // its remoteAddr consumes the resource and accept() then fails.
         Promise.resolve(incoming.accept()).then(
           (conn) => {
-            const remote = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
-            relay.acceptConnection(conn, remote);
+            // A throw here would be an unhandled rejection and end the relay.
+            try {
+              const remote = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
+              relay.acceptConnection(conn, remote);
+            } catch (error) {
+              log.warn("could not serve a connection", { error: String(error) });
+              try {
+                conn.close({ closeCode: H3_INTERNAL_ERROR, reason: "internal error" });
+              } catch {
+                // already closed
+              }
+            }
           },
           (error) => log.debug("handshake failed", { error: String(error) }),
         );

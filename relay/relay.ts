@@ -92,6 +92,13 @@ export class Relay {
   readonly #byAddress = new Map<number | string, RelaySession>();
   readonly #sessions = new Set<RelaySession>();
   readonly #connections = new Set<H3Connection>();
+  /**
+   * Requests that `authorize` accepted and that are not yet open sessions.
+   * answerRequest awaits (peer SETTINGS, the 200) between authorizing and
+   * returning, so the session limit counts these too; each is reserved in the
+   * synchronous `authorize` callback and given back when the request ends.
+   */
+  #pendingSessions = 0;
   #nextId = 1;
   #stopped = false;
   readonly stats: RelayStats = {
@@ -165,16 +172,26 @@ export class Relay {
     remote: string,
     log: Logger,
   ): Promise<void> {
-    const answer = await answerRequest(request, {
-      template: this.#options.template,
-      log,
-      authorize: () => {
-        if (this.#sessions.size >= this.#options.maxSessions) {
-          return { accept: false, status: 503 };
-        }
-        return { accept: true };
-      },
-    });
+    let reserved = false;
+    let answer: Awaited<ReturnType<typeof answerRequest>>;
+    try {
+      answer = await answerRequest(request, {
+        template: this.#options.template,
+        log,
+        authorize: () => {
+          if (this.#sessions.size + this.#pendingSessions >= this.#options.maxSessions) {
+            return { accept: false, status: 503 };
+          }
+          this.#pendingSessions++;
+          reserved = true;
+          return { accept: true };
+        },
+      });
+    } finally {
+      // From here on the session, if any, counts in #sessions (no await
+      // until #open) or was refused.
+      if (reserved) this.#pendingSessions--;
+    }
     if (!answer.session) {
       this.stats.sessionsRefused++;
       log.info("request refused", { status: answer.status, reason: answer.reason });

@@ -118,6 +118,12 @@ export interface H3ConnectionStats {
   datagramsUnroutable: number;
   /** Datagrams whose quarter stream id could not be parsed. */
   datagramsMalformed: number;
+  /**
+   * Datagrams dropped on the way out because the QUIC layer's send buffer was
+   * full and {@linkcode H3ConnectionOptions.maxDatagramsQueued} more were
+   * already waiting for room: the path is congested.
+   */
+  datagramsQueueFull: number;
   requestStreams: number;
 }
 
@@ -132,7 +138,25 @@ export interface H3ConnectionOptions {
   readonly maxFieldSectionSize?: number;
   /** Settings to send instead of the role's defaults. */
   readonly settings?: Settings;
+  /**
+   * Datagrams that may wait for room in the QUIC layer's send buffer before
+   * further ones are dropped; default {@linkcode DEFAULT_MAX_DATAGRAMS_QUEUED}.
+   */
+  readonly maxDatagramsQueued?: number;
 }
+
+/**
+ * Default {@linkcode H3ConnectionOptions.maxDatagramsQueued}. Deno's
+ * `sendDatagram` waits while quinn's datagram send buffer (1 MiB) is full,
+ * and nothing else bounds the calls waiting behind it: a sender faster than
+ * the path would queue without limit, adding seconds of delay and memory.
+ * Past this many waiting datagrams the newest is dropped instead, as a
+ * router drops at a full queue, and the tunnelled TCP backs off. The count
+ * includes datagrams sent in the current turn of the event loop (their
+ * promises settle only after it), so it must exceed the largest batch a
+ * caller sends at once (the TUN reader's 256 packets).
+ */
+export const DEFAULT_MAX_DATAGRAMS_QUEUED = 512;
 
 const textEncoder = new TextEncoder();
 
@@ -157,6 +181,12 @@ export class H3Connection {
   #goawayId: number | undefined;
   #closeError: H3Error | undefined;
   #closing = false;
+  readonly #maxDatagramsQueued: number;
+  /** sendDatagram() calls that have not resolved yet. */
+  #datagramsQueued = 0;
+  readonly #datagramSent = () => {
+    this.#datagramsQueued--;
+  };
   readonly #closed: Promise<QuicCloseInfoLike>;
   /** Counters, updated as the connection runs. */
   readonly stats: H3ConnectionStats = {
@@ -164,6 +194,7 @@ export class H3Connection {
     datagramsOut: 0,
     datagramsUnroutable: 0,
     datagramsMalformed: 0,
+    datagramsQueueFull: 0,
     requestStreams: 0,
   };
 
@@ -173,6 +204,7 @@ export class H3Connection {
     this.#log = options.log ?? nullLogger;
     this.#onRequest = options.onRequest;
     this.#maxFieldSectionSize = options.maxFieldSectionSize;
+    this.#maxDatagramsQueued = options.maxDatagramsQueued ?? DEFAULT_MAX_DATAGRAMS_QUEUED;
     this.#settings = options.settings ??
       (options.role === "server" ? serverSettings() : clientSettings());
     this.#peerSettings = new Promise((resolve, reject) => {
@@ -318,12 +350,21 @@ export class H3Connection {
   /**
    * Sends a QUIC datagram that already starts with its quarter stream id.
    * Returns false when it is larger than {@linkcode maxDatagramSize} or the
-   * connection is closing; send errors are counted, never thrown.
+   * connection is closing. Datagrams are unreliable (RFC 9297 §2): when the
+   * send queue is full (see {@linkcode H3ConnectionOptions.maxDatagramsQueued})
+   * this one is dropped, counted in `stats.datagramsQueueFull`, and true is
+   * returned all the same. Never throws.
    */
   sendRawDatagram(datagram: Uint8Array): boolean {
     if (this.#closing || datagram.length > this.#conn.maxDatagramSize) return false;
+    if (this.#datagramsQueued >= this.#maxDatagramsQueued) {
+      this.stats.datagramsQueueFull++;
+      return true;
+    }
     this.stats.datagramsOut++;
-    this.#conn.sendDatagram(datagram).catch(() => {});
+    this.#datagramsQueued++;
+    // Rejected only when the connection is gone; close() reports that.
+    this.#conn.sendDatagram(datagram).then(this.#datagramSent, this.#datagramSent);
     return true;
   }
 

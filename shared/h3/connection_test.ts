@@ -571,6 +571,26 @@ Deno.test("sendRawDatagram() refuses datagrams over maxDatagramSize and after cl
   assertEquals(h3.stats.datagramsOut, 1);
 });
 
+Deno.test("sendRawDatagram() drops and counts datagrams past maxDatagramsQueued until sends settle", async () => {
+  const { h3, raw } = await againstRawPeer("client", { maxDatagramsQueued: 3 });
+  // Five in one turn of the event loop: no send has settled yet, so the
+  // queue holds three and the last two are dropped (still reported as sent:
+  // datagrams are unreliable).
+  for (let i = 0; i < 5; i++) assertEquals(h3.sendRawDatagram(Uint8Array.of(i)), true);
+  assertEquals(h3.stats.datagramsOut, 3);
+  assertEquals(h3.stats.datagramsQueueFull, 2);
+  for (let i = 0; i < 3; i++) {
+    assertEquals(await within(raw.readDatagram(), `datagram ${i}`), Uint8Array.of(i));
+  }
+  // Once the sends have settled there is room again.
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assertEquals(h3.sendRawDatagram(Uint8Array.of(9)), true);
+  assertEquals(await within(raw.readDatagram(), "datagram 9"), Uint8Array.of(9));
+  assertEquals(h3.stats.datagramsOut, 4);
+  assertEquals(h3.stats.datagramsQueueFull, 2);
+  h3.close();
+});
+
 // --- Request streams (RFC 9114 §4.1, §6.1, §7.1) ---------------------------
 
 Deno.test("H3Connection answers a hand-encoded GET on a raw request stream", async (t) => {

@@ -23,6 +23,7 @@ import { formatPrefix, parseIp } from "../shared/packet/ip_address.ts";
 import { excludeAddress, routesWithin } from "../shared/tunnel/routes.ts";
 import { openTun } from "../ffi/tun_linux.ts";
 import { addAddress, addRoute, deleteRoute, setLinkMtu, setLinkUp } from "../ffi/netlink.ts";
+import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
 
 const ASSIGNMENT_TIMEOUT_MS = 10_000;
 
@@ -56,7 +57,14 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
   log.info("connecting", { relay: `${config.relayHost}:${config.relayPort}`, mode: config.mode });
   let conn: Deno.QuicConn;
   try {
+    // An endpoint of our own, so that its socket's buffers can be grown.
+    const endpoint = new Deno.QuicEndpoint({ hostname: "::", port: 0 });
+    const buffers = tryEnlargeUdpBuffers(endpoint.addr.port);
+    if (buffers instanceof Error) {
+      log.warn("small UDP buffers: expect loss under load", { error: buffers.message });
+    } else log.debug("UDP buffers", { receive: buffers.receiveBytes, send: buffers.sendBytes });
     conn = await Deno.connectQuic({
+      endpoint,
       hostname: config.relayHost,
       port: config.relayPort,
       serverName: config.serverName,

@@ -16,6 +16,7 @@ import type { Logger } from "../shared/log.ts";
 import { formatPrefix } from "../shared/packet/ip_address.ts";
 import { openTun } from "../ffi/tun_linux.ts";
 import { addAddress, setLinkMtu, setLinkUp } from "../ffi/netlink.ts";
+import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
 
 async function main(): Promise<number> {
   const parsed = parseRelayConfig(Deno.args, {
@@ -103,6 +104,10 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
     }
     const endpoint = new Deno.QuicEndpoint({ hostname: config.host, port: config.port });
     cleanups.push(() => endpoint.close());
+    const buffers = tryEnlargeUdpBuffers(endpoint.addr.port);
+    if (buffers instanceof Error) {
+      log.warn("small UDP buffers: expect loss under load", { error: buffers.message });
+    } else log.debug("UDP buffers", { receive: buffers.receiveBytes, send: buffers.sendBytes });
     const listener = endpoint.listen({
       alpnProtocols: ["h3"],
       cert,

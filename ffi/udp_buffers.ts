@@ -16,7 +16,6 @@
  * @module
  */
 import { AF_INET, AF_INET6, check, libc, SOCK_DGRAM } from "./libc.ts";
-import type { LibcError } from "./libc.ts";
 
 const SOL_SOCKET = 1;
 const SO_TYPE = 3;
@@ -76,7 +75,7 @@ function udpPortOf(fd: number): number | undefined {
 /**
  * Finds this process's UDP socket bound to `port` (the QUIC endpoint's) and
  * sets its receive and send buffers to `bytes`. Throws an Error when no
- * such socket exists, a {@linkcode LibcError} when the sizes cannot be read
+ * such socket exists, a `LibcError` when the sizes cannot be read
  * back. Needs `--allow-ffi`.
  */
 export function enlargeUdpBuffers(

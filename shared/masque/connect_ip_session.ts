@@ -45,8 +45,28 @@ import {
 /** How IP packets are carried; see the module docs. */
 export type PacketMode = "datagram" | "stream";
 
-/** What {@linkcode ConnectIpSession.sendPacket} did with a packet. */
+/**
+ * What {@linkcode ConnectIpSession.sendPacket} did with a packet. `"sent"`
+ * includes a packet dropped at a full send queue (as a router drops): the
+ * session is still open and the caller goes on with the next packet.
+ */
 export type SendResult = "sent" | "too_big" | "closed";
+
+/**
+ * Default {@linkcode ConnectIpSessionOptions.maxPacketsQueued}: stream-mode
+ * packets written to the request stream whose write has not settled yet.
+ * A write waits while QUIC flow or congestion control holds the stream, and
+ * nothing else bounds the writes queued behind it, so a sender faster than
+ * the path would queue without limit (seconds of delay, hundreds of MiB).
+ * Past this many the newest packet is dropped instead, as a router drops at
+ * a full queue, and the tunnelled TCP backs off. Writes made in the current
+ * turn of the event loop count too (their promises settle only after it),
+ * so this must exceed the largest batch a caller sends at once (the TUN
+ * reader's 256 packets). The same number as the datagram-mode bound,
+ * `DEFAULT_MAX_DATAGRAMS_QUEUED` in `h3/connection.ts`; at a 1500-byte MTU
+ * it holds about 750 KiB.
+ */
+export const DEFAULT_MAX_PACKETS_QUEUED = 512;
 
 /** Counters of one session. */
 export interface ConnectIpSessionStats {
@@ -62,6 +82,27 @@ export interface ConnectIpSessionStats {
   unknownContext: number;
   /** Datagrams whose context id could not be parsed. */
   malformed: number;
+  /**
+   * Stream mode: packets dropped because
+   * {@linkcode ConnectIpSessionOptions.maxPacketsQueued} writes were already
+   * waiting on the request stream (datagram mode counts its drops in the
+   * connection's `datagramsQueueFull`).
+   */
+  queueFull: number;
+}
+
+/** Options of the {@linkcode ConnectIpSession} constructor. */
+export interface ConnectIpSessionOptions {
+  readonly mode: PacketMode;
+  readonly log?: Logger;
+  /** Largest capsule accepted from the peer, bytes (see `CapsuleParser`). */
+  readonly maxCapsuleSize?: number;
+  /**
+   * Stream mode: packets whose write to the request stream may be
+   * unsettled at once before further packets are dropped; default
+   * {@linkcode DEFAULT_MAX_PACKETS_QUEUED}.
+   */
+  readonly maxPacketsQueued?: number;
 }
 
 /** Callbacks of a running session. */
@@ -88,6 +129,16 @@ export class ConnectIpSession {
   readonly #mode: PacketMode;
   readonly #log: Logger;
   readonly #maxCapsuleSize?: number;
+  readonly #maxPacketsQueued: number;
+  /** Stream mode: packet writes that have not settled yet. */
+  #packetsQueued = 0;
+  readonly #packetWritten = () => {
+    this.#packetsQueued--;
+  };
+  readonly #packetWriteFailed = () => {
+    this.#packetsQueued--;
+    this.#closed = true;
+  };
   #handlers: ConnectIpSessionHandlers | undefined;
   #closed = false;
   /** Counters, updated as the session runs. */
@@ -101,16 +152,15 @@ export class ConnectIpSession {
     tooBig: 0,
     unknownContext: 0,
     malformed: 0,
+    queueFull: 0,
   };
 
-  constructor(
-    stream: H3RequestStream,
-    options: { mode: PacketMode; log?: Logger; maxCapsuleSize?: number },
-  ) {
+  constructor(stream: H3RequestStream, options: ConnectIpSessionOptions) {
     this.#stream = stream;
     this.#mode = options.mode;
     this.#log = options.log ?? nullLogger;
     this.#maxCapsuleSize = options.maxCapsuleSize;
+    this.#maxPacketsQueued = options.maxPacketsQueued ?? DEFAULT_MAX_PACKETS_QUEUED;
     stream.onDatagram((payload) => this.#receiveDatagramPayload(payload));
   }
 
@@ -160,6 +210,11 @@ export class ConnectIpSession {
    * Sends one IP packet in this session's mode. Returns `"too_big"` when it
    * exceeds {@linkcode maxPacketSize} (RFC 9484 §10.1: the caller answers
    * with ICMP Packet Too Big), `"closed"` when the session has ended.
+   * When the send queue is full the packet is dropped and `"sent"` returned
+   * all the same: in stream mode when
+   * {@linkcode ConnectIpSessionOptions.maxPacketsQueued} writes are
+   * unsettled (counted in `stats.queueFull`), in datagram mode as
+   * `H3Connection.sendRawDatagram` decides. Never throws.
    */
   sendPacket(packet: Uint8Array): SendResult {
     if (this.#closed || !this.#stream.writable) return "closed";
@@ -176,20 +231,28 @@ export class ConnectIpSession {
       datagram.set(packet, header);
       if (!this.#stream.connection.sendRawDatagram(datagram)) return "closed";
     } else {
+      if (this.#packetsQueued >= this.#maxPacketsQueued) {
+        this.stats.queueFull++;
+        return "sent";
+      }
       // DATAGRAM capsule: type, length, context id 0, then the packet
       const header = datagramCapsuleHeaderSize(packet.length + 1);
       const capsule = new Uint8Array(header + 1 + packet.length);
       writeDatagramCapsuleHeader(capsule, 0, packet.length + 1);
       capsule[header] = CONTEXT_ID_IP_PACKET;
       capsule.set(packet, header + 1);
-      this.#stream.writeData(capsule).catch(() => this.#markClosed());
+      this.#packetsQueued++;
+      this.#stream.writeData(capsule).then(this.#packetWritten, this.#packetWriteFailed);
     }
     this.stats.packetsOut++;
     this.stats.bytesOut += packet.length;
     return "sent";
   }
 
-  /** Sends a capsule on the request stream. */
+  /**
+   * Sends a capsule on the request stream. Never dropped, whatever the
+   * packet queue holds: these carry addresses and routes (RFC 9484 §4.7).
+   */
   async sendCapsule(capsule: Capsule): Promise<void> {
     this.stats.capsulesOut++;
     await this.#stream.writeData(encodeCapsule(capsule));
@@ -231,10 +294,6 @@ export class ConnectIpSession {
     } else {
       this.#handlers?.onCapsule?.(capsule);
     }
-  }
-
-  #markClosed(): void {
-    this.#closed = true;
   }
 
   #end(end: SessionEnd): SessionEnd {

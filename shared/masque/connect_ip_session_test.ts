@@ -19,10 +19,15 @@ import {
   SETTINGS_H3_DATAGRAM,
 } from "../h3/settings.ts";
 import type { Settings } from "../h3/settings.ts";
-import { formatPrefix } from "../packet/ip_address.ts";
+import { formatPrefix, parsePrefix } from "../packet/ip_address.ts";
 import type { Capsule } from "./capsule.ts";
 import { buildConnectIpRequest, DEFAULT_URI_TEMPLATE } from "./connect_ip_request.ts";
-import { answerRequest, ConnectIpError, openConnectIpSession } from "./connect_ip_session.ts";
+import {
+  answerRequest,
+  ConnectIpError,
+  DEFAULT_MAX_PACKETS_QUEUED,
+  openConnectIpSession,
+} from "./connect_ip_session.ts";
 import type {
   AnswerRequestOptions,
   AnswerResult,
@@ -405,6 +410,44 @@ Deno.test("maxPacketSize is the datagram limit minus the quarter stream id and c
     assertEquals(client.maxPacketSize, 65535);
     s.client.close();
   });
+});
+
+Deno.test("sendPacket() in stream mode drops and counts packets past maxPacketsQueued until writes settle", async () => {
+  const s = await setup({ clientSettings: clientWithDatagrams(0) });
+  const { client, server } = await s.open("stream");
+  const v = collect(server);
+  const numbered = (i: number) => packet(i >> 8, i & 0xff);
+  // 600 packets in one turn of the event loop, as a TUN batch is sent: no
+  // write has settled yet, so the first 512 are written and 88 dropped,
+  // each still reported as sent (the session is open).
+  const total = DEFAULT_MAX_PACKETS_QUEUED + 88;
+  for (let i = 0; i < total; i++) assertEquals(client.sendPacket(numbered(i)), "sent");
+  assertEquals(client.stats.packetsOut, DEFAULT_MAX_PACKETS_QUEUED);
+  assertEquals(client.stats.bytesOut, DEFAULT_MAX_PACKETS_QUEUED * 3);
+  assertEquals(client.stats.queueFull, 88);
+  // A capsule that is not a packet is never dropped, full queue or not
+  // (either endpoint may send ADDRESS_ASSIGN, RFC 9484 §4.7.1).
+  const assigned = client.sendCapsule({
+    type: "address_assign",
+    addresses: [{ requestId: 0, prefix: parsePrefix("198.18.0.2/32") }],
+  });
+  await until(() => v.packets.length === DEFAULT_MAX_PACKETS_QUEUED, "the queued packets");
+  assertEquals(
+    v.packets,
+    Array.from({ length: DEFAULT_MAX_PACKETS_QUEUED }, (_, i) => numbered(i)),
+  );
+  await within(assigned, "the ADDRESS_ASSIGN write");
+  await until(() => v.capsules.length === 1, "the ADDRESS_ASSIGN");
+  assertEquals(v.capsules[0].type, "address_assign");
+  // The writes have settled: there is room again.
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assertEquals(client.sendPacket(numbered(9999)), "sent");
+  await until(() => v.packets.length === DEFAULT_MAX_PACKETS_QUEUED + 1, "the packet after");
+  assertEquals(v.packets.at(-1), numbered(9999));
+  assertEquals(client.stats.packetsOut, DEFAULT_MAX_PACKETS_QUEUED + 1);
+  assertEquals(client.stats.queueFull, 88);
+  assertEquals(server.stats.packetsIn, DEFAULT_MAX_PACKETS_QUEUED + 1);
+  s.client.close();
 });
 
 Deno.test("sendPacket() reports too_big and closed", async (t) => {

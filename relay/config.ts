@@ -68,7 +68,9 @@ Options:
   --dev-cert-name NAME DNS name or IP address for the created certificate
                        (repeatable; default localhost, 127.0.0.1, ::1)
   --pool4 CIDR         IPv4 client pool (default 10.100.0.0/24)
-  --pool6 CIDR         IPv6 client pool (default fd6d:6173:7175::/64)
+  --pool6 CIDR         IPv6 client pool (default fd6d:6173:7175::/64); each
+                       client gets one address from each pool, and while
+                       either pool is used up new clients get 503
   --route CIDR         route advertised to clients (repeatable; default
                        0.0.0.0/0 and ::/0)
   --tun NAME           TUN device name (default mvpn-relay)

@@ -97,6 +97,7 @@ export class Relay {
    * answerRequest awaits (peer SETTINGS, the 200) between authorizing and
    * returning, so the session limit counts these too; each is reserved in the
    * synchronous `authorize` callback and given back when the request ends.
+   * Their addresses are taken from the pools in the same callback.
    */
   #pendingSessions = 0;
   #nextId = 1;
@@ -172,7 +173,11 @@ export class Relay {
     remote: string,
     log: Logger,
   ): Promise<void> {
-    let reserved = false;
+    // Reserved in the synchronous authorize callback, so that concurrent
+    // requests cannot all pass the checks: a session slot and one address of
+    // each family. A request the relay cannot serve gets 503 and no session,
+    // rather than a 200 and a session closed at once.
+    let addresses: IpPrefix[] | undefined;
     let answer: Awaited<ReturnType<typeof answerRequest>>;
     try {
       answer = await answerRequest(request, {
@@ -180,34 +185,32 @@ export class Relay {
         log,
         authorize: () => {
           if (this.#sessions.size + this.#pendingSessions >= this.#options.maxSessions) {
-            return { accept: false, status: 503 };
+            return { accept: false, status: 503, reason: "session limit reached" };
+          }
+          addresses = this.#allocateAddresses();
+          if (addresses === undefined) {
+            return { accept: false, status: 503, reason: "address pool exhausted" };
           }
           this.#pendingSessions++;
-          reserved = true;
           return { accept: true };
         },
       });
+    } catch (error) {
+      if (addresses !== undefined) this.#releaseAddresses(addresses);
+      throw error;
     } finally {
       // From here on the session, if any, counts in #sessions (no await
       // until #open) or was refused.
-      if (reserved) this.#pendingSessions--;
+      if (addresses !== undefined) this.#pendingSessions--;
     }
     if (!answer.session) {
+      // answerRequest returns no session only for requests it refused before
+      // or in authorize, which then reserved nothing.
       this.stats.sessionsRefused++;
       log.info("request refused", { status: answer.status, reason: answer.reason });
       return;
     }
-    const address4 = this.#pool4.allocate();
-    const address6 = this.#pool6.allocate();
-    if (!address4 || !address6) {
-      if (address4) this.#pool4.release(address4);
-      if (address6) this.#pool6.release(address6);
-      this.stats.sessionsRefused++;
-      log.warn("address pool exhausted, closing session");
-      await answer.session.close();
-      return;
-    }
-    const addresses = [createPrefix(address4, 32), createPrefix(address6, 128)];
+    if (addresses === undefined) throw new Error("Cannot open session: no addresses reserved");
     const routes = this.#routesFor(answer.scope);
     const entry: RelaySession = {
       id: this.#nextId++,
@@ -241,7 +244,7 @@ export class Relay {
           answer.session.sendCapsule({
             type: "address_assign",
             addresses: capsule.addresses.flatMap((req) =>
-              addresses.filter((a) => a.version === req.prefix.version).map((prefix) => ({
+              entry.addresses.filter((a) => a.version === req.prefix.version).map((prefix) => ({
                 requestId: req.requestId,
                 prefix,
               }))
@@ -256,6 +259,26 @@ export class Relay {
       packetsIn: answer.session.stats.packetsIn,
       packetsOut: answer.session.stats.packetsOut,
     });
+  }
+
+  /**
+   * One client address from each pool (a /32 and a /128), or `undefined`
+   * with nothing taken when either pool is exhausted.
+   */
+  #allocateAddresses(): IpPrefix[] | undefined {
+    const address4 = this.#pool4.allocate();
+    const address6 = this.#pool6.allocate();
+    if (address4 && address6) return [createPrefix(address4, 32), createPrefix(address6, 128)];
+    if (address4) this.#pool4.release(address4);
+    if (address6) this.#pool6.release(address6);
+    return undefined;
+  }
+
+  #releaseAddresses(addresses: readonly IpPrefix[]): void {
+    for (const prefix of addresses) {
+      if (prefix.version === 4) this.#pool4.release(prefix.address);
+      else this.#pool6.release(prefix.address);
+    }
   }
 
   /** The advertised routes narrowed to what the client asked for (RFC 9484 §4.6). */
@@ -277,9 +300,8 @@ export class Relay {
     for (const prefix of entry.addresses) {
       const key = addressKey(prefix.address);
       if (this.#byAddress.get(key) === entry) this.#byAddress.delete(key);
-      if (prefix.version === 4) this.#pool4.release(prefix.address);
-      else this.#pool6.release(prefix.address);
     }
+    this.#releaseAddresses(entry.addresses);
     this.stats.sessionsClosed++;
   }
 

@@ -388,10 +388,14 @@ export async function openConnectIpSession(
   return new ConnectIpSession(stream, { mode: options.mode, log: options.log });
 }
 
-/** What the server's `authorize` callback decides for a parsed request. */
+/**
+ * What the server's `authorize` callback decides for a parsed request. A
+ * refusal's `reason` becomes the response body (default "request refused").
+ */
 export type AuthorizeResult = { readonly accept: true } | {
   readonly accept: false;
   readonly status: number;
+  readonly reason?: string;
 };
 
 /** Options of {@linkcode answerRequest}. */
@@ -456,7 +460,9 @@ export async function answerRequest(
   }
   if (!parsed.ok) return await refuse(parsed.status, parsed.reason);
   const decision = options.authorize?.(parsed.scope, request) ?? { accept: true };
-  if (!decision.accept) return await refuse(decision.status, "request refused");
+  if (!decision.accept) {
+    return await refuse(decision.status, decision.reason ?? "request refused");
+  }
   const settings = await request.connection.peerSettings;
   const mode: PacketMode = settings.get(SETTINGS_H3_DATAGRAM) === 1 ? "datagram" : "stream";
   // The session registers for datagrams before the 200 lets the client send.

@@ -495,7 +495,11 @@ Deno.test("answerRequest() answers other requests with proper statuses", async (
     answer: {
       authorize: (scope) => {
         authorized.push(JSON.stringify(scope));
-        return scope.ipProtocol === 6 ? { accept: false, status: 403 } : { accept: true };
+        if (scope.ipProtocol === 6) return { accept: false, status: 403 };
+        if (scope.ipProtocol === 17) {
+          return { accept: false, status: 503, reason: "address pool exhausted" };
+        }
+        return { accept: true };
       },
     },
   });
@@ -584,6 +588,12 @@ Deno.test("answerRequest() answers other requests with proper statuses", async (
       403,
       "request refused",
     ],
+    [
+      "a refusal with a reason gets its status and the reason as body: 503",
+      connectIp("/.well-known/masque/ip/*/17/"),
+      503,
+      "address pool exhausted",
+    ],
   ];
   for (const [name, headers, status, reason] of cases) {
     await t.step(name, async () => {
@@ -594,7 +604,10 @@ Deno.test("answerRequest() answers other requests with proper statuses", async (
     });
   }
   // authorize() saw only the well-formed connect-ip request.
-  assertEquals(authorized, ['{"target":{"kind":"any"},"ipProtocol":6}']);
+  assertEquals(authorized, [
+    '{"target":{"kind":"any"},"ipProtocol":6}',
+    '{"target":{"kind":"any"},"ipProtocol":17}',
+  ]);
   assertEquals(s.serverConn.closeInfo, undefined);
   s.client.close();
 });

@@ -71,13 +71,13 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** The relay on a QUIC listener, its in-memory TUN, its log lines and its connections. */
-async function startRelay(options: { maxSessions?: number } = {}) {
+async function startRelay(options: { maxSessions?: number; pool6?: string } = {}) {
   const { certPem, keyPem } = await testCerts();
   const tun = new InMemoryPacketDevice({ name: "relay-tun", mtu: 1500 });
   const lines: string[] = [];
   const relay = new Relay(tun, {
     pool4: parsePrefix("198.18.100.0/24"),
-    pool6: parsePrefix("fd00:100::/64"),
+    pool6: parsePrefix(options.pool6 ?? "fd00:100::/64"),
     routes: ["198.18.0.0/15", "fd00::/8"].map(parsePrefix),
     maxSessions: options.maxSessions ?? 100,
     log: createLogger({ level: "debug", write: (line) => lines.push(line) }),
@@ -582,6 +582,41 @@ Deno.test({
       // Each refusal is counted and logged.
       assertEquals(server.relay.stats.sessionsRefused, 17);
       assertEquals(server.count(/INFO .*request refused .*status=503/), 17);
+    } finally {
+      for (const c of clients) c.close();
+      await server.close();
+    }
+  },
+});
+
+Deno.test({
+  // The same race against a pool with two addresses (fd00:100::/126) and no
+  // session limit in the way: each address goes to one request only, and the
+  // rest get 503 before any 200.
+  name: "the relay's address pool holds against concurrent requests",
+  ...opts,
+  async fn() {
+    const server = await startRelay({ pool6: "fd00:100::/126" });
+    const clients = await Promise.all([connectClient(server.port), connectClient(server.port)]);
+    try {
+      const results = await within(
+        Promise.allSettled(clients.flatMap((c) => Array.from({ length: 10 }, () => c.open()))),
+        "20 concurrent session requests",
+        15_000,
+      );
+      const opened = results.filter((r) => r.status === "fulfilled").length;
+      const refused = results.filter((r) =>
+        r.status === "rejected" && r.reason instanceof ConnectIpError && r.reason.status === 503
+      ).length;
+      assertEquals({ opened, refused }, { opened: 2, refused: 18 });
+      assertEquals(server.relay.sessions.length, 2);
+      assertEquals(server.relay.stats.sessionsOpened, 2);
+      assertEquals(server.relay.poolUsage, { v4: 2, v6: 2 });
+      assertEquals(server.relay.stats.sessionsRefused, 18);
+      assertEquals(
+        server.count(/INFO .*request refused .*status=503 reason="address pool exhausted"/),
+        18,
+      );
     } finally {
       for (const c of clients) c.close();
       await server.close();

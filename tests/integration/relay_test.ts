@@ -1,7 +1,8 @@
 /**
  * The relay's forwarding over real QUIC on 127.0.0.1 with an in-memory TUN:
  * address assignment, both directions, the RFC 9484 §7 checks, Packet Too
- * Big, pool release and the session limit. No root needed.
+ * Big, pool release, the session limit and a 503 when a pool is exhausted.
+ * No root needed.
  */
 import { assert, assertEquals, assertRejects } from "../support/assert.ts";
 import { testCerts } from "../support/certs.ts";
@@ -13,7 +14,8 @@ import {
 } from "../support/packet_builder.ts";
 import { Relay } from "../../relay/relay.ts";
 import { H3Connection } from "../../shared/h3/connection.ts";
-import { nullLogger } from "../../shared/log.ts";
+import { createLogger, nullLogger } from "../../shared/log.ts";
+import type { Logger } from "../../shared/log.ts";
 import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
 import { ConnectIpError, openConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
 import type { ConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
@@ -23,15 +25,23 @@ import { readDestination, readSource } from "../../shared/packet/ip_header.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-async function startRelay(options: { routes?: string[]; maxSessions?: number } = {}) {
+async function startRelay(
+  options: {
+    routes?: string[];
+    maxSessions?: number;
+    pool4?: string;
+    pool6?: string;
+    log?: Logger;
+  } = {},
+) {
   const { certPem, keyPem } = await testCerts();
   const tun = new InMemoryPacketDevice({ name: "relay-tun", mtu: 1500 });
   const relay = new Relay(tun, {
-    pool4: parsePrefix("198.18.100.0/24"),
-    pool6: parsePrefix("fd00:100::/64"),
+    pool4: parsePrefix(options.pool4 ?? "198.18.100.0/24"),
+    pool6: parsePrefix(options.pool6 ?? "fd00:100::/64"),
     routes: (options.routes ?? ["198.18.0.0/15", "fd00::/8"]).map(parsePrefix),
     maxSessions: options.maxSessions ?? 10,
-    log: nullLogger,
+    log: options.log ?? nullLogger,
   });
   relay.runTun();
   const endpoint = new Deno.QuicEndpoint({ hostname: "127.0.0.1", port: 0 });
@@ -263,5 +273,102 @@ Deno.test({
     } finally {
       server.close();
     }
+  },
+});
+
+/** Waits until the relay has `count` open sessions. */
+async function sessionsOpen(relay: Relay, count: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (relay.sessions.length !== count) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${count} sessions`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A UDP packet from `client` to the world and its reply, each checked on the other side. */
+async function roundTrip(server: Awaited<ReturnType<typeof startRelay>>, client: TestClient) {
+  const out = buildIpv4Udp({ src: client.v4, dst: "198.18.1.2", srcPort: 1000, dstPort: 7 });
+  assertEquals(client.session.sendPacket(out), "sent");
+  assertEquals(await server.tun.nextWritten(), out);
+  const back = buildIpv6Udp({ src: "fd00:0:0:2::2", dst: client.v6, srcPort: 7, dstPort: 1000 });
+  server.tun.inject(back);
+  assertEquals(await client.nextPacket(), back);
+}
+
+Deno.test({
+  name: "relay answers 503 with no session when an address pool is exhausted",
+  ...opts,
+  async fn(t) {
+    await t.step(
+      "IPv6 /126: two clients, the third refused, a new one gets a freed address",
+      async () => {
+        // fd00:100::/126 holds two clients: ::0 is the Subnet-Router anycast
+        // address and ::1 the relay's own.
+        const lines: string[] = [];
+        const server = await startRelay({
+          pool6: "fd00:100::/126",
+          log: createLogger({ level: "info", write: (line) => lines.push(line) }),
+        });
+        const a = await connect(server.port);
+        const b = await connect(server.port);
+        let d: TestClient | undefined;
+        try {
+          assertEquals([a.v6, b.v6], ["fd00:100::2", "fd00:100::3"]);
+          await assertRejects(() => connect(server.port), ConnectIpError, "the relay answered 503");
+          assertEquals(server.relay.stats.sessionsRefused, 1);
+          assertEquals(server.relay.stats.sessionsOpened, 2);
+          assertEquals(server.relay.poolUsage, { v4: 2, v6: 2 });
+          assertEquals(
+            lines.filter((l) => /INFO .*request refused .*status=503/.test(l)).length,
+            1,
+          );
+          assert(lines.some((l) => l.includes('reason="address pool exhausted"')));
+
+          // The refusal did not disturb the two sessions.
+          await roundTrip(server, a);
+          await roundTrip(server, b);
+
+          a.h3.close();
+          await sessionsOpen(server.relay, 1);
+          assertEquals(server.relay.poolUsage, { v4: 1, v6: 1 });
+          d = await connect(server.port);
+          assertEquals(d.v6, "fd00:100::2");
+          await roundTrip(server, d);
+          await roundTrip(server, b);
+          assertEquals(server.relay.stats.sessionsRefused, 1);
+        } finally {
+          a.h3.close();
+          b.h3.close();
+          d?.h3.close();
+          server.close();
+        }
+      },
+    );
+    await t.step(
+      "IPv4 /30: one client, the second refused, then served once it leaves",
+      async () => {
+        // 198.18.100.0/30: .0 network, .1 the relay, .3 broadcast; .2 is the
+        // only client address.
+        const server = await startRelay({ pool4: "198.18.100.0/30" });
+        const a = await connect(server.port);
+        let c: TestClient | undefined;
+        try {
+          assertEquals(a.v4, "198.18.100.2");
+          await assertRejects(() => connect(server.port), ConnectIpError, "the relay answered 503");
+          assertEquals(server.relay.stats.sessionsRefused, 1);
+          assertEquals(server.relay.poolUsage, { v4: 1, v6: 1 });
+          await roundTrip(server, a);
+          a.h3.close();
+          await sessionsOpen(server.relay, 0);
+          c = await connect(server.port);
+          assertEquals(c.v4, "198.18.100.2");
+          await roundTrip(server, c);
+        } finally {
+          a.h3.close();
+          c?.h3.close();
+          server.close();
+        }
+      },
+    );
   },
 });

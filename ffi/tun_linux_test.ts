@@ -186,35 +186,80 @@ Deno.test({
     }),
 });
 
+/** Polls `condition` every 10 ms for up to 3 s (the writer worker counts asynchronously). */
+async function eventually(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 3000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+for (const writer of ["direct", "worker"] as const) {
+  Deno.test({
+    name: `writePacket() hands packets to the kernel (writer ${writer})`,
+    ...ROOT_ONLY,
+    fn: (t) =>
+      withAddressedTun({ writer }, async (device, subnet) => {
+        assertEquals(device.writer, writer);
+        for (const version of [4, 6]) {
+          await t.step(`IPv${version}`, async () => {
+            const local = version === 4 ? v4(subnet, 1) : v6(subnet, 1);
+            const remote = version === 4 ? v4(subnet, 2) : v6(subnet, 2);
+            const hostname = version === 4
+              ? `198.19.${subnet}.1`
+              : `fd00:${subnet.toString(16)}::1`;
+            const socket = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
+            try {
+              const port = (socket.addr as Deno.NetAddr).port;
+              const text = `from the tun ${crypto.randomUUID()}`;
+              const packet = udpPacket(remote, local, 4000, port, encoder.encode(text));
+              assertEquals(device.writePacket(packet), true);
+              packet.fill(0); // the worker wrote a copy, not the caller's buffer
+              const [data, from] = await withTimeout(socket.receive(), 3000, "the datagram");
+              assertEquals(decoder.decode(data), text);
+              assertEquals((from as Deno.NetAddr).port, 4000);
+            } finally {
+              socket.close();
+            }
+          });
+        }
+        await eventually(() => device.stats.writtenPackets === 2, "2 written packets");
+        // A packet the kernel refuses (not IP) is counted, not thrown; the
+        // worker learns of the refusal after writePacket() returned true.
+        assertEquals(device.writePacket(new Uint8Array([0x10, 0, 0, 0])), writer === "worker");
+        await eventually(() => device.stats.writeErrors === 1, "the refused write");
+        assert(device.stats.lastWriteErrno > 0, "errno of the refused write");
+        assertEquals(device.stats.writeDrops, 0);
+      }),
+  });
+}
+
 Deno.test({
-  name: "writePacket() hands packets to the kernel",
+  name: "the writer worker refuses packets over the MTU and drops (counted) when its ring is full",
   ...ROOT_ONLY,
-  fn: (t) =>
-    withAddressedTun({}, async (device, subnet) => {
-      for (const version of [4, 6]) {
-        await t.step(`IPv${version}`, async () => {
-          const local = version === 4 ? v4(subnet, 1) : v6(subnet, 1);
-          const remote = version === 4 ? v4(subnet, 2) : v6(subnet, 2);
-          const hostname = version === 4 ? `198.19.${subnet}.1` : `fd00:${subnet.toString(16)}::1`;
-          const socket = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
-          try {
-            const port = (socket.addr as Deno.NetAddr).port;
-            const text = `from the tun ${crypto.randomUUID()}`;
-            const packet = udpPacket(remote, local, 4000, port, encoder.encode(text));
-            assertEquals(device.writePacket(packet), true);
-            const [data, from] = await withTimeout(socket.receive(), 3000, "the datagram");
-            assertEquals(decoder.decode(data), text);
-            assertEquals((from as Deno.NetAddr).port, 4000);
-          } finally {
-            socket.close();
-          }
-        });
-      }
-      assertEquals(device.stats.writtenPackets, 2);
-      // A packet the kernel refuses (not IP) is counted, not thrown.
-      assertEquals(device.writePacket(new Uint8Array([0x10, 0, 0, 0])), false);
+  fn: () =>
+    withAddressedTun({ writer: "worker", writeRingSlots: 4, mtu: 1280 }, async (device, subnet) => {
+      assertEquals(device.writePacket(new Uint8Array(1281)), false);
       assertEquals(device.stats.writeErrors, 1);
-      assert(device.stats.lastWriteErrno > 0, "errno of the refused write");
+      assertEquals(device.stats.lastWriteErrno, 90); // EMSGSIZE
+      const socket = Deno.listenDatagram({
+        transport: "udp",
+        hostname: `198.19.${subnet}.1`,
+        port: 0,
+      });
+      try {
+        const port = (socket.addr as Deno.NetAddr).port;
+        const packet = udpPacket(v4(subnet, 2), v4(subnet, 1), 4000, port, new Uint8Array(100));
+        // 100 in one turn: the worker cannot keep up with a 4-slot ring.
+        let accepted = 0;
+        for (let i = 0; i < 100; i++) if (device.writePacket(packet)) accepted++;
+        assert(accepted >= 4 && accepted < 100, `accepted ${accepted}`);
+        assertEquals(device.stats.writeDrops, 100 - accepted);
+        await eventually(() => device.stats.writtenPackets === accepted, `${accepted} written`);
+      } finally {
+        socket.close();
+      }
     }),
 });
 

@@ -85,6 +85,8 @@ export interface BenchReport {
     readonly udpSeconds: number;
     readonly udpRatesMbps: readonly number[];
     readonly udpPayloadBytes: number;
+    /** iperf3 `-w` for the UDP runs. */
+    readonly udpSocketBuffer: string;
     readonly pings: number;
     readonly pingIntervalMs: number;
     readonly sessions: number;

@@ -65,6 +65,14 @@ const RESULTS_DIR = `${ROOT}bench-results`;
 const IPERF_PORT = 5201;
 const UDP_RATES_MBPS = [100, 300, 1000] as const;
 const UDP_PAYLOAD_BYTES = 1300;
+/**
+ * iperf3's socket buffers for the UDP runs (`-w`, applied on both ends). With
+ * the kernel's default 208 KiB the receiving iperf3, starved of CPU on a
+ * 2-core machine shared with the tunnel's processes, drops bursts in its own
+ * socket (UdpRcvbufErrors in the target namespace), which measures iperf3,
+ * not the path. Same for every path.
+ */
+const UDP_SOCKET_BUFFER = "4M";
 const PINGS = 200;
 const PING_INTERVAL_MS = 10;
 /** The loaded ping run starts this long after the TCP upload, past its slow start. */
@@ -355,7 +363,7 @@ async function measureRepeat(
     try {
       const run = parseIperfUdp(
         await iperf.run(
-          ["-u", "-b", `${rate}M`, "-l", String(UDP_PAYLOAD_BYTES)],
+          ["-u", "-b", `${rate}M`, "-l", String(UDP_PAYLOAD_BYTES), "-w", UDP_SOCKET_BUFFER],
           settings.udpSeconds,
         ),
       );
@@ -661,6 +669,7 @@ async function main(): Promise<number> {
       udpSeconds: settings.udpSeconds,
       udpRatesMbps: UDP_RATES_MBPS,
       udpPayloadBytes: UDP_PAYLOAD_BYTES,
+      udpSocketBuffer: UDP_SOCKET_BUFFER,
       pings: PINGS,
       pingIntervalMs: PING_INTERVAL_MS,
       sessions: settings.sessions,

@@ -1,0 +1,190 @@
+/**
+ * The TUN write loop, run in a Worker so that the kernel work behind each
+ * `write(2)` to a TUN fd (tun_get_user -> netif_receive_skb -> routing,
+ * conntrack/NAT, forwarding, even the receiving socket's TCP processing in
+ * softirq, all synchronous in the writer's thread) runs in parallel with the
+ * main thread's QUIC work. The main thread ({@linkcode ./tun_linux.ts})
+ * copies each packet into a slot of a ring in a SharedArrayBuffer and returns;
+ * this loop writes every filled slot to the fd, then sleeps in `Atomics.wait`
+ * until more arrive.
+ *
+ * ```
+ * SharedArrayBuffer
+ * +-- control: 16 x Int32 (64 bytes) ------------------------------------+
+ * | [0] HEAD   slots filled by the main thread (counter, wraps at 2^32)  |
+ * | [1] TAIL   slots written and released by the worker (counter)        |
+ * | [2] STATE  0 starting, 1 running, 2 stopped (worker done with the fd)|
+ * | [3] STOP   set to 1 by close(); the worker leaves after its current  |
+ * |            write, packets still queued are not written               |
+ * | [4] WRITER_WAITING  1 while the worker sleeps in wait(HEAD)          |
+ * | [5] LAST_ERRNO  errno of the last write(2) the kernel refused        |
+ * | [6] ERRNO  -1 when the worker stopped on a JavaScript exception      |
+ * | [7] (unused)                                                         |
+ * | bytes 32..39 WRITTEN  BigInt64: packets the kernel accepted          |
+ * | bytes 40..47 REFUSED  BigInt64: packets the kernel refused           |
+ * +-- slots: slotCount x stride bytes, slot i at 64 + i * stride --------+
+ * | +0 u32 packet length | packet ...                                    |
+ * +----------------------------------------------------------------------+
+ * ```
+ *
+ * Slots TAIL .. HEAD-1 (mod slotCount) hold packets waiting to be written.
+ * The main thread only fills slots outside that window and the worker only
+ * reads inside it. Wake-up: the worker sets WRITER_WAITING, re-checks HEAD and
+ * sleeps; the main thread, after publishing HEAD, notifies only when it swaps
+ * WRITER_WAITING from 1 to 0, so a busy writer costs no syscall per packet.
+ * The main thread never waits for the worker: a full ring drops the packet.
+ * The main thread owns and closes the fd, after STATE is STOPPED.
+ *
+ * @module
+ */
+
+import { errno, libc } from "./libc.ts";
+
+/** Index of the HEAD word in the control block. */
+export const W_HEAD = 0;
+/** Index of the TAIL word. */
+export const W_TAIL = 1;
+/** Index of the STATE word. */
+export const W_STATE = 2;
+/** Index of the STOP word. */
+export const W_STOP = 3;
+/** Index of the WRITER_WAITING word. */
+export const WRITER_WAITING = 4;
+/** Index of the LAST_ERRNO word. */
+export const W_LAST_ERRNO = 5;
+/** Index of the ERRNO word (ERRNO_EXCEPTION when the loop died on an exception). */
+export const W_ERRNO = 6;
+/** Index of the WRITTEN counter in a BigInt64Array over the control block. */
+export const W_WRITTEN64 = 4;
+/** Index of the REFUSED counter in a BigInt64Array over the control block. */
+export const W_REFUSED64 = 5;
+/** Size of the control block in bytes (slots start here). */
+export const W_CONTROL_BYTES = 64;
+/** Bytes in front of each packet inside a slot (the u32 length). */
+export const W_SLOT_HEADER_BYTES = 4;
+
+/** STATE: the worker has not looked at the ring yet. */
+export const W_STATE_STARTING = 0;
+/** STATE: the worker is writing or waiting for packets. */
+export const W_STATE_RUNNING = 1;
+/** STATE: the worker no longer touches the fd or the ring. */
+export const W_STATE_STOPPED = 2;
+/** ERRNO value when the worker stopped because of a JavaScript exception. */
+export const W_ERRNO_EXCEPTION = -1;
+
+/** Longest sleep in Atomics.wait before re-checking STOP, in milliseconds. */
+const IDLE_CHECK_MS = 1000;
+
+/** What the main thread sends to start the loop. */
+export interface TunWriterStart {
+  /** The TUN fd. */
+  readonly fd: number;
+  /** The ring (layout above). */
+  readonly ring: SharedArrayBuffer;
+  /** Number of slots, a power of two. */
+  readonly slotCount: number;
+  /** Bytes per slot, a multiple of 8. */
+  readonly stride: number;
+}
+
+/** What the worker posts when it stops. */
+export interface TunWriterStopped {
+  /** Always "stopped". */
+  readonly type: "stopped";
+  /** Text of a JavaScript exception that ended the loop, if any. */
+  readonly exception?: string;
+}
+
+/**
+ * Runs the write loop until STOP is set; on return STATE is STOPPED. A write
+ * the kernel refuses is counted (REFUSED, LAST_ERRNO) and the loop goes on, as
+ * the direct write path does. Exported for tests; the Worker calls it on its
+ * first message.
+ */
+export function runWriteLoop(start: TunWriterStart): void {
+  const { fd, ring, slotCount, stride } = start;
+  const control = new Int32Array(ring, 0, W_CONTROL_BYTES / 4);
+  const counters = new BigInt64Array(ring, 0, W_CONTROL_BYTES / 8);
+  if (
+    Atomics.compareExchange(control, W_STATE, W_STATE_STARTING, W_STATE_RUNNING) !==
+      W_STATE_STARTING
+  ) {
+    return; // close() won the race before the loop started
+  }
+  try {
+    const c = libc();
+    const mask = slotCount - 1;
+    const words = new Int32Array(ring);
+    const capacity = stride - W_SLOT_HEADER_BYTES;
+    const packets: Uint8Array[] = [];
+    for (let i = 0; i < slotCount; i++) {
+      packets.push(
+        new Uint8Array(ring, W_CONTROL_BYTES + i * stride + W_SLOT_HEADER_BYTES, capacity),
+      );
+    }
+    let written = Number(Atomics.load(counters, W_WRITTEN64));
+    let refused = Number(Atomics.load(counters, W_REFUSED64));
+    let tail = Atomics.load(control, W_TAIL);
+    while (Atomics.load(control, W_STOP) === 0) {
+      const head = Atomics.load(control, W_HEAD);
+      if (head === tail) {
+        Atomics.store(control, WRITER_WAITING, 1);
+        if (Atomics.load(control, W_STOP) === 0) {
+          Atomics.wait(control, W_HEAD, tail, IDLE_CHECK_MS);
+        }
+        Atomics.store(control, WRITER_WAITING, 0);
+        continue;
+      }
+      const writtenBefore = written;
+      const refusedBefore = refused;
+      while (tail !== head && Atomics.load(control, W_STOP) === 0) {
+        const slot = tail & mask;
+        const length = Math.min(words[(W_CONTROL_BYTES + slot * stride) >> 2], capacity);
+        const n = Number(c.write(fd, packets[slot], BigInt(length)));
+        if (n === length) {
+          written++;
+        } else {
+          Atomics.store(control, W_LAST_ERRNO, n < 0 ? errno() : 0);
+          refused++;
+        }
+        tail = (tail + 1) | 0;
+        Atomics.store(control, W_TAIL, tail);
+      }
+      if (written !== writtenBefore) Atomics.store(counters, W_WRITTEN64, BigInt(written));
+      if (refused !== refusedBefore) Atomics.store(counters, W_REFUSED64, BigInt(refused));
+    }
+  } catch (error) {
+    Atomics.store(control, W_ERRNO, W_ERRNO_EXCEPTION);
+    throw error;
+  } finally {
+    Atomics.store(control, W_STATE, W_STATE_STOPPED);
+    Atomics.notify(control, W_STATE);
+  }
+}
+
+/** The parts of a dedicated worker's global scope this file uses. */
+interface WorkerScope {
+  onmessage: ((event: MessageEvent<TunWriterStart>) => void) | null;
+  postMessage(message: TunWriterStopped): void;
+}
+
+function isWorkerScope(scope: unknown): scope is WorkerScope {
+  return typeof scope === "object" && scope !== null && "WorkerGlobalScope" in scope &&
+    "postMessage" in scope;
+}
+
+// Only when running as a Worker (not when the main thread or a test imports this file).
+const scope: unknown = globalThis;
+if (isWorkerScope(scope)) {
+  scope.onmessage = (event) => {
+    let exception: string | undefined;
+    try {
+      runWriteLoop(event.data);
+    } catch (error) {
+      exception = error instanceof Error ? error.message : String(error);
+    }
+    scope.postMessage(
+      exception === undefined ? { type: "stopped" } : { type: "stopped", exception },
+    );
+  };
+}

@@ -12,6 +12,7 @@ import {
   parseProcStat,
   parseProcStatusBytes,
   percentile,
+  slope,
 } from "./_measure.ts";
 
 /** `iperf3 -c 127.0.0.1 -t 1 -J`, the `end` object. */
@@ -132,4 +133,13 @@ Deno.test("percentile uses the nearest rank; median averages the middle pair and
   assertEquals(median([3, 1, 2]), 2);
   assertEquals(median([4, 1, NaN, 2, 3]), 2.5);
   assertEquals(median([NaN]), NaN);
+});
+
+Deno.test("slope fits a least-squares line", () => {
+  assertEquals(slope([0, 1, 2, 3], [5, 7, 9, 11]), 2);
+  assertEquals(slope([0, 1, 2, 3], [4, 4, 4, 4]), 0);
+  // Noise around a flat line: the fit, not the last minus the first.
+  assertEquals(slope([0, 1, 2, 3], [1, 3, 1, 3]).toFixed(2), "0.40");
+  assertEquals(slope([1], [1]), NaN);
+  assertEquals(slope([2, 2], [1, 3]), NaN);
 });

@@ -37,6 +37,26 @@ export interface PathSummary {
   readonly cpuSecondsPerGb: { readonly client: number | null; readonly relay: number | null };
   /** Peak resident set (VmHWM) at the end of the path's runs, MiB; null for the direct path. */
   readonly peakRssMiB: { readonly client: number | null; readonly relay: number | null };
+  /** Memory over one long full-load run (datagram mode only). */
+  readonly soak?: SoakSummary;
+}
+
+/** Resident set of one process sampled during a long TCP upload. */
+export interface RssTrend {
+  /** First sample after 10 s (or a third of a shorter run: past slow start and JIT warm-up), MiB. */
+  readonly startMiB: number;
+  readonly endMiB: number;
+  readonly maxMiB: number;
+  /** Least-squares slope over the samples after the first 10 s, MiB per minute. */
+  readonly slopeMiBPerMin: number;
+}
+
+/** A long full-load run: one TCP stream up for `seconds`, RSS sampled every 2 s. */
+export interface SoakSummary {
+  readonly seconds: number;
+  readonly tcpMbps: number;
+  readonly client: RssTrend;
+  readonly relay: RssTrend;
 }
 
 /** Round-trip time percentiles of one ping run, milliseconds, and the share of pings lost. */
@@ -90,6 +110,7 @@ export interface BenchReport {
     readonly pings: number;
     readonly pingIntervalMs: number;
     readonly sessions: number;
+    readonly soakSeconds: number;
   };
   readonly paths: readonly PathSummary[];
   readonly scale?: ScaleSummary;
@@ -172,6 +193,27 @@ export function formatTable(report: BenchReport): string {
     ...ratios.map((r) => formatRatio(row.value(r.mode), row.value(r.reference))),
   ]);
   return markdownTable(header, body);
+}
+
+/** The soak run as a Markdown table, one row per process. */
+export function formatSoakTable(soak: SoakSummary): string {
+  const row = (name: string, t: RssTrend) => [
+    name,
+    formatNumber(t.startMiB, 1),
+    formatNumber(t.endMiB, 1),
+    formatNumber(t.maxMiB, 1),
+    t.slopeMiBPerMin.toFixed(2),
+  ];
+  return markdownTable(
+    [
+      `RSS during ${soak.seconds} s of TCP at ${soak.tcpMbps.toFixed(0)} Mbit/s`,
+      "settled, MiB",
+      "end, MiB",
+      "max, MiB",
+      "slope, MiB/min",
+    ],
+    [row("client", soak.client), row("relay", soak.relay)],
+  );
 }
 
 /** The scale measure as a two-column Markdown table. */

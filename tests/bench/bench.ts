@@ -36,12 +36,20 @@ import {
   parseProcStat,
   parseProcStatusBytes,
   percentile,
+  slope,
 } from "./_measure.ts";
 import type { CpuTicks } from "./_measure.ts";
 import { haveWireguard, PATH_NAMES, setupPath } from "./_paths.ts";
 import type { MeasuredProcess, PathName, PathSetup } from "./_paths.ts";
-import { formatScaleTable, formatTable, renderChart } from "./_report.ts";
-import type { BenchReport, PathSummary, PingSummary, ScaleSummary } from "./_report.ts";
+import { formatScaleTable, formatSoakTable, formatTable, renderChart } from "./_report.ts";
+import type {
+  BenchReport,
+  PathSummary,
+  PingSummary,
+  RssTrend,
+  ScaleSummary,
+  SoakSummary,
+} from "./_report.ts";
 
 const HELP = `deno task bench [options]    (needs root; see docs/performance.md)
 
@@ -49,8 +57,10 @@ const HELP = `deno task bench [options]    (needs root; see docs/performance.md)
   --repeats N            repeats of the tunnel paths (default 3; --quick 1)
   --baseline-repeats N   repeats of direct and wireguard-go (default 1)
   --tcp-seconds S        length of each iperf3 TCP run (default 10; --quick 3)
-  --udp-seconds S        length of each iperf3 UDP run (default 3; --quick 1)
+  --udp-seconds S        length of each iperf3 UDP run (default 2; --quick 1)
   --sessions N           sessions in the scale measure (default 1000; --quick 200)
+  --soak-seconds S       datagram mode: one TCP upload this long with client and
+                         relay RSS sampled every 2 s (default 60; --quick 12; 0 skips)
   --paths LIST           comma-separated subset of ${PATH_NAMES.join(",")}
   --no-scale             skip the scale measure
   --chart FILE           also write the chart here (default docs/bench-chart.svg
@@ -105,6 +115,7 @@ interface Settings {
   readonly tcpSeconds: number;
   readonly udpSeconds: number;
   readonly sessions: number;
+  readonly soakSeconds: number;
   readonly paths: readonly PathName[];
   readonly scale: boolean;
   readonly chart: string | undefined;
@@ -121,6 +132,7 @@ function parseSettings(args: string[]): Settings | "help" {
       "tcp-seconds": { type: "string" },
       "udp-seconds": { type: "string" },
       sessions: { type: "string" },
+      "soak-seconds": { type: "string" },
       paths: { type: "string" },
       "no-scale": { type: "boolean" },
       chart: { type: "string" },
@@ -146,8 +158,9 @@ function parseSettings(args: string[]): Settings | "help" {
     repeats: int(values.repeats, quick ? 1 : 3, "repeats", 1),
     baselineRepeats: int(values["baseline-repeats"], 1, "baseline-repeats", 1),
     tcpSeconds: int(values["tcp-seconds"], quick ? 3 : 10, "tcp-seconds", 1),
-    udpSeconds: int(values["udp-seconds"], quick ? 1 : 3, "udp-seconds", 1),
+    udpSeconds: int(values["udp-seconds"], quick ? 1 : 2, "udp-seconds", 1),
     sessions: int(values.sessions, quick ? 200 : 1000, "sessions", 1),
+    soakSeconds: int(values["soak-seconds"], quick ? 12 : 60, "soak-seconds", 0),
     // Keep the measuring order of PATH_NAMES.
     paths: PATH_NAMES.filter((p) => paths.includes(p)),
     scale: !values["no-scale"],
@@ -383,12 +396,61 @@ async function measureRepeat(
   return { tcp: { up1, down1, up4, down4 }, udp, pingIdle, pingLoaded };
 }
 
+/** Samples every this often during the soak run. */
+const SOAK_SAMPLE_MS = 2_000;
+/**
+ * Samples before this are left out of the trend (slow start, JIT warm-up):
+ * 10 s, or a third of a shorter run.
+ */
+const SOAK_SETTLE_MS = 10_000;
+
+function trend(samples: readonly { ms: number; bytes: number }[], settleMs: number): RssTrend {
+  const settled = samples.filter((s) => s.ms >= settleMs && !Number.isNaN(s.bytes));
+  const mib = settled.map((s) => s.bytes / MIB);
+  return {
+    startMiB: mib[0] ?? NaN,
+    endMiB: mib[mib.length - 1] ?? NaN,
+    maxMiB: mib.length > 0 ? Math.max(...mib) : NaN,
+    slopeMiBPerMin: slope(settled.map((s) => s.ms / 60_000), mib),
+  };
+}
+
+/** One long TCP upload with the client's and relay's RSS sampled along the way. */
+async function measureSoak(
+  iperf: Iperf,
+  processes: readonly MeasuredProcess[],
+  seconds: number,
+): Promise<SoakSummary> {
+  const samples = new Map<string, { ms: number; bytes: number }[]>();
+  const started = Date.now();
+  let running = true;
+  const run = iperf.tcp([], seconds).finally(() => running = false);
+  while (running) {
+    await Promise.race([sleep(SOAK_SAMPLE_MS), run]);
+    if (!running) break;
+    for (const p of processes) {
+      const list = samples.get(p.role) ?? [];
+      list.push({ ms: Date.now() - started, bytes: await readStatusBytes(p.pid, "VmRSS") });
+      samples.set(p.role, list);
+    }
+  }
+  const { mbps } = await run;
+  const settleMs = Math.min(SOAK_SETTLE_MS, (seconds * 1000) / 3);
+  return {
+    seconds,
+    tcpMbps: mbps,
+    client: trend(samples.get("client") ?? [], settleMs),
+    relay: trend(samples.get("relay") ?? [], settleMs),
+  };
+}
+
 function summarize(
   name: PathName,
   setup: PathSetup | undefined,
   repeats: RepeatResult[],
   cpu: CpuAccount | undefined,
   peaks: Map<string, number>,
+  soak: SoakSummary | undefined,
   error?: string,
 ): PathSummary {
   const med = (pick: (r: RepeatResult) => number) => median(repeats.map(pick));
@@ -425,6 +487,7 @@ function summarize(
       relay: roles.has("relay") ? cpu?.perGb("relay") ?? null : null,
     },
     peakRssMiB: { client: peak("client"), relay: peak("relay") },
+    ...(soak ? { soak } : {}),
   };
 }
 
@@ -450,6 +513,7 @@ async function measurePath(name: PathName, settings: Settings): Promise<PathSumm
   let cpu: CpuAccount | undefined;
   const repeats: RepeatResult[] = [];
   const peaks = new Map<string, number>();
+  let soak: SoakSummary | undefined;
   try {
     await withTopology(`bench-${name === "wireguard-go" ? "wg" : name}`, async (topo) => {
       log(`${name}: setting up`);
@@ -470,6 +534,15 @@ async function measurePath(name: PathName, settings: Settings): Promise<PathSumm
             `ping ${result.pingIdle.p50Ms} ms idle, ${result.pingLoaded.p50Ms} ms loaded`,
         );
       }
+      if (name === "datagram" && settings.soakSeconds > 0) {
+        log(`${name}: soak, one TCP upload of ${settings.soakSeconds} s with RSS samples`);
+        soak = await measureSoak(iperf, setup.processes, settings.soakSeconds);
+        log(
+          `${name}: soak: ${soak.tcpMbps.toFixed(0)} Mbit/s, RSS slope client ` +
+            `${soak.client.slopeMiBPerMin.toFixed(2)}, relay ` +
+            `${soak.relay.slopeMiBPerMin.toFixed(2)} MiB/min`,
+        );
+      }
       const dead = [];
       for (const p of setup.processes) {
         peaks.set(p.role, await readStatusBytes(p.pid, "VmHWM"));
@@ -477,10 +550,10 @@ async function measurePath(name: PathName, settings: Settings): Promise<PathSumm
       }
       if (dead.length > 0) throw new Error(`${dead.join(" and ")} process exited during the run`);
     });
-    return summarize(name, setup, repeats, cpu, peaks);
+    return summarize(name, setup, repeats, cpu, peaks, soak);
   } catch (error) {
     log(`${name}: FAILED: ${errorText(error)}`);
-    return summarize(name, setup, repeats, cpu, peaks, errorText(error));
+    return summarize(name, setup, repeats, cpu, peaks, soak, errorText(error));
   }
 }
 
@@ -600,7 +673,7 @@ function plannedSeconds(settings: Settings): number {
     const repeats = p === "datagram" || p === "stream"
       ? settings.repeats
       : settings.baselineRepeats;
-    total += 6 + repeats * perRepeat;
+    total += 6 + repeats * perRepeat + (p === "datagram" ? settings.soakSeconds : 0);
   }
   return total + (settings.scale ? 15 + settings.sessions / 40 : 0);
 }
@@ -673,6 +746,7 @@ async function main(): Promise<number> {
       pings: PINGS,
       pingIntervalMs: PING_INTERVAL_MS,
       sessions: settings.sessions,
+      soakSeconds: settings.soakSeconds,
     },
     paths: summaries,
     ...(scale ? { scale } : {}),
@@ -694,6 +768,7 @@ async function main(): Promise<number> {
       `${host.wireguardGo}\n`,
   );
   console.log(formatTable(report));
+  for (const p of summaries) if (p.soak) console.log(`\n${formatSoakTable(p.soak)}`);
   if (scale) console.log(`\n${formatScaleTable(scale)}`);
   for (const p of summaries.filter((s) => !s.ok)) console.log(`\n${p.name} failed: ${p.error}`);
   console.log(

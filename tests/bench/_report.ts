@@ -120,6 +120,8 @@ interface Row {
   readonly label: string;
   readonly value: (p: PathSummary) => number | null;
   readonly digits: number;
+  /** False where a ratio means nothing (loss percentages near 0). */
+  readonly ratio?: boolean;
 }
 
 function udpRow(rate: number, label: string, pick: "lossPercent" | "receivedMbps"): Row {
@@ -127,6 +129,7 @@ function udpRow(rate: number, label: string, pick: "lossPercent" | "receivedMbps
     label,
     value: (p) => p.udp.find((u) => u.offeredMbps === rate)?.[pick] ?? NaN,
     digits: pick === "lossPercent" ? 2 : 0,
+    ratio: pick !== "lossPercent",
   };
 }
 
@@ -190,7 +193,9 @@ export function formatTable(report: BenchReport): string {
   const body = rows(report.settings.udpRatesMbps).map((row) => [
     row.label,
     ...paths.map((p) => formatNumber(row.value(p), row.digits)),
-    ...ratios.map((r) => formatRatio(row.value(r.mode), row.value(r.reference))),
+    ...ratios.map((r) =>
+      row.ratio === false ? "—" : formatRatio(row.value(r.mode), row.value(r.reference))
+    ),
   ]);
   return markdownTable(header, body);
 }

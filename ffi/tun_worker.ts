@@ -31,6 +31,7 @@
  */
 
 import { encodePollfds } from "./_struct.ts";
+import { serveLoop, type WorkerStopped } from "./_worker.ts";
 import { EAGAIN, EINTR, errno, libc, POLLIN } from "./libc.ts";
 
 /** Index of the HEAD word in the control block. */
@@ -82,12 +83,7 @@ export interface TunWorkerStart {
 }
 
 /** What the worker posts when it stops. */
-export interface TunWorkerStopped {
-  /** Always "stopped". */
-  readonly type: "stopped";
-  /** Text of a JavaScript exception that ended the loop, if any. */
-  readonly exception?: string;
-}
+export type TunWorkerStopped = WorkerStopped;
 
 /**
  * Runs the read loop until STOP is set or a read fails; on return STATE is
@@ -146,29 +142,4 @@ export function runReadLoop(start: TunWorkerStart): void {
   }
 }
 
-/** The parts of a dedicated worker's global scope this file uses. */
-interface WorkerScope {
-  onmessage: ((event: MessageEvent<TunWorkerStart>) => void) | null;
-  postMessage(message: TunWorkerStopped): void;
-}
-
-function isWorkerScope(scope: unknown): scope is WorkerScope {
-  return typeof scope === "object" && scope !== null && "WorkerGlobalScope" in scope &&
-    "postMessage" in scope;
-}
-
-// Only when running as a Worker (not when the main thread or a test imports this file).
-const scope: unknown = globalThis;
-if (isWorkerScope(scope)) {
-  scope.onmessage = (event) => {
-    let exception: string | undefined;
-    try {
-      runReadLoop(event.data);
-    } catch (error) {
-      exception = error instanceof Error ? error.message : String(error);
-    }
-    scope.postMessage(
-      exception === undefined ? { type: "stopped" } : { type: "stopped", exception },
-    );
-  };
-}
+serveLoop<TunWorkerStart>(runReadLoop);

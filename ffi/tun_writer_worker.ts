@@ -38,6 +38,7 @@
  * @module
  */
 
+import { serveLoop, type WorkerStopped } from "./_worker.ts";
 import { errno, libc } from "./libc.ts";
 
 /** Index of the HEAD word in the control block. */
@@ -88,12 +89,7 @@ export interface TunWriterStart {
 }
 
 /** What the worker posts when it stops. */
-export interface TunWriterStopped {
-  /** Always "stopped". */
-  readonly type: "stopped";
-  /** Text of a JavaScript exception that ended the loop, if any. */
-  readonly exception?: string;
-}
+export type TunWriterStopped = WorkerStopped;
 
 /**
  * Runs the write loop until STOP is set; on return STATE is STOPPED. A write
@@ -162,29 +158,4 @@ export function runWriteLoop(start: TunWriterStart): void {
   }
 }
 
-/** The parts of a dedicated worker's global scope this file uses. */
-interface WorkerScope {
-  onmessage: ((event: MessageEvent<TunWriterStart>) => void) | null;
-  postMessage(message: TunWriterStopped): void;
-}
-
-function isWorkerScope(scope: unknown): scope is WorkerScope {
-  return typeof scope === "object" && scope !== null && "WorkerGlobalScope" in scope &&
-    "postMessage" in scope;
-}
-
-// Only when running as a Worker (not when the main thread or a test imports this file).
-const scope: unknown = globalThis;
-if (isWorkerScope(scope)) {
-  scope.onmessage = (event) => {
-    let exception: string | undefined;
-    try {
-      runWriteLoop(event.data);
-    } catch (error) {
-      exception = error instanceof Error ? error.message : String(error);
-    }
-    scope.postMessage(
-      exception === undefined ? { type: "stopped" } : { type: "stopped", exception },
-    );
-  };
-}
+serveLoop<TunWriterStart>(runWriteLoop);

@@ -2,6 +2,7 @@
 // netlink and ioctl structs use host byte order, IP addresses network order.
 // Each line of a hex() call is one struct field.
 import { assert, assertEquals, assertThrows } from "../tests/support/assert.ts";
+import { prng } from "../tests/support/bytes.ts";
 import { PrefixError } from "./_address.ts";
 import {
   checkInterfaceName,
@@ -528,18 +529,8 @@ Deno.test("parseRtattrs() splits attributes and rejects bad lengths", () => {
   assertThrows(() => parseRtattrs(hex("09 00 01 00 00")), StructError, "length 9 is outside 4..5");
 });
 
-/** mulberry32: a small seeded generator, so a failure can be replayed. */
-function random(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 Deno.test("netlink parsers only ever throw StructError on random and mutated input", () => {
-  const next = random(0x5eed);
+  const next = prng(0x5eed);
   const seeds = [ACK_OK, ACK_EEXIST_TLV, ACK_EINVAL_UNCAPPED];
   let rejected = 0;
   for (let i = 0; i < 5000; i++) {

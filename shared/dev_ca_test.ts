@@ -5,6 +5,7 @@ import {
   assertRejects,
   assertThrows,
 } from "../tests/support/assert.ts";
+import { hex } from "../tests/support/bytes.ts";
 import {
   CertificateError,
   certificateMatchesKey,
@@ -21,8 +22,6 @@ import {
   parseIpAddress,
 } from "./dev_ca.ts";
 
-const hex = (s: string) =>
-  Uint8Array.from(s.replace(/\s+/g, "").match(/../g) ?? [], (b) => parseInt(b, 16));
 const toHex = (bytes: Uint8Array) =>
   Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 const includes = (haystack: Uint8Array, needle: string) => toHex(haystack).includes(needle);

@@ -5,6 +5,7 @@
  * raw peer sees.
  */
 import { assert, assertEquals, assertRejects } from "../../tests/support/assert.ts";
+import { hex, prng } from "../../tests/support/bytes.ts";
 import { createFakeQuicPair, readAll, until, within } from "../../tests/support/fake_quic.ts";
 import type { FakeQuicConn, FakeQuicOptions } from "../../tests/support/fake_quic.ts";
 import {
@@ -24,20 +25,6 @@ import {
 import { H3Connection } from "./connection.ts";
 import type { H3ConnectionOptions, H3RequestStream } from "./connection.ts";
 import { clientSettings, parseSettingsPayload, serverSettings } from "./settings.ts";
-
-/** Bytes from hex digits; spaces are ignored. */
-const hex = (s: string) => {
-  const digits = s.replace(/\s+/g, "");
-  return Uint8Array.from(digits.match(/../g) ?? [], (b) => parseInt(b, 16));
-};
-
-/** Deterministic PRNG (mulberry32) so that a failing fuzz case can be replayed. */
-const prng = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = Math.imul(seed ^ (seed >>> 15), seed | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
 
 /**
  * A control stream with a valid SETTINGS frame:

@@ -4,6 +4,7 @@ import {
   assertStrictEquals,
   assertThrows,
 } from "../../tests/support/assert.ts";
+import { hex, prng } from "../../tests/support/bytes.ts";
 import { H3_EXCESSIVE_LOAD, H3_FRAME_ERROR, H3_FRAME_UNEXPECTED, H3Error } from "../errors.ts";
 import {
   DEFAULT_MAX_FRAME_PAYLOAD,
@@ -23,12 +24,6 @@ import {
   isReservedFrameType,
   parseGoawayPayload,
 } from "./frame.ts";
-
-/** Bytes from hex digits; spaces are ignored. */
-const hex = (s: string) => {
-  const digits = s.replace(/\s+/g, "");
-  return Uint8Array.from(digits.match(/../g) ?? [], (b) => parseInt(b, 16));
-};
 
 const concat = (parts: Uint8Array[]) => {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -55,14 +50,6 @@ const feedBytewise = (reader: FrameReader, bytes: Uint8Array) => {
     events.push(...drain(reader));
   }
   return events;
-};
-
-/** Deterministic PRNG (mulberry32) so that a failing fuzz case can be replayed. */
-const prng = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = Math.imul(seed ^ (seed >>> 15), seed | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
 };
 
 Deno.test("frame type constants match RFC 9114 §7.2 and §11.2.1", () => {

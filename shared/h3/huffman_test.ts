@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
+import { hex, prng } from "../../tests/support/bytes.ts";
 import {
   HUFFMAN_EOS,
   huffmanCode,
@@ -9,21 +10,7 @@ import {
   HuffmanError,
 } from "./huffman.ts";
 
-const hex = (s: string) =>
-  Uint8Array.from(s.replace(/\s/g, "").match(/../g) ?? [], (b) => parseInt(b, 16));
 const ascii = (s: string) => new TextEncoder().encode(s);
-
-/** Deterministic PRNG (mulberry32) so that failures reproduce. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** RFC 7541 C.4.1-C.4.3 (requests) and C.6.1-C.6.3 (responses) Huffman strings. */
 const RFC_EXAMPLES: ReadonlyArray<readonly [string, string]> = [

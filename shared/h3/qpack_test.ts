@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
+import { hex, prng } from "../../tests/support/bytes.ts";
 import { H3_EXCESSIVE_LOAD, H3Error, QPACK_DECOMPRESSION_FAILED } from "../errors.ts";
 import { huffmanEncode } from "./huffman.ts";
 import {
@@ -10,8 +11,6 @@ import {
   QPACK_STATIC_TABLE,
 } from "./qpack.ts";
 
-const hex = (s: string) =>
-  Uint8Array.from(s.replace(/\s/g, "").match(/../g) ?? [], (b) => parseInt(b, 16));
 const ascii = (s: string) => new TextEncoder().encode(s);
 const concat = (...parts: Uint8Array[]) => {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -22,18 +21,6 @@ const concat = (...parts: Uint8Array[]) => {
   }
   return out;
 };
-
-/** Deterministic PRNG (mulberry32) so that failures reproduce. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Expects a QPACK_DECOMPRESSION_FAILED connection error with exactly `message`. */
 function assertDecompressionFailed(bytes: Uint8Array, message: string): void {

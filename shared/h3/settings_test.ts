@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
+import { hex, prng } from "../../tests/support/bytes.ts";
 import { H3_FRAME_ERROR, H3_SETTINGS_ERROR, H3Error } from "../errors.ts";
 import { FRAME_SETTINGS, FrameReader } from "./frame.ts";
 import {
@@ -12,20 +13,6 @@ import {
   SETTINGS_QPACK_BLOCKED_STREAMS,
   SETTINGS_QPACK_MAX_TABLE_CAPACITY,
 } from "./settings.ts";
-
-/** Bytes from hex digits; spaces are ignored. */
-const hex = (s: string) => {
-  const digits = s.replace(/\s+/g, "");
-  return Uint8Array.from(digits.match(/../g) ?? [], (b) => parseInt(b, 16));
-};
-
-/** Deterministic PRNG (mulberry32) so that a failing fuzz case can be replayed. */
-const prng = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = Math.imul(seed ^ (seed >>> 15), seed | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
 
 /** Reads one whole SETTINGS frame with FrameReader and returns its payload. */
 const settingsPayload = (frame: Uint8Array) => {

@@ -1,4 +1,5 @@
 import { assertEquals, assertThrows } from "../../tests/support/assert.ts";
+import { hex } from "../../tests/support/bytes.ts";
 import {
   decodeVarint,
   decodeVarintBigInt,
@@ -8,8 +9,6 @@ import {
   VarintError,
   varintSize,
 } from "./varint.ts";
-
-const hex = (s: string) => Uint8Array.from(s.match(/../g)!.map((b) => parseInt(b, 16)));
 
 Deno.test("decodeVarint() reads the RFC 9000 A.1 examples", async (t) => {
   await t.step("8 bytes: c2197c5eff14e88c = 151288809941952652", () => {

@@ -4,6 +4,7 @@ import {
   assertStrictEquals,
   assertThrows,
 } from "../../tests/support/assert.ts";
+import { hex } from "../../tests/support/bytes.ts";
 import { CapsuleError } from "../errors.ts";
 import { encodeVarint } from "../h3/varint.ts";
 import { createPrefix, parseIp, parsePrefix } from "../packet/ip_address.ts";
@@ -23,10 +24,6 @@ import {
   writeDatagramCapsuleHeader,
 } from "./capsule.ts";
 
-const hex = (s: string) => {
-  const clean = s.replace(/\s+/g, "");
-  return Uint8Array.from(clean.match(/../g) ?? [], (b) => parseInt(b, 16));
-};
 const concat = (...parts: Uint8Array[]) => {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let offset = 0;

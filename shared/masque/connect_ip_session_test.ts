@@ -5,6 +5,7 @@
  * limit, and the statuses of refused requests.
  */
 import { assert, assertEquals, assertRejects } from "../../tests/support/assert.ts";
+import { hex } from "../../tests/support/bytes.ts";
 import { createFakeQuicPair, readAll, until, within } from "../../tests/support/fake_quic.ts";
 import type { FakeQuicOptions } from "../../tests/support/fake_quic.ts";
 import { H3_FRAME_UNEXPECTED } from "../errors.ts";
@@ -35,12 +36,6 @@ import type {
   PacketMode,
   SessionEnd,
 } from "./connect_ip_session.ts";
-
-/** Bytes from hex digits; spaces are ignored. */
-const hex = (s: string) => {
-  const digits = s.replace(/\s+/g, "");
-  return Uint8Array.from(digits.match(/../g) ?? [], (b) => parseInt(b, 16));
-};
 
 /** RFC 9484 §4.6's default template expanded for any target and protocol. */
 const ANY_PATH = "/.well-known/masque/ip/*/*/";

@@ -4,6 +4,7 @@ import {
   assertStrictEquals,
   assertThrows,
 } from "../../tests/support/assert.ts";
+import { hex } from "../../tests/support/bytes.ts";
 import { CapsuleError, H3_DATAGRAM_ERROR, H3Error } from "../errors.ts";
 import { VarintError } from "../h3/varint.ts";
 import {
@@ -15,9 +16,6 @@ import {
   quarterStreamId,
   writeHttpDatagramHeader,
 } from "./http_datagram.ts";
-
-const hex = (s: string) =>
-  Uint8Array.from(s.replace(/\s+/g, "").match(/../g) ?? [], (b) => parseInt(b, 16));
 
 Deno.test("parseHttpDatagram() reads hand-built datagrams", async (t) => {
   await t.step("stream 0, context 0, an IPv4 header start", () => {

@@ -4,15 +4,13 @@ import {
   assertStrictEquals,
   assertThrows,
 } from "../../tests/support/assert.ts";
+import { hex } from "../../tests/support/bytes.ts";
 import {
   encodeLengthPrefixed,
   LengthPrefixDecoder,
   LengthPrefixError,
   MAX_LENGTH_PREFIXED_PACKET,
 } from "./length_prefix.ts";
-
-const hex = (s: string) =>
-  Uint8Array.from(s.replace(/\s+/g, "").match(/../g) ?? [], (b) => parseInt(b, 16));
 
 function drain(decoder: LengthPrefixDecoder): Uint8Array[] {
   const out: Uint8Array[] = [];

@@ -1,4 +1,5 @@
 import { assert, assertEquals } from "../../tests/support/assert.ts";
+import { hex } from "../../tests/support/bytes.ts";
 import {
   checksumAdd,
   checksumAdd16,
@@ -11,9 +12,6 @@ import {
   ipv4PseudoHeaderSum,
   ipv6PseudoHeaderSum,
 } from "./checksum.ts";
-
-const hex = (s: string) =>
-  Uint8Array.from(s.replace(/\s+/g, "").match(/../g)!.map((b) => parseInt(b, 16)));
 
 /** A slow, obviously correct reference: sum all words, fold once at the end. */
 function referenceChecksum(bytes: Uint8Array): number {

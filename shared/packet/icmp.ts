@@ -1,6 +1,6 @@
 /**
  * ICMP error messages that a tunnel endpoint sends back to the source of a
- * packet it cannot forward (RFC 9484 §8 and §10.1): Packet Too Big
+ * packet it cannot forward (RFC 9484 §7 and §10.1): Packet Too Big
  * (RFC 4443 §3.2), Fragmentation Needed (RFC 792, RFC 1191 §4) and
  * Destination Unreachable (RFC 792, RFC 4443 §3.1).
  *
@@ -224,7 +224,7 @@ export function buildPacketTooBig(
 /**
  * Builds a Destination Unreachable message (RFC 792 type 3; RFC 4443 §3.1
  * type 1) telling the original source why its packet was dropped, as
- * RFC 9484 §8 suggests for invalid sources and unroutable destinations. Same
+ * RFC 9484 §7 suggests for invalid sources and unroutable destinations. Same
  * addressing, quoting and refusal rules as {@linkcode buildPacketTooBig},
  * except that there is no MTU, IPv4 DF does not matter, and no IPv6 error is
  * sent for a multicast destination (RFC 4443 §2.4 (e.3)).

@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertStrictEquals } from "../../tests/support/assert.ts";
+import { hex } from "../../tests/support/bytes.ts";
 import {
   buildIcmpv4Echo,
   buildIcmpv6Echo,
@@ -12,8 +13,6 @@ import { parseIp } from "./ip_address.ts";
 import { buildDestinationUnreachable, buildPacketTooBig } from "./icmp.ts";
 import { ipProtocol, readDestination, readSource, validateIpPacket } from "./ip_header.ts";
 
-const hex = (s: string) =>
-  Uint8Array.from(s.replace(/\s+/g, "").match(/../g)!.map((b) => parseInt(b, 16)));
 const ip = (text: string) => parseIp(text)!;
 
 // The hand-built packets of ip_header_test.ts.

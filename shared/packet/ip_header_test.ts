@@ -4,6 +4,7 @@ import {
   assertStrictEquals,
   assertThrows,
 } from "../../tests/support/assert.ts";
+import { hex } from "../../tests/support/bytes.ts";
 import {
   buildIcmpv6Echo,
   buildIpv4,
@@ -35,8 +36,6 @@ import {
   validateIpPacket,
 } from "./ip_header.ts";
 
-const hex = (s: string) =>
-  Uint8Array.from(s.replace(/\s+/g, "").match(/../g)!.map((b) => parseInt(b, 16)));
 const ip = (text: string) => parseIp(text)!;
 
 // 198.18.0.1:1234 -> 198.18.0.2:5678, UDP payload "ping". Checksums worked by hand:

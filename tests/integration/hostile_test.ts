@@ -15,6 +15,7 @@
  * Run: deno test --unstable-net --allow-net --allow-read --allow-env tests/integration/hostile_test.ts
  */
 import { assert, assertEquals } from "../support/assert.ts";
+import { hex, prng } from "../support/bytes.ts";
 import { testCerts } from "../support/certs.ts";
 import { until, within } from "../support/fake_quic.ts";
 import { buildIpv4Udp, InMemoryPacketDevice } from "../support/packet_builder.ts";
@@ -46,20 +47,6 @@ const opts = { sanitizeOps: false, sanitizeResources: false };
 const ALPN = ["h3"];
 /** Longest any one phase may take, milliseconds. */
 const PHASE_MS = 30_000;
-
-/** Bytes from hex digits; spaces are ignored. */
-const hex = (s: string) => {
-  const digits = s.replace(/\s+/g, "");
-  return Uint8Array.from(digits.match(/../g) ?? [], (b) => parseInt(b, 16));
-};
-
-/** Deterministic PRNG (mulberry32) so that a failing run can be replayed. */
-const prng = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = Math.imul(seed ^ (seed >>> 15), seed | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
 
 const ANY_PATH = expandConnectIpPath("/.well-known/masque/ip/{target}/{ipproto}/", {
   target: { kind: "any" },

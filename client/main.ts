@@ -144,7 +144,14 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
       ended.then((end) => `session ended: ${end.message}`),
       h3.closed.then((info) => `connection closed: ${describeClose(info)}`),
     ]);
-    log.info("stopping", { why, ...flatten(pump.stats) });
+    log.info("stopping", {
+      why,
+      ...flatten(pump.stats),
+      // Drops at a full send queue (the path was slower than the sender).
+      datagramsQueueFull: h3.stats.datagramsQueueFull,
+      streamQueueFull: session.stats.queueFull,
+      tunWriteDrops: tun.stats.writeDrops,
+    });
     cleanup();
     await session.close().catch(() => {});
     h3.close();

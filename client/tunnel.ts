@@ -9,7 +9,7 @@
  *
  * Inbound (relay to this machine):
  *   QUIC -> session (context 0) -> policy (destination is one of our
- *   assigned addresses, RFC 9484 §8) -> TUN write
+ *   assigned addresses, RFC 9484 §7) -> TUN write
  *
  * @module
  */

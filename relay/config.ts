@@ -82,7 +82,7 @@ Options:
   --max-sessions N     most concurrent sessions (default 1024)
   --status-file FILE   write a JSON status (sessions, counters) every 2 s
   --idle-timeout SEC   end a session whose client is silent this long
-                       (default 30; clients send keep-alives every 10 s)
+                       (default 30; clients send keep-alives every 1 s)
   --log-level LEVEL    debug, info, warn or error (default info;
                        environment MASQUE_LOG_LEVEL)
   -h, --help           show this help

@@ -4,7 +4,7 @@
  *
  * Packet path, client to world:
  *   QUIC datagram or DATAGRAM capsule -> session (context 0) ->
- *   policy (source is the session's address, destination routed, RFC 9484 §8)
+ *   policy (source is the session's address, destination routed, RFC 9484 §7)
  *   -> TUN write -> kernel forwarding and NAT
  *
  * World to client:
@@ -14,7 +14,7 @@
  *   (RFC 9484 §10.1)
  *
  * The kernel decrements TTL when it forwards into or out of the TUN, so the
- * relay itself never does (RFC 9484 §8).
+ * relay itself never does (RFC 9484 §7).
  *
  * Everything here reaches the world through a {@linkcode PacketDevice} and
  * {@linkcode QuicConnLike}, so tests run it with an in-memory TUN.
@@ -60,7 +60,7 @@ export interface RelayStats {
   sessionsRefused: number;
   packetsFromClients: number;
   packetsToClients: number;
-  /** Client packets dropped, by reason (RFC 9484 §8 checks). */
+  /** Client packets dropped, by reason (RFC 9484 §7 checks). */
   droppedFromClients: Record<string, number>;
   /** TUN packets with no session owning their destination. */
   droppedNoSession: number;

@@ -61,12 +61,11 @@ export type SendResult = "sent" | "too_big" | "closed";
  * Past this many the newest packet is dropped instead, as a router drops at
  * a full queue, and the tunnelled TCP backs off. Writes made in the current
  * turn of the event loop count too (their promises settle only after it),
- * so this must exceed the largest batch a caller sends at once (the TUN
- * reader's 256 packets). The same number as the datagram-mode bound,
- * `DEFAULT_MAX_DATAGRAMS_QUEUED` in `h3/connection.ts`; at a 1500-byte MTU
- * it holds about 750 KiB.
+ * and one turn can carry several TUN batches of 256. The same number as the
+ * datagram-mode bound, `DEFAULT_MAX_DATAGRAMS_QUEUED` in `h3/connection.ts`
+ * (see there why); at a 1500-byte MTU it holds about 3 MiB.
  */
-export const DEFAULT_MAX_PACKETS_QUEUED = 512;
+export const DEFAULT_MAX_PACKETS_QUEUED = 2048;
 
 /** Counters of one session. */
 export interface ConnectIpSessionStats {

@@ -412,9 +412,10 @@ Deno.test("sendPacket() in stream mode drops and counts packets past maxPacketsQ
   const { client, server } = await s.open("stream");
   const v = collect(server);
   const numbered = (i: number) => packet(i >> 8, i & 0xff);
-  // 600 packets in one turn of the event loop, as a TUN batch is sent: no
-  // write has settled yet, so the first 512 are written and 88 dropped,
-  // each still reported as sent (the session is open).
+  // The bound plus 88 packets in one turn of the event loop, as TUN
+  // batches are sent: no write has settled yet, so the first
+  // DEFAULT_MAX_PACKETS_QUEUED are written and 88 dropped, each still
+  // reported as sent (the session is open).
   const total = DEFAULT_MAX_PACKETS_QUEUED + 88;
   for (let i = 0; i < total; i++) assertEquals(client.sendPacket(numbered(i)), "sent");
   assertEquals(client.stats.packetsOut, DEFAULT_MAX_PACKETS_QUEUED);

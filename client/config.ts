@@ -38,6 +38,8 @@ export interface ClientConfig {
   readonly routes: readonly IpPrefix[];
   readonly mode: PacketMode;
   readonly logLevel: LogLevel;
+  /** Where to write the counters as JSON every 2 s (needs `--allow-write` for it). */
+  readonly statusFile?: string;
 }
 
 /** `--help` text; every option is listed here and in docs/. */
@@ -60,6 +62,8 @@ Options:
                        stream (IP packets in DATAGRAM capsules: reliable, ordered)
   --log-level LEVEL    debug, info, warn or error (default info;
                        environment MASQUE_LOG_LEVEL)
+  --status-file FILE   write the counters (packets, drops by reason and place)
+                       as JSON every 2 s; run with --allow-write=FILE
   -h, --help           show this help
 `;
 
@@ -86,6 +90,7 @@ export function parseClientConfig(
         mtu: { type: "string" },
         mode: { type: "string" },
         "log-level": { type: "string" },
+        "status-file": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -158,6 +163,7 @@ export function parseClientConfig(
       routes: Object.freeze(routes as IpPrefix[]),
       mode: mode as PacketMode,
       logLevel: logLevel!,
+      statusFile: values["status-file"],
     }),
   };
 }

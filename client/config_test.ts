@@ -13,6 +13,12 @@ Deno.test("parseClientConfig() takes host, port and template from --relay", asyn
     ]);
     assertEquals(r.config.template, "/.well-known/masque/ip/{target}/{ipproto}/");
     assertEquals([r.config.mode, r.config.tunName, r.config.mtu], ["datagram", "mvpn0", "auto"]);
+    assertEquals(r.config.statusFile, undefined);
+  });
+  await t.step("--status-file", () => {
+    const r = parseClientConfig(["--relay", "https://r", "--status-file", "/run/mvpn.json"]);
+    assert(r.ok === true);
+    assertEquals(r.config.statusFile, "/run/mvpn.json");
   });
   await t.step("IPv6 literal, default port 443, custom template", () => {
     const r = parseClientConfig(["--relay", "https://[fd00::1]/vpn/{target}/{ipproto}"]);

@@ -139,19 +139,27 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
       }
     });
     pump.runOutbound().catch((error) => log.warn("TUN loop failed", { error: errorText(error) }));
-    const why = await Promise.race([
-      stop.then((signal) => `received ${signal}`),
-      ended.then((end) => `session ended: ${end.message}`),
-      h3.closed.then((info) => `connection closed: ${describeClose(info)}`),
-    ]);
-    log.info("stopping", {
-      why,
-      ...flatten(pump.stats),
+    const counters = () => ({
+      ...flatten(pump!.stats),
       // Drops at a full send queue (the path was slower than the sender).
       datagramsQueueFull: h3.stats.datagramsQueueFull,
       streamQueueFull: session.stats.queueFull,
       tunWriteDrops: tun.stats.writeDrops,
     });
+    if (config.statusFile) {
+      const file = config.statusFile;
+      const timer = setInterval(() => {
+        const status = { tun: tun.name, mtu, mode: config.mode, ...counters() };
+        Deno.writeTextFile(file, JSON.stringify(status, null, 2) + "\n").catch(() => {});
+      }, 2000);
+      cleanups.unshift(() => clearInterval(timer));
+    }
+    const why = await Promise.race([
+      stop.then((signal) => `received ${signal}`),
+      ended.then((end) => `session ended: ${end.message}`),
+      h3.closed.then((info) => `connection closed: ${describeClose(info)}`),
+    ]);
+    log.info("stopping", { why, ...counters() });
     cleanup();
     await session.close().catch(() => {});
     h3.close();

@@ -207,3 +207,37 @@ export function slope(xs: readonly number[], ys: readonly number[]): number {
   }
   return den === 0 ? NaN : num / den;
 }
+
+/**
+ * Reads `RcvbufErrors` of the `Udp:` lines of `/proc/net/snmp` (datagrams
+ * the kernel dropped because a socket's receive buffer was full; per
+ * network namespace). The first `Udp:` line names the fields, the second
+ * holds the values.
+ */
+export function parseUdpRcvbufErrors(text: string): number {
+  const lines = text.split("\n").filter((l) => l.startsWith("Udp: "));
+  if (lines.length < 2) throw new Error("Cannot parse /proc/net/snmp: no Udp lines");
+  const names = lines[0].trim().split(/\s+/);
+  const values = lines[1].trim().split(/\s+/);
+  const index = names.indexOf("RcvbufErrors");
+  const value = Number(values[index]);
+  if (index < 1 || !Number.isInteger(value)) {
+    throw new Error("Cannot parse /proc/net/snmp: no Udp RcvbufErrors value");
+  }
+  return value;
+}
+
+/** Reads the transmit drops of one link from `ip -s -j link show dev X` output. */
+export function parseLinkTxDropped(text: string): number {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new Error("Cannot parse ip -j link output: not JSON");
+  }
+  const dropped = Array.isArray(json) ? field(json[0], "stats64", "tx", "dropped") : undefined;
+  if (typeof dropped !== "number") {
+    throw new Error("Cannot parse ip -j link output: no stats64.tx.dropped");
+  }
+  return dropped;
+}

@@ -8,9 +8,11 @@ import {
   median,
   parseIperfTcp,
   parseIperfUdp,
+  parseLinkTxDropped,
   parsePing,
   parseProcStat,
   parseProcStatusBytes,
+  parseUdpRcvbufErrors,
   percentile,
   slope,
 } from "./_measure.ts";
@@ -142,4 +144,28 @@ Deno.test("slope fits a least-squares line", () => {
   assertEquals(slope([0, 1, 2, 3], [1, 3, 1, 3]).toFixed(2), "0.40");
   assertEquals(slope([1], [1]), NaN);
   assertEquals(slope([2, 2], [1, 3]), NaN);
+});
+
+Deno.test("parseUdpRcvbufErrors reads the Udp line of /proc/net/snmp, not UdpLite", () => {
+  const text = [
+    "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors",
+    "Udp: 36954 17 5 37642 5 0 0 0 0",
+    "UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors",
+    "UdpLite: 0 0 0 0 9 0 0 0 0",
+  ].join("\n");
+  assertEquals(parseUdpRcvbufErrors(text), 5);
+  assertThrows(() => parseUdpRcvbufErrors("Ip: 1 2\n"), Error, "no Udp lines");
+});
+
+Deno.test("parseLinkTxDropped reads stats64.tx.dropped of `ip -s -j link`", () => {
+  const text = JSON.stringify([{
+    ifname: "mvpn0",
+    stats64: {
+      rx: { bytes: 1103, packets: 15, dropped: 0 },
+      tx: { bytes: 114609233, packets: 86321, errors: 0, dropped: 237 },
+    },
+  }]);
+  assertEquals(parseLinkTxDropped(text), 237);
+  assertThrows(() => parseLinkTxDropped("[]"), Error, "no stats64.tx.dropped");
+  assertThrows(() => parseLinkTxDropped("Device does not exist"), Error, "not JSON");
 });

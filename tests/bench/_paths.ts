@@ -36,6 +36,20 @@ export interface PathSetup {
   readonly processes: readonly MeasuredProcess[];
   /** MTU of the interface the client's traffic leaves by, bytes. */
   readonly mtu: number;
+  /** The interface in the client namespace that the client's traffic leaves by. */
+  readonly clientInterface: string;
+  /** Drop counters of the project's client and relay (tunnel paths only). */
+  readonly processDrops?: () => Promise<ProcessDrops>;
+}
+
+/** Packets the project's processes dropped, by place, since they started. */
+export interface ProcessDrops {
+  /** Client: a full send queue (datagrams waiting on QUIC, or stream writes). */
+  readonly clientQueueFull: number;
+  /** Relay: TUN writes refused (writer ring full, or the kernel). */
+  readonly relayTunWrite: number;
+  /** Relay: packets from clients dropped by the RFC 9484 §7 checks. */
+  readonly relayPolicy: number;
 }
 
 /** The network behind the relay that every path routes (the target's link). */
@@ -71,7 +85,7 @@ export function setupPath(topo: Topology, name: PathName): Promise<PathSetup> {
 async function setupDirect(topo: Topology): Promise<PathSetup> {
   await topo.run("client", ["ip", "route", "add", TARGET_NET4, "via", topo.relayUnderlay4]);
   await topo.run("target", ["ip", "route", "add", CLIENT_LINK_NET4, "via", "198.18.1.1"]);
-  return { name: "direct", processes: [], mtu: 1500 };
+  return { name: "direct", processes: [], mtu: 1500, clientInterface: topo.interfaces.client };
 }
 
 async function setupTunnel(topo: Topology, mode: "datagram" | "stream"): Promise<PathSetup> {
@@ -84,6 +98,17 @@ async function setupTunnel(topo: Topology, mode: "datagram" | "stream"): Promise
       { role: "relay", pid: relay.process.pid, process: relay.process },
     ],
     mtu: client.mtu,
+    clientInterface: client.tun,
+    processDrops: async () => {
+      const [c, r] = await Promise.all([client.status(), relay.status()]);
+      const sum = (record: Record<string, number>) =>
+        Object.values(record).reduce((a, b) => a + b, 0);
+      return {
+        clientQueueFull: Number(c.datagramsQueueFull) + Number(c.streamQueueFull),
+        relayTunWrite: r.stats.tunWriteErrors,
+        relayPolicy: sum(r.stats.droppedFromClients),
+      };
+    },
   };
 }
 
@@ -170,5 +195,6 @@ async function setupWireguard(topo: Topology): Promise<PathSetup> {
       { role: "relay", pid: relayProcess.pid, process: relayProcess },
     ],
     mtu: WG_MTU,
+    clientInterface: WG_CLIENT_IF,
   };
 }

@@ -39,6 +39,33 @@ export interface PathSummary {
   readonly peakRssMiB: { readonly client: number | null; readonly relay: number | null };
   /** Memory over one long full-load run (datagram mode only). */
   readonly soak?: SoakSummary;
+  /** Where the packets lost in the UDP runs at {@linkcode DROP_RATE_MBPS} went, summed over the repeats. */
+  readonly udpDrops?: DropPlaces;
+}
+
+/** The offered rate whose losses are traced to a place. */
+export const DROP_RATE_MBPS = 300;
+
+/**
+ * Packets lost in UDP runs and the counters that explain them. Kernel
+ * counters are per namespace (any UDP socket there); process counters exist
+ * for the project's tunnel only.
+ */
+export interface DropPlaces {
+  /** Lost by iperf3's count (bytes sent minus received, in datagrams). */
+  readonly lost: number;
+  /** Client namespace: transmit drops of the tunnel interface (its queue was full). */
+  readonly clientInterface: number;
+  /** Client process: a full send queue. */
+  readonly clientQueueFull: number | null;
+  /** Relay namespace: UDP receive buffer full. */
+  readonly relayUdpRcvbuf: number;
+  /** Relay process: TUN writes refused. */
+  readonly relayTunWrite: number | null;
+  /** Relay process: dropped by the RFC 9484 §7 checks. */
+  readonly relayPolicy: number | null;
+  /** Target namespace: UDP receive buffer full (iperf3's own socket). */
+  readonly targetUdpRcvbuf: number;
 }
 
 /** Resident set of one process sampled during a long TCP upload. */
@@ -218,6 +245,25 @@ export function formatSoakTable(soak: SoakSummary): string {
       "slope, MiB/min",
     ],
     [row("client", soak.client), row("relay", soak.relay)],
+  );
+}
+
+/** Where the UDP losses went, one column per path that has them. */
+export function formatDropTable(report: BenchReport): string {
+  const paths = report.paths.filter((p) => p.udpDrops);
+  const n = (v: number | null) => v === null ? "—" : String(v);
+  const rows: [string, (d: DropPlaces) => number | null][] = [
+    ["lost (iperf3)", (d) => d.lost],
+    ["client tunnel interface queue", (d) => d.clientInterface],
+    ["client send queue full", (d) => d.clientQueueFull],
+    ["relay UDP receive buffer", (d) => d.relayUdpRcvbuf],
+    ["relay TUN write refused", (d) => d.relayTunWrite],
+    ["relay policy", (d) => d.relayPolicy],
+    ["target UDP receive buffer", (d) => d.targetUdpRcvbuf],
+  ];
+  return markdownTable(
+    [`UDP ${DROP_RATE_MBPS} Mbit/s, packets (sum of repeats)`, ...paths.map((p) => p.name)],
+    rows.map(([label, pick]) => [label, ...paths.map((p) => n(pick(p.udpDrops!)))]),
   );
 }
 

@@ -32,18 +32,28 @@ import {
   median,
   parseIperfTcp,
   parseIperfUdp,
+  parseLinkTxDropped,
   parsePing,
   parseProcStat,
   parseProcStatusBytes,
+  parseUdpRcvbufErrors,
   percentile,
   slope,
 } from "./_measure.ts";
 import type { CpuTicks } from "./_measure.ts";
 import { haveWireguard, PATH_NAMES, setupPath } from "./_paths.ts";
 import type { MeasuredProcess, PathName, PathSetup } from "./_paths.ts";
-import { formatScaleTable, formatSoakTable, formatTable, renderChart } from "./_report.ts";
+import {
+  DROP_RATE_MBPS,
+  formatDropTable,
+  formatScaleTable,
+  formatSoakTable,
+  formatTable,
+  renderChart,
+} from "./_report.ts";
 import type {
   BenchReport,
+  DropPlaces,
   PathSummary,
   PingSummary,
   RssTrend,
@@ -345,10 +355,47 @@ interface RepeatResult {
   udp: { offeredMbps: number; sentMbps: number; receivedMbps: number; lossPercent: number }[];
   pingIdle: PingSummary;
   pingLoaded: PingSummary;
+  udpDrops?: DropPlaces;
+}
+
+/** The counters behind {@linkcode DropPlaces}, as read at one moment. */
+type DropCounters = Omit<DropPlaces, "lost">;
+
+async function readDropCounters(topo: Topology, setup: PathSetup): Promise<DropCounters> {
+  const text = async (ns: "client" | "relay" | "target", cmd: string[]) =>
+    (await topo.run(ns, cmd, { check: false })).stdout;
+  const [link, relaySnmp, targetSnmp, processDrops] = await Promise.all([
+    text("client", ["ip", "-s", "-j", "link", "show", "dev", setup.clientInterface]),
+    text("relay", ["cat", "/proc/net/snmp"]),
+    text("target", ["cat", "/proc/net/snmp"]),
+    setup.processDrops?.().catch(() => undefined),
+  ]);
+  return {
+    clientInterface: parseLinkTxDropped(link),
+    clientQueueFull: processDrops?.clientQueueFull ?? null,
+    relayUdpRcvbuf: parseUdpRcvbufErrors(relaySnmp),
+    relayTunWrite: processDrops?.relayTunWrite ?? null,
+    relayPolicy: processDrops?.relayPolicy ?? null,
+    targetUdpRcvbuf: parseUdpRcvbufErrors(targetSnmp),
+  };
+}
+
+function dropDelta(before: DropCounters, after: DropCounters, lost: number): DropPlaces {
+  const d = (a: number | null, b: number | null) => a === null || b === null ? null : b - a;
+  return {
+    lost,
+    clientInterface: after.clientInterface - before.clientInterface,
+    clientQueueFull: d(before.clientQueueFull, after.clientQueueFull),
+    relayUdpRcvbuf: after.relayUdpRcvbuf - before.relayUdpRcvbuf,
+    relayTunWrite: d(before.relayTunWrite, after.relayTunWrite),
+    relayPolicy: d(before.relayPolicy, after.relayPolicy),
+    targetUdpRcvbuf: after.targetUdpRcvbuf - before.targetUdpRcvbuf,
+  };
 }
 
 async function measureRepeat(
   topo: Topology,
+  setup: PathSetup,
   iperf: Iperf,
   cpu: CpuAccount,
   settings: Settings,
@@ -372,14 +419,25 @@ async function measureRepeat(
   const down4 = await tcp(["-P", "4", "-R"]);
 
   const udp: RepeatResult["udp"] = [];
+  let udpDrops: DropPlaces | undefined;
   for (const rate of UDP_RATES_MBPS) {
     try {
+      // The processes' status files are rewritten every 2 s: wait for one
+      // that holds everything before the run, and one after it.
+      const traced = rate === DROP_RATE_MBPS;
+      if (traced && setup.processDrops) await sleep(STATUS_SETTLE_MS);
+      const before = traced ? await readDropCounters(topo, setup) : undefined;
       const run = parseIperfUdp(
         await iperf.run(
           ["-u", "-b", `${rate}M`, "-l", String(UDP_PAYLOAD_BYTES), "-w", UDP_SOCKET_BUFFER],
           settings.udpSeconds,
         ),
       );
+      if (before) {
+        if (setup.processDrops) await sleep(STATUS_SETTLE_MS);
+        const lost = Math.round((run.lostPercent / 100) * run.packets);
+        udpDrops = dropDelta(before, await readDropCounters(topo, setup), lost);
+      }
       udp.push({
         offeredMbps: rate,
         sentMbps: run.sentBitsPerSecond / 1e6,
@@ -393,7 +451,7 @@ async function measureRepeat(
     // Let queues behind an overloaded tunnel drain before the next run.
     await sleep(300);
   }
-  return { tcp: { up1, down1, up4, down4 }, udp, pingIdle, pingLoaded };
+  return { tcp: { up1, down1, up4, down4 }, udp, pingIdle, pingLoaded, udpDrops };
 }
 
 /** Samples every this often during the soak run. */
@@ -488,6 +546,26 @@ function summarize(
     },
     peakRssMiB: { client: peak("client"), relay: peak("relay") },
     ...(soak ? { soak } : {}),
+    ...sumDrops(repeats),
+  };
+}
+
+function sumDrops(repeats: RepeatResult[]): { udpDrops?: DropPlaces } {
+  const all = repeats.map((r) => r.udpDrops).filter((d) => d !== undefined);
+  if (all.length === 0) return {};
+  const total = (pick: (d: DropPlaces) => number) => all.reduce((sum, d) => sum + pick(d), 0);
+  const totalOrNull = (pick: (d: DropPlaces) => number | null) =>
+    all.some((d) => pick(d) === null) ? null : total((d) => pick(d)!);
+  return {
+    udpDrops: {
+      lost: total((d) => d.lost),
+      clientInterface: total((d) => d.clientInterface),
+      clientQueueFull: totalOrNull((d) => d.clientQueueFull),
+      relayUdpRcvbuf: total((d) => d.relayUdpRcvbuf),
+      relayTunWrite: totalOrNull((d) => d.relayTunWrite),
+      relayPolicy: totalOrNull((d) => d.relayPolicy),
+      targetUdpRcvbuf: total((d) => d.targetUdpRcvbuf),
+    },
   };
 }
 
@@ -524,7 +602,7 @@ async function measurePath(name: PathName, settings: Settings): Promise<PathSumm
       await iperf.run([], WARMUP_SECONDS).catch(() => "");
       cpu = new CpuAccount(setup.processes);
       for (let r = 1; r <= repeatCount; r++) {
-        const result = await measureRepeat(topo, iperf, cpu, settings);
+        const result = await measureRepeat(topo, setup, iperf, cpu, settings);
         repeats.push(result);
         const t = result.tcp;
         log(
@@ -673,7 +751,9 @@ function plannedSeconds(settings: Settings): number {
     const repeats = p === "datagram" || p === "stream"
       ? settings.repeats
       : settings.baselineRepeats;
-    total += 6 + repeats * perRepeat + (p === "datagram" ? settings.soakSeconds : 0);
+    // The traced UDP run waits twice for the tunnel processes' status files.
+    const tracing = p === "datagram" || p === "stream" ? (2 * STATUS_SETTLE_MS) / 1000 : 0;
+    total += 6 + repeats * (perRepeat + tracing) + (p === "datagram" ? settings.soakSeconds : 0);
   }
   return total + (settings.scale ? 15 + settings.sessions / 40 : 0);
 }
@@ -769,6 +849,7 @@ async function main(): Promise<number> {
   );
   console.log(formatTable(report));
   for (const p of summaries) if (p.soak) console.log(`\n${formatSoakTable(p.soak)}`);
+  if (summaries.some((p) => p.udpDrops)) console.log(`\n${formatDropTable(report)}`);
   if (scale) console.log(`\n${formatScaleTable(scale)}`);
   for (const p of summaries.filter((s) => !s.ok)) console.log(`\n${p.name} failed: ${p.error}`);
   console.log(

@@ -127,26 +127,49 @@ for (const mode of ["datagram", "stream"] as const) {
         // The relay really saw this session in the expected mode.
         const status = await waitForStatus(relay, (s) => s.sessions.length === 1);
         assertEquals(status.sessions[0].mode, mode);
+        // The client's status file counts what it carried: the 10 MB went
+        // out in at least 10 MB / MTU packets, and nothing was refused.
+        const minimum = Math.floor((10 * 1024 * 1024) / client.mtu);
+        const counters = await waitFor(
+          () => client.status().catch(() => undefined),
+          (c) => Number(c?.packetsOut) >= minimum,
+          `client status with at least ${minimum} packets out`,
+        );
+        assertEquals(counters?.mode, mode);
+        assertEquals(counters?.tunWriteDrops, 0);
       });
     },
   });
 }
 
-async function waitForStatus(
-  relay: RelayProcess,
-  check: (s: Awaited<ReturnType<RelayProcess["status"]>>) => boolean,
+/** Polls `read` every 250 ms until `check` holds; returns that value. */
+async function waitFor<T>(
+  read: () => Promise<T>,
+  check: (value: T) => boolean,
+  what: string,
   timeoutMs = 15_000,
-) {
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  let last;
   for (;;) {
-    last = await relay.status().catch(() => undefined);
-    if (last && check(last)) return last;
+    const value = await read();
+    if (check(value)) return value;
     if (Date.now() > deadline) {
-      throw new Error(`Relay status never matched; last: ${JSON.stringify(last)}`);
+      throw new Error(`${what} never came; last: ${JSON.stringify(value)}`);
     }
     await new Promise((r) => setTimeout(r, 250));
   }
+}
+
+async function waitForStatus(
+  relay: RelayProcess,
+  check: (s: Awaited<ReturnType<RelayProcess["status"]>>) => boolean,
+) {
+  const status = await waitFor(
+    () => relay.status().catch(() => undefined),
+    (s) => s !== undefined && check(s),
+    "a matching relay status",
+  );
+  return status!;
 }
 
 Deno.test({

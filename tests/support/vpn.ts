@@ -31,6 +31,7 @@ export interface RelayStatus {
   pools: { v4: number; v6: number };
   stats: {
     droppedFromClients: Record<string, number>;
+    tunWriteErrors: number;
     sessionsOpened: number;
     sessionsClosed: number;
   };
@@ -85,6 +86,8 @@ export interface ClientProcess {
   readonly addresses: string[];
   /** MTU the client gave its TUN (from its "tunnel up" line). */
   readonly mtu: number;
+  /** The client's counters as its status file last had them (written every 2 s). */
+  status(): Promise<Record<string, unknown>>;
 }
 
 /** Starts a client in the client namespace; waits until its tunnel is up. */
@@ -101,6 +104,7 @@ export async function startClient(
   } = {},
 ): Promise<ClientProcess> {
   const tun = options.tun ?? "mvpn0";
+  const statusFile = `${topo.logDir}/${options.name ?? "client"}-status.json`;
   const process = topo.spawn("client", [
     Deno.execPath(),
     "run",
@@ -109,8 +113,11 @@ export async function startClient(
     "--allow-ffi",
     "--allow-read",
     "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL",
+    `--allow-write=${statusFile}`,
     ...(V8_FLAGS ? [`--v8-flags=${V8_FLAGS}`] : []),
     `${ROOT}client/main.ts`,
+    "--status-file",
+    statusFile,
     "--relay",
     `https://${topo.relayUnderlay4}:4433`,
     "--ca",
@@ -128,5 +135,11 @@ export async function startClient(
   const assigned = await process.waitForLog(/assigned .*addresses=/, 20_000);
   const up = await process.waitForLog(/tunnel up/, 20_000);
   const addresses = assigned.match(/addresses=(\S+)/)![1].split(",");
-  return { process, tun, addresses, mtu: Number(up.match(/mtu=(\d+)/)?.[1] ?? NaN) };
+  return {
+    process,
+    tun,
+    addresses,
+    mtu: Number(up.match(/mtu=(\d+)/)?.[1] ?? NaN),
+    status: async () => JSON.parse(await Deno.readTextFile(statusFile)),
+  };
 }

@@ -21,8 +21,15 @@ import type { IpAddressRange } from "../shared/masque/capsule.ts";
 import type { IpPrefix } from "../shared/packet/ip_address.ts";
 import { formatPrefix, parseIp } from "../shared/packet/ip_address.ts";
 import { excludeAddress, routesWithin } from "../shared/tunnel/routes.ts";
-import { openTun } from "../ffi/tun_linux.ts";
-import { addAddress, addRoute, deleteRoute, setLinkMtu, setLinkUp } from "../ffi/netlink.ts";
+import { openTun, TUN_TX_QUEUE_PACKETS } from "../ffi/tun_linux.ts";
+import {
+  addAddress,
+  addRoute,
+  deleteRoute,
+  setLinkMtu,
+  setLinkTxQueueLength,
+  setLinkUp,
+} from "../ffi/netlink.ts";
 import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
 
 const ASSIGNMENT_TIMEOUT_MS = 10_000;
@@ -122,6 +129,7 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     const tun = openTun(config.tunName, { mtu });
     cleanups.push(() => tun.close());
     setLinkMtu(tun.name, mtu);
+    setLinkTxQueueLength(tun.name, TUN_TX_QUEUE_PACKETS);
     for (const prefix of addresses) addAddress(tun.name, prefix);
     setLinkUp(tun.name);
     for (const route of routes) {

@@ -168,6 +168,8 @@ export const RTMSG_SIZE = 12;
 
 /** Link attribute: MTU (u32). */
 export const IFLA_MTU = 4;
+/** Link attribute: transmit queue length in packets (u32). */
+export const IFLA_TXQLEN = 13;
 /** Address attribute: address (peer address on point-to-point links). */
 export const IFA_ADDRESS = 1;
 /** Address attribute: local address. */
@@ -527,12 +529,34 @@ export function encodeSetLinkMtuRequest(
   index: number,
   mtu: number,
 ): Uint8Array<ArrayBuffer> {
-  if (!Number.isInteger(mtu) || mtu < 0 || mtu > 0xffffffff) {
-    throw new StructError(`Cannot pack MTU ${mtu}: not a u32`);
+  return encodeSetLinkU32Request(seq, index, IFLA_MTU, mtu, "MTU");
+}
+
+/**
+ * `RTM_NEWLINK` with `IFLA_TXQLEN` (`ip link set dev X txqueuelen N`);
+ * `packets` is the length of the link's transmit queue.
+ */
+export function encodeSetLinkTxQueueLengthRequest(
+  seq: number,
+  index: number,
+  packets: number,
+): Uint8Array<ArrayBuffer> {
+  return encodeSetLinkU32Request(seq, index, IFLA_TXQLEN, packets, "transmit queue length");
+}
+
+function encodeSetLinkU32Request(
+  seq: number,
+  index: number,
+  attribute: number,
+  value: number,
+  what: string,
+): Uint8Array<ArrayBuffer> {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+    throw new StructError(`Cannot pack ${what} ${value}: not a u32`);
   }
   return encodeNetlinkMessage({ type: RTM_NEWLINK, flags: REQUEST_ACK, seq, pid: 0 }, [
     encodeIfinfomsg({ family: AF_UNSPEC, type: 0, index, flags: 0, change: 0 }),
-    encodeRtattrU32(IFLA_MTU, mtu),
+    encodeRtattrU32(attribute, value),
   ]);
 }
 

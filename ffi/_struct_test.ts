@@ -16,6 +16,7 @@ import {
   encodeRouteRequest,
   encodeRtattr,
   encodeSetLinkMtuRequest,
+  encodeSetLinkTxQueueLengthRequest,
   encodeSetLinkUpRequest,
   encodeSockaddrNl,
   HOST_LITTLE_ENDIAN,
@@ -206,6 +207,30 @@ Deno.test("encodeSetLinkMtuRequest() carries IFLA_MTU", async (t) => {
       "Cannot pack MTU -1: not a u32",
     );
   });
+});
+
+Deno.test("encodeSetLinkTxQueueLengthRequest() carries IFLA_TXQLEN", () => {
+  assertEquals(
+    encodeSetLinkTxQueueLengthRequest(3, 7, 2000),
+    hex(
+      "28 00 00 00", // nlmsg_len: 16 + 16 + 8
+      "10 00", // RTM_NEWLINK
+      "05 00", // NLM_F_REQUEST | NLM_F_ACK
+      "03 00 00 00", // seq
+      "00 00 00 00", // pid
+      "00 00 00 00", // ifi_family, padding, ifi_type
+      "07 00 00 00", // ifi_index
+      "00 00 00 00", // ifi_flags
+      "00 00 00 00", // ifi_change
+      "08 00 0d 00", // rtattr: len 8, IFLA_TXQLEN (13)
+      "d0 07 00 00", // 2000
+    ),
+  );
+  assertThrows(
+    () => encodeSetLinkTxQueueLengthRequest(1, 1, 1.5),
+    StructError,
+    "Cannot pack transmit queue length 1.5: not a u32",
+  );
 });
 
 Deno.test("encodeDeleteLinkRequest() matches `ip link del dev X`", () => {

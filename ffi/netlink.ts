@@ -23,6 +23,7 @@ import {
   encodePollfds,
   encodeRouteRequest,
   encodeSetLinkMtuRequest,
+  encodeSetLinkTxQueueLengthRequest,
   encodeSetLinkUpRequest,
   encodeSockaddrNl,
   NETLINK_CAP_ACK,
@@ -102,6 +103,17 @@ export function setLinkMtu(name: string, mtu: number): void {
   const action = `Cannot set MTU ${mtu} on link ${name}`;
   const seq = nextSeq++;
   talk(encodeSetLinkMtuRequest(seq, indexFor(name, action), mtu), seq, action);
+}
+
+/**
+ * Sets the transmit queue length of interface `name` in packets (`ip link
+ * set dev NAME txqueuelen N`). For a TUN device this is the queue of packets
+ * the kernel holds for the reader; a full one drops (TX dropped).
+ */
+export function setLinkTxQueueLength(name: string, packets: number): void {
+  const action = `Cannot set transmit queue length ${packets} on link ${name}`;
+  const seq = nextSeq++;
+  talk(encodeSetLinkTxQueueLengthRequest(seq, indexFor(name, action), packets), seq, action);
 }
 
 /**

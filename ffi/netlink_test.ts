@@ -5,6 +5,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "../tests/supp
 import { StructError } from "./_struct.ts";
 import {
   forceDeleteLink,
+  ipJson,
   IS_ROOT,
   randomSubnet,
   routesVia,
@@ -22,6 +23,7 @@ import {
   linkIndex,
   linkMtu,
   setLinkMtu,
+  setLinkTxQueueLength,
   setLinkUp,
 } from "./netlink.ts";
 import { openTun, type TunDevice } from "./tun_linux.ts";
@@ -81,6 +83,17 @@ Deno.test({
       assertEquals(link.mtu, 1280);
       assertEquals(linkMtu(device.name), 1280);
       assert(link.flags.includes("UP"), `flags ${link.flags}`);
+    }),
+});
+
+Deno.test({
+  name: "setLinkTxQueueLength() changes the link's transmit queue",
+  ...ROOT_ONLY,
+  fn: () =>
+    withTun((device) => {
+      setLinkTxQueueLength(device.name, 2000);
+      const [link] = ipJson("link", "show", "dev", device.name) as { txqlen: number }[];
+      assertEquals(link.txqlen, 2000);
     }),
 });
 

@@ -14,8 +14,8 @@ import { H3_INTERNAL_ERROR } from "../shared/errors.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
 import { formatPrefix } from "../shared/packet/ip_address.ts";
-import { openTun } from "../ffi/tun_linux.ts";
-import { addAddress, setLinkMtu, setLinkUp } from "../ffi/netlink.ts";
+import { openTun, TUN_TX_QUEUE_PACKETS } from "../ffi/tun_linux.ts";
+import { addAddress, setLinkMtu, setLinkTxQueueLength, setLinkUp } from "../ffi/netlink.ts";
 import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
 
 async function main(): Promise<number> {
@@ -95,6 +95,7 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       log,
     });
     setLinkMtu(tun.name, config.mtu);
+    setLinkTxQueueLength(tun.name, TUN_TX_QUEUE_PACKETS);
     for (const prefix of relay.gatewayAddresses) addAddress(tun.name, prefix);
     setLinkUp(tun.name);
     if (config.nat) {

@@ -241,3 +241,22 @@ export function parseLinkTxDropped(text: string): number {
   }
   return dropped;
 }
+
+/**
+ * Sums the second column (packets dropped because the CPU's input backlog,
+ * `net.core.netdev_max_backlog`, was full) of `/proc/net/softnet_stat`, one
+ * line of hexadecimal columns per CPU.
+ */
+export function parseSoftnetDropped(text: string): number {
+  let dropped = 0;
+  for (const line of text.split("\n")) {
+    const columns = line.trim().split(/\s+/);
+    if (columns.length < 2 || columns[0] === "") continue;
+    const value = parseInt(columns[1], 16);
+    if (!/^[0-9a-f]+$/i.test(columns[1])) {
+      throw new Error(`Cannot parse /proc/net/softnet_stat: "${columns[1]}" is not hexadecimal`);
+    }
+    dropped += value;
+  }
+  return dropped;
+}

@@ -12,6 +12,7 @@ import {
   parsePing,
   parseProcStat,
   parseProcStatusBytes,
+  parseSoftnetDropped,
   parseUdpRcvbufErrors,
   percentile,
   slope,
@@ -168,4 +169,14 @@ Deno.test("parseLinkTxDropped reads stats64.tx.dropped of `ip -s -j link`", () =
   assertEquals(parseLinkTxDropped(text), 237);
   assertThrows(() => parseLinkTxDropped("[]"), Error, "no stats64.tx.dropped");
   assertThrows(() => parseLinkTxDropped("Device does not exist"), Error, "not JSON");
+});
+
+Deno.test("parseSoftnetDropped sums the dropped column of every CPU", () => {
+  const text = [
+    "0a467e53 00000000 00000003 00000000 00000000 00000000 00000000",
+    "0a12a381 0000001f 00000003 00000000 00000000 00000000 00000000",
+    "",
+  ].join("\n");
+  assertEquals(parseSoftnetDropped(text), 31);
+  assertThrows(() => parseSoftnetDropped("1 xyz 3"), Error, '"xyz" is not hexadecimal');
 });

@@ -50,6 +50,10 @@ export interface ProcessDrops {
   readonly relayTunWrite: number;
   /** Relay: packets from clients dropped by the RFC 9484 §7 checks. */
   readonly relayPolicy: number;
+  /** Client: packets it handed to the session (sent or dropped at a full queue). */
+  readonly clientPacketsOut: number;
+  /** Relay: packets that arrived from clients (forwarded or dropped by policy). */
+  readonly relayPacketsIn: number;
 }
 
 /** The network behind the relay that every path routes (the target's link). */
@@ -103,10 +107,13 @@ async function setupTunnel(topo: Topology, mode: "datagram" | "stream"): Promise
       const [c, r] = await Promise.all([client.status(), relay.status()]);
       const sum = (record: Record<string, number>) =>
         Object.values(record).reduce((a, b) => a + b, 0);
+      const policy = sum(r.stats.droppedFromClients);
       return {
         clientQueueFull: Number(c.datagramsQueueFull) + Number(c.streamQueueFull),
         relayTunWrite: r.stats.tunWriteErrors,
-        relayPolicy: sum(r.stats.droppedFromClients),
+        relayPolicy: policy,
+        clientPacketsOut: Number(c.packetsOut),
+        relayPacketsIn: r.stats.packetsFromClients + policy,
       };
     },
   };

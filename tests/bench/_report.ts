@@ -58,6 +58,12 @@ export interface DropPlaces {
   readonly clientInterface: number;
   /** Client process: a full send queue. */
   readonly clientQueueFull: number | null;
+  /**
+   * Sent by the client process and never read by the relay process: lost
+   * in QUIC (quinn drops incoming datagrams the application has not read
+   * when its receive buffer is full) or on the wire.
+   */
+  readonly betweenProcesses: number | null;
   /** Relay namespace: UDP receive buffer full. */
   readonly relayUdpRcvbuf: number;
   /** Relay process: TUN writes refused. */
@@ -66,6 +72,8 @@ export interface DropPlaces {
   readonly relayPolicy: number | null;
   /** Target namespace: UDP receive buffer full (iperf3's own socket). */
   readonly targetUdpRcvbuf: number;
+  /** The kernel's per-CPU input backlog was full (`/proc/net/softnet_stat`; the whole host). */
+  readonly kernelBacklog: number;
 }
 
 /** Resident set of one process sampled during a long TCP upload. */
@@ -256,10 +264,12 @@ export function formatDropTable(report: BenchReport): string {
     ["lost (iperf3)", (d) => d.lost],
     ["client tunnel interface queue", (d) => d.clientInterface],
     ["client send queue full", (d) => d.clientQueueFull],
+    ["between client and relay (QUIC)", (d) => d.betweenProcesses],
     ["relay UDP receive buffer", (d) => d.relayUdpRcvbuf],
     ["relay TUN write refused", (d) => d.relayTunWrite],
     ["relay policy", (d) => d.relayPolicy],
     ["target UDP receive buffer", (d) => d.targetUdpRcvbuf],
+    ["kernel input backlog (host)", (d) => d.kernelBacklog],
   ];
   return markdownTable(
     [`UDP ${DROP_RATE_MBPS} Mbit/s, packets (sum of repeats)`, ...paths.map((p) => p.name)],

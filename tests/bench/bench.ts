@@ -36,6 +36,7 @@ import {
   parsePing,
   parseProcStat,
   parseProcStatusBytes,
+  parseSoftnetDropped,
   parseUdpRcvbufErrors,
   percentile,
   slope,
@@ -359,15 +360,19 @@ interface RepeatResult {
 }
 
 /** The counters behind {@linkcode DropPlaces}, as read at one moment. */
-type DropCounters = Omit<DropPlaces, "lost">;
+interface DropCounters extends Omit<DropPlaces, "lost" | "betweenProcesses"> {
+  readonly clientPacketsOut: number | null;
+  readonly relayPacketsIn: number | null;
+}
 
 async function readDropCounters(topo: Topology, setup: PathSetup): Promise<DropCounters> {
   const text = async (ns: "client" | "relay" | "target", cmd: string[]) =>
     (await topo.run(ns, cmd, { check: false })).stdout;
-  const [link, relaySnmp, targetSnmp, processDrops] = await Promise.all([
+  const [link, relaySnmp, targetSnmp, softnet, processDrops] = await Promise.all([
     text("client", ["ip", "-s", "-j", "link", "show", "dev", setup.clientInterface]),
     text("relay", ["cat", "/proc/net/snmp"]),
     text("target", ["cat", "/proc/net/snmp"]),
+    text("relay", ["cat", "/proc/net/softnet_stat"]),
     setup.processDrops?.().catch(() => undefined),
   ]);
   return {
@@ -377,6 +382,9 @@ async function readDropCounters(topo: Topology, setup: PathSetup): Promise<DropC
     relayTunWrite: processDrops?.relayTunWrite ?? null,
     relayPolicy: processDrops?.relayPolicy ?? null,
     targetUdpRcvbuf: parseUdpRcvbufErrors(targetSnmp),
+    kernelBacklog: parseSoftnetDropped(softnet),
+    clientPacketsOut: processDrops?.clientPacketsOut ?? null,
+    relayPacketsIn: processDrops?.relayPacketsIn ?? null,
   };
 }
 
@@ -390,6 +398,14 @@ function dropDelta(before: DropCounters, after: DropCounters, lost: number): Dro
     relayTunWrite: d(before.relayTunWrite, after.relayTunWrite),
     relayPolicy: d(before.relayPolicy, after.relayPolicy),
     targetUdpRcvbuf: after.targetUdpRcvbuf - before.targetUdpRcvbuf,
+    kernelBacklog: after.kernelBacklog - before.kernelBacklog,
+    betweenProcesses: before.clientPacketsOut === null || after.clientPacketsOut === null ||
+        before.relayPacketsIn === null || after.relayPacketsIn === null ||
+        before.clientQueueFull === null || after.clientQueueFull === null
+      ? null
+      : (after.clientPacketsOut - before.clientPacketsOut) -
+        (after.clientQueueFull - before.clientQueueFull) -
+        (after.relayPacketsIn - before.relayPacketsIn),
   };
 }
 
@@ -565,6 +581,8 @@ function sumDrops(repeats: RepeatResult[]): { udpDrops?: DropPlaces } {
       relayTunWrite: totalOrNull((d) => d.relayTunWrite),
       relayPolicy: totalOrNull((d) => d.relayPolicy),
       targetUdpRcvbuf: total((d) => d.targetUdpRcvbuf),
+      kernelBacklog: total((d) => d.kernelBacklog),
+      betweenProcesses: totalOrNull((d) => d.betweenProcesses),
     },
   };
 }

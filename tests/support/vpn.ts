@@ -32,6 +32,7 @@ export interface RelayStatus {
   stats: {
     droppedFromClients: Record<string, number>;
     tunWriteErrors: number;
+    packetsFromClients: number;
     sessionsOpened: number;
     sessionsClosed: number;
   };

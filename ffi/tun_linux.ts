@@ -514,7 +514,7 @@ class WriterRing {
   #stopped = false;
   /** performance.now() of the last takeQuietWrite() call. */
   #lastWrite = -Infinity;
-  drops = 0;
+  #drops = 0;
 
   constructor(fd: number, name: string, mtu: number, slotCount: number) {
     this.#slotCount = slotCount;
@@ -537,6 +537,11 @@ class WriterRing {
     };
     const start: TunWriterStart = { fd, ring, slotCount, stride: this.#stride };
     this.#worker.postMessage(start);
+  }
+
+  /** Packets not queued (ring full, writer stopped) or still queued at stop(). */
+  get drops(): number {
+    return this.#drops;
   }
 
   /** Packets the kernel accepted. */
@@ -572,7 +577,7 @@ class WriterRing {
   push(packet: Uint8Array): boolean {
     const control = this.#control;
     if (this.#stopped || ((this.#head - Atomics.load(control, W_TAIL)) | 0) >= this.#slotCount) {
-      this.drops++;
+      this.#drops++;
       return false;
     }
     const offset = W_CONTROL_BYTES + (this.#head & (this.#slotCount - 1)) * this.#stride;
@@ -605,7 +610,7 @@ class WriterRing {
         Atomics.wait(control, W_STATE, W_STATE_RUNNING, deadline - Date.now());
       }
     }
-    this.drops += (this.#head - Atomics.load(control, W_TAIL)) | 0;
+    this.#drops += (this.#head - Atomics.load(control, W_TAIL)) | 0;
     this.#worker.terminate();
   }
 }

@@ -545,56 +545,56 @@ async function phaseD(server: TestRelay, hostiles: { close(): void }[]): Promise
   assertEquals(server.relay.sessions.length, 1);
 }
 
+/**
+ * Two connections racing 10 connect-ip requests each against a relay started
+ * with `options`; hands `check` the relay (still running) and how many
+ * sessions opened and how many got 503, then closes everything.
+ */
+async function race(
+  options: Parameters<typeof startRelay>[0],
+  check: (server: Awaited<ReturnType<typeof startRelay>>, opened: number, refused: number) => void,
+): Promise<void> {
+  const server = await startRelay(options);
+  const clients = await Promise.all([connectClient(server.port), connectClient(server.port)]);
+  try {
+    const results = await within(
+      Promise.allSettled(clients.flatMap((c) => Array.from({ length: 10 }, () => c.open()))),
+      "20 concurrent session requests",
+      15_000,
+    );
+    const opened = results.filter((r) => r.status === "fulfilled").length;
+    const refused = results.filter((r) =>
+      r.status === "rejected" && r.reason instanceof ConnectIpError && r.reason.status === 503
+    ).length;
+    check(server, opened, refused);
+  } finally {
+    for (const c of clients) c.close();
+    await server.close();
+  }
+}
+
 Deno.test({
-  // Two hostile connections racing 10 connect-ip requests each against a relay
-  // with maxSessions 3.
   name: "the relay's session limit holds against concurrent requests",
   ...opts,
-  async fn() {
-    const server = await startRelay({ maxSessions: 3 });
-    const clients = await Promise.all([connectClient(server.port), connectClient(server.port)]);
-    try {
-      const results = await within(
-        Promise.allSettled(clients.flatMap((c) => Array.from({ length: 10 }, () => c.open()))),
-        "20 concurrent session requests",
-        15_000,
-      );
-      const opened = results.filter((r) => r.status === "fulfilled").length;
-      const refused = results.filter((r) =>
-        r.status === "rejected" && r.reason instanceof ConnectIpError && r.reason.status === 503
-      ).length;
+  fn: () =>
+    race({ maxSessions: 3 }, (server, opened, refused) => {
       assertEquals({ opened, refused }, { opened: 3, refused: 17 });
       assertEquals(server.relay.sessions.length, 3);
       assertEquals(server.relay.poolUsage, { v4: 3, v6: 3 });
       // Each refusal is counted and logged.
       assertEquals(server.relay.stats.sessionsRefused, 17);
       assertEquals(server.count(/INFO .*request refused .*status=503/), 17);
-    } finally {
-      for (const c of clients) c.close();
-      await server.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
-  // The same race against a pool with two addresses (fd00:100::/126) and no
-  // session limit in the way: each address goes to one request only, and the
-  // rest get 503 before any 200.
+  // A pool with two addresses (fd00:100::/126) and no session limit in the
+  // way: each address goes to one request only, and the rest get 503 before
+  // any 200.
   name: "the relay's address pool holds against concurrent requests",
   ...opts,
-  async fn() {
-    const server = await startRelay({ pool6: "fd00:100::/126" });
-    const clients = await Promise.all([connectClient(server.port), connectClient(server.port)]);
-    try {
-      const results = await within(
-        Promise.allSettled(clients.flatMap((c) => Array.from({ length: 10 }, () => c.open()))),
-        "20 concurrent session requests",
-        15_000,
-      );
-      const opened = results.filter((r) => r.status === "fulfilled").length;
-      const refused = results.filter((r) =>
-        r.status === "rejected" && r.reason instanceof ConnectIpError && r.reason.status === 503
-      ).length;
+  fn: () =>
+    race({ pool6: "fd00:100::/126" }, (server, opened, refused) => {
       assertEquals({ opened, refused }, { opened: 2, refused: 18 });
       assertEquals(server.relay.sessions.length, 2);
       assertEquals(server.relay.stats.sessionsOpened, 2);
@@ -604,9 +604,5 @@ Deno.test({
         server.count(/INFO .*request refused .*status=503 reason="address pool exhausted"/),
         18,
       );
-    } finally {
-      for (const c of clients) c.close();
-      await server.close();
-    }
-  },
+    }),
 });

@@ -227,17 +227,20 @@ export function parseUdpRcvbufErrors(text: string): number {
   return value;
 }
 
-/** Reads the transmit drops of one link from `ip -s -j link show dev X` output. */
-export function parseLinkTxDropped(text: string): number {
+/**
+ * Reads the drops of one link in one direction (`"rx"` or `"tx"`) from
+ * `ip -s -j link show dev X` output.
+ */
+export function parseLinkDropped(text: string, direction: "rx" | "tx"): number {
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch {
     throw new Error("Cannot parse ip -j link output: not JSON");
   }
-  const dropped = Array.isArray(json) ? field(json[0], "stats64", "tx", "dropped") : undefined;
+  const dropped = Array.isArray(json) ? field(json[0], "stats64", direction, "dropped") : undefined;
   if (typeof dropped !== "number") {
-    throw new Error("Cannot parse ip -j link output: no stats64.tx.dropped");
+    throw new Error(`Cannot parse ip -j link output: no stats64.${direction}.dropped`);
   }
   return dropped;
 }

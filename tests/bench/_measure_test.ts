@@ -8,7 +8,7 @@ import {
   median,
   parseIperfTcp,
   parseIperfUdp,
-  parseLinkTxDropped,
+  parseLinkDropped,
   parsePing,
   parseProcStat,
   parseProcStatusBytes,
@@ -158,17 +158,18 @@ Deno.test("parseUdpRcvbufErrors reads the Udp line of /proc/net/snmp, not UdpLit
   assertThrows(() => parseUdpRcvbufErrors("Ip: 1 2\n"), Error, "no Udp lines");
 });
 
-Deno.test("parseLinkTxDropped reads stats64.tx.dropped of `ip -s -j link`", () => {
+Deno.test("parseLinkDropped reads stats64.<direction>.dropped of `ip -s -j link`", () => {
   const text = JSON.stringify([{
     ifname: "mvpn0",
     stats64: {
-      rx: { bytes: 1103, packets: 15, dropped: 0 },
+      rx: { bytes: 1103, packets: 15, dropped: 2 },
       tx: { bytes: 114609233, packets: 86321, errors: 0, dropped: 237 },
     },
   }]);
-  assertEquals(parseLinkTxDropped(text), 237);
-  assertThrows(() => parseLinkTxDropped("[]"), Error, "no stats64.tx.dropped");
-  assertThrows(() => parseLinkTxDropped("Device does not exist"), Error, "not JSON");
+  assertEquals(parseLinkDropped(text, "tx"), 237);
+  assertEquals(parseLinkDropped(text, "rx"), 2);
+  assertThrows(() => parseLinkDropped("[]", "tx"), Error, "no stats64.tx.dropped");
+  assertThrows(() => parseLinkDropped("Device does not exist", "rx"), Error, "not JSON");
 });
 
 Deno.test("parseSoftnetDropped sums the dropped column of every CPU", () => {

@@ -38,6 +38,8 @@ export interface PathSetup {
   readonly mtu: number;
   /** The interface in the client namespace that the client's traffic leaves by. */
   readonly clientInterface: string;
+  /** The relay's tunnel interface, where the client's traffic enters the relay's kernel. */
+  readonly relayInterface?: string;
   /** Drop counters of the project's client and relay (tunnel paths only). */
   readonly processDrops?: () => Promise<ProcessDrops>;
 }
@@ -103,6 +105,7 @@ async function setupTunnel(topo: Topology, mode: "datagram" | "stream"): Promise
     ],
     mtu: client.mtu,
     clientInterface: client.tun,
+    relayInterface: "mvpn-relay",
     processDrops: async () => {
       const [c, r] = await Promise.all([client.status(), relay.status()]);
       const sum = (record: Record<string, number>) =>
@@ -203,5 +206,6 @@ async function setupWireguard(topo: Topology): Promise<PathSetup> {
     ],
     mtu: WG_MTU,
     clientInterface: WG_CLIENT_IF,
+    relayInterface: WG_RELAY_IF,
   };
 }

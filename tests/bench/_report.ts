@@ -66,6 +66,10 @@ export interface DropPlaces {
   readonly betweenProcesses: number | null;
   /** Relay namespace: UDP receive buffer full. */
   readonly relayUdpRcvbuf: number;
+  /** Relay namespace: receive drops of its tunnel interface (null without one). */
+  readonly relayInterface: number | null;
+  /** Transmit drops of the relay's link to the target and receive drops at the target's end. */
+  readonly targetLink: number;
   /** Relay process: TUN writes refused. */
   readonly relayTunWrite: number | null;
   /** Relay process: dropped by the RFC 9484 §7 checks. */
@@ -267,7 +271,9 @@ export function formatDropTable(report: BenchReport): string {
     ["between client and relay (QUIC)", (d) => d.betweenProcesses],
     ["relay UDP receive buffer", (d) => d.relayUdpRcvbuf],
     ["relay TUN write refused", (d) => d.relayTunWrite],
+    ["relay tunnel interface input", (d) => d.relayInterface],
     ["relay policy", (d) => d.relayPolicy],
+    ["relay to target link", (d) => d.targetLink],
     ["target UDP receive buffer", (d) => d.targetUdpRcvbuf],
     ["kernel input backlog (host)", (d) => d.kernelBacklog],
   ];

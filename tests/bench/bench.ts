@@ -32,7 +32,7 @@ import {
   median,
   parseIperfTcp,
   parseIperfUdp,
-  parseLinkTxDropped,
+  parseLinkDropped,
   parsePing,
   parseProcStat,
   parseProcStatusBytes,
@@ -368,15 +368,24 @@ interface DropCounters extends Omit<DropPlaces, "lost" | "betweenProcesses"> {
 async function readDropCounters(topo: Topology, setup: PathSetup): Promise<DropCounters> {
   const text = async (ns: "client" | "relay" | "target", cmd: string[]) =>
     (await topo.run(ns, cmd, { check: false })).stdout;
-  const [link, relaySnmp, targetSnmp, softnet, processDrops] = await Promise.all([
-    text("client", ["ip", "-s", "-j", "link", "show", "dev", setup.clientInterface]),
-    text("relay", ["cat", "/proc/net/snmp"]),
-    text("target", ["cat", "/proc/net/snmp"]),
-    text("relay", ["cat", "/proc/net/softnet_stat"]),
-    setup.processDrops?.().catch(() => undefined),
-  ]);
+  const link = (ns: "client" | "relay" | "target", name: string) =>
+    text(ns, ["ip", "-s", "-j", "link", "show", "dev", name]);
+  const relayIf = setup.relayInterface;
+  const [client, relayIn, relayOut, targetIn, relaySnmp, targetSnmp, softnet, processDrops] =
+    await Promise.all([
+      link("client", setup.clientInterface),
+      relayIf ? link("relay", relayIf) : Promise.resolve(undefined),
+      link("relay", topo.interfaces.relayToTarget),
+      link("target", topo.interfaces.target),
+      text("relay", ["cat", "/proc/net/snmp"]),
+      text("target", ["cat", "/proc/net/snmp"]),
+      text("relay", ["cat", "/proc/net/softnet_stat"]),
+      setup.processDrops?.().catch(() => undefined),
+    ]);
   return {
-    clientInterface: parseLinkTxDropped(link),
+    clientInterface: parseLinkDropped(client, "tx"),
+    relayInterface: relayIn === undefined ? null : parseLinkDropped(relayIn, "rx"),
+    targetLink: parseLinkDropped(relayOut, "tx") + parseLinkDropped(targetIn, "rx"),
     clientQueueFull: processDrops?.clientQueueFull ?? null,
     relayUdpRcvbuf: parseUdpRcvbufErrors(relaySnmp),
     relayTunWrite: processDrops?.relayTunWrite ?? null,
@@ -395,6 +404,8 @@ function dropDelta(before: DropCounters, after: DropCounters, lost: number): Dro
     clientInterface: after.clientInterface - before.clientInterface,
     clientQueueFull: d(before.clientQueueFull, after.clientQueueFull),
     relayUdpRcvbuf: after.relayUdpRcvbuf - before.relayUdpRcvbuf,
+    relayInterface: d(before.relayInterface, after.relayInterface),
+    targetLink: after.targetLink - before.targetLink,
     relayTunWrite: d(before.relayTunWrite, after.relayTunWrite),
     relayPolicy: d(before.relayPolicy, after.relayPolicy),
     targetUdpRcvbuf: after.targetUdpRcvbuf - before.targetUdpRcvbuf,
@@ -578,6 +589,8 @@ function sumDrops(repeats: RepeatResult[]): { udpDrops?: DropPlaces } {
       clientInterface: total((d) => d.clientInterface),
       clientQueueFull: totalOrNull((d) => d.clientQueueFull),
       relayUdpRcvbuf: total((d) => d.relayUdpRcvbuf),
+      relayInterface: totalOrNull((d) => d.relayInterface),
+      targetLink: total((d) => d.targetLink),
       relayTunWrite: totalOrNull((d) => d.relayTunWrite),
       relayPolicy: totalOrNull((d) => d.relayPolicy),
       targetUdpRcvbuf: total((d) => d.targetUdpRcvbuf),

@@ -184,6 +184,8 @@ export class H3Connection {
   #goawayId: number | undefined;
   #closeError: H3Error | undefined;
   #closing = false;
+  /** What close() sent, when this side closed first. */
+  #localClose: QuicCloseInfoLike | undefined;
   readonly #maxDatagramsQueued: number;
   /** sendDatagram() calls that have not resolved yet. */
   #datagramsQueued = 0;
@@ -216,7 +218,8 @@ export class H3Connection {
     });
     this.#peerSettings.catch(() => {});
     this.#closed = conn.closed.then(
-      (info) => info,
+      // Deno reports a close of our own as code 0 with no reason; what we sent is more useful.
+      (info) => this.#localClose ?? info,
       (error) => ({ closeCode: 0, reason: error instanceof Error ? error.message : String(error) }),
     ).then((info) => {
       this.#closing = true;
@@ -321,6 +324,7 @@ export class H3Connection {
   close(code = H3_NO_ERROR, reason = ""): void {
     if (this.#closing) return;
     this.#closing = true;
+    this.#localClose = { closeCode: code, reason };
     try {
       this.#conn.close({ closeCode: code, reason });
     } catch {

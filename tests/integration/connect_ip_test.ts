@@ -341,3 +341,20 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "H3Connection.closed reports the code and reason this side closed with over real QUIC",
+  ...opts,
+  async fn() {
+    const server = await startServer();
+    const client = await connectClient(server.port);
+    try {
+      client.h3.close(0x100, "bye");
+      // Deno's own QuicConn says code 0 for a local close; H3Connection says what it sent.
+      assertEquals({ ...(await client.conn.closed) }, { closeCode: 0, reason: "" });
+      assertEquals(await client.h3.closed, { closeCode: 0x100, reason: "bye" });
+    } finally {
+      server.close();
+    }
+  },
+});

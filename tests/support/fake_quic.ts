@@ -13,7 +13,8 @@
  *   the stream;
  * - datagrams: delivered in order, copied, refused above `maxDatagramSize`;
  * - `close(info)` on either side ends every stream and datagram wait and
- *   resolves `closed` on both sides with the same info.
+ *   resolves `closed` on both sides: with `info` on the other side and, as
+ *   Deno reports a local close, with code 0 and no reason on the closing side.
  *
  * A raw peer uses the same object: {@linkcode FakeQuicConn.openUni} and
  * {@linkcode FakeQuicConn.openBidi} write arbitrary bytes,
@@ -61,12 +62,15 @@ class FakeSendStream extends WritableStream<Uint8Array> implements QuicSendStrea
 /** State shared by both ends: the close and what to end when it happens. */
 class Link {
   info: QuicCloseInfoLike | undefined;
+  /** The end that called close() first. */
+  closedBy: "client" | "server" | undefined;
   readonly onClose = new Set<(error: Error) => void>();
   constructor(readonly maxChunkSize: number) {}
 
-  close(info: QuicCloseInfoLike): void {
+  close(info: QuicCloseInfoLike, by: "client" | "server"): void {
     if (this.info !== undefined) return;
     this.info = info;
+    this.closedBy = by;
     const error = new Error(`Connection closed: code ${info.closeCode} ${info.reason}`);
     for (const end of this.onClose) end(error);
     this.onClose.clear();
@@ -169,7 +173,9 @@ export class FakeQuicConn implements QuicConnLike {
             // reader already cancelled
           }
         }
-        resolve(link.info!);
+        // As Deno's QuicConn: the end that closed sees code 0 and no
+        // reason (quinn's LocallyClosed), the other end what was sent.
+        resolve(link.closedBy === role ? { closeCode: 0, reason: "" } : link.info!);
       });
     });
   }
@@ -253,7 +259,7 @@ export class FakeQuicConn implements QuicConnLike {
   }
 
   close(info: QuicCloseInfoLike = { closeCode: 0, reason: "" }): void {
-    this.#link.close({ closeCode: info.closeCode, reason: info.reason });
+    this.#link.close({ closeCode: info.closeCode, reason: info.reason }, this.role);
   }
 
   /**

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { ChunkQueue } from "../chunk_queue.ts";
 import { CapsuleError } from "../errors.ts";
 import {
   decodeVarint,
@@ -95,8 +96,6 @@ const CAPSULE_NAMES: Record<Capsule["type"], string> = {
   address_request: "ADDRESS_REQUEST",
   route_advertisement: "ROUTE_ADVERTISEMENT",
 };
-
-const EMPTY = new Uint8Array(0);
 
 /** Whether {@linkcode parseCapsuleValue} understands capsules of `type`. */
 export function isKnownCapsuleType(type: number): boolean {
@@ -490,10 +489,7 @@ const STATE_VALUE = 2;
  */
 export class CapsuleParser {
   readonly #maxCapsuleSize: number;
-  #chunks: Uint8Array[] = [];
-  #first = 0; // index of the first chunk still in use; avoids O(n) shift()
-  #head = 0; // offset into chunks[#first]
-  #buffered = 0;
+  readonly #queue = new ChunkQueue();
   #state = STATE_HEADER;
   #type = 0;
   #remaining = 0;
@@ -508,25 +504,24 @@ export class CapsuleParser {
   /** Adds bytes read from the stream. The parser keeps `chunk` (see the class notes). */
   push(chunk: Uint8Array): void {
     if (this.#error !== undefined || chunk.length === 0) return;
-    if (this.#state === STATE_SKIP && this.#buffered === 0) {
+    if (this.#state === STATE_SKIP && this.#queue.byteLength === 0) {
       const skipped = Math.min(chunk.length, this.#remaining);
       this.#remaining -= skipped;
       if (this.#remaining === 0) this.#state = STATE_HEADER;
       if (skipped === chunk.length) return;
       chunk = chunk.subarray(skipped);
     }
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.length;
+    this.#queue.push(chunk);
   }
 
   /** Bytes held by the parser: buffered but not yet returned or skipped. */
   get buffered(): number {
-    return this.#buffered;
+    return this.#queue.byteLength;
   }
 
   /** Whether no capsule is partly read: the stream may end here (RFC 9297 §3.3). */
   get atCapsuleBoundary(): boolean {
-    return this.#state === STATE_HEADER && this.#buffered === 0;
+    return this.#state === STATE_HEADER && this.#queue.byteLength === 0;
   }
 
   /**
@@ -542,10 +537,7 @@ export class CapsuleParser {
       this.#error = error instanceof CapsuleError ? error : new CapsuleError(
         `Cannot parse capsule: ${error instanceof Error ? error.message : error}`,
       );
-      this.#chunks = [];
-      this.#first = 0;
-      this.#head = 0;
-      this.#buffered = 0;
+      this.#queue.clear();
       throw this.#error;
     }
   }
@@ -559,7 +551,7 @@ export class CapsuleParser {
     if (this.#error !== undefined) throw this.#error;
     if (this.atCapsuleBoundary) return;
     const inside = this.#state === STATE_HEADER
-      ? `a capsule header (${this.#buffered} bytes buffered)`
+      ? `a capsule header (${this.#queue.byteLength} bytes buffered)`
       : `a capsule value (${this.#remaining} bytes missing)`;
     this.#error = new CapsuleError(`Cannot parse capsule: stream ended inside ${inside}`);
     throw this.#error;
@@ -568,13 +560,15 @@ export class CapsuleParser {
   #next(): Capsule | undefined {
     for (;;) {
       if (this.#state === STATE_SKIP) {
-        this.#discard(Math.min(this.#remaining, this.#buffered));
+        const skipped = Math.min(this.#remaining, this.#queue.byteLength);
+        this.#queue.discard(skipped);
+        this.#remaining -= skipped;
         if (this.#remaining > 0) return undefined;
         this.#state = STATE_HEADER;
       }
       if (this.#state === STATE_VALUE) {
-        if (this.#buffered < this.#remaining) return undefined;
-        const value = this.#take(this.#remaining);
+        const value = this.#queue.take(this.#remaining);
+        if (value === undefined) return undefined;
         this.#state = STATE_HEADER;
         this.#remaining = 0;
         const capsule = parseCapsuleValue(this.#type, value);
@@ -586,11 +580,12 @@ export class CapsuleParser {
   }
 
   #readHeader(): boolean {
-    if (this.#buffered === 0) return false;
+    const buffered = this.#queue.byteLength;
+    if (buffered === 0) return false;
     const typeSize = varintSizeFromFirstByte(this.#peek(0));
-    if (this.#buffered <= typeSize) return false;
+    if (buffered <= typeSize) return false;
     const lengthSize = varintSizeFromFirstByte(this.#peek(typeSize));
-    if (this.#buffered < typeSize + lengthSize) return false;
+    if (buffered < typeSize + lengthSize) return false;
     const type = this.#readVarint(typeSize);
     const length = this.#readVarint(lengthSize);
     if (!isKnownCapsuleType(type)) {
@@ -609,59 +604,16 @@ export class CapsuleParser {
   }
 
   #peek(index: number): number {
-    let i = this.#head + index;
-    for (let c = this.#first; c < this.#chunks.length; c++) {
-      const chunk = this.#chunks[c];
-      if (i < chunk.length) return chunk[i];
-      i -= chunk.length;
+    const byte = this.#queue.peekByte(index);
+    if (byte === undefined) {
+      throw new CapsuleError("Cannot parse capsule: internal buffer underrun");
     }
-    throw new CapsuleError("Cannot parse capsule: internal buffer underrun");
+    return byte;
   }
 
   #readVarint(size: number): number {
     for (let i = 0; i < size; i++) this.#scratch[i] = this.#peek(i);
-    this.#discard(size);
+    this.#queue.discard(size);
     return decodeVarint(this.#scratch, 0);
-  }
-
-  #discard(count: number): void {
-    this.#buffered -= count;
-    if (this.#state === STATE_SKIP) this.#remaining -= count;
-    while (count > 0) {
-      const available = this.#chunks[this.#first].length - this.#head;
-      if (count < available) {
-        this.#head += count;
-        return;
-      }
-      count -= available;
-      this.#head = 0;
-      if (++this.#first === this.#chunks.length) {
-        this.#chunks = [];
-        this.#first = 0;
-      } else if (this.#first >= 1024) {
-        this.#chunks = this.#chunks.slice(this.#first);
-        this.#first = 0;
-      }
-    }
-  }
-
-  #take(length: number): Uint8Array {
-    if (length === 0) return EMPTY;
-    const first = this.#chunks[this.#first];
-    if (first.length - this.#head >= length) {
-      const view = first.subarray(this.#head, this.#head + length);
-      this.#discard(length);
-      return view;
-    }
-    const out = new Uint8Array(length);
-    let filled = 0;
-    while (filled < length) {
-      const chunk = this.#chunks[this.#first];
-      const count = Math.min(chunk.length - this.#head, length - filled);
-      out.set(chunk.subarray(this.#head, this.#head + count), filled);
-      filled += count;
-      this.#discard(count);
-    }
-    return out;
   }
 }

@@ -14,6 +14,8 @@
  * @module
  */
 
+import { ChunkQueue } from "../chunk_queue.ts";
+
 /** The largest packet a frame holds: the 16-bit length field's maximum, in bytes. */
 export const MAX_LENGTH_PREFIXED_PACKET = 65535;
 
@@ -61,90 +63,36 @@ export function encodeLengthPrefixed(packet: Uint8Array): Uint8Array {
  * At the end of the stream, `buffered === 0` means it ended between frames.
  */
 export class LengthPrefixDecoder {
-  #chunks: Uint8Array[] = [];
-  #first = 0; // index of the first chunk still in use; avoids O(n) shift()
-  #head = 0; // offset into chunks[#first]
-  #buffered = 0;
+  readonly #queue = new ChunkQueue();
   #error: LengthPrefixError | undefined;
 
   /** Adds bytes read from the stream. The decoder keeps `chunk` until its packets are returned. */
   push(chunk: Uint8Array): void {
-    if (this.#error !== undefined || chunk.length === 0) return;
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.length;
+    if (this.#error !== undefined) return;
+    this.#queue.push(chunk);
   }
 
   /** Bytes held: a partial frame, or whole frames not yet returned. */
   get buffered(): number {
-    return this.#buffered;
+    return this.#queue.byteLength;
   }
 
   /** Returns the next packet, or `undefined` when more bytes are needed. */
   next(): Uint8Array | undefined {
     if (this.#error !== undefined) throw this.#error;
-    if (this.#buffered < LENGTH_PREFIX_SIZE) return undefined;
-    const length = (this.#byteAt(0) << 8) | this.#byteAt(1);
+    const high = this.#queue.peekByte(0);
+    const low = this.#queue.peekByte(1);
+    if (high === undefined || low === undefined) return undefined;
+    const length = (high << 8) | low;
     if (length === 0) {
       this.#error = new LengthPrefixError(
         "Cannot decode length-prefixed frame: length 0 (an empty packet or a desynchronized stream)",
       );
-      this.#chunks = [];
-      this.#first = 0;
-      this.#head = 0;
-      this.#buffered = 0;
+      this.#queue.clear();
       throw this.#error;
     }
-    if (this.#buffered < LENGTH_PREFIX_SIZE + length) return undefined;
-    this.#discard(LENGTH_PREFIX_SIZE);
-    return this.#take(length);
-  }
-
-  #byteAt(index: number): number {
-    let i = this.#head + index;
-    for (let c = this.#first; c < this.#chunks.length; c++) {
-      const chunk = this.#chunks[c];
-      if (i < chunk.length) return chunk[i];
-      i -= chunk.length;
-    }
-    return 0; // unreachable: callers check #buffered first
-  }
-
-  #discard(count: number): void {
-    this.#buffered -= count;
-    while (count > 0) {
-      const available = this.#chunks[this.#first].length - this.#head;
-      if (count < available) {
-        this.#head += count;
-        return;
-      }
-      count -= available;
-      this.#head = 0;
-      if (++this.#first === this.#chunks.length) {
-        this.#chunks = [];
-        this.#first = 0;
-      } else if (this.#first >= 1024) {
-        this.#chunks = this.#chunks.slice(this.#first);
-        this.#first = 0;
-      }
-    }
-  }
-
-  #take(length: number): Uint8Array {
-    const first = this.#chunks[this.#first];
-    if (first.length - this.#head >= length) {
-      const view = first.subarray(this.#head, this.#head + length);
-      this.#discard(length);
-      return view;
-    }
-    const out = new Uint8Array(length);
-    let filled = 0;
-    while (filled < length) {
-      const chunk = this.#chunks[this.#first];
-      const count = Math.min(chunk.length - this.#head, length - filled);
-      out.set(chunk.subarray(this.#head, this.#head + count), filled);
-      filled += count;
-      this.#discard(count);
-    }
-    return out;
+    if (this.#queue.byteLength < LENGTH_PREFIX_SIZE + length) return undefined;
+    this.#queue.discard(LENGTH_PREFIX_SIZE);
+    return this.#queue.take(length);
   }
 }

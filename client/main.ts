@@ -156,9 +156,19 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     });
     if (config.statusFile) {
       const file = config.statusFile;
+      let statusFailed = false;
       const timer = setInterval(() => {
         const status = { tun: tun.name, mtu, mode: config.mode, ...counters() };
-        Deno.writeTextFile(file, JSON.stringify(status, null, 2) + "\n").catch(() => {});
+        Deno.writeTextFile(file, JSON.stringify(status, null, 2) + "\n").then(
+          () => statusFailed = false,
+          (error) => {
+            // Once per run of failures (a missing --allow-write=FILE, say), not every 2 s.
+            if (!statusFailed) {
+              log.warn("cannot write status file", { file, error: errorText(error) });
+            }
+            statusFailed = true;
+          },
+        );
       }, 2000);
       cleanups.unshift(() => clearInterval(timer));
     }

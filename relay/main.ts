@@ -124,8 +124,16 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
     relay.runTun().catch((error) => log.error("TUN loop failed", { error: String(error) }));
     if (config.statusFile) {
       const file = config.statusFile;
+      let statusFailed = false;
       const timer = setInterval(() => {
-        Deno.writeTextFile(file, JSON.stringify(relay.status(), null, 2) + "\n").catch(() => {});
+        Deno.writeTextFile(file, JSON.stringify(relay.status(), null, 2) + "\n").then(
+          () => statusFailed = false,
+          (error) => {
+            // Once per run of failures (a missing --allow-write=FILE, say), not every 2 s.
+            if (!statusFailed) log.warn("cannot write status file", { file, error: String(error) });
+            statusFailed = true;
+          },
+        );
       }, 2000);
       cleanups.push(() => clearInterval(timer));
     }

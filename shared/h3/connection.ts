@@ -543,36 +543,28 @@ export class H3Connection {
   }
 
   async #readControl(reader: ReadableStreamDefaultReader<Uint8Array>, first: Uint8Array) {
-    const frames = new FrameReader();
-    // FrameReader reports no event for an empty DATA frame and skips reserved
-    // frames, so the first frame's type is taken from the bytes (§6.2.1).
-    let firstFrame: FrameTypeWatch | undefined = new FrameTypeWatch(() => true);
-    const push = (chunk: Uint8Array) => {
-      const type = firstFrame?.push(chunk);
-      if (type !== undefined) {
-        firstFrame = undefined;
+    // The first frame, even an empty DATA or a reserved one, must be SETTINGS (§6.2.1).
+    let firstHeader = true;
+    const frames = new FrameReader({
+      onFrameStart: (type) => {
+        if (!firstHeader) return;
+        firstHeader = false;
         if (type !== FRAME_SETTINGS) {
           throw new H3Error(
             H3_MISSING_SETTINGS,
             `Peer's control stream began with ${frameTypeName(type)}, not SETTINGS`,
           );
         }
-      }
-      frames.push(chunk);
-    };
-    push(first);
+      },
+    });
+    frames.push(first);
     let sawSettings = false;
     for (;;) {
       let event: FrameEvent | undefined;
       while ((event = frames.next()) !== undefined) {
         const type = event.kind === "data" ? FRAME_DATA : event.type;
         if (!sawSettings) {
-          if (type !== FRAME_SETTINGS) {
-            throw new H3Error(
-              H3_MISSING_SETTINGS,
-              `Peer's control stream began with ${frameTypeName(type)}, not SETTINGS`,
-            );
-          }
+          // onFrameStart made sure this first event is the SETTINGS frame.
           sawSettings = true;
           const settings = parseSettingsPayload((event as { payload: Uint8Array }).payload);
           this.#log.debug("peer SETTINGS", {
@@ -622,7 +614,7 @@ export class H3Connection {
         if (this.#closing) return;
         throw new H3Error(H3_CLOSED_CRITICAL_STREAM, "Peer closed its control stream");
       }
-      push(value);
+      frames.push(value);
     }
   }
 }
@@ -639,10 +631,8 @@ export class H3RequestStream {
   readonly #log: Logger;
   readonly #maxFieldSectionSize?: number;
   readonly #streamId: bigint;
-  /** Watches for DATA before the first HEADERS until either starts (§4.1). */
-  #leadingFrames: FrameTypeWatch | undefined = new FrameTypeWatch((type) =>
-    type === FRAME_DATA || type === FRAME_HEADERS
-  );
+  /** No HEADERS frame has begun yet: a DATA frame, even an empty one, is unexpected (§4.1). */
+  #beforeHeaders = true;
   #headers: HeaderField[] = [];
   #ended = false;
   #writeFailed = false;
@@ -660,7 +650,15 @@ export class H3RequestStream {
     this.#writer.closed.catch(() => {
       this.#writeFailed = true;
     });
-    this.#frames = new FrameReader();
+    this.#frames = new FrameReader({
+      onFrameStart: (type) => {
+        if (!this.#beforeHeaders) return;
+        if (type === FRAME_HEADERS) this.#beforeHeaders = false;
+        if (type === FRAME_DATA) {
+          throw new H3Error(H3_FRAME_UNEXPECTED, "DATA frame before HEADERS on a request stream");
+        }
+      },
+    });
     this.#log = log;
     this.#maxFieldSectionSize = maxFieldSectionSize;
   }
@@ -764,14 +762,6 @@ export class H3RequestStream {
           throw new H3Error(H3_FRAME_ERROR, "Request stream ended inside a frame");
         }
         return null;
-      }
-      if (this.#leadingFrames !== undefined) {
-        // FrameReader gives no event for an empty DATA frame; it still counts.
-        const type = this.#leadingFrames.push(value);
-        if (type !== undefined) this.#leadingFrames = undefined;
-        if (type === FRAME_DATA) {
-          throw new H3Error(H3_FRAME_UNEXPECTED, "DATA frame before HEADERS on a request stream");
-        }
       }
       this.#frames.push(value);
     }
@@ -904,52 +894,6 @@ export class H3RequestStream {
   /** Logs with this stream's id. */
   get log(): Logger {
     return this.#log.with({ stream: this.#streamId });
-  }
-}
-
-/**
- * Follows the frame headers at the start of a stream, skipping payloads,
- * until a frame whose type `stopAt` accepts begins, and reports that type.
- * {@linkcode FrameReader} gives no event for an empty DATA frame and skips
- * reserved ones, so rules about which frame comes first (RFC 9114 §4.1,
- * §6.2.1) are checked here. Stops looking after the first match; lengths
- * above 2^53 are read approximately, as in FrameReader.
- */
-class FrameTypeWatch {
-  readonly #stopAt: (type: number) => boolean;
-  /** The frame header being collected; a header is at most two 8-byte varints. */
-  readonly #header = new Uint8Array(16);
-  #headerLength = 0;
-  /** Payload bytes of the current frame still to skip. */
-  #skip = 0;
-  #found: number | undefined;
-
-  constructor(stopAt: (type: number) => boolean) {
-    this.#stopAt = stopAt;
-  }
-
-  /** Scans `chunk`; returns the matching type once one has begun, else undefined. */
-  push(chunk: Uint8Array): number | undefined {
-    let at = 0;
-    while (this.#found === undefined && at < chunk.length) {
-      if (this.#skip > 0) {
-        const n = Math.min(this.#skip, chunk.length - at);
-        this.#skip -= n;
-        at += n;
-        continue;
-      }
-      const header = this.#header;
-      header[this.#headerLength++] = chunk[at++];
-      const typeSize = varintSizeFromFirstByte(header[0]);
-      if (this.#headerLength <= typeSize) continue;
-      const lengthSize = varintSizeFromFirstByte(header[typeSize]);
-      if (this.#headerLength < typeSize + lengthSize) continue;
-      this.#headerLength = 0;
-      const type = decodeVarint(header, 0);
-      if (this.#stopAt(type)) this.#found = type;
-      else this.#skip = decodeVarint(header, typeSize);
-    }
-    return this.#found;
   }
 }
 

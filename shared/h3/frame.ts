@@ -198,9 +198,15 @@ type Phase = typeof PHASE_HEADER | typeof PHASE_DATA | typeof PHASE_SKIP | typeo
  *
  * Lengths above 2^53 are read approximately; such a DATA or skipped frame
  * would take petabytes to finish, and a buffered one exceeds any limit.
+ *
+ * Rules about which frame may come first (RFC 9114 §4.1, §6.2.1) also count
+ * frames that give no event (an empty DATA frame, a reserved one): the
+ * `onFrameStart` option sees the type of every frame header as it is read,
+ * and an {@linkcode H3Error} it throws is thrown from `next()`.
  */
 export class FrameReader {
   readonly #maxFramePayload: number;
+  readonly #onFrameStart: ((type: number) => void) | undefined;
   /** Pending arrays; `#chunks[#head]` is the oldest, read from `#offset`. */
   #chunks: Uint8Array[] = [];
   #head = 0;
@@ -219,13 +225,18 @@ export class FrameReader {
    * @param options.maxFramePayload Largest payload in bytes accepted for a
    *   buffered (non-DATA) frame; defaults to
    *   {@linkcode DEFAULT_MAX_FRAME_PAYLOAD}.
+   * @param options.onFrameStart Called with the type of each frame header as
+   *   it is read, before the frame's payload; see the class notes.
    */
-  constructor(options: { maxFramePayload?: number } = {}) {
+  constructor(
+    options: { maxFramePayload?: number; onFrameStart?: (type: number) => void } = {},
+  ) {
     const max = options.maxFramePayload ?? DEFAULT_MAX_FRAME_PAYLOAD;
     if (!Number.isSafeInteger(max) || max < 0) {
       throw new RangeError(`Cannot create FrameReader: maxFramePayload ${max} is not a byte count`);
     }
     this.#maxFramePayload = max;
+    this.#onFrameStart = options.onFrameStart;
   }
 
   /** Appends bytes read from the stream; see the class notes on ownership. */
@@ -306,6 +317,7 @@ export class FrameReader {
     const type = decodeVarint(scratch, 0);
     const length = decodeVarint(scratch, typeSize);
     this.#discard(typeSize + lengthSize);
+    this.#onFrameStart?.(type);
 
     this.#type = type;
     this.#remaining = length;

@@ -218,6 +218,25 @@ Deno.test("FrameReader skips reserved (GREASE) frames", async (t) => {
   });
 });
 
+Deno.test("FrameReader reports every frame header to onFrameStart, also those without events", () => {
+  const types: number[] = [];
+  const reader = new FrameReader({ onFrameStart: (type) => types.push(type) });
+  // 00 00: empty DATA (no event); 21 01 ff: reserved 0x21 (skipped);
+  // 01 01 c0: HEADERS, length 1
+  const events = feedBytewise(reader, hex("00 00  21 01 ff  01 01 c0"));
+  assertEquals(types, [FRAME_DATA, 0x21, FRAME_HEADERS]);
+  assertEquals(events, [{ kind: "frame", type: FRAME_HEADERS, payload: hex("c0") }]);
+  // An H3Error thrown by the callback is the reader's error from then on.
+  const strict = new FrameReader({
+    onFrameStart: (type) => {
+      if (type === FRAME_DATA) throw new H3Error(H3_FRAME_UNEXPECTED, "no DATA here");
+    },
+  });
+  strict.push(hex("00 00  01 01 c0"));
+  assertThrows(() => strict.next(), H3Error, "no DATA here");
+  assertThrows(() => strict.next(), H3Error, "no DATA here");
+});
+
 Deno.test("FrameReader skips an unknown 1 MB frame across many pushes without buffering", () => {
   const reader = new FrameReader();
   // 2a unknown type, 800f4240 4-byte length 1,000,000

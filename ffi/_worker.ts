@@ -6,6 +6,43 @@
  * @module
  */
 
+// The words both TUN rings (read and write) keep at the start of their
+// control block, an Int32Array over the SharedArrayBuffer.
+/** Index of HEAD: slots filled by the producer (a counter, wraps at 2^32). */
+export const HEAD = 0;
+/** Index of TAIL: slots released by the consumer (a counter). */
+export const TAIL = 1;
+/** Index of STATE: one of the STATE_ values. */
+export const STATE = 2;
+/** Index of STOP: set to 1 by the main thread to end the loop. */
+export const STOP = 3;
+/** Size of the control block in bytes (slots start here). */
+export const CONTROL_BYTES = 64;
+
+/** STATE: the worker has not looked at the ring yet. */
+export const STATE_STARTING = 0;
+/** STATE: the worker's loop runs. */
+export const STATE_RUNNING = 1;
+/** STATE: the worker no longer touches the fd or the ring. */
+export const STATE_STOPPED = 2;
+
+/**
+ * Main thread: ends a worker's loop. Sets STOP; if the loop never started,
+ * marks it STOPPED so that it never will; else calls `wake` (which makes the
+ * worker see STOP) and waits up to `timeoutMs` for STATE to leave RUNNING.
+ */
+export function stopLoop(control: Int32Array, wake: () => void, timeoutMs: number): void {
+  Atomics.store(control, STOP, 1);
+  if (Atomics.compareExchange(control, STATE, STATE_STARTING, STATE_STOPPED) === STATE_STARTING) {
+    return;
+  }
+  wake();
+  const deadline = Date.now() + timeoutMs;
+  while (Atomics.load(control, STATE) === STATE_RUNNING && Date.now() < deadline) {
+    Atomics.wait(control, STATE, STATE_RUNNING, deadline - Date.now());
+  }
+}
+
 /** What a TUN worker posts when its loop has ended. */
 export interface WorkerStopped {
   /** Always "stopped". */

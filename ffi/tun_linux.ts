@@ -48,35 +48,28 @@ import {
 } from "./libc.ts";
 import { linkMtu, setLinkMtu } from "./netlink.ts";
 import {
-  CONSUMER_WAITING,
   CONTROL_BYTES,
-  ERRNO,
-  ERRNO_EXCEPTION,
   HEAD,
-  PRODUCER_WAITING,
   STATE,
-  STATE_RUNNING,
   STATE_STARTING,
   STATE_STOPPED,
-  STOP,
+  stopLoop,
   TAIL,
+} from "./_worker.ts";
+import {
+  CONSUMER_WAITING,
+  ERRNO,
+  ERRNO_EXCEPTION,
+  PRODUCER_WAITING,
   type TunWorkerStart,
   type TunWorkerStopped,
 } from "./tun_worker.ts";
 import {
   type TunWriterStart,
   type TunWriterStopped,
-  W_CONTROL_BYTES,
-  W_HEAD,
   W_LAST_ERRNO,
   W_REFUSED64,
   W_SLOT_HEADER_BYTES,
-  W_STATE,
-  W_STATE_RUNNING,
-  W_STATE_STARTING,
-  W_STATE_STOPPED,
-  W_STOP,
-  W_TAIL,
   W_WRITTEN64,
   WRITER_WAITING,
 } from "./tun_writer_worker.ts";
@@ -423,19 +416,11 @@ class LinuxTun implements TunDevice {
     this.#closed = true;
     const control = this.#control;
     if (!this.#shutDown) {
-      Atomics.store(control, STOP, 1);
-      // Either the worker never started (it will see STOPPED and leave the fds
-      // alone), or wake it from poll(2) / Atomics.wait and wait for it to stop.
-      if (
-        Atomics.compareExchange(control, STATE, STATE_STARTING, STATE_STOPPED) !== STATE_STARTING
-      ) {
+      // Wake the reader from poll(2) (the eventfd) or from Atomics.wait (TAIL).
+      stopLoop(control, () => {
         libc().write(this.#wakeFd, new BigUint64Array([1n]), 8n);
         Atomics.notify(control, TAIL);
-        const deadline = Date.now() + STOP_TIMEOUT_MS;
-        while (Atomics.load(control, STATE) === STATE_RUNNING && Date.now() < deadline) {
-          Atomics.wait(control, STATE, STATE_RUNNING, deadline - Date.now());
-        }
-      }
+      }, STOP_TIMEOUT_MS);
       this.#shutdown();
     }
     Atomics.notify(control, HEAD); // resolves a pending readBatch() with null
@@ -519,9 +504,9 @@ class WriterRing {
   constructor(fd: number, name: string, mtu: number, slotCount: number) {
     this.#slotCount = slotCount;
     this.#stride = (W_SLOT_HEADER_BYTES + mtu + 7) & ~7;
-    const ring = new SharedArrayBuffer(W_CONTROL_BYTES + slotCount * this.#stride);
-    this.#control = new Int32Array(ring, 0, W_CONTROL_BYTES / 4);
-    this.#counters = new BigInt64Array(ring, 0, W_CONTROL_BYTES / 8);
+    const ring = new SharedArrayBuffer(CONTROL_BYTES + slotCount * this.#stride);
+    this.#control = new Int32Array(ring, 0, CONTROL_BYTES / 4);
+    this.#counters = new BigInt64Array(ring, 0, CONTROL_BYTES / 8);
     this.#lengths = new Uint32Array(ring);
     this.#bytes = new Uint8Array(ring);
     this.#worker = new Worker(new URL("./tun_writer_worker.ts", import.meta.url), {
@@ -570,23 +555,23 @@ class WriterRing {
   takeQuietWrite(now: number): boolean {
     const quiet = now - this.#lastWrite >= QUIET_WRITE_MS;
     this.#lastWrite = now;
-    return quiet && !this.#stopped && this.#head === Atomics.load(this.#control, W_TAIL);
+    return quiet && !this.#stopped && this.#head === Atomics.load(this.#control, TAIL);
   }
 
   /** Queues a copy of `packet` (at most the MTU); false when the ring is full or the writer stopped. */
   push(packet: Uint8Array): boolean {
     const control = this.#control;
-    if (this.#stopped || ((this.#head - Atomics.load(control, W_TAIL)) | 0) >= this.#slotCount) {
+    if (this.#stopped || ((this.#head - Atomics.load(control, TAIL)) | 0) >= this.#slotCount) {
       this.#drops++;
       return false;
     }
-    const offset = W_CONTROL_BYTES + (this.#head & (this.#slotCount - 1)) * this.#stride;
+    const offset = CONTROL_BYTES + (this.#head & (this.#slotCount - 1)) * this.#stride;
     this.#lengths[offset >> 2] = packet.length;
     this.#bytes.set(packet, offset + W_SLOT_HEADER_BYTES);
     this.#head = (this.#head + 1) | 0;
-    Atomics.store(control, W_HEAD, this.#head);
+    Atomics.store(control, HEAD, this.#head);
     if (Atomics.compareExchange(control, WRITER_WAITING, 1, 0) === 1) {
-      Atomics.notify(control, W_HEAD);
+      Atomics.notify(control, HEAD);
     }
     return true;
   }
@@ -596,21 +581,11 @@ class WriterRing {
    * touches the fd; packets still queued count as drops.
    */
   stop(): void {
-    if (this.#stopped && Atomics.load(this.#control, W_STATE) === W_STATE_STOPPED) return;
+    if (this.#stopped && Atomics.load(this.#control, STATE) === STATE_STOPPED) return;
     this.#stopped = true;
     const control = this.#control;
-    Atomics.store(control, W_STOP, 1);
-    if (
-      Atomics.compareExchange(control, W_STATE, W_STATE_STARTING, W_STATE_STOPPED) !==
-        W_STATE_STARTING
-    ) {
-      Atomics.notify(control, W_HEAD);
-      const deadline = Date.now() + STOP_TIMEOUT_MS;
-      while (Atomics.load(control, W_STATE) === W_STATE_RUNNING && Date.now() < deadline) {
-        Atomics.wait(control, W_STATE, W_STATE_RUNNING, deadline - Date.now());
-      }
-    }
-    this.#drops += (this.#head - Atomics.load(control, W_TAIL)) | 0;
+    stopLoop(control, () => Atomics.notify(control, HEAD), STOP_TIMEOUT_MS);
+    this.#drops += (this.#head - Atomics.load(control, TAIL)) | 0;
     this.#worker.terminate();
   }
 }

@@ -31,32 +31,26 @@
  */
 
 import { encodePollfds } from "./_struct.ts";
-import { serveLoop, type WorkerStopped } from "./_worker.ts";
+import {
+  CONTROL_BYTES,
+  HEAD,
+  serveLoop,
+  STATE,
+  STATE_RUNNING,
+  STATE_STARTING,
+  STATE_STOPPED,
+  STOP,
+  TAIL,
+  type WorkerStopped,
+} from "./_worker.ts";
 import { EAGAIN, EINTR, errno, libc, POLLIN } from "./libc.ts";
 
-/** Index of the HEAD word in the control block. */
-export const HEAD = 0;
-/** Index of the TAIL word. */
-export const TAIL = 1;
-/** Index of the STATE word. */
-export const STATE = 2;
-/** Index of the STOP word. */
-export const STOP = 3;
 /** Index of the CONSUMER_WAITING word. */
 export const CONSUMER_WAITING = 4;
 /** Index of the PRODUCER_WAITING word. */
 export const PRODUCER_WAITING = 5;
 /** Index of the ERRNO word. */
 export const ERRNO = 6;
-/** Size of the control block in bytes (slots start here). */
-export const CONTROL_BYTES = 64;
-
-/** STATE: the worker has not looked at the ring yet. */
-export const STATE_STARTING = 0;
-/** STATE: the worker is reading. */
-export const STATE_RUNNING = 1;
-/** STATE: the worker no longer touches the fds or the ring. */
-export const STATE_STOPPED = 2;
 
 /** ERRNO value when the worker stopped because of a JavaScript exception. */
 export const ERRNO_EXCEPTION = -1;

@@ -18,8 +18,7 @@
  * |            write, packets still queued are not written               |
  * | [4] WRITER_WAITING  1 while the worker sleeps in wait(HEAD)          |
  * | [5] LAST_ERRNO  errno of the last write(2) the kernel refused        |
- * | [6] ERRNO  -1 when the worker stopped on a JavaScript exception      |
- * | [7] (unused)                                                         |
+ * | [6], [7] (unused; an exception reaches the main thread as a message) |
  * | bytes 32..39 WRITTEN  BigInt64: packets the kernel accepted          |
  * | bytes 40..47 REFUSED  BigInt64: packets the kernel refused           |
  * +-- slots: slotCount x stride bytes, slot i at 64 + i * stride --------+
@@ -38,40 +37,30 @@
  * @module
  */
 
-import { serveLoop, type WorkerStopped } from "./_worker.ts";
+import {
+  CONTROL_BYTES,
+  HEAD,
+  serveLoop,
+  STATE,
+  STATE_RUNNING,
+  STATE_STARTING,
+  STATE_STOPPED,
+  STOP,
+  TAIL,
+  type WorkerStopped,
+} from "./_worker.ts";
 import { errno, libc } from "./libc.ts";
 
-/** Index of the HEAD word in the control block. */
-export const W_HEAD = 0;
-/** Index of the TAIL word. */
-export const W_TAIL = 1;
-/** Index of the STATE word. */
-export const W_STATE = 2;
-/** Index of the STOP word. */
-export const W_STOP = 3;
 /** Index of the WRITER_WAITING word. */
 export const WRITER_WAITING = 4;
 /** Index of the LAST_ERRNO word. */
 export const W_LAST_ERRNO = 5;
-/** Index of the ERRNO word (ERRNO_EXCEPTION when the loop died on an exception). */
-export const W_ERRNO = 6;
 /** Index of the WRITTEN counter in a BigInt64Array over the control block. */
 export const W_WRITTEN64 = 4;
 /** Index of the REFUSED counter in a BigInt64Array over the control block. */
 export const W_REFUSED64 = 5;
-/** Size of the control block in bytes (slots start here). */
-export const W_CONTROL_BYTES = 64;
 /** Bytes in front of each packet inside a slot (the u32 length). */
 export const W_SLOT_HEADER_BYTES = 4;
-
-/** STATE: the worker has not looked at the ring yet. */
-export const W_STATE_STARTING = 0;
-/** STATE: the worker is writing or waiting for packets. */
-export const W_STATE_RUNNING = 1;
-/** STATE: the worker no longer touches the fd or the ring. */
-export const W_STATE_STOPPED = 2;
-/** ERRNO value when the worker stopped because of a JavaScript exception. */
-export const W_ERRNO_EXCEPTION = -1;
 
 /** Longest sleep in Atomics.wait before re-checking STOP, in milliseconds. */
 const IDLE_CHECK_MS = 1000;
@@ -99,11 +88,11 @@ export type TunWriterStopped = WorkerStopped;
  */
 export function runWriteLoop(start: TunWriterStart): void {
   const { fd, ring, slotCount, stride } = start;
-  const control = new Int32Array(ring, 0, W_CONTROL_BYTES / 4);
-  const counters = new BigInt64Array(ring, 0, W_CONTROL_BYTES / 8);
+  const control = new Int32Array(ring, 0, CONTROL_BYTES / 4);
+  const counters = new BigInt64Array(ring, 0, CONTROL_BYTES / 8);
   if (
-    Atomics.compareExchange(control, W_STATE, W_STATE_STARTING, W_STATE_RUNNING) !==
-      W_STATE_STARTING
+    Atomics.compareExchange(control, STATE, STATE_STARTING, STATE_RUNNING) !==
+      STATE_STARTING
   ) {
     return; // close() won the race before the loop started
   }
@@ -115,27 +104,27 @@ export function runWriteLoop(start: TunWriterStart): void {
     const packets: Uint8Array[] = [];
     for (let i = 0; i < slotCount; i++) {
       packets.push(
-        new Uint8Array(ring, W_CONTROL_BYTES + i * stride + W_SLOT_HEADER_BYTES, capacity),
+        new Uint8Array(ring, CONTROL_BYTES + i * stride + W_SLOT_HEADER_BYTES, capacity),
       );
     }
     let written = Number(Atomics.load(counters, W_WRITTEN64));
     let refused = Number(Atomics.load(counters, W_REFUSED64));
-    let tail = Atomics.load(control, W_TAIL);
-    while (Atomics.load(control, W_STOP) === 0) {
-      const head = Atomics.load(control, W_HEAD);
+    let tail = Atomics.load(control, TAIL);
+    while (Atomics.load(control, STOP) === 0) {
+      const head = Atomics.load(control, HEAD);
       if (head === tail) {
         Atomics.store(control, WRITER_WAITING, 1);
-        if (Atomics.load(control, W_STOP) === 0) {
-          Atomics.wait(control, W_HEAD, tail, IDLE_CHECK_MS);
+        if (Atomics.load(control, STOP) === 0) {
+          Atomics.wait(control, HEAD, tail, IDLE_CHECK_MS);
         }
         Atomics.store(control, WRITER_WAITING, 0);
         continue;
       }
       const writtenBefore = written;
       const refusedBefore = refused;
-      while (tail !== head && Atomics.load(control, W_STOP) === 0) {
+      while (tail !== head && Atomics.load(control, STOP) === 0) {
         const slot = tail & mask;
-        const length = Math.min(words[(W_CONTROL_BYTES + slot * stride) >> 2], capacity);
+        const length = Math.min(words[(CONTROL_BYTES + slot * stride) >> 2], capacity);
         const n = Number(c.write(fd, packets[slot], BigInt(length)));
         if (n === length) {
           written++;
@@ -144,17 +133,14 @@ export function runWriteLoop(start: TunWriterStart): void {
           refused++;
         }
         tail = (tail + 1) | 0;
-        Atomics.store(control, W_TAIL, tail);
+        Atomics.store(control, TAIL, tail);
       }
       if (written !== writtenBefore) Atomics.store(counters, W_WRITTEN64, BigInt(written));
       if (refused !== refusedBefore) Atomics.store(counters, W_REFUSED64, BigInt(refused));
     }
-  } catch (error) {
-    Atomics.store(control, W_ERRNO, W_ERRNO_EXCEPTION);
-    throw error;
   } finally {
-    Atomics.store(control, W_STATE, W_STATE_STOPPED);
-    Atomics.notify(control, W_STATE);
+    Atomics.store(control, STATE, STATE_STOPPED);
+    Atomics.notify(control, STATE);
   }
 }
 

@@ -3,7 +3,7 @@
  * opens sessions to a server in the same process; no root, no TUN.
  */
 import { assert, assertEquals, assertRejects } from "../support/assert.ts";
-import { testCerts } from "../support/certs.ts";
+import { dialTestServer, testCerts } from "../support/certs.ts";
 import { H3Connection } from "../../shared/h3/connection.ts";
 import type { QuicConnLike } from "../../shared/h3/connection.ts";
 import {
@@ -96,14 +96,7 @@ interface TestClient {
 }
 
 async function connectClient(port: number, settings: Settings = clientSettings()) {
-  const { caPem } = await testCerts();
-  const conn = await Deno.connectQuic({
-    hostname: "127.0.0.1",
-    port,
-    alpnProtocols: ALPN,
-    caCerts: [caPem],
-    serverName: "localhost",
-  });
+  const conn = await dialTestServer(port);
   const h3 = new H3Connection(conn as QuicConnLike, { role: "client", settings });
   await h3.start();
   return { h3, conn, close: () => h3.close() } satisfies TestClient;

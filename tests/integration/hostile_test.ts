@@ -16,7 +16,7 @@
  */
 import { assert, assertEquals } from "../support/assert.ts";
 import { hex, prng } from "../support/bytes.ts";
-import { testCerts } from "../support/certs.ts";
+import { dialTestServer, testCerts } from "../support/certs.ts";
 import { until, within } from "../support/fake_quic.ts";
 import { buildIpv4Udp, InMemoryPacketDevice } from "../support/packet_builder.ts";
 import { Relay } from "../../relay/relay.ts";
@@ -108,16 +108,8 @@ type TestRelay = Awaited<ReturnType<typeof startRelay>>;
 
 /** A QUIC connection from its own endpoint, so the relay's view of it can be found. */
 async function dial(port: number) {
-  const { caPem } = await testCerts();
   const endpoint = new Deno.QuicEndpoint({ hostname: "127.0.0.1", port: 0 });
-  const conn = await Deno.connectQuic({
-    hostname: "127.0.0.1",
-    port,
-    alpnProtocols: ALPN,
-    caCerts: [caPem],
-    serverName: "localhost",
-    endpoint,
-  });
+  const conn = await dialTestServer(port, endpoint);
   return {
     conn,
     remote: `127.0.0.1:${endpoint.addr.port}`,

@@ -5,7 +5,7 @@
  * No root needed.
  */
 import { assert, assertEquals, assertRejects } from "../support/assert.ts";
-import { testCerts } from "../support/certs.ts";
+import { dialTestServer, testCerts } from "../support/certs.ts";
 import {
   buildIpv4,
   buildIpv4Udp,
@@ -78,14 +78,7 @@ interface TestClient {
 }
 
 async function connect(port: number): Promise<TestClient> {
-  const { caPem } = await testCerts();
-  const conn = await Deno.connectQuic({
-    hostname: "127.0.0.1",
-    port,
-    alpnProtocols: ["h3"],
-    caCerts: [caPem],
-    serverName: "localhost",
-  });
+  const conn = await dialTestServer(port);
   const h3 = new H3Connection(conn, { role: "client" });
   await h3.start();
   const session = await openConnectIpSession(h3, {

@@ -42,3 +42,23 @@ async function create(): Promise<TestCerts> {
   });
   return Object.freeze({ caPem: ca.certPem, certPem: server.certPem, keyPem: server.keyPem });
 }
+
+/**
+ * A QUIC connection (ALPN h3) to a test server on 127.0.0.1 that uses
+ * {@linkcode testCerts}, trusting the test CA. `endpoint` makes the
+ * connection leave from a known local port.
+ */
+export async function dialTestServer(
+  port: number,
+  endpoint?: Deno.QuicEndpoint,
+): Promise<Deno.QuicConn> {
+  const { caPem } = await testCerts();
+  return await Deno.connectQuic({
+    hostname: "127.0.0.1",
+    port,
+    alpnProtocols: ["h3"],
+    caCerts: [caPem],
+    serverName: "localhost",
+    ...(endpoint ? { endpoint } : {}),
+  });
+}

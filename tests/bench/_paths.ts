@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { haveCommand } from "../support/netns.ts";
 import type { Process, Topology } from "../support/netns.ts";
 import { startClient, startRelay } from "../support/vpn.ts";
 
@@ -124,15 +125,7 @@ async function setupTunnel(topo: Topology, mode: "datagram" | "stream"): Promise
 
 /** Returns true when `wireguard-go` and `wg` are installed. */
 export async function haveWireguard(): Promise<boolean> {
-  for (const command of ["wireguard-go", "wg"]) {
-    const found = await new Deno.Command("sh", {
-      args: ["-c", 'command -v "$1"', "sh", command],
-      stdout: "null",
-      stderr: "null",
-    }).output().then((o) => o.success, () => false);
-    if (!found) return false;
-  }
-  return true;
+  return await haveCommand("wireguard-go") && await haveCommand("wg");
 }
 
 async function wgKeyPair(topo: Topology, file: string): Promise<string> {

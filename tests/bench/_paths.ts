@@ -9,13 +9,14 @@
  *   real processes, packets in HTTP Datagrams or in DATAGRAM capsules.
  * - `wireguard-go`: one wireguard-go per side (client and relay namespace),
  *   MTU 1420, endpoint over the client <-> relay underlay, NAT on the relay
- *   as for the project's relay.
+ *   as for the project's relay. One such path per `--wireguard-go` build
+ *   ({@linkcode WireguardGoBuild}), each its own column.
  *
  * @module
  */
-import { haveCommand } from "../support/netns.ts";
 import type { Process, Topology } from "../support/netns.ts";
 import { startClient, startRelay } from "../support/vpn.ts";
+import type { WireguardGoBuild } from "./_wireguard_go.ts";
 
 /** The paths, in the order they are measured. */
 export const PATH_NAMES = ["direct", "wireguard-go", "datagram", "stream"] as const;
@@ -76,13 +77,23 @@ const WG_RELAY_IF = "mvpnbench-wgr";
 const WG_NAT_TABLE = "mvpnbench_wg";
 const WG_READY_TIMEOUT_MS = 5_000;
 
-/** Sets up `name` in `topo` (a fresh topology used for this path only). */
-export function setupPath(topo: Topology, name: PathName): Promise<PathSetup> {
+/**
+ * Sets up `name` in `topo` (a fresh topology used for this path only);
+ * `wireguardGo` is the build to run for the `wireguard-go` path.
+ */
+export function setupPath(
+  topo: Topology,
+  name: PathName,
+  wireguardGo?: WireguardGoBuild,
+): Promise<PathSetup> {
   switch (name) {
     case "direct":
       return setupDirect(topo);
     case "wireguard-go":
-      return setupWireguard(topo);
+      if (wireguardGo?.command === undefined) {
+        throw new Error(`wireguard-go: ${wireguardGo?.problem ?? "no build given"}`);
+      }
+      return setupWireguard(topo, wireguardGo.command);
     case "datagram":
     case "stream":
       return setupTunnel(topo, name);
@@ -123,11 +134,6 @@ async function setupTunnel(topo: Topology, mode: "datagram" | "stream"): Promise
   };
 }
 
-/** Returns true when `wireguard-go` and `wg` are installed. */
-export async function haveWireguard(): Promise<boolean> {
-  return await haveCommand("wireguard-go") && await haveCommand("wg");
-}
-
 async function wgKeyPair(topo: Topology, file: string): Promise<string> {
   const { stdout: privateKey } = await topo.run("client", ["wg", "genkey"]);
   await Deno.writeTextFile(file, privateKey, { mode: 0o600 });
@@ -139,10 +145,11 @@ async function wgKeyPair(topo: Topology, file: string): Promise<string> {
 
 async function startWireguardGo(
   topo: Topology,
+  command: string,
   ns: "client" | "relay",
   ifname: string,
 ): Promise<Process> {
-  const process = topo.spawn(ns, ["wireguard-go", "-f", ifname], {
+  const process = topo.spawn(ns, [command, "-f", ifname], {
     name: `${ns}-wireguard-go`,
     env: { WG_PROCESS_FOREGROUND: "1", LOG_LEVEL: "error" },
   });
@@ -157,13 +164,13 @@ async function startWireguardGo(
   }
 }
 
-async function setupWireguard(topo: Topology): Promise<PathSetup> {
+async function setupWireguard(topo: Topology, command: string): Promise<PathSetup> {
   const clientKey = `${topo.logDir}/wg-client.key`;
   const relayKey = `${topo.logDir}/wg-relay.key`;
   const clientPublic = await wgKeyPair(topo, clientKey);
   const relayPublic = await wgKeyPair(topo, relayKey);
-  const relayProcess = await startWireguardGo(topo, "relay", WG_RELAY_IF);
-  const clientProcess = await startWireguardGo(topo, "client", WG_CLIENT_IF);
+  const relayProcess = await startWireguardGo(topo, command, "relay", WG_RELAY_IF);
+  const clientProcess = await startWireguardGo(topo, command, "client", WG_CLIENT_IF);
 
   await topo.run("relay", [
     ...["wg", "set", WG_RELAY_IF, "private-key", relayKey, "listen-port", String(WG_PORT)],

@@ -10,7 +10,15 @@ import type { PathName } from "./_paths.ts";
 /** Median values over the repeats of one path. NaN where a measure failed. */
 export interface PathSummary {
   readonly name: PathName;
-  /** False when the path could not be set up or did not answer a ping; `error` says why. */
+  /** Column label: `name`, or for wireguard-go its build (`wireguard-go 0.0.20250522`). */
+  readonly label: string;
+  /** For wireguard-go: the binary as given on the command line and its version (when known). */
+  readonly wireguardGo?: { readonly path: string; readonly version?: string };
+  /**
+   * False when the path could not run (a wireguard-go build that cannot be
+   * started: `repeats` is 0), could not be set up, or did not answer a ping;
+   * `error` says why.
+   */
   readonly ok: boolean;
   readonly error?: string;
   /** MTU of the client's interface toward the target, bytes. */
@@ -207,28 +215,58 @@ function formatRatio(value: number | null, reference: number | null): string {
 }
 
 const TUNNEL_MODES: readonly PathName[] = ["datagram", "stream"];
-const REFERENCES: readonly { name: PathName; short: string }[] = [
-  { name: "wireguard-go", short: "wg" },
-  { name: "direct", short: "direct" },
-];
 
 /**
- * A Markdown table: one row per measure, one column per path that was
- * set up, then the tunnel modes divided by wireguard-go and by the direct
- * path (`—` where either side is missing or the reference is 0).
+ * The wireguard-go column that ratios are taken against: of those that
+ * ran, the one with the most TCP one-stream throughput (upload plus
+ * download); undefined when none ran.
+ */
+export function fastestWireguardGo(paths: readonly PathSummary[]): PathSummary | undefined {
+  const speed = (p: PathSummary) => {
+    const total = p.tcpMbps.up1 + p.tcpMbps.down1;
+    return Number.isNaN(total) ? -1 : total;
+  };
+  let best: PathSummary | undefined;
+  for (const p of paths) {
+    if (p.name !== "wireguard-go" || !p.ok) continue;
+    if (best === undefined || speed(p) > speed(best)) best = p;
+  }
+  return best;
+}
+
+/** A column's header: its label, marked when the path did not run or failed. */
+function columnHeader(p: PathSummary): string {
+  if (p.ok) return p.label;
+  return `${p.label} (${p.repeats === 0 ? "not run" : "failed"})`;
+}
+
+/** `wireguard-go 0.0.20250522` → `wg 0.0.20250522` for ratio headers. */
+function shortLabel(p: PathSummary): string {
+  return p.name === "wireguard-go" ? p.label.replace(/^wireguard-go/, "wg") : p.label;
+}
+
+/**
+ * A Markdown table: one row per measure, one column per path in the report
+ * (a path that did not run or failed keeps its column, marked so, with
+ * what it measured and `—` elsewhere), then the tunnel modes divided by the
+ * fastest wireguard-go ({@linkcode fastestWireguardGo}) and by the direct
+ * path (`—` where either side is missing or the reference is 0). Below the
+ * table, one line per path that did not run or failed, with the reason.
  */
 export function formatTable(report: BenchReport): string {
-  const paths = report.paths.filter((p) => p.ok);
+  const paths = report.paths;
+  const ok = paths.filter((p) => p.ok);
+  const references = [fastestWireguardGo(ok), ok.find((p) => p.name === "direct")]
+    .filter((p) => p !== undefined);
   const ratios: { label: string; mode: PathSummary; reference: PathSummary }[] = [];
   for (const mode of TUNNEL_MODES) {
-    const modePath = paths.find((p) => p.name === mode);
+    const modePath = ok.find((p) => p.name === mode);
     if (!modePath) continue;
-    for (const { name, short } of REFERENCES) {
-      const reference = paths.find((p) => p.name === name);
-      if (reference) ratios.push({ label: `${mode} ÷ ${short}`, mode: modePath, reference });
+    for (const reference of references) {
+      ratios.push({ label: `${mode} ÷ ${shortLabel(reference)}`, mode: modePath, reference });
     }
   }
-  const header = ["measure (median)", ...paths.map((p) => p.name), ...ratios.map((r) => r.label)];
+  const header = ["measure (median)", ...paths.map(columnHeader), ...ratios.map((r) => r.label)];
   const body = rows(report.settings.udpRatesMbps).map((row) => [
     row.label,
     ...paths.map((p) => formatNumber(row.value(p), row.digits)),
@@ -236,7 +274,10 @@ export function formatTable(report: BenchReport): string {
       row.ratio === false ? "—" : formatRatio(row.value(r.mode), row.value(r.reference))
     ),
   ]);
-  return markdownTable(header, body);
+  const notes = paths.filter((p) => !p.ok).map((p) =>
+    `- ${p.label} ${p.repeats === 0 ? "did not run" : "failed"}: ${p.error ?? "unknown error"}`
+  );
+  return [markdownTable(header, body), ...(notes.length > 0 ? ["", ...notes] : [])].join("\n");
 }
 
 /** The soak run as a Markdown table, one row per process. */
@@ -278,7 +319,7 @@ export function formatDropTable(report: BenchReport): string {
     ["kernel input backlog (host)", (d) => d.kernelBacklog],
   ];
   return markdownTable(
-    [`UDP ${DROP_RATE_MBPS} Mbit/s, packets (sum of repeats)`, ...paths.map((p) => p.name)],
+    [`UDP ${DROP_RATE_MBPS} Mbit/s, packets (sum of repeats)`, ...paths.map((p) => p.label)],
     rows.map(([label, pick]) => [label, ...paths.map((p) => n(pick(p.udpDrops!)))]),
   );
 }
@@ -326,6 +367,20 @@ const COLORS: Readonly<Record<PathName, string>> = {
   "datagram": "#2e86de",
   "stream": "#27ae60",
 };
+/** The second and later wireguard-go columns. */
+const MORE_WIREGUARD_COLORS = ["#c0392b", "#8e44ad", "#b7950b", "#6e2c00"];
+
+/** Bar colour of each column: by path, and one per wireguard-go build. */
+function colorsOf(paths: readonly PathSummary[]): string[] {
+  let wg = 0;
+  return paths.map((p) => {
+    if (p.name !== "wireguard-go") return COLORS[p.name];
+    wg++;
+    return wg === 1
+      ? COLORS["wireguard-go"]
+      : MORE_WIREGUARD_COLORS[(wg - 2) % MORE_WIREGUARD_COLORS.length];
+  });
+}
 
 function escapeXml(text: string): string {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -351,6 +406,7 @@ interface Panel {
  */
 export function renderChart(report: BenchReport): string {
   const paths = report.paths.filter((p) => p.ok);
+  const colors = colorsOf(paths);
   const panels: Panel[] = [
     {
       title: "TCP throughput (iperf3, median), Mbit/s — higher is better",
@@ -394,12 +450,13 @@ export function renderChart(report: BenchReport): string {
       }</text>`,
   );
   // Legend
+  let legendX = left;
   paths.forEach((p, i) => {
-    const x = left + i * 150;
     out.push(
-      `<rect x="${x}" y="38" width="14" height="14" fill="${COLORS[p.name]}"/>`,
-      `<text x="${x + 20}" y="50">${escapeXml(p.name)}</text>`,
+      `<rect x="${legendX}" y="38" width="14" height="14" fill="${colors[i]}"/>`,
+      `<text x="${legendX + 20}" y="50">${escapeXml(p.label)}</text>`,
     );
+    legendX += Math.max(110, 30 + 7 * p.label.length);
   });
   panels.forEach((panel, index) => {
     const y0 = top + index * panelHeight + 30;
@@ -442,9 +499,9 @@ export function renderChart(report: BenchReport): string {
         const y = Math.min(yOf(value), y0 + plotHeight - 1);
         out.push(
           `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${(barWidth - 3).toFixed(1)}" ` +
-            `height="${(y0 + plotHeight - y).toFixed(1)}" fill="${COLORS[p.name]}">` +
+            `height="${(y0 + plotHeight - y).toFixed(1)}" fill="${colors[i]}">` +
             `<title>${
-              escapeXml(`${p.name} ${group.label}: ${value} ${panel.unit}`)
+              escapeXml(`${p.label} ${group.label}: ${value} ${panel.unit}`)
             }</title></rect>`,
           `<text x="${(x + (barWidth - 3) / 2).toFixed(1)}" y="${(y - 3).toFixed(1)}" ` +
             `text-anchor="middle" font-size="10">${escapeXml(shortNumber(value))}</text>`,

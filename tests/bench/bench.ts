@@ -8,8 +8,9 @@
  * deno run ... tests/bench/bench.ts --help
  * ```
  *
- * For each path (direct, wireguard-go when installed, the tunnel in
- * datagram mode and in stream mode), in a fresh client <-> relay <-> target
+ * For each path (direct, each wireguard-go build given with
+ * `--wireguard-go PATH` (default: the one in PATH), the tunnel in datagram
+ * mode and in stream mode), in a fresh client <-> relay <-> target
  * topology of its own: a ping check, then per repeat an idle ping run, iperf3
  * TCP with one and four streams in both directions (a ping run alongside the
  * one-stream upload), and iperf3 UDP at fixed offered rates; CPU time per GB
@@ -17,14 +18,14 @@
  * measure: many sessions from a load generator (no TUN) against one relay,
  * relay memory per session and setup time percentiles.
  *
- * Prints a Markdown table of medians with ratios to wireguard-go and to the
- * direct path, writes `bench-results/<timestamp>.json` and `.svg`, and for a
+ * Prints a Markdown table of medians with ratios to the fastest wireguard-go
+ * build and to the direct path (a build that cannot run keeps its column,
+ * which says why), writes `bench-results/<timestamp>.json` and `.svg`, and for a
  * full run `docs/bench-chart.svg`. Everything it creates is removed at the
  * end, on failure and on Ctrl-C. docs/performance.md describes the method.
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { createTopology, haveCommand, isRoot } from "../support/netns.ts";
 import type { Process, Topology } from "../support/netns.ts";
 import { startRelay } from "../support/vpn.ts";
@@ -42,8 +43,12 @@ import {
   slope,
 } from "./_measure.ts";
 import type { CpuTicks } from "./_measure.ts";
-import { haveWireguard, PATH_NAMES, setupPath } from "./_paths.ts";
-import type { MeasuredProcess, PathName, PathSetup } from "./_paths.ts";
+import { setupPath } from "./_paths.ts";
+import type { MeasuredProcess, PathSetup } from "./_paths.ts";
+import { HELP, parseSettings } from "./_settings.ts";
+import type { Settings } from "./_settings.ts";
+import { describeWireguardGoBuilds, planPaths } from "./_wireguard_go.ts";
+import type { PathPlan, WireguardGoBuild, WireguardGoProbe } from "./_wireguard_go.ts";
 import {
   DROP_RATE_MBPS,
   formatDropTable,
@@ -61,23 +66,6 @@ import type {
   ScaleSummary,
   SoakSummary,
 } from "./_report.ts";
-
-const HELP = `deno task bench [options]    (needs root; see docs/performance.md)
-
-  --quick                one repeat, ${3} s TCP runs, 1 s UDP runs, 200 sessions
-  --repeats N            repeats of the tunnel paths (default 3; --quick 1)
-  --baseline-repeats N   repeats of direct and wireguard-go (default 1)
-  --tcp-seconds S        length of each iperf3 TCP run (default 10; --quick 3)
-  --udp-seconds S        length of each iperf3 UDP run (default 2; --quick 1)
-  --sessions N           sessions in the scale measure (default 1000; --quick 200)
-  --soak-seconds S       datagram mode: one TCP upload this long with client and
-                         relay RSS sampled every 2 s (default 60; --quick 12; 0 skips)
-  --paths LIST           comma-separated subset of ${PATH_NAMES.join(",")}
-  --no-scale             skip the scale measure
-  --chart FILE           also write the chart here (default docs/bench-chart.svg
-                         for a full run, none for --quick)
-  -h, --help             this text
-`;
 
 const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
 const SCALE_CLIENT = decodeURIComponent(new URL("./_scale_client.ts", import.meta.url).pathname);
@@ -118,66 +106,6 @@ const REQUIRED_COMMANDS: Record<string, string> = {
   ping: "iputils-ping",
   sysctl: "procps",
 };
-
-interface Settings {
-  readonly quick: boolean;
-  readonly repeats: number;
-  readonly baselineRepeats: number;
-  readonly tcpSeconds: number;
-  readonly udpSeconds: number;
-  readonly sessions: number;
-  readonly soakSeconds: number;
-  readonly paths: readonly PathName[];
-  readonly scale: boolean;
-  readonly chart: string | undefined;
-}
-
-function parseSettings(args: string[]): Settings | "help" {
-  const { values } = parseArgs({
-    args,
-    strict: true,
-    options: {
-      quick: { type: "boolean" },
-      repeats: { type: "string" },
-      "baseline-repeats": { type: "string" },
-      "tcp-seconds": { type: "string" },
-      "udp-seconds": { type: "string" },
-      sessions: { type: "string" },
-      "soak-seconds": { type: "string" },
-      paths: { type: "string" },
-      "no-scale": { type: "boolean" },
-      chart: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help) return "help";
-  const quick = values.quick ?? false;
-  const int = (text: string | undefined, fallback: number, name: string, min: number) => {
-    if (text === undefined) return fallback;
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}`);
-    return n;
-  };
-  const paths = (values.paths?.split(",") ?? [...PATH_NAMES]).map((p) => p.trim());
-  for (const p of paths) {
-    if (!(PATH_NAMES as readonly string[]).includes(p)) {
-      throw new Error(`--paths: unknown path "${p}" (known: ${PATH_NAMES.join(", ")})`);
-    }
-  }
-  return {
-    quick,
-    repeats: int(values.repeats, quick ? 1 : 3, "repeats", 1),
-    baselineRepeats: int(values["baseline-repeats"], 1, "baseline-repeats", 1),
-    tcpSeconds: int(values["tcp-seconds"], quick ? 3 : 10, "tcp-seconds", 1),
-    udpSeconds: int(values["udp-seconds"], quick ? 1 : 2, "udp-seconds", 1),
-    sessions: int(values.sessions, quick ? 200 : 1000, "sessions", 1),
-    soakSeconds: int(values["soak-seconds"], quick ? 12 : 60, "soak-seconds", 0),
-    // Keep the measuring order of PATH_NAMES.
-    paths: PATH_NAMES.filter((p) => paths.includes(p)),
-    scale: !values["no-scale"],
-    chart: values.chart ?? (quick ? undefined : `${ROOT}docs/bench-chart.svg`),
-  };
-}
 
 const startedAt = Date.now();
 
@@ -530,7 +458,7 @@ async function measureSoak(
 }
 
 function summarize(
-  name: PathName,
+  plan: PathPlan,
   setup: PathSetup | undefined,
   repeats: RepeatResult[],
   cpu: CpuAccount | undefined,
@@ -547,8 +475,18 @@ function summarize(
   const roles = new Set(setup?.processes.map((p) => p.role) ?? []);
   const peak = (role: "client" | "relay") =>
     roles.has(role) && peaks.has(role) ? peaks.get(role)! / MIB : null;
+  const build = plan.wireguardGo;
   return {
-    name,
+    name: plan.name,
+    label: plan.label,
+    ...(build
+      ? {
+        wireguardGo: {
+          path: build.path,
+          ...(build.version === undefined ? {} : { version: build.version }),
+        },
+      }
+      : {}),
     ok: error === undefined && repeats.length > 0,
     ...(error === undefined ? {} : { error }),
     mtu: setup?.mtu ?? NaN,
@@ -614,7 +552,9 @@ async function withTopology<T>(id: string, body: (topo: Topology) => Promise<T>)
   }
 }
 
-async function measurePath(name: PathName, settings: Settings): Promise<PathSummary> {
+async function measurePath(plan: PathPlan, settings: Settings): Promise<PathSummary> {
+  const name = plan.name;
+  const label = plan.label;
   const repeatCount = name === "datagram" || name === "stream"
     ? settings.repeats
     : settings.baselineRepeats;
@@ -623,10 +563,15 @@ async function measurePath(name: PathName, settings: Settings): Promise<PathSumm
   const repeats: RepeatResult[] = [];
   const peaks = new Map<string, number>();
   let soak: SoakSummary | undefined;
+  const problem = plan.wireguardGo?.problem;
+  if (problem !== undefined) {
+    log(`${label}: NOT RUN: ${problem}`);
+    return summarize(plan, setup, repeats, cpu, peaks, soak, problem);
+  }
   try {
-    await withTopology(`bench-${name === "wireguard-go" ? "wg" : name}`, async (topo) => {
-      log(`${name}: setting up`);
-      setup = await setupPath(topo, name);
+    await withTopology(plan.topologyId, async (topo) => {
+      log(`${label}: setting up`);
+      setup = await setupPath(topo, name, plan.wireguardGo);
       await checkPing(topo);
       const iperf = new Iperf(topo);
       await iperf.start();
@@ -637,7 +582,7 @@ async function measurePath(name: PathName, settings: Settings): Promise<PathSumm
         repeats.push(result);
         const t = result.tcp;
         log(
-          `${name}: repeat ${r}/${repeatCount}: TCP up/down ${t.up1.toFixed(0)}/` +
+          `${label}: repeat ${r}/${repeatCount}: TCP up/down ${t.up1.toFixed(0)}/` +
             `${t.down1.toFixed(0)} Mbit/s (4 streams ${t.up4.toFixed(0)}/${t.down4.toFixed(0)}), ` +
             `UDP loss ${result.udp.map((u) => `${u.lossPercent.toFixed(1)}%`).join("/")}, ` +
             `ping ${result.pingIdle.p50Ms} ms idle, ${result.pingLoaded.p50Ms} ms loaded`,
@@ -659,10 +604,10 @@ async function measurePath(name: PathName, settings: Settings): Promise<PathSumm
       }
       if (dead.length > 0) throw new Error(`${dead.join(" and ")} process exited during the run`);
     });
-    return summarize(name, setup, repeats, cpu, peaks, soak);
+    return summarize(plan, setup, repeats, cpu, peaks, soak);
   } catch (error) {
-    log(`${name}: FAILED: ${errorText(error)}`);
-    return summarize(name, setup, repeats, cpu, peaks, soak, errorText(error));
+    log(`${label}: FAILED: ${errorText(error)}`);
+    return summarize(plan, setup, repeats, cpu, peaks, soak, errorText(error));
   }
 }
 
@@ -761,7 +706,49 @@ async function commandVersion(cmd: string[]): Promise<string> {
   }
 }
 
-async function hostInfo(): Promise<Record<string, string>> {
+/** `--version` of a wireguard-go build must answer within this time. */
+const VERSION_TIMEOUT_MS = 5_000;
+
+/** Finds `path` (a file, or a name in PATH) and runs its `--version`. */
+async function probeWireguardGo(path: string, haveWg: boolean): Promise<WireguardGoProbe> {
+  let command: string | undefined;
+  let notFound: string | undefined;
+  if (path.includes("/")) {
+    try {
+      const real = await Deno.realPath(path);
+      const info = await Deno.stat(real);
+      if (!info.isFile) notFound = "not a file";
+      else if (((info.mode ?? 0) & 0o111) === 0) notFound = "not executable";
+      else command = real;
+    } catch (error) {
+      notFound = error instanceof Deno.errors.NotFound ? "no such file" : errorText(error);
+    }
+  } else if (await haveCommand(path)) {
+    command = path;
+  } else {
+    notFound = "not found in PATH (apt-get install wireguard-go)";
+  }
+  if (command === undefined) return { path, notFound, haveWg };
+  try {
+    const out = await new Deno.Command(command, {
+      args: ["--version"],
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(VERSION_TIMEOUT_MS),
+    }).output();
+    const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+    if (!out.success) {
+      const why = out.signal ? `killed by ${out.signal}` : `exit status ${out.code}`;
+      const said = text(out.stderr).trim().split("\n", 1)[0];
+      return { path, command, versionError: said ? `${why}: ${said}` : why, haveWg };
+    }
+    return { path, command, versionOutput: text(out.stdout), haveWg };
+  } catch (error) {
+    return { path, command, versionError: errorText(error), haveWg };
+  }
+}
+
+async function hostInfo(builds: readonly WireguardGoBuild[]): Promise<Record<string, string>> {
   const cpuinfo = await readProc("/proc/cpuinfo") ?? "";
   return {
     cpu: /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? "unknown",
@@ -769,16 +756,19 @@ async function hostInfo(): Promise<Record<string, string>> {
     kernel: Deno.osRelease(),
     deno: Deno.version.deno,
     iperf3: await commandVersion(["iperf3", "--version"]),
-    wireguardGo: await commandVersion(["wireguard-go", "--version"]),
+    wireguardGo: builds.map((b) =>
+      b.version === undefined ? `${b.path} (unknown version)` : `wireguard-go ${b.version}`
+    ).join(", "),
   };
 }
 
-function plannedSeconds(settings: Settings): number {
+function plannedSeconds(settings: Settings, plans: readonly PathPlan[]): number {
   const perRepeat = 4 * (settings.tcpSeconds + 0.5) +
     UDP_RATES_MBPS.length * (settings.udpSeconds + 0.8) +
     (PINGS * PING_INTERVAL_MS) / 1000 + 1;
   let total = 0;
-  for (const p of settings.paths) {
+  for (const { name: p, wireguardGo } of plans) {
+    if (wireguardGo?.problem !== undefined) continue;
     const repeats = p === "datagram" || p === "stream"
       ? settings.repeats
       : settings.baselineRepeats;
@@ -792,7 +782,7 @@ function plannedSeconds(settings: Settings): number {
 async function main(): Promise<number> {
   let settings: Settings | "help";
   try {
-    settings = parseSettings(Deno.args);
+    settings = parseSettings(Deno.args, ROOT);
   } catch (error) {
     console.error(`error: ${errorText(error)}\n\n${HELP}`);
     return 2;
@@ -813,31 +803,47 @@ async function main(): Promise<number> {
     console.error(`error: missing commands: ${missing.join(", ")}`);
     return 2;
   }
-  let paths = settings.paths;
-  if (paths.includes("wireguard-go") && !(await haveWireguard())) {
-    log("wireguard-go or wg not found, skipping it (apt-get install wireguard-go wireguard-tools)");
-    paths = paths.filter((p) => p !== "wireguard-go");
+  // Every wireguard-go build keeps its column: one that cannot run says
+  // why in the log, the table and the JSON.
+  let builds: WireguardGoBuild[] = [];
+  if (settings.paths.includes("wireguard-go")) {
+    const haveWg = await haveCommand("wg");
+    const probes = [];
+    for (const path of settings.wireguardGo) probes.push(await probeWireguardGo(path, haveWg));
+    builds = describeWireguardGoBuilds(probes);
+    for (const b of builds) {
+      log(
+        b.problem === undefined
+          ? `${b.label}: ${b.command}`
+          : `${b.label}: CANNOT RUN: ${b.problem}`,
+      );
+    }
   }
-  settings = { ...settings, paths };
+  const plans = planPaths(settings.paths, builds);
   clockTicks = await readClockTicks();
 
-  const deadlineMs = settings.quick ? QUICK_DEADLINE_MS : FULL_DEADLINE_MS;
+  // The fixed limits fit the default plan; more wireguard-go builds get more time.
+  const planned = plannedSeconds(settings, plans);
+  const deadlineMs = Math.max(
+    settings.quick ? QUICK_DEADLINE_MS : FULL_DEADLINE_MS,
+    2 * planned * 1000,
+  );
   const backstop = setTimeout(async () => {
     log(`ERROR: the benchmark exceeded its ${deadlineMs / 1000} s limit; tearing down`);
     await currentTopology?.teardown();
     Deno.exit(1);
   }, deadlineMs);
   log(
-    `plan: ${paths.join(", ")}; ${settings.repeats} repeat(s) of the tunnel, ` +
+    `plan: ${plans.map((p) => p.label).join(", ")}; ${settings.repeats} repeat(s) of the tunnel, ` +
       `${settings.baselineRepeats} of the references; TCP ${settings.tcpSeconds} s, ` +
       `UDP ${settings.udpSeconds} s per run; ${settings.scale ? settings.sessions : 0} sessions; ` +
-      `about ${Math.round(plannedSeconds(settings))} s`,
+      `about ${Math.round(planned)} s`,
   );
 
   const startedIso = new Date(startedAt).toISOString();
-  const host = await hostInfo();
+  const host = await hostInfo(builds);
   const summaries: PathSummary[] = [];
-  for (const name of paths) summaries.push(await measurePath(name, settings));
+  for (const plan of plans) summaries.push(await measurePath(plan, settings));
   const scale = settings.scale ? await measureScale(settings) : undefined;
   clearTimeout(backstop);
 
@@ -875,14 +881,13 @@ async function main(): Promise<number> {
     `\n## Results (${startedIso}, ${report.seconds} s${settings.quick ? ", --quick" : ""})\n`,
   );
   console.log(
-    `${host.cpus} × ${host.cpu}, Linux ${host.kernel}, Deno ${host.deno}, ${host.iperf3}, ` +
-      `${host.wireguardGo}\n`,
+    `${host.cpus} × ${host.cpu}, Linux ${host.kernel}, Deno ${host.deno}, ${host.iperf3}` +
+      `${host.wireguardGo ? `, ${host.wireguardGo}` : ""}\n`,
   );
   console.log(formatTable(report));
   for (const p of summaries) if (p.soak) console.log(`\n${formatSoakTable(p.soak)}`);
   if (summaries.some((p) => p.udpDrops)) console.log(`\n${formatDropTable(report)}`);
   if (scale) console.log(`\n${formatScaleTable(scale)}`);
-  for (const p of summaries.filter((s) => !s.ok)) console.log(`\n${p.name} failed: ${p.error}`);
   console.log(
     `\nJSON: ${jsonFile}${settings.chart ? `\nchart: ${settings.chart}` : ""}\n`,
   );

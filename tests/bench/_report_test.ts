@@ -1,0 +1,160 @@
+/**
+ * Tests of the benchmark's report: columns per wireguard-go build, ratios
+ * against the fastest one, and builds that could not run kept in the table.
+ */
+import { assert, assertEquals } from "../support/assert.ts";
+import { fastestWireguardGo, formatDropTable, formatTable, renderChart } from "./_report.ts";
+import type { BenchReport, PathSummary } from "./_report.ts";
+import type { PathName } from "./_paths.ts";
+
+const NO_DROPS = {
+  lost: 0,
+  clientInterface: 0,
+  clientQueueFull: null,
+  betweenProcesses: null,
+  relayUdpRcvbuf: 0,
+  relayInterface: 0,
+  targetLink: 0,
+  relayTunWrite: null,
+  relayPolicy: null,
+  targetUdpRcvbuf: 0,
+  kernelBacklog: 0,
+};
+
+/** A path whose TCP one-stream up and down are `up` and `down` Mbit/s; other measures fixed. */
+function path(name: PathName, label: string, up: number, down: number, ok = true): PathSummary {
+  return {
+    name,
+    label,
+    ok,
+    ...(ok ? {} : { error: "wg not found (apt-get install wireguard-tools)" }),
+    mtu: 1420,
+    repeats: ok ? 1 : 0,
+    tcpMbps: { up1: up, down1: down, up4: up, down4: down },
+    udp: [{ offeredMbps: 300, sentMbps: 300, receivedMbps: 300, lossPercent: 0 }],
+    pingIdle: { p50Ms: 0.5, p99Ms: 1, lossPercent: 0 },
+    pingLoaded: { p50Ms: 5, p99Ms: 10, lossPercent: 0 },
+    cpuSecondsPerGb: { client: 10, relay: 10 },
+    peakRssMiB: { client: 50, relay: 50 },
+    udpDrops: NO_DROPS,
+  };
+}
+
+function report(paths: PathSummary[]): BenchReport {
+  return {
+    startedAt: "2026-12-01T00:00:00.000Z",
+    seconds: 100,
+    quick: true,
+    host: {},
+    settings: {
+      repeats: 1,
+      baselineRepeats: 1,
+      tcpSeconds: 3,
+      udpSeconds: 1,
+      udpRatesMbps: [300],
+      udpPayloadBytes: 1300,
+      udpSocketBuffer: "4M",
+      pings: 200,
+      pingIntervalMs: 10,
+      sessions: 200,
+      soakSeconds: 0,
+    },
+    paths,
+  };
+}
+
+const wg2022 = path("wireguard-go", "wireguard-go 0.0.20220316", 300, 300);
+const wg2025 = path("wireguard-go", "wireguard-go 0.0.20250522", 1500, 1400);
+const datagram = path("datagram", "datagram", 750, 700);
+const direct = path("direct", "direct", 12000, 12000);
+
+/** The cells of the table's line whose first cell is `label`. */
+function line(table: string, label: string): string[] {
+  const row = table.split("\n").find((l) => l.startsWith(`| ${label} `));
+  if (row === undefined) throw new Error(`no row "${label}" in\n${table}`);
+  return row.split("|").slice(1, -1).map((c) => c.trim());
+}
+
+Deno.test("fastestWireguardGo picks the ran build with the most one-stream TCP", () => {
+  assertEquals(fastestWireguardGo([direct, wg2022, wg2025, datagram]), wg2025);
+  assertEquals(fastestWireguardGo([wg2025, wg2022]), wg2025);
+  // One that did not run is never the reference, however fast it looks.
+  const notRun = path("wireguard-go", "wireguard-go /x", 9999, 9999, false);
+  assertEquals(fastestWireguardGo([wg2022, notRun]), wg2022);
+  // A build whose TCP runs failed (NaN) loses to one that measured something.
+  const broken = path("wireguard-go", "wireguard-go broken", NaN, NaN);
+  assertEquals(fastestWireguardGo([broken, wg2022]), wg2022);
+  assertEquals(fastestWireguardGo([datagram, notRun]), undefined);
+});
+
+Deno.test("formatTable: one column per wireguard-go build, ratios against the fastest", () => {
+  const table = formatTable(report([direct, wg2022, wg2025, datagram]));
+  assertEquals(line(table, "measure (median)"), [
+    "measure (median)",
+    "direct",
+    "wireguard-go 0.0.20220316",
+    "wireguard-go 0.0.20250522",
+    "datagram",
+    "datagram ÷ wg 0.0.20250522",
+    "datagram ÷ direct",
+  ]);
+  // 750 / 1500 and 700 / 1400 against 2025, not 2.50× against 2022.
+  assertEquals(line(table, "TCP 1 stream up, Mbit/s"), [
+    "TCP 1 stream up, Mbit/s",
+    "12000",
+    "300",
+    "1500",
+    "750",
+    "0.50×",
+    "0.06×",
+  ]);
+  assertEquals(line(table, "TCP 1 stream down, Mbit/s").slice(5), ["0.50×", "0.06×"]);
+  assert(!table.includes("did not run"), table);
+});
+
+Deno.test("formatTable keeps a build that could not run: column marked, reason below", () => {
+  const notRun = path("wireguard-go", "wireguard-go 0.0.20250522", NaN, NaN, false);
+  const table = formatTable(report([wg2022, notRun, datagram]));
+  const header = line(table, "measure (median)");
+  assertEquals(header, [
+    "measure (median)",
+    "wireguard-go 0.0.20220316",
+    "wireguard-go 0.0.20250522 (not run)",
+    "datagram",
+    "datagram ÷ wg 0.0.20220316",
+  ]);
+  assertEquals(line(table, "TCP 1 stream up, Mbit/s").slice(2), ["—", "750", "2.50×"]);
+  assert(
+    table.endsWith(
+      "\n\n- wireguard-go 0.0.20250522 did not run: wg not found (apt-get install wireguard-tools)",
+    ),
+    table,
+  );
+});
+
+Deno.test("formatTable without any wireguard-go that ran has no wg ratio", () => {
+  const notRun = path("wireguard-go", "wireguard-go /nope", NaN, NaN, false);
+  const header = line(formatTable(report([notRun, datagram, direct])), "measure (median)");
+  assertEquals(header.slice(1), [
+    "wireguard-go /nope (not run)",
+    "datagram",
+    "direct",
+    "datagram ÷ direct",
+  ]);
+});
+
+Deno.test("formatDropTable and renderChart name wireguard-go columns by build", () => {
+  const r = report([wg2022, wg2025, datagram]);
+  assertEquals(line(formatDropTable(r), "UDP 300 Mbit/s, packets (sum of repeats)").slice(1), [
+    "wireguard-go 0.0.20220316",
+    "wireguard-go 0.0.20250522",
+    "datagram",
+  ]);
+  const svg = renderChart(r);
+  assert(svg.includes(">wireguard-go 0.0.20220316</text>"), "legend of 2022");
+  assert(svg.includes(">wireguard-go 0.0.20250522</text>"), "legend of 2025");
+  // Two builds, two colours.
+  const legendColors = [...svg.matchAll(/<rect x="\d+" y="38" [^>]*fill="(#[0-9a-f]{6})"/g)]
+    .map((m) => m[1]);
+  assertEquals(new Set(legendColors).size, 3);
+});

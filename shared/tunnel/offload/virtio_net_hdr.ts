@@ -24,7 +24,7 @@
  * with `CONFIG_TUN_VNET_CROSS_LE` makes it big endian on a little-endian
  * host). This codec is always little endian. That is what the kernel uses on
  * every little-endian host (x86-64, arm64) whatever TUNSETVNETLE says; the
- * FFI side sets TUNSETVNETLE anyway so that a big-endian host agrees too.
+ * FFI side is to set TUNSETVNETLE anyway so that a big-endian host agrees too.
  *
  * Pure code: no Deno global, nothing allocated unless asked.
  *

@@ -51,68 +51,188 @@ export interface ConnectIpScope {
 export type HeaderField = readonly [name: string, value: string];
 
 // ---------------------------------------------------------------------------
-// URI templates: RFC 6570 level 1, variables `target` and `ipproto` only
+// URI templates (RFC 9484 §3 with RFC 6570 levels 1 to 3): the variables
+// `target` and `ipproto` in simple expressions (`{target}`,
+// `{target,ipproto}`) and form-style query expressions (`{?target,ipproto}`,
+// `{&target,ipproto}`); a template may also have no variable at all.
 
-type TemplatePart = { readonly literal: string } | { readonly variable: "target" | "ipproto" };
+/** A URI template variable that RFC 9484 §4.6 gives a meaning. */
+export type ConnectIpVariable = "target" | "ipproto";
 
-interface ParsedTemplate {
-  /** Authority of an absolute `https://` template. */
+/**
+ * One piece of a parsed template: literal text, a simple expression
+ * (RFC 6570 §3.2.2: values comma-separated), or a form-style query
+ * expression (RFC 6570 §3.2.8 `?`, §3.2.9 `&`: `name=value` pairs).
+ */
+export type ConnectIpTemplatePart =
+  | { readonly kind: "literal"; readonly text: string }
+  | { readonly kind: "simple"; readonly names: readonly ConnectIpVariable[] }
+  | {
+    readonly kind: "query";
+    readonly operator: "?" | "&";
+    readonly names: readonly ConnectIpVariable[];
+  };
+
+/** A CONNECT-IP URI template checked by {@linkcode parseConnectIpTemplate}. */
+export interface ConnectIpTemplate {
+  /** The template as written. */
+  readonly source: string;
+  /** The authority of an absolute `https://` template, as written; `undefined` for a path. */
   readonly authority: string | undefined;
-  readonly parts: readonly TemplatePart[];
-  readonly matcher: RegExp;
+  /** The path and query part of the template; starts with `/`. */
+  readonly pathAndQuery: string;
+  /** The variables the template contains, in order (none, one or both). */
+  readonly variables: readonly ConnectIpVariable[];
+  readonly parts: readonly ConnectIpTemplatePart[];
 }
 
-function parseTemplate(template: string): ParsedTemplate {
+/** The outcome of {@linkcode matchConnectIpTemplate}: the raw (still percent-encoded) values. */
+export type ConnectIpTemplateMatch =
+  | { readonly ok: true; readonly values: Readonly<Partial<Record<ConnectIpVariable, string>>> }
+  | { readonly ok: false; readonly reason: string };
+
+/**
+ * Whether a character can be part of an expanded variable's value: RFC 3986
+ * unreserved characters, `%` of percent-encoding (RFC 6570 §3.2.1 encodes
+ * everything else), and `*`, the wildcard of RFC 9484 §4.6, which clients
+ * send unencoded as RFC 9484's own examples do.
+ */
+function isValueChar(code: number): boolean {
+  return (code >= 0x30 && code <= 0x39) || // 0-9
+    (code >= 0x41 && code <= 0x5a) || // A-Z
+    (code >= 0x61 && code <= 0x7a) || // a-z
+    code === 0x2d || code === 0x2e || code === 0x5f || code === 0x7e || // - . _ ~
+    code === 0x25 || code === 0x2a; // % *
+}
+
+/**
+ * Parses and checks a CONNECT-IP URI template (RFC 9484 §3): an absolute
+ * `https://authority/path` template, or (for a relay's own configuration) a
+ * path starting with `/`. Throws an `Error` that names the rule for what
+ * RFC 9484 §3 forbids (a scheme other than https, an empty authority,
+ * variables in the authority, characters outside 0x21-0x7E, the `+`, `#`,
+ * `.`, `/` and `;` operators, level-4 modifiers such as `{target:3}`) and for
+ * what this implementation cannot serve: a variable other than `target` and
+ * `ipproto` (RFC 9484 §3 allows others but gives them no meaning, so this
+ * side has no value for them), a variable used twice, a `{?...}`/`{&...}`
+ * expression that does not end the template, and a simple expression
+ * followed by a character its value may contain (`{target}.x`), whose end
+ * could not be found without backtracking.
+ */
+export function parseConnectIpTemplate(template: string): ConnectIpTemplate {
   const invalid = (why: string) => new Error(`Invalid URI template "${template}": ${why}`);
-  let authority: string | undefined;
-  let path = template;
-  const absolute = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/([^/?#]*)(.*)$/.exec(template);
-  if (absolute !== null) {
-    if (absolute[1].toLowerCase() !== "https") throw invalid("the scheme must be https");
-    if (absolute[2] === "") throw invalid("the authority is empty");
-    authority = absolute[2];
-    path = absolute[3];
+  for (let i = 0; i < template.length; i++) {
+    const code = template.charCodeAt(i);
+    if (code < 0x21 || code > 0x7e) {
+      const shown = code === 0x20
+        ? "a space"
+        : `U+${code.toString(16).toUpperCase().padStart(4, "0")}`;
+      throw invalid(
+        `${shown} at offset ${i} is not allowed (RFC 9484 §3: ASCII 0x21-0x7E only; percent-encode it)`,
+      );
+    }
   }
-  if (!path.startsWith("/")) throw invalid("the path must start with '/'");
-  const parts: TemplatePart[] = [];
-  const seen = new Set<string>();
-  let pattern = "^";
+  let authority: string | undefined;
+  let rest = template;
+  if (!template.startsWith("/")) {
+    const separator = template.indexOf("://");
+    if (separator <= 0) {
+      throw invalid("it must be an absolute https:// URI template or a path starting with '/'");
+    }
+    const scheme = template.slice(0, separator).toLowerCase();
+    if (scheme !== "https") throw invalid(`the scheme must be https, not "${scheme}"`);
+    let end = separator + 3;
+    while (end < template.length && !"/?#".includes(template[end])) end++;
+    authority = template.slice(separator + 3, end);
+    if (authority === "") throw invalid("the authority is empty");
+    if (authority.includes("{") || authority.includes("}")) {
+      throw invalid("variables must be in the path or query, not in the authority (RFC 9484 §3)");
+    }
+    rest = template.slice(end);
+    if (rest === "") throw invalid("the path is empty (RFC 9484 §3: it must start with '/')");
+  }
+  if (!rest.startsWith("/")) throw invalid("the path must start with '/'");
+
+  const parts: ConnectIpTemplatePart[] = [];
+  const variables: ConnectIpVariable[] = [];
+  let inQuery = false;
   let i = 0;
-  while (i < path.length) {
-    const open = path.indexOf("{", i);
-    const close = path.indexOf("}", i);
+  while (i < rest.length) {
+    const open = rest.indexOf("{", i);
+    const close = rest.indexOf("}", i);
     if (close >= 0 && (open < 0 || close < open)) throw invalid("'}' without '{'");
-    if (open < 0) {
-      parts.push({ literal: path.slice(i) });
-      pattern += escapeRegExp(path.slice(i));
-      break;
+    const literalEnd = open < 0 ? rest.length : open;
+    if (literalEnd > i) {
+      const text = rest.slice(i, literalEnd);
+      if (text.includes("#")) throw invalid("a fragment ('#') is never sent in a request");
+      parts.push({ kind: "literal", text });
+      if (text.includes("?")) inQuery = true;
     }
-    if (open > i) {
-      parts.push({ literal: path.slice(i, open) });
-      pattern += escapeRegExp(path.slice(i, open));
-    } else if (parts.length > 0 && "variable" in parts[parts.length - 1]) {
-      throw invalid("two variables without a literal between them cannot be matched");
-    }
-    const end = path.indexOf("}", open);
+    if (open < 0) break;
+    const end = rest.indexOf("}", open);
     if (end < 0) throw invalid("'{' without '}'");
-    const name = path.slice(open + 1, end);
-    if (name !== "target" && name !== "ipproto") {
-      throw invalid(`unsupported expression {${name}} (only {target} and {ipproto})`);
+    const body = rest.slice(open + 1, end);
+    if (body.includes("{")) throw invalid("'{' inside an expression");
+    const expression = `{${body}}`;
+    let operator = "";
+    if (body[0] === "?" || body[0] === "&") {
+      operator = body[0];
+    } else if (body[0] !== undefined && "+#./;".includes(body[0])) {
+      throw invalid(`${expression}: the "${body[0]}" operator is not allowed (RFC 9484 §3)`);
+    } else if (body[0] !== undefined && "=,!@|".includes(body[0])) {
+      throw invalid(
+        `${expression}: "${body[0]}" is reserved for future extensions (RFC 6570 §2.2)`,
+      );
     }
-    if (seen.has(name)) throw invalid(`{${name}} appears twice`);
-    seen.add(name);
-    parts.push({ variable: name });
-    pattern += "([^/]+)";
+    const list = body.slice(operator.length);
+    if (list === "") throw invalid(`${expression} names no variable`);
+    const names: ConnectIpVariable[] = [];
+    for (const name of list.split(",")) {
+      if (name.includes(":") || name.endsWith("*")) {
+        throw invalid(
+          `${expression}: "${name}" has a level-4 value modifier (RFC 9484 §3: level 3 or lower)`,
+        );
+      }
+      if (name !== "target" && name !== "ipproto") {
+        throw invalid(
+          `${expression}: unsupported variable "${name}" (only target and ipproto, RFC 9484 §4.6, have a value here)`,
+        );
+      }
+      if (variables.includes(name)) throw invalid(`variable "${name}" appears twice`);
+      variables.push(name);
+      names.push(name);
+    }
+    const previous = parts[parts.length - 1];
+    if (operator === "") {
+      if (previous?.kind === "simple") {
+        throw invalid("two variables without a literal between them cannot be matched");
+      }
+      const next = rest.charCodeAt(end + 1);
+      if (end + 1 < rest.length && isValueChar(next)) {
+        throw invalid(
+          `${expression} is followed by "${
+            rest[end + 1]
+          }", which its value may contain; put a character such as '/', '?', '&' or '=' after it`,
+        );
+      }
+      parts.push({ kind: "simple", names });
+    } else {
+      if (operator === "?" && inQuery) {
+        throw invalid(`${expression} cannot follow a '?' of the template; use {&${list}}`);
+      }
+      if (operator === "&" && !inQuery) {
+        throw invalid(`${expression} needs a '?' before it in the template; use {?${list}}`);
+      }
+      if (end + 1 !== rest.length) throw invalid(`${expression} must end the template`);
+      parts.push({ kind: "query", operator: operator as "?" | "&", names });
+      inQuery = true;
+    }
     i = end + 1;
   }
-  return { authority, parts, matcher: new RegExp(pattern + "$") };
+  return { source: template, authority, pathAndQuery: rest, variables, parts };
 }
 
-function escapeRegExp(text: string): string {
-  return text.replace(/[\\^$.*+?()[\]{}|]/g, "\\$&");
-}
-
-/** Percent-encodes everything but RFC 3986 unreserved characters (RFC 6570 §3.2.2). */
+/** Percent-encodes everything but RFC 3986 unreserved characters (RFC 6570 §3.2.1). */
 function encodeUnreserved(text: string): string {
   return encodeURIComponent(text).replace(
     /[!'()*]/g,
@@ -137,27 +257,125 @@ function formatIpProtocol(ipProtocol: number | "any"): string {
 }
 
 /**
- * Expands a CONNECT-IP URI template (RFC 9484 §4.6, RFC 6570 level 1) into
- * the request's `:path`. The target is written as an address for a /32 or
- * /128 and as `address/length` otherwise, percent-encoded (`:` as `%3A`,
- * `/` as `%2F`); the wildcard is a literal `*`, as in RFC 9484's examples.
- * An absolute `https://` template yields only its path. Throws an `Error`
- * for a template other than `{target}`/`{ipproto}` level-1 expressions, and
- * a `RangeError` for an IP protocol outside 0..255.
+ * Expands a CONNECT-IP URI template (RFC 9484 §3, §4.6; RFC 6570 §3.2.2 and
+ * §3.2.8-9) into the request's `:path` (path and query). The target is
+ * written as an address for a /32 or /128 and as `address/length` otherwise,
+ * percent-encoded (`:` as `%3A`, `/` as `%2F`); the wildcard is a literal
+ * `*`, as in RFC 9484's examples, also in a query (`?target=*&ipproto=*`).
+ * An absolute template yields only its path and query. Throws an `Error`
+ * for an invalid template (see {@linkcode parseConnectIpTemplate}) or for a
+ * scope the template cannot express (a target prefix without a `target`
+ * variable), and a `RangeError` for an IP protocol outside 0..255.
  */
-export function expandConnectIpPath(template: string, scope: ConnectIpScope): string {
-  const parsed = parseTemplate(template);
+export function expandConnectIpPath(
+  template: string | ConnectIpTemplate,
+  scope: ConnectIpScope,
+): string {
+  const parsed = typeof template === "string" ? parseConnectIpTemplate(template) : template;
+  const ipproto = formatIpProtocol(scope.ipProtocol);
+  const target = scope.target.kind === "any" ? "*" : encodeUnreserved(formatTarget(scope.target));
+  for (const [name, value] of [["target", target], ["ipproto", ipproto]] as const) {
+    if (value !== "*" && !parsed.variables.includes(name)) {
+      throw new Error(
+        `Cannot expand URI template "${parsed.source}": it has no ${name} variable to ask for ${
+          name === "target" ? formatTarget(scope.target) : ipproto
+        }`,
+      );
+    }
+  }
+  const valueOf = (name: ConnectIpVariable) => name === "target" ? target : ipproto;
   let path = "";
   for (const part of parsed.parts) {
-    if ("literal" in part) path += part.literal;
-    else if (part.variable === "target") path += encodeTarget(scope.target);
-    else path += formatIpProtocol(scope.ipProtocol);
+    if (part.kind === "literal") path += part.text;
+    else if (part.kind === "simple") path += part.names.map(valueOf).join(",");
+    else path += part.operator + part.names.map((name) => `${name}=${valueOf(name)}`).join("&");
   }
   return path;
 }
 
-function encodeTarget(target: ConnectIpTarget): string {
-  return target.kind === "any" ? "*" : encodeUnreserved(formatTarget(target));
+/**
+ * Matches a request's `:path` against a template in one pass, without
+ * backtracking (the path comes from the peer): literals must be equal byte
+ * for byte; a simple expression's value is the longest non-empty run of
+ * value characters (unreserved, `%`, `*`), which
+ * {@linkcode parseConnectIpTemplate} made sure the following literal cannot
+ * continue; a query expression takes nothing (every variable then means
+ * `*`, RFC 9484 §4.6) or `name=value` pairs of its own variables in any
+ * order, each at most once and never empty (RFC 9484 §3). Returns the raw
+ * values, still percent-encoded, or the reason the path does not match.
+ */
+export function matchConnectIpTemplate(
+  template: ConnectIpTemplate,
+  path: string,
+): ConnectIpTemplateMatch {
+  const mismatch: ConnectIpTemplateMatch = {
+    ok: false,
+    reason: `path "${path}" does not match template "${template.source}"`,
+  };
+  const values: Partial<Record<ConnectIpVariable, string>> = {};
+  let at = 0;
+  for (const part of template.parts) {
+    if (part.kind === "literal") {
+      if (!path.startsWith(part.text, at)) return mismatch;
+      at += part.text.length;
+    } else if (part.kind === "simple") {
+      for (let n = 0; n < part.names.length; n++) {
+        if (n > 0) {
+          if (path[at] !== ",") return mismatch;
+          at++;
+        }
+        const start = at;
+        while (at < path.length && isValueChar(path.charCodeAt(at))) at++;
+        if (at === start) return mismatch;
+        values[part.names[n]] = path.slice(start, at);
+      }
+    } else {
+      if (at === path.length) break;
+      if (path[at] !== part.operator) return mismatch;
+      at++;
+      for (;;) {
+        let end = at;
+        let equals = -1;
+        while (end < path.length && path[end] !== "&") {
+          if (equals < 0 && path[end] === "=") equals = end;
+          end++;
+        }
+        const text = path.slice(at, equals < 0 ? end : equals);
+        const name = part.names.find((n) => n === text);
+        if (name === undefined) {
+          return {
+            ok: false,
+            reason: `query parameter ${
+              JSON.stringify(text)
+            } is not in template "${template.source}"`,
+          };
+        }
+        if (values[name] !== undefined) {
+          return { ok: false, reason: `query parameter "${name}" appears twice` };
+        }
+        const value = equals < 0 ? "" : path.slice(equals + 1, end);
+        for (let k = 0; k < value.length; k++) {
+          if (!isValueChar(value.charCodeAt(k))) return mismatch;
+        }
+        if (value === "") {
+          return { ok: false, reason: `query parameter "${name}" is empty (RFC 9484 §3)` };
+        }
+        values[name] = value;
+        if (end === path.length) break;
+        at = end + 1;
+      }
+      at = path.length;
+    }
+  }
+  return at === path.length ? { ok: true, values } : mismatch;
+}
+
+/** The last template parsed for {@linkcode parseConnectIpRequest}: a relay serves one. */
+let cachedTemplate: ConnectIpTemplate | undefined;
+
+function parseTemplateCached(template: string): ConnectIpTemplate {
+  if (cachedTemplate?.source !== template) cachedTemplate = parseConnectIpTemplate(template);
+  return cachedTemplate;
 }
 
 // ---------------------------------------------------------------------------
@@ -222,6 +440,20 @@ function refuse(status: number, reason: string): ConnectIpRequestResult {
 
 function normalizeAuthority(authority: string): string {
   return authority.toLowerCase().replace(/:443$/, "");
+}
+
+/** A decimal 0..255 without leading zeros, or undefined (no regular expression: peer input). */
+function parseIpProtocol(text: string): number | undefined {
+  if (text.length === 0 || text.length > 3 || (text.length > 1 && text[0] === "0")) {
+    return undefined;
+  }
+  let value = 0;
+  for (let i = 0; i < text.length; i++) {
+    const digit = text.charCodeAt(i) - 0x30;
+    if (digit < 0 || digit > 9) return undefined;
+    value = value * 10 + digit;
+  }
+  return value <= 255 ? value : undefined;
 }
 
 function percentDecode(text: string): string | undefined {
@@ -319,9 +551,9 @@ export function parseConnectIpRequest(
   }
 
   const template = options.template ?? DEFAULT_URI_TEMPLATE;
-  let parsed: ParsedTemplate;
+  let parsed: ConnectIpTemplate;
   try {
-    parsed = parseTemplate(template);
+    parsed = parseTemplateCached(template);
   } catch (error) {
     return refuse(500, error instanceof Error ? error.message : String(error));
   }
@@ -333,34 +565,34 @@ export function parseConnectIpRequest(
     return refuse(400, "missing or invalid capsule-protocol header (expected ?1)");
   }
 
-  const match = parsed.matcher.exec(path);
-  if (match === null) {
-    return refuse(400, `path "${path}" does not match template "${template}"`);
-  }
+  const match = matchConnectIpTemplate(parsed, path);
+  if (!match.ok) return refuse(400, match.reason);
   let target: ConnectIpTarget = { kind: "any" };
   let ipProtocol: number | "any" = "any";
-  let group = 1;
-  for (const part of parsed.parts) {
-    if ("literal" in part) continue;
-    const raw = match[group++];
-    const value = percentDecode(raw);
-    if (part.variable === "target") {
-      if (value === undefined) return refuse(400, `target "${raw}" is not valid percent-encoding`);
-      if (value !== "*") {
-        try {
-          target = { kind: "prefix", prefix: parsePrefix(value) };
-        } catch {
-          return refuse(400, `target "${value}" is not an IP address, IP prefix or "*"`);
-        }
+  const rawTarget = match.values.target;
+  if (rawTarget !== undefined) {
+    const value = percentDecode(rawTarget);
+    if (value === undefined) {
+      return refuse(400, `target "${rawTarget}" is not valid percent-encoding`);
+    }
+    if (value !== "*") {
+      try {
+        target = { kind: "prefix", prefix: parsePrefix(value) };
+      } catch {
+        return refuse(400, `target "${value}" is not an IP address, IP prefix or "*"`);
       }
-    } else {
-      if (value === undefined) return refuse(400, `ipproto "${raw}" is not valid percent-encoding`);
-      if (value !== "*") {
-        if (!/^(?:0|[1-9][0-9]{0,2})$/.test(value) || Number(value) > 255) {
-          return refuse(400, `ipproto "${value}" is not 0..255 or "*"`);
-        }
-        ipProtocol = Number(value);
-      }
+    }
+  }
+  const rawIpproto = match.values.ipproto;
+  if (rawIpproto !== undefined) {
+    const value = percentDecode(rawIpproto);
+    if (value === undefined) {
+      return refuse(400, `ipproto "${rawIpproto}" is not valid percent-encoding`);
+    }
+    if (value !== "*") {
+      const number = parseIpProtocol(value);
+      if (number === undefined) return refuse(400, `ipproto "${value}" is not 0..255 or "*"`);
+      ipProtocol = number;
     }
   }
   return { ok: true, scope: { target, ipProtocol }, authority, path };

@@ -9,6 +9,7 @@ import {
   type HeaderField,
   isCapsuleProtocolEnabled,
   parseConnectIpRequest,
+  parseConnectIpTemplate,
 } from "./connect_ip_request.ts";
 
 const ANY: ConnectIpScope = { target: { kind: "any" }, ipProtocol: "any" };
@@ -86,15 +87,17 @@ Deno.test("expandConnectIpPath() fills the template with percent-encoded values"
     );
   });
   const badTemplates: [string, string][] = [
-    ["/x/{?target,ipproto}", "unsupported expression {?target,ipproto}"],
     ["/x/{target}{ipproto}", "two variables without a literal between them cannot be matched"],
-    ["/x/{target}/{target}", "{target} appears twice"],
+    ["/x/{target}/{target}", `variable "target" appears twice`],
     ["/x/{target", "'{' without '}'"],
     ["/x/target}", "'}' without '{'"],
-    ["x/{target}", "the path must start with '/'"],
-    ["http://relay.test/{target}", "the scheme must be https"],
+    ["x/{target}", "it must be an absolute https:// URI template or a path starting with '/'"],
+    ["http://relay.test/{target}", `the scheme must be https, not "http"`],
     ["https:///{target}", "the authority is empty"],
-    ["/x/{dns}", "unsupported expression {dns}"],
+    [
+      "/x/{dns}",
+      `{dns}: unsupported variable "dns" (only target and ipproto, RFC 9484 §4.6, have a value here)`,
+    ],
   ];
   for (const [template, why] of badTemplates) {
     await t.step(`rejects template ${template}`, () => {
@@ -103,6 +106,139 @@ Deno.test("expandConnectIpPath() fills the template with percent-encoded values"
         Error,
         `Invalid URI template "${template}": ${why}`,
       );
+    });
+  }
+});
+
+Deno.test("expandConnectIpPath() expands each template form of RFC 9484 §3", async (t) => {
+  const udpTo = {
+    target: { kind: "prefix", prefix: parsePrefix("198.18.2.0/24") },
+    ipProtocol: 17,
+  } as const;
+  const cases: [string, ConnectIpScope, string][] = [
+    // The four examples of RFC 9484 §3 (figure "URI Template Examples").
+    [
+      "https://example.org/.well-known/masque/ip/{target}/{ipproto}/",
+      ANY,
+      "/.well-known/masque/ip/*/*/",
+    ],
+    ["https://proxy.example.org:4443/masque/ip?t={target}&i={ipproto}", ANY, "/masque/ip?t=*&i=*"],
+    [
+      "https://proxy.example.org:4443/masque/ip{?target,ipproto}",
+      ANY,
+      "/masque/ip?target=*&ipproto=*",
+    ],
+    ["https://masque.example.org/?user=bob", ANY, "/?user=bob"],
+    // With a scope, and the other level-3 forms.
+    [
+      "https://proxy.example.org:4443/masque/ip{?target,ipproto}",
+      udpTo,
+      "/masque/ip?target=198.18.2.0%2F24&ipproto=17",
+    ],
+    ["/vpn?user=bob{&ipproto,target}", udpTo, "/vpn?user=bob&ipproto=17&target=198.18.2.0%2F24"],
+    ["/ip/{target,ipproto}/", udpTo, "/ip/198.18.2.0%2F24,17/"],
+    ["https://proxy:4433/vpn", ANY, "/vpn"],
+  ];
+  for (const [template, scope, expected] of cases) {
+    await t.step(template, () => assertEquals(expandConnectIpPath(template, scope), expected));
+  }
+  await t.step("a scope the template cannot express", () => {
+    assertThrows(
+      () => expandConnectIpPath("https://proxy:4433/vpn", udpTo),
+      Error,
+      `Cannot expand URI template "https://proxy:4433/vpn": it has no target variable to ask for 198.18.2.0/24`,
+    );
+    assertThrows(
+      () => expandConnectIpPath("/vpn/{target}/", udpTo),
+      Error,
+      `Cannot expand URI template "/vpn/{target}/": it has no ipproto variable to ask for 17`,
+    );
+  });
+});
+
+Deno.test("parseConnectIpTemplate() refuses what RFC 9484 §3 forbids, naming the rule", async (t) => {
+  const cases: [string, string][] = [
+    ["/x/{+target}", `{+target}: the "+" operator is not allowed (RFC 9484 §3)`],
+    ["/x/{#target}", `{#target}: the "#" operator is not allowed (RFC 9484 §3)`],
+    ["/x{.target}", `{.target}: the "." operator is not allowed (RFC 9484 §3)`],
+    ["/x{/target,ipproto}", `{/target,ipproto}: the "/" operator is not allowed (RFC 9484 §3)`],
+    ["/x{;target}", `{;target}: the ";" operator is not allowed (RFC 9484 §3)`],
+    ["/x/{=target}", `{=target}: "=" is reserved for future extensions (RFC 6570 §2.2)`],
+    [
+      "/x/{target:3}/",
+      `{target:3}: "target:3" has a level-4 value modifier (RFC 9484 §3: level 3 or lower)`,
+    ],
+    [
+      "/x{?target*}",
+      `{?target*}: "target*" has a level-4 value modifier (RFC 9484 §3: level 3 or lower)`,
+    ],
+    [
+      "https://relay.test/{?target,user}",
+      `{?target,user}: unsupported variable "user" (only target and ipproto, RFC 9484 §4.6, have a value here)`,
+    ],
+    ["/x/{}", "{} names no variable"],
+    ["/x/{?}", "{?} names no variable"],
+    [
+      "https://relay.test/a b/{target}",
+      "a space at offset 20 is not allowed (RFC 9484 §3: ASCII 0x21-0x7E only; percent-encode it)",
+    ],
+    [
+      "/caf\u00e9/{target}/",
+      "U+00E9 at offset 4 is not allowed (RFC 9484 §3: ASCII 0x21-0x7E only; percent-encode it)",
+    ],
+    ["ftp://relay.test/{target}", `the scheme must be https, not "ftp"`],
+    ["HTTP://relay.test/vpn", `the scheme must be https, not "http"`],
+    [
+      "https://{target}.relay.test/",
+      "variables must be in the path or query, not in the authority (RFC 9484 §3)",
+    ],
+    ["https://relay.test", "the path is empty (RFC 9484 §3: it must start with '/')"],
+    ["https://relay.test?x=1", "the path must start with '/'"],
+    ["/x/{target}#frag", "a fragment ('#') is never sent in a request"],
+    ["/x?a=1{?target}", "{?target} cannot follow a '?' of the template; use {&target}"],
+    ["/x{&target}", "{&target} needs a '?' before it in the template; use {?target}"],
+    ["/x{?target}/y", "{?target} must end the template"],
+    [
+      "/x/{target}.{ipproto}",
+      `{target} is followed by ".", which its value may contain; put a character such as '/', '?', '&' or '=' after it`,
+    ],
+  ];
+  for (const [template, why] of cases) {
+    const shown = JSON.parse(`"${template}"`) as string;
+    await t.step(template, () => {
+      assertThrows(
+        () => parseConnectIpTemplate(shown),
+        Error,
+        `Invalid URI template "${shown}": ${why}`,
+      );
+    });
+  }
+  await t.step("what it keeps of a valid template", () => {
+    const parsed = parseConnectIpTemplate("https://Relay.Test:443/masque/ip{?ipproto,target}");
+    assertEquals(parsed.authority, "Relay.Test:443");
+    assertEquals(parsed.pathAndQuery, "/masque/ip{?ipproto,target}");
+    assertEquals(parsed.variables, ["ipproto", "target"]);
+    assertEquals(parseConnectIpTemplate("/vpn").variables, []);
+    assertEquals(parseConnectIpTemplate("/vpn").authority, undefined);
+  });
+});
+
+Deno.test("parseConnectIpRequest() matches long hostile paths in one pass", async (t) => {
+  // Paths that make a backtracking matcher try every split: many candidate
+  // separators, then a character that fails at the very end. The matcher
+  // scans each character a bounded number of times, so these are all quick
+  // 400s; the reasons show where each one stopped.
+  const n = 20_000;
+  const cases: [string, string, string][] = [
+    ["/vpn?t={target}&p={ipproto}", "/vpn?t=" + "&p=".repeat(n) + "/", "does not match"],
+    [DEFAULT_URI_TEMPLATE, "/.well-known/masque/ip/" + "1".repeat(3 * n) + "/", "does not match"],
+    ["/m{?target,ipproto}", "/m?" + "&".repeat(3 * n), `query parameter "" is not in template`],
+    ["/m{?target,ipproto}", "/m?target=" + "=".repeat(3 * n), "does not match"],
+  ];
+  for (const [template, path, reason] of cases) {
+    await t.step(`${template} against ${path.length} characters`, () => {
+      const result = parseConnectIpRequest(request(path), { template });
+      assert(!result.ok && result.status === 400 && result.reason.includes(reason), String(result));
     });
   }
 });
@@ -151,6 +287,35 @@ Deno.test("parseConnectIpRequest() accepts well-formed requests", async (t) => {
       template: "https://relay.test/vpn/{target}/{ipproto}",
     }],
     ["template without variables", request("/vpn"), ANY, { template: "/vpn" }],
+    ["RFC 9484 §3 example without variables", request("/?user=bob"), ANY, {
+      template: "https://masque.example.org/?user=bob",
+      authority: "relay.test",
+    }],
+    ["query expression left out: wildcards", request("/masque"), ANY, {
+      template: "/masque{?target,ipproto}",
+    }],
+    [
+      "query expression with both variables",
+      request("/masque?target=198.18.2.0%2F24&ipproto=17"),
+      { target: v4, ipProtocol: 17 },
+      { template: "https://relay.test/masque{?target,ipproto}" },
+    ],
+    [
+      "query expression in another order, one variable",
+      request("/masque?ipproto=17"),
+      { target: { kind: "any" }, ipProtocol: 17 },
+      { template: "/masque{?target,ipproto}" },
+    ],
+    [
+      "query continuation after a fixed parameter",
+      request("/vpn?user=bob&target=*&ipproto=*"),
+      ANY,
+      { template: "/vpn?user=bob{&target,ipproto}" },
+    ],
+    ["simple expression with two variables", request("/ip/198.18.2.0%2F24,6"), {
+      target: v4,
+      ipProtocol: 6,
+    }, { template: "/ip/{target,ipproto}" }],
     [
       "query-form template",
       request("/vpn?t=198.18.2.0%2F24&p=17"),
@@ -426,14 +591,78 @@ Deno.test("parseConnectIpRequest() refuses bad requests with a status and reason
       400,
       `ipproto "udp" is not 0..255 or "*"`,
     ],
+    // Query-form templates (RFC 9484 §3, RFC 6570 §3.2.8)
+    [
+      "query parameter not in the template",
+      request("/masque?target=*&user=bob"),
+      400,
+      `query parameter "user" is not in template "/masque{?target,ipproto}"`,
+      { template: "/masque{?target,ipproto}" },
+    ],
+    [
+      "query parameter twice",
+      request("/masque?target=*&target=*"),
+      400,
+      `query parameter "target" appears twice`,
+      { template: "/masque{?target,ipproto}" },
+    ],
+    [
+      "empty query parameter",
+      request("/masque?target=&ipproto=17"),
+      400,
+      `query parameter "target" is empty (RFC 9484 §3)`,
+      { template: "/masque{?target,ipproto}" },
+    ],
+    [
+      "query parameter without '='",
+      request("/masque?ipproto"),
+      400,
+      `query parameter "ipproto" is empty (RFC 9484 §3)`,
+      { template: "/masque{?target,ipproto}" },
+    ],
+    [
+      "raw slash in a query value",
+      request("/masque?target=198.18.0.0/15"),
+      400,
+      `path "/masque?target=198.18.0.0/15" does not match template "/masque{?target,ipproto}"`,
+      { template: "/masque{?target,ipproto}" },
+    ],
+    [
+      "query where the template has none",
+      request("/vpn?target=*"),
+      400,
+      `path "/vpn?target=*" does not match template "/vpn"`,
+      { template: "/vpn" },
+    ],
+    [
+      "other path under a query-form template",
+      request("/masque2?target=*"),
+      400,
+      `path "/masque2?target=*" does not match template "/masque{?target,ipproto}"`,
+      { template: "/masque{?target,ipproto}" },
+    ],
+    [
+      "bad ipproto in a query",
+      request("/masque?ipproto=300"),
+      400,
+      `ipproto "300" is not 0..255 or "*"`,
+      { template: "/masque{?target,ipproto}" },
+    ],
+    [
+      "RFC 9484 §3 example with another user",
+      request("/?user=alice"),
+      400,
+      `path "/?user=alice" does not match template "https://masque.example.org/?user=bob"`,
+      { template: "https://masque.example.org/?user=bob", authority: "relay.test" },
+    ],
     // Server configuration
     [
       "invalid template",
       base,
       500,
-      `Invalid URI template "/x/{?target}": unsupported expression {?target} (only {target} and {ipproto})`,
+      `Invalid URI template "/x/{+target}": {+target}: the "+" operator is not allowed (RFC 9484 §3)`,
       {
-        template: "/x/{?target}",
+        template: "/x/{+target}",
       },
     ],
   ];
@@ -494,6 +723,9 @@ Deno.test("expandConnectIpPath() and parseConnectIpRequest() round trip random s
     DEFAULT_URI_TEMPLATE,
     "/vpn?t={target}&p={ipproto}",
     "https://relay.test/a/{ipproto}/b/{target}",
+    "https://relay.test/masque{?target,ipproto}",
+    "/vpn?user=bob{&ipproto,target}",
+    "/ip/{target,ipproto}/",
   ];
   for (let i = 0; i < 1000; i++) {
     const address = new Uint8Array(i % 2 === 0 ? 4 : 16);

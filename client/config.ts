@@ -9,7 +9,10 @@ import { parseArgs } from "node:util";
 import type { LogLevel } from "../shared/log.ts";
 import { parseLogLevel } from "../shared/log.ts";
 import type { IpPrefix } from "../shared/packet/ip_address.ts";
-import { DEFAULT_URI_TEMPLATE } from "../shared/masque/connect_ip_request.ts";
+import {
+  DEFAULT_URI_TEMPLATE,
+  parseConnectIpTemplate,
+} from "../shared/masque/connect_ip_request.ts";
 import type { PacketMode } from "../shared/masque/connect_ip_session.ts";
 import { parseCidr, parseInteger } from "../relay/config.ts";
 import type { ParseResult } from "../relay/config.ts";
@@ -21,7 +24,10 @@ export interface ClientConfig {
   readonly relayPort: number;
   /** `:authority` sent in the request. */
   readonly authority: string;
-  /** URI template path of the relay's connect-ip resource. */
+  /**
+   * The relay's URI template (RFC 9484 §3), absolute: `--relay` as given, or
+   * the default template on its host and port when it has no path.
+   */
   readonly template: string;
   /** Name checked against the relay's certificate (default: relay host). */
   readonly serverName: string;
@@ -45,11 +51,14 @@ export interface ClientConfig {
 /** `--help` text; every option is listed here and in docs/. */
 export const CLIENT_HELP = `masque-vpn client: tunnels IP traffic to a CONNECT-IP relay over HTTP/3.
 
-Usage: deno task client --relay https://HOST[:PORT][/template] [options]
+Usage: deno task client --relay https://HOST[:PORT][/TEMPLATE] [options]
 
 Options:
-  --relay URL          relay URL; the path, when given, is the URI template
-                       (default path ${DEFAULT_URI_TEMPLATE}; default port 443)
+  --relay URL          the relay's URI template (RFC 9484 §3), e.g.
+                       https://relay.example/vpn (no variables: any target),
+                       https://relay.example/masque{?target,ipproto};
+                       only HOST[:PORT]: default path ${DEFAULT_URI_TEMPLATE}
+                       (default port 443)
   --ca FILE            trust this CA (PEM) in addition to the system roots
   --server-name NAME   name to check in the relay's certificate (default: URL host)
   --route CIDR         send this network through the tunnel (repeatable);
@@ -66,6 +75,46 @@ Options:
                        as JSON every 2 s; run with --allow-write=FILE
   -h, --help           show this help
 `;
+
+/**
+ * Reads `--relay`, the relay's URI template (RFC 9484 §3): an absolute
+ * `https://` template whose authority gives the host and port to dial and
+ * the `:authority` to send, normalized as RFC 9110 §4.2.3 asks (host in
+ * lowercase, no `:443`). Without a path, or with only `/`, it is the default
+ * template `https://HOST:PORT/.well-known/masque/ip/{target}/{ipproto}/`.
+ * Returns an error message otherwise.
+ */
+function parseRelayUrl(
+  text: string,
+): { relayHost: string; relayPort: number; authority: string; template: string } | string {
+  const separator = text.indexOf("://");
+  if (separator <= 0) return `--relay must be a URL like https://relay.example:4433, not "${text}"`;
+  const scheme = text.slice(0, separator).toLowerCase();
+  if (scheme !== "https") return `--relay must be an https URL, not "${scheme}:"`;
+  let end = separator + 3;
+  while (end < text.length && !"/?#".includes(text[end])) end++;
+  const rest = text.slice(end);
+  const template = rest === "" || rest === "/" ? text.slice(0, end) + DEFAULT_URI_TEMPLATE : text;
+  try {
+    parseConnectIpTemplate(template);
+  } catch (error) {
+    return `--relay: ${error instanceof Error ? error.message : String(error)}`;
+  }
+  const written = text.slice(separator + 3, end);
+  if (written.includes("@")) return `--relay must not carry user information, not "${written}"`;
+  let url: URL;
+  try {
+    url = new URL(`https://${written}/`);
+  } catch {
+    return `--relay has an invalid host or port: "${written}"`;
+  }
+  return {
+    relayHost: url.hostname.replace(/^\[(.*)\]$/, "$1"),
+    relayPort: url.port ? Number(url.port) : 443,
+    authority: url.host,
+    template,
+  };
+}
 
 /**
  * Parses the client's arguments and environment (`TARGET_CIDRS`,
@@ -101,33 +150,14 @@ export function parseClientConfig(
   const errors: string[] = [];
   let relayHost = "";
   let relayPort = 443;
-  let template = DEFAULT_URI_TEMPLATE;
+  let template = "";
   let authority = "";
   if (values.relay === undefined) {
     errors.push("--relay URL is required, e.g. --relay https://relay.example:4433");
   } else {
-    let url: URL | undefined;
-    try {
-      url = new URL(values.relay);
-    } catch {
-      errors.push(`--relay must be a URL like https://relay.example:4433, not "${values.relay}"`);
-    }
-    if (url) {
-      if (url.protocol !== "https:") {
-        errors.push(`--relay must be an https URL, not "${url.protocol}"`);
-      }
-      relayHost = url.hostname.replace(/^\[(.*)\]$/, "$1");
-      relayPort = url.port ? Number(url.port) : 443;
-      authority = url.host;
-      // The template's braces arrive percent-encoded from URL parsing.
-      const path = decodeURIComponent(url.pathname);
-      if (path !== "/" && path !== "") {
-        if (!path.includes("{target}") || !path.includes("{ipproto}")) {
-          errors.push("--relay's path must be a URI template with {target} and {ipproto}");
-        }
-        template = path;
-      }
-    }
+    const relay = parseRelayUrl(values.relay);
+    if (typeof relay === "string") errors.push(relay);
+    else ({ relayHost, relayPort, authority, template } = relay);
   }
   const mtu = (values.mtu ?? "auto") === "auto"
     ? "auto"

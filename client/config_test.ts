@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "../tests/support/assert.ts";
 import { formatPrefix } from "../shared/packet/ip_address.ts";
+import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
 import { parseClientConfig } from "./config.ts";
 
 Deno.test("parseClientConfig() takes host, port and template from --relay", async (t) => {
@@ -11,7 +12,10 @@ Deno.test("parseClientConfig() takes host, port and template from --relay", asyn
       4433,
       "relay.example:4433",
     ]);
-    assertEquals(r.config.template, "/.well-known/masque/ip/{target}/{ipproto}/");
+    assertEquals(
+      r.config.template,
+      "https://relay.example:4433/.well-known/masque/ip/{target}/{ipproto}/",
+    );
     assertEquals([r.config.mode, r.config.tunName, r.config.mtu], ["datagram", "mvpn0", "auto"]);
     assertEquals(r.config.statusFile, undefined);
   });
@@ -24,7 +28,7 @@ Deno.test("parseClientConfig() takes host, port and template from --relay", asyn
     const r = parseClientConfig(["--relay", "https://[fd00::1]/vpn/{target}/{ipproto}"]);
     assert(r.ok === true);
     assertEquals([r.config.relayHost, r.config.relayPort], ["fd00::1", 443]);
-    assertEquals(r.config.template, "/vpn/{target}/{ipproto}");
+    assertEquals(r.config.template, "https://[fd00::1]/vpn/{target}/{ipproto}");
     assertEquals(r.config.serverName, "fd00::1");
   });
 });
@@ -49,4 +53,98 @@ Deno.test("parseClientConfig() reports bad input clearly", () => {
   assertEquals(r.errors[1], '--mtu must be an integer from 1280 to 65535, not "9"');
   assert(r.errors[2].startsWith("TARGET_CIDRS: "), r.errors[2]);
   assertEquals(r.errors[3], '--mode must be datagram or stream, not "tcp"');
+});
+
+Deno.test("parseClientConfig() takes the whole --relay URL as the URI template (RFC 9484 §3)", async (t) => {
+  const cases: [string, { host: string; port: number; authority: string; path: string }][] = [
+    // Without variables: connect-ip-go's integration proxy serves /vpn.
+    ["https://proxy:4433/vpn", {
+      host: "proxy",
+      port: 4433,
+      authority: "proxy:4433",
+      path: "/vpn",
+    }],
+    // Form-style query: the braces are not a path, URL parsing would lose them.
+    ["https://relay.example/masque{?target,ipproto}", {
+      host: "relay.example",
+      port: 443,
+      authority: "relay.example",
+      path: "/masque?target=*&ipproto=*",
+    }],
+    ["https://proxy.example.org:4443/masque/ip?t={target}&i={ipproto}", {
+      host: "proxy.example.org",
+      port: 4443,
+      authority: "proxy.example.org:4443",
+      path: "/masque/ip?t=*&i=*",
+    }],
+    ["https://masque.example.org/?user=bob", {
+      host: "masque.example.org",
+      port: 443,
+      authority: "masque.example.org",
+      path: "/?user=bob",
+    }],
+    // RFC 9110 §4.2.3: the default port is left out of :authority, the host lowercased.
+    ["https://Relay.Example:443/vpn", {
+      host: "relay.example",
+      port: 443,
+      authority: "relay.example",
+      path: "/vpn",
+    }],
+    // Only host and port: the default template (RFC 9484 §3).
+    ["https://[fd00::1]:4433/", {
+      host: "fd00::1",
+      port: 4433,
+      authority: "[fd00::1]:4433",
+      path: "/.well-known/masque/ip/*/*/",
+    }],
+  ];
+  for (const [relay, expected] of cases) {
+    await t.step(relay, () => {
+      const r = parseClientConfig(["--relay", relay]);
+      assert(r.ok === true, JSON.stringify(r));
+      const { relayHost, relayPort, authority } = r.config;
+      const path = expandConnectIpPath(r.config.template, {
+        target: { kind: "any" },
+        ipProtocol: "any",
+      });
+      assertEquals({ host: relayHost, port: relayPort, authority, path }, expected);
+    });
+  }
+});
+
+Deno.test("parseClientConfig() refuses --relay templates RFC 9484 §3 forbids, clearly", async (t) => {
+  const cases: [string, string][] = [
+    ["http://relay.example/vpn", '--relay must be an https URL, not "http:"'],
+    [
+      "https://relay.example/{user}",
+      `--relay: Invalid URI template "https://relay.example/{user}": {user}: unsupported variable "user" (only target and ipproto, RFC 9484 §4.6, have a value here)`,
+    ],
+    [
+      "https://relay.example/ip/{+target}/",
+      `--relay: Invalid URI template "https://relay.example/ip/{+target}/": {+target}: the "+" operator is not allowed (RFC 9484 §3)`,
+    ],
+    [
+      "https://relay.example/ip/{target",
+      `--relay: Invalid URI template "https://relay.example/ip/{target": '{' without '}'`,
+    ],
+    [
+      "https://user@relay.example/vpn",
+      '--relay must not carry user information, not "user@relay.example"',
+    ],
+    [
+      "https://relay.example:99999/vpn",
+      '--relay has an invalid host or port: "relay.example:99999"',
+    ],
+    [
+      "relay.example:4433",
+      '--relay must be a URL like https://relay.example:4433, not "relay.example:4433"',
+    ],
+  ];
+  for (const [relay, error] of cases) {
+    await t.step(relay, () => {
+      const r = parseClientConfig(["--relay", relay]);
+      assert(r.ok === false, JSON.stringify(r));
+      assertEquals(r.errors, [error]);
+    });
+  }
 });

@@ -9,8 +9,11 @@ import { parseArgs } from "node:util";
 import type { LogLevel } from "../shared/log.ts";
 import { parseLogLevel } from "../shared/log.ts";
 import type { IpPrefix } from "../shared/packet/ip_address.ts";
-import { parsePrefix } from "../shared/packet/ip_address.ts";
-import { DEFAULT_URI_TEMPLATE } from "../shared/masque/connect_ip_request.ts";
+import { formatPrefix, parsePrefix } from "../shared/packet/ip_address.ts";
+import {
+  DEFAULT_URI_TEMPLATE,
+  parseConnectIpTemplate,
+} from "../shared/masque/connect_ip_request.ts";
 
 /** The relay's configuration. */
 export interface RelayConfig {
@@ -25,9 +28,13 @@ export interface RelayConfig {
   readonly devCertsDir?: string;
   /** DNS names and IP addresses put into a created development certificate. */
   readonly devCertNames: readonly string[];
-  /** Pools the client addresses come from; the relay's TUN takes the first host of each. */
-  readonly pool4: IpPrefix;
-  readonly pool6: IpPrefix;
+  /**
+   * Pools the client addresses come from; the relay's TUN takes the first
+   * host of each. `undefined` (`--pool4 none`, `--pool6 none`): clients get
+   * no address of that family; at least one pool is set.
+   */
+  readonly pool4?: IpPrefix;
+  readonly pool6?: IpPrefix;
   /** Routes advertised to clients (ROUTE_ADVERTISEMENT). */
   readonly routes: readonly IpPrefix[];
   /** Name of the relay's TUN device. */
@@ -67,18 +74,22 @@ Options:
                        certificate in DIR; clients trust DIR/ca.pem with --ca
   --dev-cert-name NAME DNS name or IP address for the created certificate
                        (repeatable; default localhost, 127.0.0.1, ::1)
-  --pool4 CIDR         IPv4 client pool (default 10.100.0.0/24)
-  --pool6 CIDR         IPv6 client pool (default fd6d:6173:7175::/64); each
+  --pool4 CIDR|none    IPv4 client pool (default 10.100.0.0/24)
+  --pool6 CIDR|none    IPv6 client pool (default fd6d:6173:7175::/64); each
                        client gets one address from each pool, and while
-                       either pool is used up new clients get 503
+                       either pool is used up new clients get 503; none
+                       turns a family off (sessions get the other one only)
   --route CIDR         route advertised to clients (repeatable; default
-                       0.0.0.0/0 and ::/0)
+                       0.0.0.0/0 and ::/0, each if its pool is on)
   --tun NAME           TUN device name (default mvpn-relay)
   --mtu N              TUN MTU in bytes (default 1500; packets too big for a
                        client's QUIC path get ICMP Packet Too Big)
   --nat                masquerade the pools on egress with nftables
                        (run with --allow-run=nft); removed on exit
-  --template T         URI template (default ${DEFAULT_URI_TEMPLATE})
+  --template T         URI template (RFC 9484 §3) requests must match: a path
+                       or https:// URL, with {target} and {ipproto} in the
+                       path or query, {?target,ipproto}, or no variable
+                       (e.g. /vpn); default ${DEFAULT_URI_TEMPLATE}
   --max-sessions N     most concurrent sessions (default 1024)
   --status-file FILE   write a JSON status (sessions, counters) every 2 s
   --idle-timeout SEC   end a session whose client is silent this long
@@ -144,13 +155,30 @@ export function parseRelayConfig(
     3600,
     errors,
   );
-  const pool4 = parseCidr(values.pool4 ?? "10.100.0.0/24", "--pool4", errors, 4);
-  const pool6 = parseCidr(values.pool6 ?? "fd6d:6173:7175::/64", "--pool6", errors, 6);
+  const pool4Text = values.pool4 ?? "10.100.0.0/24";
+  const pool6Text = values.pool6 ?? "fd6d:6173:7175::/64";
+  const pool4 = pool4Text === "none" ? undefined : parseCidr(pool4Text, "--pool4", errors, 4);
+  const pool6 = pool6Text === "none" ? undefined : parseCidr(pool6Text, "--pool6", errors, 6);
   if (pool4 && pool4.prefixLength > 30) errors.push("--pool4 must be /30 or larger");
   if (pool6 && pool6.prefixLength > 126) errors.push("--pool6 must be /126 or larger");
-  const routes = (values.route ?? ["0.0.0.0/0", "::/0"]).map((r) =>
-    parseCidr(r, "--route", errors)
-  );
+  if (pool4Text === "none" && pool6Text === "none") {
+    errors.push("--pool4 and --pool6 cannot both be none");
+  }
+  const defaultRoutes = [
+    ...(pool4Text === "none" ? [] : ["0.0.0.0/0"]),
+    ...(pool6Text === "none" ? [] : ["::/0"]),
+  ];
+  const routes = (values.route ?? defaultRoutes).map((r) => parseCidr(r, "--route", errors));
+  for (const route of routes) {
+    const off = route?.version === 4 ? pool4Text === "none" : pool6Text === "none";
+    if (route && off) {
+      errors.push(
+        `--route ${
+          formatPrefix(route)
+        } is IPv${route.version}, but --pool${route.version} is none: clients get no IPv${route.version} address to use it`,
+      );
+    }
+  }
   const logText = values["log-level"] ?? env.MASQUE_LOG_LEVEL ?? "info";
   const logLevel = parseLogLevel(logText);
   if (!logLevel) errors.push(`--log-level must be debug, info, warn or error, not "${logText}"`);
@@ -171,8 +199,10 @@ export function parseRelayConfig(
     errors.push("Give either --cert/--key or --dev-certs, not both");
   }
   const template = values.template ?? DEFAULT_URI_TEMPLATE;
-  if (!template.includes("{target}") || !template.includes("{ipproto}")) {
-    errors.push("--template must contain {target} and {ipproto}");
+  try {
+    parseConnectIpTemplate(template);
+  } catch (error) {
+    errors.push(`--template: ${error instanceof Error ? error.message : String(error)}`);
   }
   if (errors.length > 0) return { ok: false, errors };
   return {
@@ -184,8 +214,8 @@ export function parseRelayConfig(
       keyFile,
       devCertsDir,
       devCertNames: Object.freeze(values["dev-cert-name"] ?? ["localhost", "127.0.0.1", "::1"]),
-      pool4: pool4!,
-      pool6: pool6!,
+      pool4,
+      pool6,
       routes: Object.freeze(routes as IpPrefix[]),
       tunName,
       mtu: mtu!,

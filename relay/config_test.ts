@@ -7,7 +7,8 @@ Deno.test("parseRelayConfig() applies defaults", () => {
   assert(result.ok === true);
   const c = result.config;
   assertEquals([c.host, c.port, c.tunName, c.mtu, c.nat], ["::", 4433, "mvpn-relay", 1500, false]);
-  assertEquals(formatPrefix(c.pool4), "10.100.0.0/24");
+  assertEquals(formatPrefix(c.pool4!), "10.100.0.0/24");
+  assertEquals(formatPrefix(c.pool6!), "fd6d:6173:7175::/64");
   assertEquals(c.routes.map(formatPrefix), ["0.0.0.0/0", "::/0"]);
   assertEquals(c.idleTimeoutMs, 30_000);
   assert(Object.isFrozen(c));
@@ -71,4 +72,67 @@ Deno.test("parseRelayConfig() rejects unknown flags and asks for certificates", 
     "Give --cert and --key, or --dev-certs DIR for a development certificate",
   ]);
   assertEquals(parseRelayConfig(["-h"]).ok, "help");
+});
+
+Deno.test("parseRelayConfig() accepts every --template form of RFC 9484 §3", async (t) => {
+  for (
+    const template of [
+      "/vpn",
+      "https://proxy:4433/vpn",
+      "/masque{?target,ipproto}",
+      "/masque/ip?t={target}&i={ipproto}",
+      "/.well-known/masque/ip/{target}/{ipproto}/",
+      "/?user=bob",
+    ]
+  ) {
+    await t.step(template, () => {
+      const result = parseRelayConfig(["--dev-certs", "d", "--template", template]);
+      assert(result.ok === true, JSON.stringify(result));
+      assertEquals(result.config.template, template);
+    });
+  }
+  await t.step("an invalid template, with the rule it breaks", () => {
+    const result = parseRelayConfig(["--dev-certs", "d", "--template", "/ip/{target}/{dns}/"]);
+    assert(result.ok === false);
+    assertEquals(result.errors, [
+      `--template: Invalid URI template "/ip/{target}/{dns}/": {dns}: unsupported variable "dns" (only target and ipproto, RFC 9484 §4.6, have a value here)`,
+    ]);
+  });
+});
+
+Deno.test("parseRelayConfig() turns one address family off with --pool4 none or --pool6 none", async (t) => {
+  await t.step("--pool6 none: IPv4 only, default routes IPv4 only", () => {
+    const result = parseRelayConfig(["--dev-certs", "d", "--pool6", "none"]);
+    assert(result.ok === true, JSON.stringify(result));
+    assertEquals(result.config.pool6, undefined);
+    assertEquals(formatPrefix(result.config.pool4!), "10.100.0.0/24");
+    assertEquals(result.config.routes.map(formatPrefix), ["0.0.0.0/0"]);
+  });
+  await t.step("--pool4 none: IPv6 only", () => {
+    const result = parseRelayConfig(["--dev-certs", "d", "--pool4", "none"]);
+    assert(result.ok === true, JSON.stringify(result));
+    assertEquals(result.config.pool4, undefined);
+    assertEquals(result.config.routes.map(formatPrefix), ["::/0"]);
+  });
+  await t.step("both off", () => {
+    const result = parseRelayConfig(["--dev-certs", "d", "--pool4", "none", "--pool6", "none"]);
+    assert(result.ok === false);
+    assertEquals(result.errors, ["--pool4 and --pool6 cannot both be none"]);
+  });
+  await t.step("a route of a family without a pool", () => {
+    const result = parseRelayConfig([
+      "--dev-certs",
+      "d",
+      "--pool6",
+      "none",
+      "--route",
+      "198.18.0.0/15",
+      "--route",
+      "fd00::/8",
+    ]);
+    assert(result.ok === false);
+    assertEquals(result.errors, [
+      "--route fd00::/8 is IPv6, but --pool6 is none: clients get no IPv6 address to use it",
+    ]);
+  });
 });

@@ -99,7 +99,8 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
     for (const prefix of relay.gatewayAddresses) addAddress(tun.name, prefix);
     setLinkUp(tun.name);
     if (config.nat) {
-      const nat = await installNat([config.pool4, config.pool6], tun.name);
+      const pools = [config.pool4, config.pool6].filter((pool) => pool !== undefined);
+      const nat = await installNat(pools, tun.name);
       cleanups.push(() => nat.remove());
       log.info("NAT installed", { table: nat.table });
     }
@@ -118,7 +119,9 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
     log.info("listening", {
       addr: `${endpoint.addr.hostname}:${endpoint.addr.port}`,
       tun: tun.name,
-      pools: [config.pool4, config.pool6].map(formatPrefix).join(","),
+      pools: [config.pool4, config.pool6].filter((p) => p !== undefined).map(formatPrefix)
+        .join(","),
+      tunAddresses: relay.gatewayAddresses.map(formatPrefix).join(","),
       routes: config.routes.map(formatPrefix).join(","),
     });
     relay.runTun().catch((error) => log.error("TUN loop failed", { error: String(error) }));

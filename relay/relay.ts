@@ -45,8 +45,10 @@ import { prefixesToRanges, routesWithin } from "../shared/tunnel/routes.ts";
 
 /** What the relay needs from its configuration. */
 export interface RelayOptions {
-  readonly pool4: IpPrefix;
-  readonly pool6: IpPrefix;
+  /** Client address pools; `undefined` turns a family off. At least one is set. */
+  readonly pool4?: IpPrefix;
+  readonly pool6?: IpPrefix;
+  /** Advertised routes; those of a family without a pool are not advertised. */
   readonly routes: readonly IpPrefix[];
   readonly template?: string;
   readonly maxSessions: number;
@@ -86,8 +88,8 @@ export class Relay {
   readonly #tun: PacketDevice;
   readonly #options: RelayOptions;
   readonly #log: Logger;
-  readonly #pool4: AddressPool;
-  readonly #pool6: AddressPool;
+  /** The client address pools that are on (one or two). */
+  readonly #pools: readonly AddressPool[];
   /** Address key (of each assigned address) -> session. */
   readonly #byAddress = new Map<number | string, RelaySession>();
   readonly #sessions = new Set<RelaySession>();
@@ -119,16 +121,26 @@ export class Relay {
     this.#tun = tun;
     this.#options = options;
     this.#log = options.log;
-    this.#pool4 = new AddressPool(options.pool4);
-    this.#pool6 = new AddressPool(options.pool6);
+    const pools = [options.pool4, options.pool6].filter((p) => p !== undefined);
+    if (pools.length === 0) throw new Error("Cannot start relay: no address pool (pool4 or pool6)");
+    this.#pools = pools.map((prefix) => new AddressPool(prefix));
   }
 
-  /** The relay's own TUN addresses: the first host of each pool. */
+  #pool(version: 4 | 6): AddressPool | undefined {
+    return this.#pools.find((pool) => pool.prefix.version === version);
+  }
+
+  /**
+   * The relay's own TUN addresses: the first host of each pool with the
+   * pool's prefix length (`198.18.100.1/24`), so the kernel routes the whole
+   * pool to the TUN.
+   */
   get gatewayAddresses(): readonly IpPrefix[] {
-    return [
-      createPrefix(this.#pool4.gateway, this.#options.pool4.prefixLength),
-      createPrefix(this.#pool6.gateway, this.#options.pool6.prefixLength),
-    ];
+    return this.#pools.map((pool) => ({
+      version: pool.prefix.version,
+      address: pool.gateway,
+      prefixLength: pool.prefix.prefixLength,
+    }));
   }
 
   /** The sessions now open. */
@@ -138,7 +150,7 @@ export class Relay {
 
   /** Addresses in use in each pool. */
   get poolUsage(): { v4: number; v6: number } {
-    return { v4: this.#pool4.inUse, v6: this.#pool6.inUse };
+    return { v4: this.#pool(4)?.inUse ?? 0, v6: this.#pool(6)?.inUse ?? 0 };
   }
 
   /** Serves HTTP/3 on a new QUIC connection from `remote`. */
@@ -175,7 +187,7 @@ export class Relay {
   ): Promise<void> {
     // Reserved in the synchronous authorize callback, so that concurrent
     // requests cannot all pass the checks: a session slot and one address of
-    // each family. A request the relay cannot serve gets 503 and no session,
+    // each pool. A request the relay cannot serve gets 503 and no session,
     // rather than a 200 and a session closed at once.
     let addresses: IpPrefix[] | undefined;
     let answer: Awaited<ReturnType<typeof answerRequest>>;
@@ -262,29 +274,36 @@ export class Relay {
   }
 
   /**
-   * One client address from each pool (a /32 and a /128), or `undefined`
-   * with nothing taken when either pool is exhausted.
+   * One client address from each pool that is on (a /32 and/or a /128), or
+   * `undefined` with nothing taken when any of them is exhausted.
    */
   #allocateAddresses(): IpPrefix[] | undefined {
-    const address4 = this.#pool4.allocate();
-    const address6 = this.#pool6.allocate();
-    if (address4 && address6) return [createPrefix(address4, 32), createPrefix(address6, 128)];
-    if (address4) this.#pool4.release(address4);
-    if (address6) this.#pool6.release(address6);
-    return undefined;
+    const taken: IpPrefix[] = [];
+    for (const pool of this.#pools) {
+      const address = pool.allocate();
+      if (address === undefined) {
+        this.#releaseAddresses(taken);
+        return undefined;
+      }
+      taken.push(createPrefix(address, address.length * 8));
+    }
+    return taken;
   }
 
   #releaseAddresses(addresses: readonly IpPrefix[]): void {
-    for (const prefix of addresses) {
-      if (prefix.version === 4) this.#pool4.release(prefix.address);
-      else this.#pool6.release(prefix.address);
-    }
+    for (const prefix of addresses) this.#pool(prefix.version)?.release(prefix.address);
   }
 
-  /** The advertised routes narrowed to what the client asked for (RFC 9484 §4.6). */
+  /**
+   * The advertised routes of the families the relay assigns addresses of,
+   * narrowed to what the client asked for (RFC 9484 §4.6).
+   */
   #routesFor(scope: ConnectIpScope): IpAddressRange[] {
     const protocol = scope.ipProtocol === "any" ? 0 : scope.ipProtocol;
-    const all = prefixesToRanges(this.#options.routes, protocol);
+    const all = prefixesToRanges(
+      this.#options.routes.filter((route) => this.#pool(route.version) !== undefined),
+      protocol,
+    );
     if (scope.target.kind === "any") return all;
     return prefixesToRanges(routesWithin(all, [scope.target.prefix]), protocol);
   }
@@ -379,8 +398,8 @@ export class Relay {
         openedAt: new Date(s.openedAt).toISOString(),
         ...s.session.stats,
       })),
-      pools: { v4: this.#pool4.inUse, v6: this.#pool6.inUse },
-      gateway: [formatIp(this.#pool4.gateway), formatIp(this.#pool6.gateway)],
+      pools: this.poolUsage,
+      gateway: this.#pools.map((pool) => formatIp(pool.gateway)),
       stats: this.stats,
     };
   }

@@ -29,16 +29,17 @@ async function startRelay(
   options: {
     routes?: string[];
     maxSessions?: number;
-    pool4?: string;
-    pool6?: string;
+    /** `null`: no pool of that family (`--pool4 none`). */
+    pool4?: string | null;
+    pool6?: string | null;
     log?: Logger;
   } = {},
 ) {
   const { certPem, keyPem } = await testCerts();
   const tun = new InMemoryPacketDevice({ name: "relay-tun", mtu: 1500 });
   const relay = new Relay(tun, {
-    pool4: parsePrefix(options.pool4 ?? "198.18.100.0/24"),
-    pool6: parsePrefix(options.pool6 ?? "fd00:100::/64"),
+    pool4: options.pool4 === null ? undefined : parsePrefix(options.pool4 ?? "198.18.100.0/24"),
+    pool6: options.pool6 === null ? undefined : parsePrefix(options.pool6 ?? "fd00:100::/64"),
     routes: (options.routes ?? ["198.18.0.0/15", "fd00::/8"]).map(parsePrefix),
     maxSessions: options.maxSessions ?? 10,
     log: options.log ?? nullLogger,
@@ -365,3 +366,63 @@ Deno.test({
     );
   },
 });
+
+Deno.test("relay's TUN address is the first host of each pool, with the pool's prefix length", () => {
+  const relay = new Relay(new InMemoryPacketDevice({ name: "relay-tun", mtu: 1500 }), {
+    pool4: parsePrefix("198.18.100.0/24"),
+    pool6: parsePrefix("fd00:100::/64"),
+    routes: [],
+    maxSessions: 1,
+    log: nullLogger,
+  });
+  // Not the network address (198.18.100.0/24): that is what `ip addr` showed
+  // when the host bits were cleared.
+  assertEquals(relay.gatewayAddresses.map(formatPrefix), ["198.18.100.1/24", "fd00:100::1/64"]);
+});
+
+for (const family of [4, 6] as const) {
+  Deno.test({
+    name: `relay with only an IPv${family} pool assigns, advertises and forwards IPv${family} only`,
+    ...opts,
+    async fn() {
+      const server = await startRelay(family === 4 ? { pool6: null } : { pool4: null });
+      const client = await connect(server.port);
+      try {
+        const assign = client.capsules.find((c) => c.type === "address_assign");
+        assert(assign?.type === "address_assign");
+        const own = family === 4 ? "198.18.100.2/32" : "fd00:100::2/128";
+        assertEquals(assign.addresses.map((a) => formatPrefix(a.prefix)), [own]);
+        const routes = client.capsules.find((c) => c.type === "route_advertisement");
+        assert(routes?.type === "route_advertisement");
+        // --route lists both families; a family without a pool is not advertised.
+        assertEquals(
+          routes.ranges.map((r) => `${formatIp(r.start)}-${formatIp(r.end)}`),
+          [
+            family === 4
+              ? "198.18.0.0-198.19.255.255"
+              : "fd00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+          ],
+        );
+        assertEquals(server.relay.gatewayAddresses.map(formatPrefix), [
+          family === 4 ? "198.18.100.1/24" : "fd00:100::1/64",
+        ]);
+        assertEquals(server.relay.poolUsage, family === 4 ? { v4: 1, v6: 0 } : { v4: 0, v6: 1 });
+
+        const address = own.split("/")[0];
+        const out = family === 4
+          ? buildIpv4Udp({ src: address, dst: "198.18.1.2", srcPort: 1000, dstPort: 7 })
+          : buildIpv6Udp({ src: address, dst: "fd00:0:0:2::2", srcPort: 1000, dstPort: 7 });
+        assertEquals(client.session.sendPacket(out), "sent");
+        assertEquals(await server.tun.nextWritten(), out);
+        const back = family === 4
+          ? buildIpv4Udp({ src: "198.18.1.2", dst: address, srcPort: 7, dstPort: 1000 })
+          : buildIpv6Udp({ src: "fd00:0:0:2::2", dst: address, srcPort: 7, dstPort: 1000 });
+        server.tun.inject(back);
+        assertEquals(await client.nextPacket(), back);
+      } finally {
+        client.h3.close();
+        server.close();
+      }
+    },
+  });
+}

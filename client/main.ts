@@ -8,7 +8,7 @@
 
 import { CLIENT_HELP, parseClientConfig } from "./config.ts";
 import type { ClientConfig } from "./config.ts";
-import { ClientPump } from "./tunnel.ts";
+import { AUTO_MTU_MAX, AUTO_MTU_MIN, autoMtu, ClientPump, planRoutes } from "./tunnel.ts";
 import type { Assignment } from "./tunnel.ts";
 import { describeClose, H3Connection } from "../shared/h3/connection.ts";
 import { clientSettings, SETTINGS_H3_DATAGRAM } from "../shared/h3/settings.ts";
@@ -20,7 +20,6 @@ import type { ConnectIpSession } from "../shared/masque/connect_ip_session.ts";
 import type { IpAddressRange } from "../shared/masque/capsule.ts";
 import type { IpPrefix } from "../shared/packet/ip_address.ts";
 import { formatPrefix, parseIp } from "../shared/packet/ip_address.ts";
-import { excludeAddress, routesWithin } from "../shared/tunnel/routes.ts";
 import { openTun, TUN_TX_QUEUE_PACKETS } from "../ffi/tun_linux.ts";
 import {
   addAddress,
@@ -118,15 +117,18 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
   try {
     const { addresses, routes: ranges, ended } = await assignment;
     const relayAddress = parseIp(conn.remoteAddr.hostname);
-    let routes = routesWithin(ranges, config.routes);
-    if (relayAddress) routes = excludeAddress(routes, relayAddress);
+    // Only for the families the relay assigned an address of (it may assign one).
+    const routes = planRoutes({ addresses, routes: ranges }, config.routes, relayAddress);
     log.info("assigned", {
       addresses: addresses.map(formatPrefix).join(","),
       routes: routes.map(formatPrefix).join(",") || "none",
     });
 
-    const mtu = await chooseMtu(config, session, log);
-    const tun = openTun(config.tunName, { mtu });
+    let mtu = await chooseMtu(config, session, log);
+    // With --mtu auto the link MTU is raised as the datagram limit grows, so
+    // the TUN's packet slots are sized for the largest MTU auto picks.
+    const follow = config.mtu === "auto" && session.mode === "datagram";
+    const tun = openTun(config.tunName, { mtu: follow ? Math.max(mtu, AUTO_MTU_MAX) : mtu });
     cleanups.push(() => tun.close());
     setLinkMtu(tun.name, mtu);
     setLinkTxQueueLength(tun.name, TUN_TX_QUEUE_PACKETS);
@@ -147,6 +149,23 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
       }
     });
     pump.runOutbound().catch((error) => log.warn("TUN loop failed", { error: errorText(error) }));
+    if (follow) {
+      // QUIC's path MTU discovery keeps raising the datagram limit after the
+      // session opened (from about 1290 to 1414 on a 1500-byte path); the TUN
+      // MTU follows it up, never down (a smaller path gets Packet Too Big).
+      const timer = setInterval(() => {
+        const next = autoMtu(session.maxPacketSize);
+        if (next <= mtu) return;
+        try {
+          setLinkMtu(tun.name, next);
+          log.info("TUN MTU raised", { from: mtu, to: next });
+          mtu = next;
+        } catch (error) {
+          log.warn("cannot raise the TUN MTU", { to: next, error: errorText(error) });
+        }
+      }, MTU_FOLLOW_INTERVAL_MS);
+      cleanups.unshift(() => clearInterval(timer));
+    }
     const counters = () => ({
       ...flatten(pump!.stats),
       // Drops at a full send queue (the path was slower than the sender).
@@ -158,7 +177,13 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
       const file = config.statusFile;
       let statusFailed = false;
       const timer = setInterval(() => {
-        const status = { tun: tun.name, mtu, mode: config.mode, ...counters() };
+        const status = {
+          tun: tun.name,
+          mtu,
+          maxPacketSize: session.maxPacketSize,
+          mode: config.mode,
+          ...counters(),
+        };
         Deno.writeTextFile(file, JSON.stringify(status, null, 2) + "\n").then(
           () => statusFailed = false,
           (error) => {
@@ -191,21 +216,21 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
   }
 }
 
-/** The IPv6 minimum link MTU (RFC 8200 §5), which the tunnel must carry (RFC 9484 §10.1). */
-const IPV6_MIN_MTU = 1280;
-/** The largest MTU `--mtu auto` picks, as on Ethernet. */
-const AUTO_MTU_MAX = 1500;
 /** How long to wait for path MTU discovery to allow 1280-byte packets. */
 const PMTU_WAIT_MS = 3000;
+/** How often `--mtu auto` compares the TUN MTU with the datagram limit, milliseconds. */
+const MTU_FOLLOW_INTERVAL_MS = 1000;
 
 /**
- * The TUN MTU: the configured one, or with `auto` the largest packet the
- * session carries now (datagram mode) or 1500 (stream mode). Waits briefly
- * for QUIC's path MTU discovery when the path does not yet carry 1280.
+ * The first TUN MTU: the configured one, or with `auto` the largest packet
+ * the session carries now (datagram mode; raised later as it grows) or 1500
+ * (stream mode). Waits briefly for QUIC's path MTU discovery when the path
+ * does not yet carry 1280 (RFC 9484 §10.1: the tunnel must carry the IPv6
+ * minimum).
  */
 async function chooseMtu(config: ClientConfig, session: ConnectIpSession, log: Logger) {
   if (session.mode === "stream") return config.mtu === "auto" ? AUTO_MTU_MAX : config.mtu;
-  const wanted = config.mtu === "auto" ? IPV6_MIN_MTU : config.mtu;
+  const wanted = config.mtu === "auto" ? AUTO_MTU_MIN : config.mtu;
   const deadline = Date.now() + PMTU_WAIT_MS;
   while (session.maxPacketSize < wanted && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -221,12 +246,13 @@ async function chooseMtu(config: ClientConfig, session: ConnectIpSession, log: L
     );
   }
   if (config.mtu !== "auto") return config.mtu;
-  return Math.min(AUTO_MTU_MAX, Math.max(IPV6_MIN_MTU, carried));
+  return autoMtu(carried);
 }
 
 /**
- * Runs the session and resolves once both ADDRESS_ASSIGN and
- * ROUTE_ADVERTISEMENT have arrived (RFC 9484 §4.7).
+ * Runs the session and resolves once an ADDRESS_ASSIGN with at least one
+ * address (of either family or both) and a ROUTE_ADVERTISEMENT have arrived
+ * (RFC 9484 §4.7). An empty ADDRESS_ASSIGN assigns nothing yet.
  */
 function waitForAssignment(
   session: ConnectIpSession,
@@ -235,14 +261,21 @@ function waitForAssignment(
   return new Promise((resolve, reject) => {
     let addresses: IpPrefix[] | undefined;
     let routes: IpAddressRange[] | undefined;
-    const timer = setTimeout(
-      () => reject(new Error("The relay sent no ADDRESS_ASSIGN and ROUTE_ADVERTISEMENT in time")),
-      ASSIGNMENT_TIMEOUT_MS,
-    );
+    const timer = setTimeout(() => {
+      const missing = [
+        ...(addresses ? [] : ["an ADDRESS_ASSIGN with an address"]),
+        ...(routes ? [] : ["a ROUTE_ADVERTISEMENT"]),
+      ];
+      reject(
+        new Error(
+          `The relay sent no ${missing.join(" and no ")} within ${ASSIGNMENT_TIMEOUT_MS / 1000} s`,
+        ),
+      );
+    }, ASSIGNMENT_TIMEOUT_MS);
     const ended = session.run({
       onPacket,
       onCapsule(capsule) {
-        if (capsule.type === "address_assign") {
+        if (capsule.type === "address_assign" && capsule.addresses.length > 0) {
           addresses = capsule.addresses.map((a) => a.prefix);
         } else if (capsule.type === "route_advertisement") {
           routes = [...capsule.ranges];

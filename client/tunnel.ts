@@ -22,6 +22,7 @@ import { readDestination, validateIpPacket } from "../shared/packet/ip_header.ts
 import { buildPacketTooBig } from "../shared/packet/icmp.ts";
 import type { PacketDevice } from "../shared/tunnel/packet_device.ts";
 import { checkFromRelay } from "../shared/tunnel/packet_policy.ts";
+import { excludeAddress, routesWithin } from "../shared/tunnel/routes.ts";
 
 /** Counters of the client's pump. */
 export interface ClientPumpStats {
@@ -36,6 +37,40 @@ export interface ClientPumpStats {
 export interface Assignment {
   readonly addresses: readonly IpPrefix[];
   readonly routes: readonly IpAddressRange[];
+}
+
+/**
+ * The routes to install for an assignment: the advertised ranges narrowed
+ * to `wanted` (every advertised range when `wanted` is empty), only of the
+ * IP versions the relay assigned an address of, and with the relay's own
+ * address cut out so that the tunnel's QUIC packets keep their path. A
+ * relay may assign one family only (RFC 9484 §4.7.1 lets it assign any set
+ * of addresses; connect-ip-go's proxy assigns one): a route of the other
+ * family would send packets whose source the relay must drop (RFC 9484 §7).
+ */
+export function planRoutes(
+  assignment: Assignment,
+  wanted: readonly IpPrefix[],
+  relayAddress?: Uint8Array,
+): IpPrefix[] {
+  const versions = new Set(assignment.addresses.map((prefix) => prefix.version));
+  const ranges = assignment.routes.filter((range) => versions.has(range.version));
+  const routes = routesWithin(ranges, wanted);
+  return relayAddress ? excludeAddress(routes, relayAddress) : routes;
+}
+
+/** The IPv6 minimum link MTU (RFC 8200 §5), the least `--mtu auto` picks. */
+export const AUTO_MTU_MIN = 1280;
+/** The largest MTU `--mtu auto` picks, as on Ethernet; also the TUN's packet capacity then. */
+export const AUTO_MTU_MAX = 1500;
+
+/**
+ * The TUN MTU `--mtu auto` wants in datagram mode when the session carries
+ * IP packets of up to `carried` bytes (its `maxPacketSize`), in bytes:
+ * `carried` within {@linkcode AUTO_MTU_MIN}..{@linkcode AUTO_MTU_MAX}.
+ */
+export function autoMtu(carried: number): number {
+  return Math.min(AUTO_MTU_MAX, Math.max(AUTO_MTU_MIN, Math.floor(carried)));
 }
 
 /**

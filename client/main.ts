@@ -8,7 +8,14 @@
 
 import { CLIENT_HELP, parseClientConfig } from "./config.ts";
 import type { ClientConfig } from "./config.ts";
-import { AUTO_MTU_MAX, AUTO_MTU_MIN, autoMtu, ClientPump, planRoutes } from "./tunnel.ts";
+import {
+  AUTO_MTU_MAX,
+  AUTO_MTU_MIN,
+  autoMtu,
+  ClientPump,
+  describeSessionEnd,
+  planRoutes,
+} from "./tunnel.ts";
 import type { Assignment } from "./tunnel.ts";
 import { describeClose, H3Connection } from "../shared/h3/connection.ts";
 import { clientSettings, SETTINGS_H3_DATAGRAM } from "../shared/h3/settings.ts";
@@ -16,7 +23,7 @@ import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
 import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
 import { openConnectIpSession } from "../shared/masque/connect_ip_session.ts";
-import type { ConnectIpSession } from "../shared/masque/connect_ip_session.ts";
+import type { ConnectIpSession, SessionEnd } from "../shared/masque/connect_ip_session.ts";
 import type { IpAddressRange } from "../shared/masque/capsule.ts";
 import type { IpPrefix } from "../shared/packet/ip_address.ts";
 import { formatPrefix, parseIp } from "../shared/packet/ip_address.ts";
@@ -199,7 +206,7 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     }
     const why = await Promise.race([
       stop.then((signal) => `received ${signal}`),
-      ended.then((end) => `session ended: ${end.message}`),
+      ended.then((end) => `session ended: ${describeSessionEnd(end, session)}`),
       h3.closed.then((info) => `connection closed: ${describeClose(info)}`),
     ]);
     log.info("stopping", { why, ...counters() });
@@ -257,7 +264,7 @@ async function chooseMtu(config: ClientConfig, session: ConnectIpSession, log: L
 function waitForAssignment(
   session: ConnectIpSession,
   onPacket: (packet: Uint8Array) => void,
-): Promise<Assignment & { ended: Promise<{ message: string }> }> {
+): Promise<Assignment & { ended: Promise<SessionEnd> }> {
   return new Promise((resolve, reject) => {
     let addresses: IpPrefix[] | undefined;
     let routes: IpAddressRange[] | undefined;

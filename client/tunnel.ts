@@ -15,7 +15,11 @@
  */
 
 import type { Logger } from "../shared/log.ts";
-import type { ConnectIpSession, SessionEnd } from "../shared/masque/connect_ip_session.ts";
+import type {
+  ConnectIpSession,
+  ConnectIpSessionStats,
+  SessionEnd,
+} from "../shared/masque/connect_ip_session.ts";
 import type { IpAddressRange } from "../shared/masque/capsule.ts";
 import type { IpPrefix } from "../shared/packet/ip_address.ts";
 import { readDestination, validateIpPacket } from "../shared/packet/ip_header.ts";
@@ -153,6 +157,30 @@ export class ClientPump {
     counters[reason] = (counters[reason] ?? 0) + 1;
     if (this.#log.enabled("debug")) this.#log.debug("packet dropped", { reason });
   }
+}
+
+/**
+ * Says which side ended a session and, as far as this side can tell, why.
+ * A FIN from the relay in stream mode after our DATAGRAM capsules and none
+ * back is what a relay that does not accept DATAGRAM capsules (RFC 9297
+ * §3.5) does (connect-ip-go's proxy ends the stream on "unknown capsule
+ * type: 0"), so the text says so and suggests datagram mode.
+ */
+export function describeSessionEnd(
+  end: SessionEnd,
+  session: { readonly mode: "datagram" | "stream"; readonly stats: ConnectIpSessionStats },
+): string {
+  // Errors already name their side ("Stream reset by the peer with ...",
+  // "Cannot parse capsule: ...").
+  if (end.reason === "error") return end.message;
+  const { packetsOut, packetsIn } = session.stats;
+  let text = "the relay ended the request stream (FIN, no error code)";
+  if (session.mode === "stream" && packetsOut > 0 && packetsIn === 0) {
+    text += ` after ${packetsOut} IP packet${packetsOut === 1 ? "" : "s"} from us in DATAGRAM ` +
+      "capsules and none back: it probably does not accept DATAGRAM capsules (RFC 9297 §3.5); " +
+      "try --mode datagram";
+  }
+  return text;
 }
 
 /** Re-exported for callers that await the session's end. */

@@ -1,7 +1,7 @@
 import { assertEquals } from "../tests/support/assert.ts";
 import { formatPrefix, parseIp, parsePrefix, prefixContains } from "../shared/packet/ip_address.ts";
 import { prefixesToRanges } from "../shared/tunnel/routes.ts";
-import { AUTO_MTU_MAX, AUTO_MTU_MIN, autoMtu, planRoutes } from "./tunnel.ts";
+import { AUTO_MTU_MAX, AUTO_MTU_MIN, autoMtu, describeSessionEnd, planRoutes } from "./tunnel.ts";
 
 const advertised = prefixesToRanges(["0.0.0.0/0", "::/0"].map(parsePrefix), 0);
 
@@ -56,4 +56,45 @@ Deno.test("autoMtu() follows the datagram limit between 1280 and 1500", () => {
     1414,
     1500,
   ]);
+});
+
+Deno.test("describeSessionEnd() says which side ended the session and why", async (t) => {
+  const stats = (packetsOut: number, packetsIn: number) => ({
+    packetsOut,
+    packetsIn,
+    bytesIn: 0,
+    bytesOut: 0,
+    capsulesIn: 2,
+    capsulesOut: packetsOut,
+    tooBig: 0,
+    unknownContext: 0,
+    malformed: 0,
+    queueFull: 0,
+  });
+  const fin = { reason: "closed", message: "peer ended the stream" } as const;
+  await t.step("stream mode, our DATAGRAM capsules and a FIN back (connect-ip-go)", () => {
+    assertEquals(
+      describeSessionEnd(fin, { mode: "stream", stats: stats(1, 0) }),
+      "the relay ended the request stream (FIN, no error code) after 1 IP packet from us in " +
+        "DATAGRAM capsules and none back: it probably does not accept DATAGRAM capsules " +
+        "(RFC 9297 §3.5); try --mode datagram",
+    );
+  });
+  await t.step("a FIN after packets went both ways", () => {
+    assertEquals(
+      describeSessionEnd(fin, { mode: "stream", stats: stats(5, 5) }),
+      "the relay ended the request stream (FIN, no error code)",
+    );
+    assertEquals(
+      describeSessionEnd(fin, { mode: "datagram", stats: stats(3, 0) }),
+      "the relay ended the request stream (FIN, no error code)",
+    );
+  });
+  await t.step("an error names its side itself", () => {
+    const reset = {
+      reason: "error",
+      message: "Stream reset by the peer with H3_DATAGRAM_ERROR (0x33)",
+    } as const;
+    assertEquals(describeSessionEnd(reset, { mode: "stream", stats: stats(1, 0) }), reset.message);
+  });
 });

@@ -479,15 +479,17 @@ function percentDecode(text: string): string | undefined {
  *   (`options.authority`, else an absolute template's; compared without case
  *   and with `:443` ignored); `capsule-protocol` missing or not `?1`; a path
  *   that does not match the template; a target that is not `*` or an IP
- *   prefix (hostnames included); an ipproto that is not `*` or 0..255.
+ *   prefix (hostnames included); an ipproto that is not `*` or 0..255; a
+ *   query parameter the template does not have, twice, or empty.
  * - 405: a method other than CONNECT.
  * - 501: a plain CONNECT (no `:protocol`) or a `:protocol` other than
  *   `connect-ip`: this server implements only CONNECT-IP.
  * - 500: `options.template` itself is invalid (a configuration error).
  *
- * `options.template` defaults to {@linkcode DEFAULT_URI_TEMPLATE}. Each
- * template variable matches a non-empty run of characters other than `/`,
- * which is then percent-decoded; `*` and `%2A` both mean any.
+ * `options.template` defaults to {@linkcode DEFAULT_URI_TEMPLATE}; the path
+ * is matched by {@linkcode matchConnectIpTemplate} (one pass, no regular
+ * expression), each value is then percent-decoded; `*`, `%2A` and a
+ * variable left out (RFC 9484 §4.6) all mean any.
  */
 export function parseConnectIpRequest(
   headers: readonly HeaderField[],

@@ -18,7 +18,7 @@
  * @module
  */
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
-import { createTopology, isRoot } from "../support/netns.ts";
+import { createTopology, haveCommand, isRoot } from "../support/netns.ts";
 import type { Process, Topology } from "../support/netns.ts";
 import { startRelay } from "../support/vpn.ts";
 import { loadOrCreateDevCerts } from "../../relay/dev_certs.ts";
@@ -47,9 +47,13 @@ function missing(...names: string[]): string | undefined {
   return absent.length > 0 ? `${absent.map((n) => BIN + n).join(", ")} missing` : undefined;
 }
 
+const HAVE_ETHTOOL = await haveCommand("ethtool");
+
 /** Test options: skipped, with the reason printed once, when a binary or root is missing. */
 function needs(...names: string[]) {
-  const why = missing(...names);
+  const why = names.includes("ethtool")
+    ? (HAVE_ETHTOOL ? missing(...names.filter((n) => n !== "ethtool")) : "ethtool is not installed")
+    : missing(...names);
   if (why) console.warn(`connect-ip-go interop test skipped: ${why}`);
   return { ignore: why !== undefined, sanitizeOps: false, sanitizeResources: false };
 }
@@ -424,7 +428,7 @@ Deno.test({
 Deno.test({
   name:
     "our client -> connect-ip-go's integration proxy (unchanged; /vpn, IPv4 only): session, ping, HTTP GET",
-  ...needs("cipgo-upstream-proxy", "cipgo-upstream-server"),
+  ...needs("cipgo-upstream-proxy", "cipgo-upstream-server", "ethtool"),
   async fn() {
     await withTopology("cipgo-up", async (topo) => {
       // It serves https://proxy:PORT/vpn and compares :authority with

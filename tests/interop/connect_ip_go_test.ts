@@ -347,14 +347,17 @@ Deno.test({
         ["http", /HTTP test: got body "Hello, World!\\n"/],
         ["http3", /HTTP test: got body "Hello, World!\\n"/],
       ];
+      const work = `${topo.logDir}/upstream-client`;
+      await Deno.mkdir(work, { mode: 0o777 });
+      await Deno.chmod(work, 0o777);
       for (const [testcase, success] of cases) {
+        // It writes keys.txt and (through tcpdump, as user tcpdump) client.pcap
+        // into its working directory.
         const r = await topo.run("client", [
-          "env",
-          `PROXY_ADDR=${topo.relayUnderlay4}`,
-          "PROXY_PORT=4433",
-          `SERVER_ADDR=${topo.target4}`,
-          `TESTCASE=${testcase}`,
-          `${BIN}cipgo-upstream-client`,
+          "sh",
+          "-c",
+          `cd '${work}' && exec env PROXY_ADDR=${topo.relayUnderlay4} PROXY_PORT=4433 ` +
+          `SERVER_ADDR=${topo.target4} TESTCASE=${testcase} '${BIN}cipgo-upstream-client'`,
         ], { check: false, timeoutMs: 30_000 });
         const output = (r.stdout + r.stderr).split("\n").filter((l) => !/bytes from/.test(l));
         assertEquals(r.code, 0, `${testcase} failed:\n${output.join("\n")}`);

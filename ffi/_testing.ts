@@ -157,3 +157,68 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
     clearTimeout(timer);
   }
 }
+
+/** `CLONE_NEWNET` (linux/sched.h): the namespace type for `setns(2)`. */
+const CLONE_NEWNET = 0x40000000;
+const O_RDONLY = 0;
+const O_CLOEXEC = 0o2000000;
+
+/**
+ * Creates a named network namespace `mvt<random>` with `lo` up (`ip netns
+ * add`), for root tests that change rules and routes without touching the
+ * host's. Delete it with {@linkcode deleteNetns}.
+ */
+export function createNetns(): string {
+  const name = uniqueName();
+  runIp(["netns", "add", name]);
+  runIp(["-n", name, "link", "set", "lo", "up"]);
+  return name;
+}
+
+/** Deletes a namespace made by {@linkcode createNetns}, ignoring errors. */
+export function deleteNetns(name: string): void {
+  new Deno.Command("ip", { args: ["netns", "del", name], stdout: "null", stderr: "null" })
+    .outputSync();
+}
+
+/** Runs `ip ARGS` and throws with its stderr when it fails. */
+export function runIp(args: string[]): string {
+  const output = new Deno.Command("ip", { args, stdout: "piped", stderr: "piped" }).outputSync();
+  if (!output.success) {
+    throw new Error(`ip ${args.join(" ")} failed: ${new TextDecoder().decode(output.stderr)}`);
+  }
+  return new TextDecoder().decode(output.stdout);
+}
+
+/**
+ * Runs `body` with the calling thread inside network namespace `name`
+ * (`setns(2)` on `/run/netns/NAME`), then moves the thread back. Netlink
+ * sockets opened by `body` talk to that namespace. `body` must be
+ * synchronous: nothing else may run on the thread while it is inside.
+ */
+export function inNetns<T>(name: string, body: () => T): T {
+  const c = libc();
+  const open = (path: string) => {
+    const fd = c.open(new TextEncoder().encode(`${path}\0`), O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) throw new Error(`Cannot open ${path}`);
+    return fd;
+  };
+  const home = open("/proc/thread-self/ns/net");
+  try {
+    const target = open(`/run/netns/${name}`);
+    try {
+      if (c.setns(target, CLONE_NEWNET) !== 0) throw new Error(`Cannot enter namespace ${name}`);
+    } finally {
+      c.close(target);
+    }
+    try {
+      return body();
+    } finally {
+      if (c.setns(home, CLONE_NEWNET) !== 0) {
+        throw new Error(`Cannot return from namespace ${name}: the thread is still inside`);
+      }
+    }
+  } finally {
+    c.close(home);
+  }
+}

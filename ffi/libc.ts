@@ -39,6 +39,8 @@ const SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   getpid: { parameters: [], result: "i32" },
   geteuid: { parameters: [], result: "u32" },
+  /** `setns(2)`: moves the calling thread into a namespace (tests enter throwaway network namespaces). */
+  setns: { parameters: ["i32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -29,6 +29,8 @@ import {
   NETLINK_CAP_ACK,
   NETLINK_EXT_ACK,
   NETLINK_ROUTE,
+  type NetlinkMessage,
+  NLMSG_DONE,
   NLMSG_ERROR,
   parseNetlinkAck,
   parseNetlinkMessages,
@@ -150,8 +152,57 @@ export function deleteLink(name: string): void {
   talk(encodeDeleteLinkRequest(seq, indexFor(name, action)), seq, action);
 }
 
+/** A fresh sequence number for a request (echoed in the kernel's replies). */
+export function nextSequence(): number {
+  return nextSeq++;
+}
+
 /** Sends one request and throws unless the kernel acknowledges it with error 0. */
-function talk(request: Uint8Array<ArrayBuffer>, seq: number, action: string): void {
+export function talk(request: Uint8Array<ArrayBuffer>, seq: number, action: string): void {
+  exchange(request, action, (message) => {
+    if (message.type !== NLMSG_ERROR || message.seq !== seq) return false;
+    const ack = parseNetlinkAck(message);
+    if (ack.errno !== 0) throw new LibcError(action, ack.errno, ack.message);
+    return true;
+  });
+}
+
+/**
+ * Sends one `NLM_F_DUMP` request and returns the kernel's answer messages
+ * (copied out of the receive buffer) up to `NLMSG_DONE`. Throws a
+ * {@linkcode LibcError} when the kernel answers with an error.
+ */
+export function dump(
+  request: Uint8Array<ArrayBuffer>,
+  seq: number,
+  action: string,
+): NetlinkMessage[] {
+  const messages: NetlinkMessage[] = [];
+  exchange(request, action, (message) => {
+    if (message.seq !== seq) return false;
+    if (message.type === NLMSG_DONE) return true;
+    if (message.type === NLMSG_ERROR) {
+      const ack = parseNetlinkAck(message);
+      if (ack.errno !== 0) throw new LibcError(action, ack.errno, ack.message);
+      return true;
+    }
+    messages.push({ ...message, payload: message.payload.slice() });
+    return false;
+  });
+  return messages;
+}
+
+/**
+ * Opens a route netlink socket, sends `request` and hands each message of
+ * the replies to `onMessage` until it returns true (within
+ * {@linkcode NETLINK_REPLY_TIMEOUT_MS}). Messages are views into a buffer
+ * reused by the next receive.
+ */
+function exchange(
+  request: Uint8Array<ArrayBuffer>,
+  action: string,
+  onMessage: (message: NetlinkMessage) => boolean,
+): void {
   const c = libc();
   const fd = check(
     c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE),
@@ -182,10 +233,7 @@ function talk(request: Uint8Array<ArrayBuffer>, seq: number, action: string): vo
       const received = c.recv(fd, buffer, BigInt(buffer.length), 0);
       if (received < 0) throw new LibcError(`${action}: netlink recv()`, errno());
       for (const message of parseNetlinkMessages(buffer.subarray(0, Number(received)))) {
-        if (message.type !== NLMSG_ERROR || message.seq !== seq) continue;
-        const ack = parseNetlinkAck(message);
-        if (ack.errno !== 0) throw new LibcError(action, ack.errno, ack.message);
-        return;
+        if (onMessage(message)) return;
       }
     }
   } finally {

@@ -88,19 +88,31 @@ export function enlargeUdpBuffers(
   if (!Number.isInteger(bytes) || bytes < 4096 || bytes > 0x3fffffff) {
     throw new RangeError(`Cannot enlarge UDP buffers: ${bytes} bytes is outside 4096..2^30-1`);
   }
-  for (let fd = 3; fd < MAX_FD; fd++) {
-    if (udpPortOf(fd) !== port) continue;
-    if (!setIntOption(fd, SO_RCVBUFFORCE, bytes)) setIntOption(fd, SO_RCVBUF, bytes);
-    if (!setIntOption(fd, SO_SNDBUFFORCE, bytes)) setIntOption(fd, SO_SNDBUF, bytes);
-    return {
-      fd,
-      receiveBytes: getIntOption(fd, SO_RCVBUF),
-      sendBytes: getIntOption(fd, SO_SNDBUF),
-    };
+  const fd = findUdpSocket(port);
+  if (fd === undefined) {
+    throw new Error(
+      `Cannot enlarge UDP buffers: no UDP socket of this process is bound to port ${port}`,
+    );
   }
-  throw new Error(
-    `Cannot enlarge UDP buffers: no UDP socket of this process is bound to port ${port}`,
-  );
+  if (!setIntOption(fd, SO_RCVBUFFORCE, bytes)) setIntOption(fd, SO_RCVBUF, bytes);
+  if (!setIntOption(fd, SO_SNDBUFFORCE, bytes)) setIntOption(fd, SO_SNDBUF, bytes);
+  return {
+    fd,
+    receiveBytes: getIntOption(fd, SO_RCVBUF),
+    sendBytes: getIntOption(fd, SO_SNDBUF),
+  };
+}
+
+/**
+ * The file descriptor of this process's IPv4 or IPv6 UDP socket bound to
+ * `port` (such as a Deno QUIC endpoint's, which Deno does not expose), or
+ * undefined when there is none. Searches fds 3..4095. Needs `--allow-ffi`.
+ */
+export function findUdpSocket(port: number): number | undefined {
+  for (let fd = 3; fd < MAX_FD; fd++) {
+    if (udpPortOf(fd) === port) return fd;
+  }
+  return undefined;
 }
 
 /**

@@ -211,13 +211,17 @@ export function inNetns<T>(name: string, body: () => T): T {
     } finally {
       c.close(target);
     }
+    let back = -1;
+    let result: T;
     try {
-      return body();
+      result = body();
     } finally {
-      if (c.setns(home, CLONE_NEWNET) !== 0) {
-        throw new Error(`Cannot return from namespace ${name}: the thread is still inside`);
-      }
+      back = c.setns(home, CLONE_NEWNET);
     }
+    if (back !== 0) {
+      throw new Error(`Cannot return from namespace ${name}: the thread is still inside`);
+    }
+    return result;
   } finally {
     c.close(home);
   }

@@ -8,7 +8,8 @@
  * - otherwise: `/etc/resolv.conf` is replaced after its original (file,
  *   symlink, or nothing) is saved, and put back on every exit path. A
  *   marker file in the state directory records what to restore, so that
- *   the next start after a SIGKILL restores it first ({@linkcode recoverDns}).
+ *   the next start after a SIGKILL restores it first ({@linkcode recoverDns});
+ *   a lock file held while the tunnel is up tells a live client from a dead one.
  *
  * Every function takes {@linkcode DnsHostOptions}: a root directory and a
  * network namespace name (whose resolver file is
@@ -69,9 +70,8 @@ const HEADER = "# Written by the masque-vpn client";
 
 interface Marker {
   version: number;
+  /** The client that wrote it (for messages; liveness is the lock, see lockPath()). */
   pid: number;
-  /** The process's start time in clock ticks (/proc/PID/stat field 22), against pid reuse. */
-  startTime: string;
   backend: DnsBackend;
   tunName: string;
   /** The resolv.conf path that was replaced. */
@@ -104,6 +104,26 @@ function stateDir(options: DnsHostOptions): string {
 
 function markerPath(options: DnsHostOptions): string {
   return `${stateDir(options)}/dns-${options.netns ?? "host"}.json`;
+}
+
+/**
+ * The file a client holds an exclusive `flock(2)` on while it owns the
+ * resolver. The kernel drops the lock when the process dies, however it
+ * dies, so a lock that can be taken means the marker's writer is gone.
+ * (Deno needs `--allow-all` to read `/proc/PID`, so the pid cannot be
+ * checked there.)
+ */
+function lockPath(options: DnsHostOptions): string {
+  return `${stateDir(options)}/dns-${options.netns ?? "host"}.lock`;
+}
+
+/** Takes the resolver lock, or returns undefined when a live client holds it. */
+async function takeLock(options: DnsHostOptions): Promise<Deno.FsFile | undefined> {
+  await Deno.mkdir(stateDir(options), { recursive: true, mode: 0o700 });
+  const file = await Deno.open(lockPath(options), { read: true, write: true, create: true });
+  if (await file.tryLock(true)) return file;
+  file.close();
+  return undefined;
 }
 
 function checkNamespace(name: string): string {
@@ -189,17 +209,6 @@ function checkSettings(settings: DnsSettings): void {
   }
 }
 
-async function processStartTime(pid: number | "self"): Promise<string | undefined> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return fields[19]; // field 22 overall: starttime
-  } catch {
-    return undefined;
-  }
-}
-
 async function readMarker(options: DnsHostOptions): Promise<Marker | undefined> {
   let text: string;
   try {
@@ -240,15 +249,22 @@ export type RecoveryResult =
 /**
  * At start: when a marker says a client that is no longer running changed
  * the resolver (killed by SIGKILL, or the machine lost power), restores
- * the original. A marker of a process that still runs is left alone
- * (`in-use`): that client owns the resolver.
+ * the original. While the client that wrote the marker runs (it holds the
+ * resolver lock), nothing is touched (`in-use`).
  */
 export async function recoverDns(options: DnsHostOptions = {}): Promise<RecoveryResult> {
+  const lock = await takeLock(options);
+  if (!lock) return { kind: "in-use", pid: (await readMarker(options))?.pid ?? 0 };
+  try {
+    return await recoverLocked(options);
+  } finally {
+    lock.close();
+  }
+}
+
+async function recoverLocked(options: DnsHostOptions): Promise<RecoveryResult> {
   const marker = await readMarker(options);
   if (!marker) return { kind: "none" };
-  if (marker.pid !== Deno.pid && (await processStartTime(marker.pid)) === marker.startTime) {
-    return { kind: "in-use", pid: marker.pid };
-  }
   const notes = await undo(marker, options);
   return { kind: "restored", pid: marker.pid, notes };
 }
@@ -301,18 +317,31 @@ export async function applyDns(
   options: DnsHostOptions = {},
 ): Promise<AppliedDns> {
   checkSettings(settings);
-  const recovered = await recoverDns(options);
-  if (recovered.kind === "in-use") {
-    throw new Error(`Cannot set DNS: the client with pid ${recovered.pid} manages it`);
+  const lock = await takeLock(options);
+  if (!lock) {
+    const pid = (await readMarker(options))?.pid;
+    throw new Error(`Cannot set DNS: the client with pid ${pid ?? "?"} manages it`);
   }
+  try {
+    return await applyLocked(tunName, settings, options, lock);
+  } catch (error) {
+    lock.close();
+    throw error;
+  }
+}
+
+async function applyLocked(
+  tunName: string,
+  settings: DnsSettings,
+  options: DnsHostOptions,
+  lock: Deno.FsFile,
+): Promise<AppliedDns> {
+  await recoverLocked(options);
   const backend = await detectDnsBackend(options);
   const notes: string[] = [];
-  await Deno.mkdir(stateDir(options), { recursive: true, mode: 0o700 });
-  const startTime = (await processStartTime("self")) ?? "";
   const marker: Marker = {
     version: MARKER_VERSION,
     pid: Deno.pid,
-    startTime,
     backend,
     tunName,
     target: resolvConfPath(options),
@@ -378,6 +407,6 @@ export async function applyDns(
   return {
     backend,
     notes,
-    restore: () => restored ??= undo(marker, options),
+    restore: () => restored ??= undo(marker, options).finally(() => lock.close()),
   };
 }

@@ -60,7 +60,10 @@ Deno.test("applyDns() replaces resolv.conf and restore() puts the original file 
     assert(await exists(`${root}/var/lib/masque-vpn/dns-host.json`));
     assertEquals(await applied.restore(), []);
     assertEquals(await Deno.readTextFile(`${root}/etc/resolv.conf`), ORIGINAL);
-    assertEquals([...Deno.readDirSync(`${root}/var/lib/masque-vpn`)], []); // marker and backup gone
+    // Marker and backup gone; the (unlocked) lock file stays.
+    assertEquals([...Deno.readDirSync(`${root}/var/lib/masque-vpn`)].map((e) => e.name), [
+      "dns-host.lock",
+    ]);
     assertEquals(await applied.restore(), []); // idempotent
   });
 });

@@ -138,6 +138,8 @@ export class ConnectIpSession {
     this.#packetsQueued--;
     this.#closed = true;
   };
+  /** Capsule writes ({@linkcode sendCapsule}) that have not settled yet. */
+  #capsulesQueued = 0;
   #handlers: ConnectIpSessionHandlers | undefined;
   #closed = false;
   /** Counters, updated as the session runs. */
@@ -254,7 +256,22 @@ export class ConnectIpSession {
    */
   async sendCapsule(capsule: Capsule): Promise<void> {
     this.stats.capsulesOut++;
-    await this.#stream.writeData(encodeCapsule(capsule));
+    this.#capsulesQueued++;
+    try {
+      await this.#stream.writeData(encodeCapsule(capsule));
+    } finally {
+      this.#capsulesQueued--;
+    }
+  }
+
+  /**
+   * Capsules passed to {@linkcode sendCapsule} whose write has not settled:
+   * still waiting behind earlier writes, or for QUIC flow control because
+   * the peer does not read. Stream-mode packets are not counted (see
+   * {@linkcode ConnectIpSessionOptions.maxPacketsQueued}).
+   */
+  get pendingCapsuleWrites(): number {
+    return this.#capsulesQueued;
   }
 
   /**

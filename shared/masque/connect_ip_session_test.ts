@@ -446,6 +446,27 @@ Deno.test("sendPacket() in stream mode drops and counts packets past maxPacketsQ
   s.client.close();
 });
 
+Deno.test("pendingCapsuleWrites counts sendCapsule() writes until they settle, failed or not", async () => {
+  const s = await setup();
+  const { client, server } = await s.open("datagram");
+  const v = collect(server);
+  const capsule: Capsule = {
+    type: "address_request",
+    addresses: [{ requestId: 1, prefix: parsePrefix("0.0.0.0/32") }],
+  };
+  assertEquals(client.pendingCapsuleWrites, 0);
+  const writes = [client.sendCapsule(capsule), client.sendCapsule(capsule)];
+  // Both are waiting: neither promise can have settled within this turn.
+  assertEquals(client.pendingCapsuleWrites, 2);
+  await within(Promise.all(writes), "the two capsule writes");
+  assertEquals(client.pendingCapsuleWrites, 0);
+  await until(() => v.capsules.length === 2, "the two capsules");
+  // A write on a closed connection rejects and is no longer pending.
+  s.client.close();
+  await assertRejects(() => client.sendCapsule(capsule));
+  assertEquals(client.pendingCapsuleWrites, 0);
+});
+
 Deno.test("sendPacket() reports too_big and closed", async (t) => {
   await t.step("datagram mode", async () => {
     const s = await setup({ maxDatagramSize: 200 });

@@ -14,6 +14,8 @@ import {
   DEFAULT_URI_TEMPLATE,
   parseConnectIpTemplate,
 } from "../shared/masque/connect_ip_request.ts";
+import { DEFAULT_RELAY_LIMITS } from "./limits.ts";
+import type { RelayLimits } from "./limits.ts";
 
 /** The relay's configuration. */
 export interface RelayConfig {
@@ -52,7 +54,11 @@ export interface RelayConfig {
   readonly statusFile?: string;
   /** A client silent this long is gone: its session ends, its addresses return to the pool. Milliseconds. */
   readonly idleTimeoutMs: number;
+  /** Caps on connections, streams and control capsules (see `relay/limits.ts`). */
+  readonly limits: RelayLimits;
 }
+
+const D = DEFAULT_RELAY_LIMITS;
 
 /** The outcome of {@linkcode parseRelayConfig}. */
 export type ParseResult<T> =
@@ -94,6 +100,31 @@ Options:
   --status-file FILE   write a JSON status (sessions, counters) every 2 s
   --idle-timeout SEC   end a session whose client is silent this long
                        (default 30; clients send keep-alives every 1 s)
+
+Limits (what one peer, or all together, can make the relay hold):
+  --max-connections N  open connections plus handshakes; more are refused
+                       (default ${D.maxConnections})
+  --max-connections-per-source N
+                       open connections from one IPv4 address or IPv6 /64;
+                       more are closed with H3_EXCESSIVE_LOAD (default ${D.maxConnectionsPerSource})
+  --max-handshakes N   connections in the QUIC handshake at once; more are
+                       refused (default ${D.maxHandshakes})
+  --max-requests-per-connection N
+                       concurrent request streams per connection, so
+                       sessions per connection (default ${D.maxRequestsPerConnection})
+  --max-uni-streams N  concurrent unidirectional streams per connection
+                       (control, QPACK, GREASE; default ${D.maxUnidirectionalStreams})
+  --sessionless-timeout SEC
+                       close a connection with no session for this long
+                       (default ${D.sessionlessTimeoutMs / 1000})
+  --address-request-rate N
+                       ADDRESS_ASSIGN answers per second per session; requests
+                       that arrive meanwhile are merged (default ${D.addressRequestsPerSecond})
+  --address-request-burst N
+                       answers at once before the rate applies (default ${D.addressRequestBurst})
+  --max-pending-address-requests N
+                       requested addresses waiting for an answer before the
+                       session is closed (default ${D.maxPendingAddressRequests})
   --log-level LEVEL    debug, info, warn or error (default info;
                        environment MASQUE_LOG_LEVEL)
   -h, --help           show this help
@@ -130,6 +161,15 @@ export function parseRelayConfig(
         "max-sessions": { type: "string" },
         "status-file": { type: "string" },
         "idle-timeout": { type: "string" },
+        "max-connections": { type: "string" },
+        "max-connections-per-source": { type: "string" },
+        "max-handshakes": { type: "string" },
+        "max-requests-per-connection": { type: "string" },
+        "max-uni-streams": { type: "string" },
+        "sessionless-timeout": { type: "string" },
+        "address-request-rate": { type: "string" },
+        "address-request-burst": { type: "string" },
+        "max-pending-address-requests": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -155,6 +195,37 @@ export function parseRelayConfig(
     3600,
     errors,
   );
+  const limit = (flag: string, fallback: number, max: number) =>
+    parseInteger(
+      (values as Record<string, string | undefined>)[flag] ?? String(fallback),
+      `--${flag}`,
+      1,
+      max,
+      errors,
+    );
+  const limits: RelayLimits = {
+    maxConnections: limit("max-connections", D.maxConnections, 1e6)!,
+    maxConnectionsPerSource: limit("max-connections-per-source", D.maxConnectionsPerSource, 1e6)!,
+    maxHandshakes: limit("max-handshakes", D.maxHandshakes, 1e6)!,
+    maxRequestsPerConnection: limit(
+      "max-requests-per-connection",
+      D.maxRequestsPerConnection,
+      1000,
+    )!,
+    maxUnidirectionalStreams: limit("max-uni-streams", D.maxUnidirectionalStreams, 100)!,
+    sessionlessTimeoutMs: limit("sessionless-timeout", D.sessionlessTimeoutMs / 1000, 3600)! *
+      1000,
+    addressRequestsPerSecond: limit("address-request-rate", D.addressRequestsPerSecond, 1000)!,
+    addressRequestBurst: limit("address-request-burst", D.addressRequestBurst, 1000)!,
+    maxPendingAddressRequests: limit(
+      "max-pending-address-requests",
+      D.maxPendingAddressRequests,
+      10_000,
+    )!,
+  };
+  if (limits.maxUnidirectionalStreams < 3) {
+    errors.push("--max-uni-streams must be at least 3 (control and two QPACK streams)");
+  }
   const pool4Text = values.pool4 ?? "10.100.0.0/24";
   const pool6Text = values.pool6 ?? "fd6d:6173:7175::/64";
   const pool4 = pool4Text === "none" ? undefined : parseCidr(pool4Text, "--pool4", errors, 4);
@@ -225,6 +296,7 @@ export function parseRelayConfig(
       logLevel: logLevel!,
       statusFile: values["status-file"],
       idleTimeoutMs: idleTimeout! * 1000,
+      limits: Object.freeze(limits),
     }),
   };
 }

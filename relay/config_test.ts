@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "../tests/support/assert.ts";
 import { formatPrefix } from "../shared/packet/ip_address.ts";
-import { parseRelayConfig } from "./config.ts";
+import { parseRelayConfig, RELAY_HELP } from "./config.ts";
+import { DEFAULT_RELAY_LIMITS } from "./limits.ts";
 
 Deno.test("parseRelayConfig() applies defaults", () => {
   const result = parseRelayConfig(["--dev-certs", "./dev-certs"]);
@@ -135,4 +136,48 @@ Deno.test("parseRelayConfig() turns one address family off with --pool4 none or 
       "--route fd00::/8 is IPv6, but --pool6 is none: clients get no IPv6 address to use it",
     ]);
   });
+});
+
+Deno.test("parseRelayConfig() reads the limits, with their defaults, and checks them", () => {
+  const defaults = parseRelayConfig(["--dev-certs", "d"]);
+  assert(defaults.ok === true);
+  assertEquals(defaults.config.limits, DEFAULT_RELAY_LIMITS);
+  assert(Object.isFrozen(defaults.config.limits));
+  const set = parseRelayConfig([
+    ...["--dev-certs", "d", "--max-connections", "100", "--max-connections-per-source", "3"],
+    ...["--max-handshakes", "10", "--max-requests-per-connection", "50", "--max-uni-streams", "5"],
+    ...["--sessionless-timeout", "2", "--address-request-rate", "1"],
+    ...["--address-request-burst", "2", "--max-pending-address-requests", "9"],
+  ]);
+  assert(set.ok === true);
+  assertEquals(set.config.limits, {
+    maxConnections: 100,
+    maxConnectionsPerSource: 3,
+    maxHandshakes: 10,
+    maxRequestsPerConnection: 50,
+    maxUnidirectionalStreams: 5,
+    sessionlessTimeoutMs: 2000,
+    addressRequestsPerSecond: 1,
+    addressRequestBurst: 2,
+    maxPendingAddressRequests: 9,
+  });
+  const bad = parseRelayConfig([
+    ...["--dev-certs", "d", "--max-connections", "0", "--max-uni-streams", "2"],
+    ...["--sessionless-timeout", "x"],
+  ]);
+  assert(bad.ok === false);
+  assertEquals(bad.errors, [
+    '--max-connections must be an integer from 1 to 1000000, not "0"',
+    '--sessionless-timeout must be an integer from 1 to 3600, not "x"',
+    "--max-uni-streams must be at least 3 (control and two QPACK streams)",
+  ]);
+  // Every limit is in --help.
+  const flags = [
+    ...["--max-connections", "--max-connections-per-source", "--max-handshakes"],
+    ...["--max-requests-per-connection", "--max-uni-streams", "--sessionless-timeout"],
+    ...["--address-request-rate", "--address-request-burst", "--max-pending-address-requests"],
+  ];
+  for (const flag of flags) {
+    assert(RELAY_HELP.includes(flag), flag);
+  }
 });

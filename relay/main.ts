@@ -9,8 +9,9 @@ import { parseRelayConfig, RELAY_HELP } from "./config.ts";
 import type { RelayConfig } from "./config.ts";
 import { loadOrCreateDevCerts } from "./dev_certs.ts";
 import { installNat } from "./nat.ts";
+import { quicListenLimits } from "./limits.ts";
+import { serveListener } from "./listener.ts";
 import { Relay } from "./relay.ts";
-import { H3_INTERNAL_ERROR } from "../shared/errors.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
 import { formatPrefix } from "../shared/packet/ip_address.ts";
@@ -92,6 +93,7 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       routes: config.routes,
       template: config.template,
       maxSessions: config.maxSessions,
+      limits: config.limits,
       log,
     });
     setLinkMtu(tun.name, config.mtu);
@@ -114,7 +116,7 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       alpnProtocols: ["h3"],
       cert,
       key,
-      maxIdleTimeout: config.idleTimeoutMs,
+      ...quicListenLimits(config.limits, config.idleTimeoutMs),
     });
     log.info("listening", {
       addr: `${endpoint.addr.hostname}:${endpoint.addr.port}`,
@@ -140,29 +142,7 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       }, 2000);
       cleanups.push(() => clearInterval(timer));
     }
-    const accept = (async () => {
-      for await (const incoming of listener) {
-        // Read nothing from `incoming` before accept(): in Deno 2.9 reading
-        // its remoteAddr consumes the resource and accept() then fails.
-        Promise.resolve(incoming.accept()).then(
-          (conn) => {
-            // A throw here would be an unhandled rejection and end the relay.
-            try {
-              const remote = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
-              relay.acceptConnection(conn, remote);
-            } catch (error) {
-              log.warn("could not serve a connection", { error: String(error) });
-              try {
-                conn.close({ closeCode: H3_INTERNAL_ERROR, reason: "internal error" });
-              } catch {
-                // already closed
-              }
-            }
-          },
-          (error) => log.debug("handshake failed", { error: String(error) }),
-        );
-      }
-    })();
+    const accept = serveListener(relay, listener, log);
     const signal = await new Promise<string>((resolve) => {
       for (const name of ["SIGINT", "SIGTERM"] as const) {
         const handler = () => resolve(name);

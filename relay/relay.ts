@@ -24,7 +24,14 @@
 
 import { H3Connection } from "../shared/h3/connection.ts";
 import type { QuicConnLike } from "../shared/h3/connection.ts";
-import type { Logger } from "../shared/log.ts";
+import { ConnectionLimiter, sourceKey } from "../shared/connection_limiter.ts";
+import type { ConnectionRefusal } from "../shared/connection_limiter.ts";
+import { H3_EXCESSIVE_LOAD, H3_NO_ERROR } from "../shared/errors.ts";
+import type { Logger, LogLevel } from "../shared/log.ts";
+import { AddressRequestAnswerer } from "../shared/masque/address_requests.ts";
+import { LogLimiter } from "../shared/rate_limit.ts";
+import { DEFAULT_RELAY_LIMITS } from "./limits.ts";
+import type { RelayLimits } from "./limits.ts";
 import type { ConnectIpScope } from "../shared/masque/connect_ip_request.ts";
 import { answerRequest } from "../shared/masque/connect_ip_session.ts";
 import type { ConnectIpSession } from "../shared/masque/connect_ip_session.ts";
@@ -53,6 +60,14 @@ export interface RelayOptions {
   readonly template?: string;
   readonly maxSessions: number;
   readonly log: Logger;
+  /** Caps on connections and control capsules; each missing one has its default. */
+  readonly limits?: Partial<RelayLimits>;
+}
+
+/** The peer address of a QUIC connection, as `Deno.QuicConn.remoteAddr` has it. */
+export interface PeerAddress {
+  readonly hostname: string;
+  readonly port: number;
 }
 
 /** Counters of the whole relay. */
@@ -71,6 +86,35 @@ export interface RelayStats {
   /** Packet Too Big answers sent. */
   packetTooBig: number;
   tunWriteErrors: number;
+  /** Connections that finished the handshake and were admitted. */
+  connectionsAccepted: number;
+  /**
+   * Connections refused, by the limit they would have passed: `handshakes`
+   * and `connections` before the handshake (QUIC refuse), `per-source`
+   * right after it (closed with H3_EXCESSIVE_LOAD).
+   */
+  connectionsRefused: Record<ConnectionRefusal, number>;
+  /** Handshakes that failed or timed out. */
+  handshakesFailed: number;
+  /** Connections closed for having no session for `sessionlessTimeoutMs`. */
+  connectionsSessionless: number;
+  /** ADDRESS_REQUEST capsules received (RFC 9484 §4.7.2). */
+  addressRequests: number;
+  /** ADDRESS_ASSIGN answers sent (each may answer several requests). */
+  addressAnswers: number;
+  /** Sessions closed because too many requested addresses waited for an answer. */
+  addressRequestOverflows: number;
+}
+
+/** One connection as the relay tracks it. */
+interface ConnectionState {
+  readonly h3: H3Connection;
+  /** Its {@linkcode sourceKey} when the connection limiter counts it. */
+  readonly source: string | undefined;
+  /** Open sessions on it. */
+  sessions: number;
+  /** Closes it when it has had no session for `sessionlessTimeoutMs`. */
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** One client session as the relay tracks it. */
@@ -93,7 +137,11 @@ export class Relay {
   /** Address key (of each assigned address) -> session. */
   readonly #byAddress = new Map<number | string, RelaySession>();
   readonly #sessions = new Set<RelaySession>();
-  readonly #connections = new Set<H3Connection>();
+  readonly #connections = new Map<H3Connection, ConnectionState>();
+  readonly #limits: RelayLimits;
+  readonly #limiter: ConnectionLimiter;
+  /** Repeated log lines about peers (refusals, idle closes) are limited per message. */
+  readonly #logLimiter = new LogLimiter({ linesPerWindow: 5, windowMs: 10_000 });
   /**
    * Requests that `authorize` accepted and that are not yet open sessions.
    * answerRequest awaits (peer SETTINGS, the 200) between authorizing and
@@ -115,6 +163,13 @@ export class Relay {
     droppedMalformed: 0,
     packetTooBig: 0,
     tunWriteErrors: 0,
+    connectionsAccepted: 0,
+    connectionsRefused: { handshakes: 0, connections: 0, "per-source": 0 },
+    handshakesFailed: 0,
+    connectionsSessionless: 0,
+    addressRequests: 0,
+    addressAnswers: 0,
+    addressRequestOverflows: 0,
   };
 
   constructor(tun: PacketDevice, options: RelayOptions) {
@@ -124,6 +179,102 @@ export class Relay {
     const pools = [options.pool4, options.pool6].filter((p) => p !== undefined);
     if (pools.length === 0) throw new Error("Cannot start relay: no address pool (pool4 or pool6)");
     this.#pools = pools.map((prefix) => new AddressPool(prefix));
+    this.#limits = Object.freeze({ ...DEFAULT_RELAY_LIMITS, ...options.limits });
+    this.#limiter = new ConnectionLimiter(this.#limits);
+  }
+
+  /** The caps in force (the defaults with the options' overrides). */
+  get limits(): RelayLimits {
+    return this.#limits;
+  }
+
+  /** Connections now open and in the handshake, and sources with an open connection. */
+  get connectionCounts(): { open: number; handshaking: number; sources: number } {
+    return {
+      open: this.#connections.size,
+      handshaking: this.#limiter.handshaking,
+      sources: this.#limiter.sources,
+    };
+  }
+
+  /**
+   * A new QUIC connection wants its handshake. Returns true and counts it
+   * as handshaking (call {@linkcode endHandshake} when `accept()` settles),
+   * or false when it would pass `maxHandshakes` or `maxConnections`: the
+   * caller refuses it without reading anything from it (in Deno 2.9,
+   * reading a `QuicIncoming`'s address consumes it). Counted and logged.
+   */
+  beginHandshake(): boolean {
+    const refusal = this.#limiter.beginHandshake();
+    if (refusal === undefined) return true;
+    this.#refused(refusal, undefined);
+    return false;
+  }
+
+  /** A handshake that {@linkcode beginHandshake} let start has settled; `error` if it failed. */
+  endHandshake(error?: unknown): void {
+    this.#limiter.endHandshake();
+    if (error !== undefined) {
+      this.stats.handshakesFailed++;
+      this.#logLimited("debug", "handshake failed", { error: String(error) });
+    }
+  }
+
+  /**
+   * Serves a connection whose handshake has finished, unless its source (an
+   * IPv4 address or IPv6 /64, {@linkcode sourceKey}) already has
+   * `maxConnectionsPerSource` open connections: then it is closed with
+   * H3_EXCESSIVE_LOAD, counted and logged, and `undefined` returned.
+   */
+  admitConnection(conn: QuicConnLike, peer: PeerAddress): H3Connection | undefined {
+    const source = sourceKey(peer.hostname);
+    const refusal = this.#limiter.admit(source);
+    if (refusal !== undefined) {
+      this.#refused(refusal, source);
+      try {
+        conn.close({
+          closeCode: H3_EXCESSIVE_LOAD,
+          reason: refusal === "per-source"
+            ? "too many connections from this address"
+            : "too many connections",
+        });
+      } catch {
+        // already closed
+      }
+      return undefined;
+    }
+    this.stats.connectionsAccepted++;
+    try {
+      return this.#serve(conn, `${peer.hostname}:${peer.port}`, source);
+    } catch (error) {
+      this.#limiter.release(source);
+      throw error;
+    }
+  }
+
+  #refused(refusal: ConnectionRefusal, source: string | undefined): void {
+    this.stats.connectionsRefused[refusal]++;
+    this.#logLimited("info", "connection refused", {
+      limit: refusal,
+      source,
+      open: this.#connections.size,
+      handshaking: this.#limiter.handshaking,
+    });
+  }
+
+  /**
+   * Logs at most a few lines per message every 10 s; a line after some were
+   * held back says how many (`suppressed`).
+   */
+  #logLimited(
+    level: LogLevel,
+    message: string,
+    fields: Record<string, string | number | undefined>,
+  ) {
+    if (!this.#log.enabled(level)) return;
+    const suppressed = this.#logLimiter.allow(message, performance.now());
+    if (suppressed === undefined) return;
+    this.#log[level](message, suppressed > 0 ? { ...fields, suppressed } : fields);
   }
 
   #pool(version: 4 | 6): AddressPool | undefined {
@@ -153,8 +304,15 @@ export class Relay {
     return { v4: this.#pool(4)?.inUse ?? 0, v6: this.#pool(6)?.inUse ?? 0 };
   }
 
-  /** Serves HTTP/3 on a new QUIC connection from `remote`. */
+  /**
+   * Serves HTTP/3 on a new QUIC connection from `remote`, outside the
+   * connection limits (see {@linkcode admitConnection}); the other caps apply.
+   */
   acceptConnection(conn: QuicConnLike, remote: string): H3Connection {
+    return this.#serve(conn, remote, undefined);
+  }
+
+  #serve(conn: QuicConnLike, remote: string, source: string | undefined): H3Connection {
     const log = this.#log.with({ peer: remote });
     const h3 = new H3Connection(conn, {
       role: "server",
@@ -167,9 +325,14 @@ export class Relay {
         });
       },
     });
-    this.#connections.add(h3);
+    const state: ConnectionState = { h3, source, sessions: 0, timer: undefined };
+    this.#connections.set(h3, state);
+    this.#armSessionless(state);
     h3.onClose((info) => {
       this.#connections.delete(h3);
+      clearTimeout(state.timer);
+      state.timer = undefined;
+      if (source !== undefined) this.#limiter.release(source);
       log.debug("connection closed", { code: info.closeCode, reason: info.reason });
     });
     h3.start().catch((error) => {
@@ -178,6 +341,22 @@ export class Relay {
       });
     });
     return h3;
+  }
+
+  /** Starts the sessionless timer of a connection that has no open session. */
+  #armSessionless(state: ConnectionState): void {
+    if (this.#stopped || state.sessions > 0 || state.timer !== undefined) return;
+    const ms = this.#limits.sessionlessTimeoutMs;
+    state.timer = setTimeout(() => {
+      state.timer = undefined;
+      if (state.sessions > 0 || !this.#connections.has(state.h3)) return;
+      this.stats.connectionsSessionless++;
+      this.#logLimited("info", "closing connection without a session", {
+        seconds: ms / 1000,
+        source: state.source,
+      });
+      state.h3.close(H3_NO_ERROR, `no session for ${ms / 1000} s`);
+    }, ms);
   }
 
   async #serveRequest(
@@ -247,24 +426,39 @@ export class Relay {
     } catch (error) {
       slog.warn("could not send capsules", { error: String(error) });
     }
+    const requests = new AddressRequestAnswerer({
+      assigned: entry.addresses,
+      ratePerSecond: this.#limits.addressRequestsPerSecond,
+      burst: this.#limits.addressRequestBurst,
+      maxPending: this.#limits.maxPendingAddressRequests,
+      send: (capsule) => {
+        this.stats.addressAnswers++;
+        return answer.session.sendCapsule(capsule);
+      },
+      now: () => performance.now(),
+      setTimer: (fn, ms) => setTimeout(fn, ms),
+      clearTimer: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+    });
     const end = await answer.session.run({
       onPacket: (packet) => this.#fromClient(entry, packet, slog),
       onCapsule: (capsule) => {
-        // ADDRESS_REQUEST: we assign one address of each family up front and
-        // answer a request with the same assignment (RFC 9484 §4.7.2).
-        if (capsule.type === "address_request") {
-          answer.session.sendCapsule({
-            type: "address_assign",
-            addresses: capsule.addresses.flatMap((req) =>
-              entry.addresses.filter((a) => a.version === req.prefix.version).map((prefix) => ({
-                requestId: req.requestId,
-                prefix,
-              }))
-            ),
-          }).catch(() => {});
+        // ADDRESS_REQUEST: answered from the assignment made up front, at a
+        // bounded rate, merged while an answer is unsent (RFC 9484 §4.7.2).
+        if (capsule.type !== "address_request") return;
+        this.stats.addressRequests++;
+        if (requests.receive(capsule.addresses) === "overflow") {
+          this.stats.addressRequestOverflows++;
+          this.#logLimited("warn", "closing session: too many ADDRESS_REQUESTs waiting", {
+            session: entry.id,
+            peer: remote,
+            limit: this.#limits.maxPendingAddressRequests,
+            pendingCapsuleWrites: answer.session.pendingCapsuleWrites,
+          });
+          answer.session.stream.abort();
         }
       },
     });
+    requests.close();
     this.#close(entry);
     slog.info("session closed", {
       reason: end.message,
@@ -310,6 +504,12 @@ export class Relay {
 
   #open(entry: RelaySession): void {
     this.#sessions.add(entry);
+    const state = this.#connections.get(entry.session.stream.connection);
+    if (state !== undefined) {
+      state.sessions++;
+      clearTimeout(state.timer);
+      state.timer = undefined;
+    }
     for (const prefix of entry.addresses) this.#byAddress.set(addressKey(prefix.address), entry);
     this.stats.sessionsOpened++;
   }
@@ -322,6 +522,11 @@ export class Relay {
     }
     this.#releaseAddresses(entry.addresses);
     this.stats.sessionsClosed++;
+    const state = this.#connections.get(entry.session.stream.connection);
+    if (state !== undefined) {
+      state.sessions--;
+      this.#armSessionless(state);
+    }
   }
 
   #fromClient(entry: RelaySession, packet: Uint8Array, log: Logger): void {
@@ -381,7 +586,11 @@ export class Relay {
   /** Closes every connection (GOAWAY first) and stops the TUN loop. */
   async stop(): Promise<void> {
     this.#stopped = true;
-    await Promise.all([...this.#connections].map(async (h3) => {
+    for (const state of this.#connections.values()) {
+      clearTimeout(state.timer);
+      state.timer = undefined;
+    }
+    await Promise.all([...this.#connections.keys()].map(async (h3) => {
       await h3.goaway(0);
       h3.close();
     }));
@@ -396,8 +605,10 @@ export class Relay {
         mode: s.session.mode,
         addresses: s.addresses.map(formatPrefix),
         openedAt: new Date(s.openedAt).toISOString(),
+        pendingCapsuleWrites: s.session.pendingCapsuleWrites,
         ...s.session.stats,
       })),
+      connections: this.connectionCounts,
       pools: this.poolUsage,
       gateway: this.#pools.map((pool) => formatIp(pool.gateway)),
       stats: this.stats,

@@ -637,6 +637,9 @@ async function measureScale(settings: Settings): Promise<ScaleSummary> {
       log(`scale: relay with pool ${SCALE_POOL4}, ${sessions} sessions`);
       const relay = await startRelay(topo, [
         ...["--pool4", SCALE_POOL4, "--max-sessions", String(sessions + 100)],
+        // One generator, one source address, SCALE_PER_CONNECTION sessions per connection.
+        ...["--max-requests-per-connection", String(SCALE_PER_CONNECTION)],
+        ...["--max-connections-per-source", String(Math.ceil(sessions / SCALE_PER_CONNECTION))],
       ]);
       const pid = relay.process.pid;
       await sleep(1000);

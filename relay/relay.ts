@@ -448,13 +448,20 @@ export class Relay {
         this.stats.addressRequests++;
         if (requests.receive(capsule.addresses) === "overflow") {
           this.stats.addressRequestOverflows++;
+          const limit = this.#limits.maxPendingAddressRequests;
           this.#logLimited("warn", "closing session: too many ADDRESS_REQUESTs waiting", {
             session: entry.id,
             peer: remote,
-            limit: this.#limits.maxPendingAddressRequests,
+            limit,
             pendingCapsuleWrites: answer.session.pendingCapsuleWrites,
           });
-          answer.session.stream.abort();
+          // run() ends the session (only it) with this message when a
+          // handler throws, and stops reading first. Aborting the stream
+          // from here instead would leave run() reading a cancelled stream,
+          // which the H3 layer takes for a truncated frame: a connection error.
+          throw new Error(
+            `Too many ADDRESS_REQUESTs: more than ${limit} requested addresses waiting for an answer`,
+          );
         }
       },
     });

@@ -110,6 +110,7 @@ Deno.test({
       const closes = new Map<number, number>();
       let failed = 0;
       const roundsBefore = pinger.rounds;
+      const rssBefore = Deno.memoryUsage().rss;
       try {
         await within(
           pool(total, 50, async () => {
@@ -134,6 +135,12 @@ Deno.test({
         ).catch(() => {});
         await new Promise((resolve) => setTimeout(resolve, 500));
         const stillOpen = held.length - [...closes.values()].reduce((a, b) => a + b, 0);
+        // Relay and clients share this process: a measurement, not an assertion.
+        console.log(
+          `burst: ${stillOpen} connections still open, process RSS +${
+            ((Deno.memoryUsage().rss - rssBefore) / 2 ** 20).toFixed(0)
+          } MiB`,
+        );
         // What the hostile source holds at the relay: its share, no more.
         assertEquals(stillOpen, perSource, `connections the relay kept open: ${stillOpen}`);
         assert(maxOpen <= perSource + 1, `the relay held ${maxOpen} connections at once`);
@@ -278,7 +285,13 @@ Deno.test({
           const ok = await hostile.session.stream.writeData(bytes).then(() => true, () => false);
           if (!ok) break; // the relay stopped the stream
         }
-        const end = await within(hostile.end, "the relay to close the flooding session", 10_000);
+        // The relay should close the session at once; give it 10 s, then count.
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const end = await Promise.race([
+          hostile.end,
+          new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), 10_000)),
+        ]);
+        clearTimeout(timer);
         const seconds = (performance.now() - started) / 1000;
         const answers = hostile.capsules.filter((c) => c.type === "address_assign").length -
           answersBefore;
@@ -287,9 +300,10 @@ Deno.test({
         console.log(
           `10k ADDRESS_REQUESTs: ${answers} answers in ${seconds.toFixed(2)} s ` +
             `(bound ${bound}), relay wrote ${relaySession.session.stats.capsulesOut} capsules, ` +
-            `session end: ${end.message}`,
+            `session end: ${end?.message ?? "none within 10 s"}`,
         );
         assert(answers <= bound, `${answers} answers, bound ${bound}`);
+        assert(end !== undefined, "the relay did not close the flooding session");
         assertEquals(end.reason, "closed"); // the relay ended the stream; the connection lives
         assert(answers >= 1, "no answer at all");
         // Every answer is the full assignment and echoes only ids that were asked for.
@@ -490,7 +504,11 @@ Deno.test({
       for (let i = 0; i < relay.limits.maxRequestsPerConnection; i++) {
         raw.push(await rawRequest(silent.conn));
       }
-      const closed = await within(silent.conn.closed, "the sessionless close", 5000);
+      const closed = await within(
+        silent.conn.closed,
+        `the sessionless close (pool in use: ${JSON.stringify(relay.poolUsage)})`,
+        5000,
+      );
       assertEquals(closed.closeCode, H3_NO_ERROR);
       await settled("the unanswered requests' reservations");
       baseline();

@@ -633,3 +633,21 @@ export function encodeRouteRequest(
     ],
   );
 }
+
+// ---------------------------------------------------------------------------
+// rtnetlink route types and notification groups (what `ip route show table local` and `ip monitor` use)
+
+/** Route type: a local address, delivered to the host. */
+export const RTN_LOCAL = 2;
+/** Route type: a broadcast address, delivered to the host (and sent as broadcast). */
+export const RTN_BROADCAST = 3;
+/** Route type: an anycast address of the host (IPv6 Subnet-Router anycast, for one). */
+export const RTN_ANYCAST = 4;
+/** Legacy multicast group bit (`sockaddr_nl.nl_groups`): IPv4 address changes. */
+export const RTMGRP_IPV4_IFADDR = 0x10;
+/** Legacy multicast group bit: IPv4 route changes. */
+export const RTMGRP_IPV4_ROUTE = 0x40;
+/** Legacy multicast group bit: IPv6 address changes. */
+export const RTMGRP_IPV6_IFADDR = 0x100;
+/** Legacy multicast group bit: IPv6 route changes. */
+export const RTMGRP_IPV6_ROUTE = 0x400;

@@ -34,15 +34,25 @@ import {
   NLMSG_ERROR,
   parseNetlinkAck,
   parseNetlinkMessages,
+  RTM_NEWROUTE,
+  RTMGRP_IPV4_IFADDR,
+  RTMGRP_IPV4_ROUTE,
+  RTMGRP_IPV6_IFADDR,
+  RTMGRP_IPV6_ROUTE,
+  RTN_ANYCAST,
+  RTN_BROADCAST,
+  RTN_LOCAL,
   SIOCGIFINDEX,
   SIOCGIFMTU,
   SOCKADDR_NL_SIZE,
   SOL_NETLINK,
 } from "./_struct.ts";
+import { encodeRouteDumpRequest, parseRouteMessage, RT_TABLE_LOCAL } from "./_rule_struct.ts";
 import {
   AF_INET,
   check,
   closeQuietly,
+  EAGAIN,
   errno,
   libc,
   LibcError,
@@ -238,5 +248,117 @@ function exchange(
     }
   } finally {
     closeQuietly(fd);
+  }
+}
+
+/** A destination the host takes for itself, from its local routing table. */
+export interface LocalRoute {
+  /**
+   * `local`: an address of the host (or a wider AnyIP route such as
+   * 127.0.0.0/8); `broadcast`: an IPv4 broadcast address of one of its
+   * networks; `anycast`: an IPv6 anycast address of the host, such as the
+   * Subnet-Router anycast address of each prefix while forwarding is on
+   * (RFC 4291 §2.6.1).
+   */
+  readonly type: "local" | "broadcast" | "anycast";
+  readonly prefix: IpPrefix;
+}
+
+const LOCAL_ROUTE_TYPES = new Map<number, LocalRoute["type"]>([
+  [RTN_LOCAL, "local"],
+  [RTN_BROADCAST, "broadcast"],
+  [RTN_ANYCAST, "anycast"],
+]);
+
+/**
+ * Every local, broadcast and anycast route of the kernel's local routing
+ * table (table 255, what `ip route show table local` and
+ * `ip -6 route show table local` list): the destinations the host delivers
+ * to itself, including addresses on every interface and ones added after the
+ * program started. Multicast routes are left out. Dumps the routes of both
+ * families over rtnetlink (`RTM_GETROUTE`, `NLM_F_DUMP`); needs no privilege.
+ */
+export function localRoutes(): LocalRoute[] {
+  const routes: LocalRoute[] = [];
+  for (const family of [4, 6] as const) {
+    const seq = nextSequence();
+    const action = `Cannot list the IPv${family} local routes`;
+    for (const message of dump(encodeRouteDumpRequest(seq, family), seq, action)) {
+      if (message.type !== RTM_NEWROUTE) continue;
+      const route = parseRouteMessage(message);
+      const type = LOCAL_ROUTE_TYPES.get(route.typeNumber);
+      if (route.table === RT_TABLE_LOCAL && type !== undefined) {
+        routes.push({ type, prefix: route.destination });
+      }
+    }
+  }
+  return routes;
+}
+
+/** `recv(2)` flag: do not block. */
+const MSG_DONTWAIT = 0x40;
+/** errno: the socket's receive buffer overflowed and notifications were lost. */
+const ENOBUFS = 105;
+
+/**
+ * Notices, without blocking, when the host's addresses or routes change: a
+ * netlink socket subscribed to the IPv4 and IPv6 address and route groups
+ * (as `ip monitor address route` is). {@linkcode changed} drains what arrived
+ * and says whether anything did; the caller then reads the new state with
+ * {@linkcode localRoutes}. Needs no privilege.
+ */
+export class AddressChangeWatch {
+  #fd: number;
+  readonly #buffer = new Uint8Array(RECEIVE_BUFFER_BYTES);
+
+  constructor() {
+    const action = "Cannot watch address changes";
+    const c = libc();
+    this.#fd = check(
+      c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE),
+      `${action}: netlink socket()`,
+    );
+    const groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR |
+      RTMGRP_IPV6_ROUTE;
+    if (c.bind(this.#fd, encodeSockaddrNl(0, groups), SOCKADDR_NL_SIZE) < 0) {
+      const error = new LibcError(`${action}: netlink bind()`, errno());
+      this.close();
+      throw error;
+    }
+  }
+
+  /**
+   * Whether any address or route changed since the last call (true also when
+   * the kernel dropped notifications because they were not read in time).
+   * Never blocks. Throws a {@linkcode LibcError} on any other receive error,
+   * and once {@linkcode close} has been called.
+   */
+  changed(): boolean {
+    if (this.#fd < 0) throw new Error("Cannot read address changes: the watch is closed");
+    const c = libc();
+    let changed = false;
+    for (;;) {
+      const received = Number(
+        c.recv(this.#fd, this.#buffer, BigInt(this.#buffer.length), MSG_DONTWAIT),
+      );
+      if (received > 0) {
+        changed = true;
+        continue;
+      }
+      if (received === 0) return changed;
+      const code = errno();
+      if (code === EAGAIN) return changed;
+      if (code === ENOBUFS) {
+        changed = true;
+        continue;
+      }
+      throw new LibcError("Cannot read address changes: netlink recv()", code);
+    }
+  }
+
+  /** Closes the socket; idempotent. */
+  close(): void {
+    closeQuietly(this.#fd);
+    this.#fd = -1;
   }
 }

@@ -14,6 +14,7 @@ import {
   v4,
   v6,
 } from "./_testing.ts";
+import { formatPrefix } from "./_address.ts";
 import {
   addAddress,
   addRoute,
@@ -22,6 +23,7 @@ import {
   LibcError,
   linkIndex,
   linkMtu,
+  localRoutes,
   setLinkMtu,
   setLinkTxQueueLength,
   setLinkUp,
@@ -198,4 +200,92 @@ Deno.test({
         `Cannot delete link ${device.name}: No such device (ENODEV)`,
       );
     }),
+});
+
+/** `ip route show table local` of both families as "type prefix" lines, unicast and multicast left out. */
+function ipLocalRoutes(): string[] {
+  const lines: string[] = [];
+  for (const family of ["-4", "-6"]) {
+    const list = ipJson(family, "route", "show", "table", "local");
+    assert(Array.isArray(list), `ip ${family} route show table local failed`);
+    for (const route of list as { type: string; dst: string }[]) {
+      if (!["local", "broadcast", "anycast"].includes(route.type)) continue;
+      const dst = route.dst.includes("/")
+        ? route.dst
+        : `${route.dst}/${route.dst.includes(":") ? 128 : 32}`;
+      lines.push(`${route.type} ${dst}`);
+    }
+  }
+  return lines.sort();
+}
+
+const describeLocal = () =>
+  localRoutes().map((route) => `${route.type} ${formatPrefix(route.prefix)}`).sort();
+
+Deno.test("localRoutes() lists what `ip route show table local` lists", () => {
+  // Other programs may change addresses meanwhile: a few tries until both reads agree.
+  let ours: string[] = [];
+  let theirs: string[] = [];
+  for (let attempt = 0; attempt < 5; attempt++) {
+    ours = describeLocal();
+    theirs = ipLocalRoutes();
+    if (ours.join() === theirs.join()) break;
+  }
+  assertEquals(ours, theirs);
+  assert(ours.includes("local 127.0.0.0/8"), ours.join(", "));
+});
+
+// Runs in a network namespace of its own (unshare -n), where nothing else changes addresses.
+const WATCH_CHILD = `
+import { AddressChangeWatch, addAddress, localRoutes, setLinkUp } from "${
+  new URL("./netlink.ts", import.meta.url).href
+}";
+import { openTun } from "${new URL("./tun_linux.ts", import.meta.url).href}";
+const steps = {};
+const watch = new AddressChangeWatch();
+steps.before = watch.changed();
+const tun = openTun("mvtwatch0");
+steps.afterTun = watch.changed();
+steps.quiet = watch.changed();
+setLinkUp(tun.name);
+watch.changed();
+addAddress(tun.name, { version: 4, address: new Uint8Array([198, 19, 7, 1]), prefixLength: 24 });
+addAddress(tun.name, {
+  version: 6,
+  address: new Uint8Array([0xfd, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+  prefixLength: 64,
+});
+steps.afterAddresses = watch.changed();
+steps.drained = watch.changed();
+steps.routes = localRoutes().map((r) => r.type + " " + r.prefix.address.join(".") + "/" + r.prefix.prefixLength);
+watch.close();
+try { watch.changed(); } catch (error) { steps.closed = error.message; }
+tun.close();
+console.log(JSON.stringify(steps));
+`;
+
+Deno.test({
+  name: "AddressChangeWatch notices addresses added later, and localRoutes() then lists them",
+  ...ROOT_ONLY,
+  async fn() {
+    const output = await new Deno.Command("unshare", {
+      args: ["-n", Deno.execPath(), "eval", "--quiet", WATCH_CHILD],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assertEquals(output.code, 0, stderr);
+    const steps = JSON.parse(new TextDecoder().decode(output.stdout));
+    assertEquals(steps.before, false, "nothing changed yet");
+    assertEquals(steps.afterAddresses, true);
+    assertEquals(steps.drained, false, "drained");
+    assertEquals(steps.closed, "Cannot read address changes: the watch is closed");
+    for (
+      const expected of [
+        "local 198.19.7.1/32",
+        "broadcast 198.19.7.255/32",
+        "local 253.0.0.7.0.0.0.0.0.0.0.0.0.0.0.1/128",
+      ]
+    ) assert(steps.routes.includes(expected), `${expected} missing from ${steps.routes}`);
+  },
 });

@@ -16,6 +16,8 @@ import {
 } from "../shared/masque/connect_ip_request.ts";
 import { DEFAULT_RELAY_LIMITS } from "./limits.ts";
 import type { RelayLimits } from "./limits.ts";
+import { parseHostService } from "../shared/tunnel/host_firewall.ts";
+import type { HostService } from "../shared/tunnel/host_firewall.ts";
 
 /** The relay's configuration. */
 export interface RelayConfig {
@@ -56,6 +58,10 @@ export interface RelayConfig {
   readonly idleTimeoutMs: number;
   /** Caps on connections, streams and control capsules (see `relay/limits.ts`). */
   readonly limits: RelayLimits;
+  /** Services on the relay host clients may reach at the gateway addresses; default none. */
+  readonly allowRelayHost: readonly HostService[];
+  /** Let clients reach each other's addresses; default false. */
+  readonly allowClientToClient: boolean;
 }
 
 const D = DEFAULT_RELAY_LIMITS;
@@ -91,7 +97,9 @@ Options:
   --mtu N              TUN MTU in bytes (default 1500; packets too big for a
                        client's QUIC path get ICMP Packet Too Big)
   --nat                masquerade the pools on egress with nftables
-                       (run with --allow-run=nft); removed on exit
+                       (run with --allow-run=nft); removed on exit. The
+                       same table drops what clients send to the relay
+                       host, a second time
   --template T         URI template (RFC 9484 §3) requests must match: a path
                        or https:// URL, with {target} and {ipproto} in the
                        path or query, {?target,ipproto}, or no variable
@@ -100,6 +108,14 @@ Options:
   --status-file FILE   write a JSON status (sessions, counters) every 2 s
   --idle-timeout SEC   end a session whose client is silent this long
                        (default 30; clients send keep-alives every 1 s)
+  --allow-relay-host S let clients reach service S on the relay host at its
+                       TUN (gateway) addresses: udp/PORT, tcp/PORT,
+                       udp/FIRST-LAST, tcp/FIRST-LAST or ping (repeatable;
+                       default none: every address of the relay host is
+                       closed to clients)
+  --allow-client-to-client
+                       let clients reach each other's addresses (default:
+                       dropped)
 
 Limits (what one peer, or all together, can make the relay hold):
   --max-connections N  open connections plus handshakes; more are refused
@@ -170,6 +186,8 @@ export function parseRelayConfig(
         "address-request-rate": { type: "string" },
         "address-request-burst": { type: "string" },
         "max-pending-address-requests": { type: "string" },
+        "allow-relay-host": { type: "string", multiple: true },
+        "allow-client-to-client": { type: "boolean" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -269,6 +287,12 @@ export function parseRelayConfig(
   if (certFile !== undefined && devCertsDir !== undefined) {
     errors.push("Give either --cert/--key or --dev-certs, not both");
   }
+  const allowRelayHost: HostService[] = [];
+  for (const text of values["allow-relay-host"] ?? []) {
+    const service = parseHostService(text);
+    if (typeof service === "string") errors.push(service);
+    else allowRelayHost.push(service);
+  }
   const template = values.template ?? DEFAULT_URI_TEMPLATE;
   try {
     parseConnectIpTemplate(template);
@@ -297,6 +321,8 @@ export function parseRelayConfig(
       statusFile: values["status-file"],
       idleTimeoutMs: idleTimeout! * 1000,
       limits: Object.freeze(limits),
+      allowRelayHost: Object.freeze(allowRelayHost),
+      allowClientToClient: values["allow-client-to-client"] ?? false,
     }),
   };
 }

@@ -181,3 +181,48 @@ Deno.test("parseRelayConfig() reads the limits, with their defaults, and checks 
     assert(RELAY_HELP.includes(flag), flag);
   }
 });
+
+Deno.test("parseRelayConfig() reads the firewall options", async (t) => {
+  await t.step("defaults: nothing on the relay host, no client to client", () => {
+    const result = parseRelayConfig(["--dev-certs", "d"]);
+    assert(result.ok === true);
+    assertEquals(result.config.allowRelayHost, []);
+    assertEquals(result.config.allowClientToClient, false);
+  });
+  await t.step("repeated --allow-relay-host and --allow-client-to-client", () => {
+    const result = parseRelayConfig([
+      "--dev-certs",
+      "d",
+      "--allow-relay-host",
+      "udp/53",
+      "--allow-relay-host",
+      "tcp/8000-8080",
+      "--allow-relay-host",
+      "ping",
+      "--allow-client-to-client",
+    ]);
+    assert(result.ok === true);
+    assertEquals(result.config.allowRelayHost, [
+      { protocol: "udp", firstPort: 53, lastPort: 53 },
+      { protocol: "tcp", firstPort: 8000, lastPort: 8080 },
+      { protocol: "ping" },
+    ]);
+    assertEquals(result.config.allowClientToClient, true);
+    assert(Object.isFrozen(result.config.allowRelayHost));
+  });
+  await t.step("every bad service is reported", () => {
+    const result = parseRelayConfig([
+      "--dev-certs",
+      "d",
+      "--allow-relay-host",
+      "icmp",
+      "--allow-relay-host",
+      "udp/0",
+    ]);
+    assert(result.ok === false);
+    assertEquals(result.errors, [
+      '--allow-relay-host "icmp": expected udp/PORT, tcp/PORT, udp/FIRST-LAST, tcp/FIRST-LAST or ping',
+      '--allow-relay-host "udp/0": port 0 is outside 1..65535',
+    ]);
+  });
+});

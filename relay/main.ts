@@ -8,6 +8,7 @@
 import { parseRelayConfig, RELAY_HELP } from "./config.ts";
 import type { RelayConfig } from "./config.ts";
 import { loadOrCreateDevCerts } from "./dev_certs.ts";
+import { hostInputChain, watchHostAddresses } from "./firewall.ts";
 import { installNat } from "./nat.ts";
 import { quicListenLimits } from "./limits.ts";
 import { serveListener } from "./listener.ts";
@@ -15,6 +16,7 @@ import { Relay } from "./relay.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
 import { formatPrefix } from "../shared/packet/ip_address.ts";
+import { formatHostService } from "../shared/tunnel/host_firewall.ts";
 import { openTun, TUN_TX_QUEUE_PACKETS } from "../ffi/tun_linux.ts";
 import { addAddress, setLinkMtu, setLinkTxQueueLength, setLinkUp } from "../ffi/netlink.ts";
 import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
@@ -94,15 +96,24 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       template: config.template,
       maxSessions: config.maxSessions,
       limits: config.limits,
+      allowRelayHost: config.allowRelayHost,
+      allowClientToClient: config.allowClientToClient,
       log,
     });
     setLinkMtu(tun.name, config.mtu);
     setLinkTxQueueLength(tun.name, TUN_TX_QUEUE_PACKETS);
     for (const prefix of relay.gatewayAddresses) addAddress(tun.name, prefix);
     setLinkUp(tun.name);
+    const hostWatch = watchHostAddresses(relay, log);
+    cleanups.push(() => hostWatch.stop());
     if (config.nat) {
       const pools = [config.pool4, config.pool6].filter((pool) => pool !== undefined);
-      const nat = await installNat(pools, tun.name);
+      const gateways = relay.gatewayAddresses.map((prefix) => prefix.address);
+      const nat = await installNat(
+        pools,
+        tun.name,
+        hostInputChain(tun.name, gateways, config.allowRelayHost),
+      );
       cleanups.push(() => nat.remove());
       log.info("NAT installed", { table: nat.table });
     }
@@ -125,6 +136,8 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
         .join(","),
       tunAddresses: relay.gatewayAddresses.map(formatPrefix).join(","),
       routes: config.routes.map(formatPrefix).join(","),
+      allowRelayHost: config.allowRelayHost.map(formatHostService).join(",") || "none",
+      allowClientToClient: config.allowClientToClient,
     });
     relay.runTun().catch((error) => log.error("TUN loop failed", { error: String(error) }));
     if (config.statusFile) {

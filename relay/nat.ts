@@ -1,8 +1,9 @@
 /**
  * NAT for the relay's pools: an nftables table that masquerades packets
  * from the pools leaving through any interface but the TUN, and IP
- * forwarding switched on. Runs `nft` and `sysctl` (needs
- * `--allow-run=nft,sysctl`).
+ * forwarding switched on. The same table holds the input chain of
+ * `relay/firewall.ts` (`hostInputChain`), so both go when the table goes.
+ * Runs `nft` and `sysctl` (needs `--allow-run=nft,sysctl`).
  *
  * @module
  */
@@ -18,8 +19,16 @@ export interface InstalledNat {
 
 const FORWARDING_SYSCTLS = ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"];
 
-/** The nftables ruleset for `pools` egressing anywhere but `tunName`. */
-export function natRuleset(table: string, pools: readonly IpPrefix[], tunName: string): string {
+/**
+ * The nftables ruleset for `pools` egressing anywhere but `tunName`, plus
+ * `extraChains` (lines of further chains of the same table).
+ */
+export function natRuleset(
+  table: string,
+  pools: readonly IpPrefix[],
+  tunName: string,
+  extraChains: readonly string[] = [],
+): string {
   const rules = pools.map((pool) =>
     `    ${pool.version === 4 ? "ip" : "ip6"} saddr ${
       formatPrefix(pool)
@@ -31,6 +40,7 @@ export function natRuleset(table: string, pools: readonly IpPrefix[], tunName: s
     "    type nat hook postrouting priority srcnat; policy accept;",
     ...rules,
     "  }",
+    ...extraChains,
     "}",
     "",
   ].join("\n");
@@ -74,18 +84,20 @@ async function enableForwarding(): Promise<void> {
 }
 
 /**
- * Installs masquerade for `pools` and enables forwarding. The table is
- * named after the TUN so two relays on one host do not collide.
+ * Installs masquerade for `pools`, and `extraChains` in the same table, and
+ * enables forwarding. The table is named after the TUN so two relays on one
+ * host do not collide.
  */
 export async function installNat(
   pools: readonly IpPrefix[],
   tunName: string,
+  extraChains: readonly string[] = [],
 ): Promise<InstalledNat> {
   const table = `masque_vpn_${tunName.replace(/[^A-Za-z0-9_]/g, "_")}`;
   await enableForwarding();
   // A table left by a relay that was killed is replaced, not duplicated.
   await nft(["delete", "table", "inet", table]).catch(() => {});
-  await nft(["-f", "-"], natRuleset(table, pools, tunName));
+  await nft(["-f", "-"], natRuleset(table, pools, tunName, extraChains));
   return {
     table,
     remove: () => nft(["delete", "table", "inet", table]),

@@ -4,8 +4,13 @@
  *
  * Packet path, client to world:
  *   QUIC datagram or DATAGRAM capsule -> session (context 0) ->
- *   policy (source is the session's address, destination routed, RFC 9484 §7)
- *   -> TUN write -> kernel forwarding and NAT
+ *   policy (source is the session's address, header rules, destination
+ *   routed, RFC 9484 §7) -> host firewall (not the relay host, not another
+ *   client) -> TUN write -> kernel forwarding and NAT
+ *
+ * Client to client (`--allow-client-to-client` only):
+ *   policy -> host firewall -> owning session, TTL decremented here ->
+ *   session.sendPacket; never through the TUN
  *
  * World to client:
  *   TUN read (batch) -> destination address -> owning session ->
@@ -14,7 +19,8 @@
  *   (RFC 9484 §10.1)
  *
  * The kernel decrements TTL when it forwards into or out of the TUN, so the
- * relay itself never does (RFC 9484 §7).
+ * relay itself does only for the packets it passes between clients
+ * (RFC 9484 §7).
  *
  * Everything here reaches the world through a {@linkcode PacketDevice} and
  * {@linkcode QuicConnLike}, so tests run it with an in-memory TUN.
@@ -40,6 +46,7 @@ import type { IpPrefix } from "../shared/packet/ip_address.ts";
 import { createPrefix, formatIp, formatPrefix } from "../shared/packet/ip_address.ts";
 import {
   addressKey,
+  decrementHopLimit,
   destinationKey,
   readDestination,
   validateIpPacket,
@@ -47,6 +54,9 @@ import {
 import { buildPacketTooBig } from "../shared/packet/icmp.ts";
 import { AddressPool } from "../shared/tunnel/address_pool.ts";
 import { checkFromClient } from "../shared/tunnel/packet_policy.ts";
+import type { DropReason } from "../shared/tunnel/packet_policy.ts";
+import { HostFirewall, TO_CLIENT } from "../shared/tunnel/host_firewall.ts";
+import type { HostService } from "../shared/tunnel/host_firewall.ts";
 import type { PacketDevice } from "../shared/tunnel/packet_device.ts";
 import { prefixesToRanges, routesWithin } from "../shared/tunnel/routes.ts";
 
@@ -62,6 +72,10 @@ export interface RelayOptions {
   readonly log: Logger;
   /** Caps on connections and control capsules; each missing one has its default. */
   readonly limits?: Partial<RelayLimits>;
+  /** Services on the relay host that clients may reach at the gateway addresses (default none). */
+  readonly allowRelayHost?: readonly HostService[];
+  /** Let clients reach each other's addresses (default false). */
+  readonly allowClientToClient?: boolean;
 }
 
 /** The peer address of a QUIC connection, as `Deno.QuicConn.remoteAddr` has it. */
@@ -77,8 +91,10 @@ export interface RelayStats {
   sessionsRefused: number;
   packetsFromClients: number;
   packetsToClients: number;
-  /** Client packets dropped, by reason (RFC 9484 §7 checks). */
+  /** Client packets dropped, by reason (RFC 9484 §7 checks, header rules, host firewall). */
   droppedFromClients: Record<string, number>;
+  /** Client packets delivered to another client (`--allow-client-to-client`). */
+  packetsBetweenClients: number;
   /** TUN packets with no session owning their destination. */
   droppedNoSession: number;
   /** TUN packets that could not be parsed. */
@@ -142,6 +158,7 @@ export class Relay {
   readonly #limiter: ConnectionLimiter;
   /** Repeated log lines about peers (refusals, idle closes) are limited per message. */
   readonly #logLimiter = new LogLimiter({ linesPerWindow: 5, windowMs: 10_000 });
+  readonly #firewall: HostFirewall;
   /**
    * Requests that `authorize` accepted and that are not yet open sessions.
    * answerRequest awaits (peer SETTINGS, the 200) between authorizing and
@@ -159,6 +176,7 @@ export class Relay {
     packetsFromClients: 0,
     packetsToClients: 0,
     droppedFromClients: {},
+    packetsBetweenClients: 0,
     droppedNoSession: 0,
     droppedMalformed: 0,
     packetTooBig: 0,
@@ -181,6 +199,12 @@ export class Relay {
     this.#pools = pools.map((prefix) => new AddressPool(prefix));
     this.#limits = Object.freeze({ ...DEFAULT_RELAY_LIMITS, ...options.limits });
     this.#limiter = new ConnectionLimiter(this.#limits);
+    this.#firewall = new HostFirewall({
+      pools,
+      gateways: this.gatewayAddresses.map((prefix) => prefix.address),
+      allow: options.allowRelayHost ?? [],
+      clientToClient: options.allowClientToClient ?? false,
+    });
   }
 
   /** The caps in force (the defaults with the options' overrides). */
@@ -275,6 +299,15 @@ export class Relay {
     const suppressed = this.#logLimiter.allow(message, performance.now());
     if (suppressed === undefined) return;
     this.#log[level](message, suppressed > 0 ? { ...fields, suppressed } : fields);
+  }
+
+  /**
+   * Tells the firewall every local address and prefix of the relay host
+   * (its local, broadcast and anycast routes), which no client may reach
+   * (see `shared/tunnel/host_firewall.ts`). Returns whether they changed.
+   */
+  setHostPrefixes(prefixes: readonly IpPrefix[]): boolean {
+    return this.#firewall.setHostPrefixes(prefixes);
   }
 
   #pool(version: 4 | 6): AddressPool | undefined {
@@ -538,14 +571,40 @@ export class Relay {
 
   #fromClient(entry: RelaySession, packet: Uint8Array, log: Logger): void {
     const verdict = checkFromClient(packet, entry);
-    if (!verdict.ok) {
-      this.stats.droppedFromClients[verdict.reason] =
-        (this.stats.droppedFromClients[verdict.reason] ?? 0) + 1;
-      if (log.enabled("debug")) log.debug("dropped packet from client", { reason: verdict.reason });
-      return;
-    }
+    if (!verdict.ok) return this.#dropFromClient(verdict.reason, log);
+    const host = this.#firewall.check(packet);
+    if (host === TO_CLIENT) return this.#toOtherClient(entry, packet, log);
+    if (!host.ok) return this.#dropFromClient(host.reason, log);
     this.stats.packetsFromClients++;
     if (!this.#tun.writePacket(packet)) this.stats.tunWriteErrors++;
+  }
+
+  #dropFromClient(reason: DropReason, log: Logger): void {
+    this.stats.droppedFromClients[reason] = (this.stats.droppedFromClients[reason] ?? 0) + 1;
+    if (log.enabled("debug")) log.debug("dropped packet from client", { reason });
+  }
+
+  /**
+   * Delivers a packet from one client to the session that owns its
+   * destination, as a router between them would: the TTL / Hop Limit is
+   * decremented right before the packet goes into a datagram (RFC 9484 §7),
+   * and a packet that does not fit the receiver's datagram limit is answered
+   * with Packet Too Big to the sender (RFC 9484 §10.1). Not through the TUN:
+   * the kernel would forward it back out of the interface it came in on and
+   * send the sender an ICMP Redirect.
+   */
+  #toOtherClient(from: RelaySession, packet: Uint8Array, log: Logger): void {
+    const to = this.#byAddress.get(destinationKey(packet));
+    if (to === undefined) return this.#dropFromClient("destination not assigned", log);
+    if (!decrementHopLimit(packet)) return this.#dropFromClient("hop limit exceeded", log);
+    this.stats.packetsFromClients++;
+    const result = to.session.sendPacket(packet);
+    if (result === "sent") {
+      this.stats.packetsBetweenClients++;
+    } else if (result === "too_big") {
+      const answer = buildPacketTooBig(packet, to.session.maxPacketSize, readDestination(packet));
+      if (answer && from.session.sendPacket(answer) === "sent") this.stats.packetTooBig++;
+    }
   }
 
   /**
@@ -618,6 +677,11 @@ export class Relay {
       connections: this.connectionCounts,
       pools: this.poolUsage,
       gateway: this.#pools.map((pool) => formatIp(pool.gateway)),
+      firewall: {
+        protected: this.#firewall.protectedAddresses,
+        allowRelayHost: this.#firewall.allowed,
+        allowClientToClient: this.#options.allowClientToClient ?? false,
+      },
       stats: this.stats,
     };
   }

@@ -186,6 +186,150 @@ function walkIpv6(packet: Uint8Array, stopAt: number): number {
   return next;
 }
 
+/** IPv4 flag More Fragments in the Flags/Fragment Offset word (RFC 791 §3.1). */
+export const IPV4_MORE_FRAGMENTS = 0x2000;
+/** Mask of the 13-bit Fragment Offset in the same word, in 8-byte units (RFC 791 §3.1). */
+export const IPV4_FRAGMENT_OFFSET_MASK = 0x1fff;
+
+/**
+ * The IPv4 Fragment Offset in 8-byte units (RFC 791 §3.1); 0 for an
+ * unfragmented packet or a first fragment, and for anything but IPv4.
+ */
+export function ipv4FragmentOffset(packet: Uint8Array): number {
+  if (ipVersion(packet) !== 4 || packet.length < IPV4_MIN_HEADER_LENGTH) return 0;
+  return ((packet[6] << 8) | packet[7]) & IPV4_FRAGMENT_OFFSET_MASK;
+}
+
+/** Whether an IPv4 packet has More Fragments set (RFC 791 §3.1); false for anything but IPv4. */
+export function ipv4MoreFragments(packet: Uint8Array): boolean {
+  if (ipVersion(packet) !== 4 || packet.length < IPV4_MIN_HEADER_LENGTH) return false;
+  return (packet[6] & (IPV4_MORE_FRAGMENTS >> 8)) !== 0;
+}
+
+/**
+ * What {@linkcode readIpv6Chain} found in an IPv6 extension header chain
+ * (RFC 8200 §4). The caller owns one and passes it to every call, so the walk
+ * allocates nothing; every field is written by each successful call.
+ */
+export interface Ipv6Chain {
+  /**
+   * The upper-layer protocol: the first Next Header that is not Hop-by-Hop,
+   * Routing, Fragment, Destination Options or Authentication; for a
+   * non-first fragment, the Next Header of its Fragment header.
+   */
+  protocol: number;
+  /**
+   * Byte offset of the upper-layer header; for a non-first fragment, of the
+   * fragment's data right after its Fragment header.
+   */
+  offset: number;
+  /** Whether the chain has a Hop-by-Hop Options header (RFC 8200 §4.3). */
+  hopByHop: boolean;
+  /** Routing Type of the Routing header (RFC 8200 §4.4), -1 without one. */
+  routingType: number;
+  /** Segments Left of the Routing header, 0 without one. */
+  routingSegmentsLeft: number;
+  /** Whether the chain has a Fragment header (RFC 8200 §4.5). */
+  fragment: boolean;
+  /** Fragment Offset in 8-byte units; 0 without a Fragment header. */
+  fragmentOffset: number;
+  /** The M flag of the Fragment header; false without one. */
+  moreFragments: boolean;
+  /**
+   * Bytes of fragmentable data this fragment carries (after its Fragment
+   * header, RFC 8200 §4.5); 0 without a Fragment header.
+   */
+  fragmentDataLength: number;
+}
+
+/** A fresh {@linkcode Ipv6Chain} for {@linkcode readIpv6Chain} to fill. */
+export function createIpv6Chain(): Ipv6Chain {
+  return {
+    protocol: -1,
+    offset: 0,
+    hopByHop: false,
+    routingType: -1,
+    routingSegmentsLeft: 0,
+    fragment: false,
+    fragmentOffset: 0,
+    moreFragments: false,
+    fragmentDataLength: 0,
+  };
+}
+
+/**
+ * Walks the extension header chain of an IPv6 packet that
+ * {@linkcode validateIpPacket} accepted, within its Payload Length, and fills
+ * `chain`. Returns false, leaving `chain` partly written, when the chain
+ * cannot be walked within bounds:
+ *
+ * - more than {@linkcode IPV6_MAX_EXTENSION_HEADERS} headers;
+ * - a header that does not fit in the packet (for a first fragment this is
+ *   a chain split across fragments, which RFC 7112 §5 forbids);
+ * - Hop-by-Hop Options anywhere but first (RFC 8200 §4.1), or a second
+ *   Hop-by-Hop, Routing or Fragment header (§4.1 allows each once).
+ *
+ * The walk stops at the Fragment header of a non-first fragment, whose data
+ * are not headers. Also false for a packet that is not IPv6. O(headers),
+ * no allocation.
+ */
+export function readIpv6Chain(packet: Uint8Array, chain: Ipv6Chain): boolean {
+  if (ipVersion(packet) !== 6 || packet.length < IPV6_HEADER_LENGTH) return false;
+  const length = Math.min(packet.length, ipPacketLength(packet));
+  chain.hopByHop = false;
+  chain.routingType = -1;
+  chain.routingSegmentsLeft = 0;
+  chain.fragment = false;
+  chain.fragmentOffset = 0;
+  chain.moreFragments = false;
+  chain.fragmentDataLength = 0;
+  let next = packet[6];
+  let offset = IPV6_HEADER_LENGTH;
+  for (let count = 0;; count++) {
+    let headerLength: number;
+    if (
+      next === IPV6_EXT_HOP_BY_HOP || next === IPV6_EXT_ROUTING ||
+      next === IPV6_EXT_DESTINATION_OPTIONS
+    ) {
+      if (offset + 2 > length) return false;
+      headerLength = (packet[offset + 1] + 1) * 8;
+    } else if (next === IPV6_EXT_FRAGMENT) {
+      headerLength = 8;
+    } else if (next === IPV6_EXT_AUTHENTICATION) {
+      if (offset + 2 > length) return false;
+      headerLength = (packet[offset + 1] + 2) * 4;
+    } else {
+      break;
+    }
+    if (count === IPV6_MAX_EXTENSION_HEADERS || offset + headerLength > length) return false;
+    if (next === IPV6_EXT_HOP_BY_HOP) {
+      if (count !== 0) return false;
+      chain.hopByHop = true;
+    } else if (next === IPV6_EXT_ROUTING) {
+      if (chain.routingType >= 0) return false;
+      chain.routingType = packet[offset + 2];
+      chain.routingSegmentsLeft = packet[offset + 3];
+    } else if (next === IPV6_EXT_FRAGMENT) {
+      if (chain.fragment) return false;
+      const word = (packet[offset + 2] << 8) | packet[offset + 3];
+      chain.fragment = true;
+      chain.fragmentOffset = word >> 3;
+      chain.moreFragments = (word & 1) === 1;
+      chain.fragmentDataLength = length - (offset + 8);
+      if (chain.fragmentOffset !== 0) {
+        chain.protocol = packet[offset];
+        chain.offset = offset + 8;
+        return true;
+      }
+    }
+    next = packet[offset];
+    offset += headerLength;
+  }
+  chain.protocol = next;
+  chain.offset = offset;
+  return true;
+}
+
 /**
  * The upper-layer protocol number: the IPv4 Protocol field (RFC 791 §3.1), or
  * for IPv6 the Next Header found after walking the Hop-by-Hop, Routing,

@@ -16,6 +16,7 @@ import { checksumIsValid } from "./checksum.ts";
 import { parseIp, parsePrefix } from "./ip_address.ts";
 import {
   addressKey,
+  createIpv6Chain,
   decrementHopLimit,
   destinationAddressMatches,
   destinationIn,
@@ -25,8 +26,11 @@ import {
   ipCarriesProtocol,
   ipPacketLength,
   ipProtocol,
+  ipv4FragmentOffset,
+  ipv4MoreFragments,
   ipVersion,
   readDestination,
+  readIpv6Chain,
   readSource,
   sourceAddressMatches,
   sourceIn,
@@ -410,7 +414,99 @@ function randomLength(max: number): number {
   return Math.floor(Math.random() * (max + 1));
 }
 
+Deno.test("ipv4FragmentOffset() and ipv4MoreFragments() read the flags word", () => {
+  // Flags/offset word 2 0b1 0000 0000 0011: More Fragments, offset 3 (24 bytes).
+  const fragment = hex(
+    "45 00 001c 1234 2003 40 11 0000 c6120001 c6120002 0000000000000000",
+  );
+  assertStrictEquals(ipv4FragmentOffset(fragment), 3);
+  assertStrictEquals(ipv4MoreFragments(fragment), true);
+  assertStrictEquals(ipv4FragmentOffset(IPV4_UDP), 0, "DF only");
+  assertStrictEquals(ipv4MoreFragments(IPV4_UDP), false);
+  const last = fragment.slice();
+  last.set([0x1f, 0xff], 6); // offset 8191, no flags
+  assertStrictEquals(ipv4FragmentOffset(last), 8191);
+  assertStrictEquals(ipv4MoreFragments(last), false);
+  assertStrictEquals(ipv4FragmentOffset(IPV6_ECHO), 0, "not IPv4");
+  assertStrictEquals(ipv4MoreFragments(IPV6_ECHO), false);
+});
+
+Deno.test("readIpv6Chain() reports the chain's headers, fragment and upper layer", async (t) => {
+  const chain = createIpv6Chain();
+  const udp = hex("04d2 162e 0008 0000");
+  const v6 = (nextHeader: number, ...parts: Uint8Array[]) =>
+    buildIpv6({ src: "fd00::1", dst: "fd00::2", nextHeader, payload: concat(...parts) });
+
+  await t.step("no extension headers", () => {
+    assert(readIpv6Chain(IPV6_ECHO, chain));
+    assertEquals({ ...chain }, {
+      protocol: 58,
+      offset: 40,
+      hopByHop: false,
+      routingType: -1,
+      routingSegmentsLeft: 0,
+      fragment: false,
+      fragmentOffset: 0,
+      moreFragments: false,
+      fragmentDataLength: 0,
+    });
+  });
+  await t.step("Hop-by-Hop -> Routing type 4, 2 left -> first Fragment, M -> UDP", () => {
+    // Routing: next 44, length 0 (8 bytes), type 4, segments left 2, 4 bytes of data.
+    // Fragment: next 17, reserved, offset 0 with M=1 (0001), identification 7.
+    const packet = v6(
+      0,
+      extension(43),
+      hex("2c 00 04 02 00000000"),
+      hex("11 00 0001 00000007"),
+      udp,
+    );
+    assert(readIpv6Chain(packet, chain));
+    assertEquals({ ...chain }, {
+      protocol: 17,
+      offset: 64,
+      hopByHop: true,
+      routingType: 4,
+      routingSegmentsLeft: 2,
+      fragment: true,
+      fragmentOffset: 0,
+      moreFragments: true,
+      fragmentDataLength: 8,
+    });
+  });
+  await t.step("a later fragment stops at its Fragment header", () => {
+    // Fragment: next 60 (the fragmented packet went on with Destination Options), offset 5 (0028).
+    const packet = v6(44, hex("3c 00 0028 00000007"), hex("ff ff"), new Uint8Array(14));
+    assert(readIpv6Chain(packet, chain));
+    assertEquals(
+      [chain.protocol, chain.offset, chain.fragmentOffset, chain.moreFragments],
+      [60, 48, 5, false],
+    );
+    assertEquals(chain.fragmentDataLength, 16);
+  });
+  await t.step("trailing bytes after the Payload Length are not walked", () => {
+    const packet = concat(v6(60, hex("11 05")), new Uint8Array(48));
+    assertStrictEquals(validateIpPacket(packet), undefined);
+    assert(!readIpv6Chain(packet, chain), "the 48-byte header ends after the packet");
+  });
+  const bad: [string, Uint8Array][] = [
+    ["Hop-by-Hop after Destination Options", v6(60, extension(0), extension(17), udp)],
+    ["two Routing headers", v6(43, hex("2b 00 04 00 00000000"), hex("11 00 04 00 00000000"), udp)],
+    ["two Fragment headers", v6(44, hex("2c 00 0000 00000001"), hex("11 00 0000 00000001"), udp)],
+    [
+      "9 headers",
+      v6(60, ...Array.from({ length: 9 }, (_, i) => extension(i === 8 ? 17 : 60)), udp),
+    ],
+    ["a Fragment header cut short", v6(44, hex("1100"))],
+    ["not IPv6", IPV4_UDP],
+  ];
+  for (const [name, packet] of bad) {
+    await t.step(`false for ${name}`, () => assert(!readIpv6Chain(packet, chain)));
+  }
+});
+
 Deno.test("validateIpPacket() and the readers never throw on random and mutated bytes", () => {
+  const chain = createIpv6Chain();
   const seeds = [
     IPV4_UDP,
     IPV6_ECHO,
@@ -444,6 +540,12 @@ Deno.test("validateIpPacket() and the readers never throw on random and mutated 
     destinationKey(packet);
     sourceKey(packet);
     hopLimit(packet);
+    ipv4FragmentOffset(packet);
+    ipv4MoreFragments(packet);
+    const walked = readIpv6Chain(packet, chain);
+    if (walked && reason === undefined) {
+      assert(chain.offset <= ipPacketLength(packet), `chain offset ${chain.offset}`);
+    }
     readSource(packet);
     destinationIn(packet, parsePrefix("fd00::/8"));
     destinationInRange(packet, ip("0.0.0.0"), ip("255.255.255.255"));

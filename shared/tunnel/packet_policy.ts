@@ -18,11 +18,20 @@
 
 import type { IpPrefix, IpVersion } from "../packet/ip_address.ts";
 import {
+  createIpv6Chain,
   destinationIn,
   destinationInRange,
   IP_PROTOCOL_ICMP,
   IP_PROTOCOL_ICMPV6,
+  IP_PROTOCOL_TCP,
+  IP_PROTOCOL_UDP,
   ipCarriesProtocol,
+  ipPacketLength,
+  IPV4_MIN_HEADER_LENGTH,
+  ipv4FragmentOffset,
+  ipv4MoreFragments,
+  IPV6_HEADER_LENGTH,
+  readIpv6Chain,
   sourceIn,
   validateIpPacket,
 } from "../packet/ip_header.ts";
@@ -48,7 +57,17 @@ export interface IpAddressRange {
  *   forwarded beyond the tunnel (RFC 9484 §7);
  * - `destination not routed`: in no advertised route of its IP version;
  * - `protocol not allowed`: routed, but only for other IP protocols;
- * - `destination not assigned`: (client side) not one of the client's addresses.
+ * - `destination not assigned`: (client side) not one of the client's addresses;
+ *   (relay side) in a client pool, but no session holds it;
+ * - `IPv4 options`: an IPv4 header longer than 20 bytes (see {@linkcode checkHeaderRules});
+ * - `zero TTL`: IPv4 TTL or IPv6 Hop Limit 0, never valid on the wire;
+ * - `bad fragment`: a fragment no sender makes (see {@linkcode checkHeaderRules});
+ * - `bad extension headers`: an IPv6 chain that cannot be walked within bounds
+ *   (see `readIpv6Chain` in `shared/packet/ip_header.ts`);
+ * - `hop-by-hop options`: an IPv6 Hop-by-Hop Options header;
+ * - `routing header type 0`: deprecated by RFC 5095;
+ * - `relay host`, `client to client`, `hop limit exceeded`: see
+ *   `shared/tunnel/host_firewall.ts`.
  */
 export type DropReason =
   | "malformed"
@@ -56,7 +75,16 @@ export type DropReason =
   | "link-local destination"
   | "destination not routed"
   | "protocol not allowed"
-  | "destination not assigned";
+  | "destination not assigned"
+  | "IPv4 options"
+  | "zero TTL"
+  | "bad fragment"
+  | "bad extension headers"
+  | "hop-by-hop options"
+  | "routing header type 0"
+  | "relay host"
+  | "client to client"
+  | "hop limit exceeded";
 
 /** The outcome of a check: forward the packet, or drop it for `reason`. */
 export type Verdict = { readonly ok: true } | { readonly ok: false; readonly reason: DropReason };
@@ -78,7 +106,8 @@ export interface RelayPolicy {
 /** The verdict to forward; shared and frozen. */
 export const FORWARD: Verdict = Object.freeze({ ok: true });
 
-function drop(reason: DropReason): Verdict {
+/** A shared frozen verdict that drops for `reason`; for policies built on this module. */
+export function drop(reason: DropReason): Verdict {
   return Object.freeze({ ok: false, reason });
 }
 
@@ -88,6 +117,122 @@ const DROP_LINK_LOCAL = drop("link-local destination");
 const DROP_NOT_ROUTED = drop("destination not routed");
 const DROP_PROTOCOL = drop("protocol not allowed");
 const DROP_NOT_ASSIGNED = drop("destination not assigned");
+const DROP_OPTIONS = drop("IPv4 options");
+const DROP_ZERO_TTL = drop("zero TTL");
+const DROP_FRAGMENT = drop("bad fragment");
+const DROP_EXTENSION_HEADERS = drop("bad extension headers");
+const DROP_HOP_BY_HOP = drop("hop-by-hop options");
+const DROP_ROUTING_0 = drop("routing header type 0");
+
+/** Routing Type 0 (RFC 5095 §3: deprecated, a packet carrying it is not processed). */
+const ROUTING_TYPE_0 = 0;
+/** The largest IP packet a reassembly may produce: 65535 bytes (RFC 791 Total Length, RFC 8200 Payload Length). */
+const MAX_REASSEMBLED_BYTES = 65535;
+
+// Reused by every check, so the walk allocates nothing.
+const chain = createIpv6Chain();
+
+/**
+ * Bytes of upper-layer header a first fragment must carry so that a filter
+ * sees what it matches on: the whole TCP header up to its flags and window
+ * (20, RFC 1858 §3), the UDP header (8), the ICMP / ICMPv6 header with its
+ * identifier or next-hop word (8). Other protocols: 0.
+ */
+function minimumFirstFragmentBytes(protocol: number): number {
+  if (protocol === IP_PROTOCOL_TCP) return 20;
+  if (
+    protocol === IP_PROTOCOL_UDP || protocol === IP_PROTOCOL_ICMP ||
+    protocol === IP_PROTOCOL_ICMPV6
+  ) return 8;
+  return 0;
+}
+
+/**
+ * The fragment rules shared by both IP versions, for a packet that is a
+ * fragment: `offset` in 8-byte units, `data` bytes of fragmentable data,
+ * `unfragmentable` bytes that count towards the 65535-byte limit besides
+ * (the IPv4 header; the IPv6 headers before the Fragment header, without the
+ * fixed header), and the upper-layer header (first fragment) at
+ * `upperOffset`. A fragment is bad when the packet it belongs to would
+ * reassemble past 65535 bytes (the "ping of death"; RFC 791 §3.1 Total
+ * Length, RFC 8200 §4.5 Payload Length), when a fragment with More Fragments set is not a multiple of 8
+ * bytes (RFC 791 §3.2, RFC 8200 §4.5), when the first fragment does not hold
+ * the upper-layer header ({@linkcode minimumFirstFragmentBytes}; RFC 1858
+ * §3.1, RFC 7112 §5), or when a TCP fragment starts at offset 8 bytes, which
+ * can only overwrite the TCP flags (RFC 1858 §3.2, RFC 3128).
+ */
+function fragmentIsBad(
+  protocol: number,
+  offset: number,
+  more: boolean,
+  data: number,
+  unfragmentable: number,
+  upperOffset: number,
+  packetLength: number,
+): boolean {
+  if (unfragmentable + offset * 8 + data > MAX_REASSEMBLED_BYTES) return true;
+  if (more && (data === 0 || (data & 7) !== 0)) return true;
+  if (offset === 0) return upperOffset + minimumFirstFragmentBytes(protocol) > packetLength;
+  return offset === 1 && protocol === IP_PROTOCOL_TCP;
+}
+
+/**
+ * Rules on the IP header itself that the relay applies to every packet from
+ * a client, beyond RFC 9484 §7's address checks (§7 allows "additional
+ * filtering policies"); `docs/decisions.md` gives the reasons:
+ *
+ * - IPv4 options (IHL > 5) are dropped, every option alike: source routing
+ *   (LSRR/SSRR, RFC 7126) and Router Alert (RFC 2113; the kernel
+ *   hands such a forwarded packet to local raw sockets, RFC 6398) included;
+ * - TTL / Hop Limit 0 is dropped (RFC 1122 §3.2.1.7, RFC 1812 §5.3.1: never sent; TTL 1 goes
+ *   on, and the kernel's forwarding answers it with Time Exceeded);
+ * - fragments: see {@linkcode fragmentIsBad};
+ * - IPv6: a chain that `readIpv6Chain` cannot walk, a Hop-by-Hop Options
+ *   header (the IPv6 counterpart of options; Router Alert again) and a
+ *   Routing header of type 0 (RFC 5095) are dropped.
+ *
+ * @param packet a packet {@linkcode validateIpPacket} accepted
+ */
+export function checkHeaderRules(packet: Uint8Array): Verdict {
+  const length = ipPacketLength(packet);
+  if (packet[0] >> 4 === 4) {
+    if ((packet[0] & 0x0f) !== 5) return DROP_OPTIONS;
+    if (packet[8] === 0) return DROP_ZERO_TTL;
+    const offset = ipv4FragmentOffset(packet);
+    const more = ipv4MoreFragments(packet);
+    if (
+      (offset !== 0 || more) &&
+      fragmentIsBad(
+        packet[9],
+        offset,
+        more,
+        length - IPV4_MIN_HEADER_LENGTH,
+        IPV4_MIN_HEADER_LENGTH,
+        IPV4_MIN_HEADER_LENGTH,
+        length,
+      )
+    ) return DROP_FRAGMENT;
+    return FORWARD;
+  }
+  if (packet[7] === 0) return DROP_ZERO_TTL;
+  if (!readIpv6Chain(packet, chain)) return DROP_EXTENSION_HEADERS;
+  if (chain.hopByHop) return DROP_HOP_BY_HOP;
+  if (chain.routingType === ROUTING_TYPE_0) return DROP_ROUTING_0;
+  if (
+    chain.fragment &&
+    fragmentIsBad(
+      chain.protocol,
+      chain.fragmentOffset,
+      chain.moreFragments,
+      chain.fragmentDataLength,
+      // The headers between the fixed header and the Fragment header.
+      length - chain.fragmentDataLength - IPV6_HEADER_LENGTH - 8,
+      chain.offset,
+      length,
+    )
+  ) return DROP_FRAGMENT;
+  return FORWARD;
+}
 
 function sourceAssigned(packet: Uint8Array, addresses: readonly IpPrefix[]): boolean {
   for (let i = 0; i < addresses.length; i++) if (sourceIn(packet, addresses[i])) return true;
@@ -115,7 +260,8 @@ function isLinkLocalDestination(packet: Uint8Array): boolean {
 /**
  * Checks a packet the relay received from a client over the tunnel before it
  * goes to the relay's TUN (RFC 9484 §7), in this order: well formed, source in
- * one of `session.addresses`, destination not link-local, destination in one
+ * one of `session.addresses`, the header rules of
+ * {@linkcode checkHeaderRules}, destination not link-local, destination in one
  * of `session.routes` of the packet's IP version whose `ipProtocol` is 0, is
  * carried by the packet (the IPv6 extension header chain is walked,
  * RFC 9484 §4.6), or the packet is ICMP / ICMPv6 (§4.7.3). When the
@@ -127,6 +273,8 @@ function isLinkLocalDestination(packet: Uint8Array): boolean {
 export function checkFromClient(packet: Uint8Array, session: ClientPolicy): Verdict {
   if (validateIpPacket(packet) !== undefined) return DROP_MALFORMED;
   if (!sourceAssigned(packet, session.addresses)) return DROP_SOURCE;
+  const header = checkHeaderRules(packet);
+  if (!header.ok) return header;
   if (isLinkLocalDestination(packet)) return DROP_LINK_LOCAL;
   const version = packet[0] >> 4;
   const routes = session.routes;

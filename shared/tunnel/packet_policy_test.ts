@@ -8,9 +8,12 @@ import {
   buildIpv6Udp,
 } from "../../tests/support/packet_builder.ts";
 import { type IpPrefix, parseIp, parsePrefix } from "../packet/ip_address.ts";
+import { hex } from "../../tests/support/bytes.ts";
+import { validateIpPacket } from "../packet/ip_header.ts";
 import {
   checkFromClient,
   checkFromRelay,
+  checkHeaderRules,
   type ClientPolicy,
   type DropReason,
   FORWARD,
@@ -168,12 +171,13 @@ Deno.test("checkFromClient() applies the route's IP protocol (RFC 9484 §4.6, §
   await t.step("SCTP is allowed", () => {
     assertEquals(checkFromClient(sctp(new Uint8Array(12)), SCTP_FLOW), { ok: true });
   });
-  await t.step("SCTP behind Hop-by-Hop and Destination Options headers is found", () => {
-    // HBH (next 60, 8 bytes) -> Destination Options (next 132, 8 bytes) -> SCTP common header.
+  await t.step("SCTP behind Destination Options and Routing headers is found", () => {
+    // Destination Options (next 43, 8 bytes) -> Routing type 4 with Segments Left 0
+    // (next 132, 8 bytes) -> SCTP common header.
     const payload = new Uint8Array(8 + 8 + 12);
-    payload[0] = 60;
-    payload[8] = 132;
-    assertEquals(checkFromClient(sctp(payload, 0), SCTP_FLOW), { ok: true });
+    payload[0] = 43;
+    payload.set([132, 0, 4, 0], 8);
+    assertEquals(checkFromClient(sctp(payload, 60), SCTP_FLOW), { ok: true });
   });
   await t.step("ICMPv6 is always allowed", () => {
     const echo = buildIcmpv6Echo({ src: "2001:db8:1234::a", dst: "2001:db8:3456::b" });
@@ -284,6 +288,12 @@ Deno.test("policy checks never throw on random and mutated packets", () => {
     "destination not routed",
     "protocol not allowed",
     "destination not assigned",
+    "IPv4 options",
+    "zero TTL",
+    "bad fragment",
+    "bad extension headers",
+    "hop-by-hop options",
+    "routing header type 0",
   ]);
   const seeds = [
     udp4("198.18.0.2", "203.0.113.1"),
@@ -317,4 +327,173 @@ Deno.test("policy checks never throw on random and mutated packets", () => {
     }
   }
   assert(forwarded > 100, `only ${forwarded} forwarded; the fuzz is not reaching the route checks`);
+});
+
+// Header rules: every case is a packet from FULL_TUNNEL's client to a routed destination, so
+// only the rule under test can drop it.
+const SRC4 = "198.18.0.2";
+const SRC6 = "fd00:0:0:2::1";
+const DST4 = "203.0.113.1";
+const DST6 = "2001:db8::1";
+
+/** IPv4 with protocol, payload bytes and extra header fields. */
+const v4 = (protocol: number, bytes: number, extra: Partial<Parameters<typeof buildIpv4>[0]>) =>
+  buildIpv4({ src: SRC4, dst: DST4, protocol, payload: new Uint8Array(bytes), ...extra });
+
+/** IPv6 whose payload is `headers` (each [next header, bytes...]) then `upper` bytes. */
+function v6(first: number, headers: number[][], upper: number, hopLimit = 64): Uint8Array {
+  const length = headers.reduce((n, h) => n + h.length, 0) + upper;
+  const payload = new Uint8Array(length);
+  let offset = 0;
+  for (const header of headers) {
+    payload.set(header, offset);
+    offset += header.length;
+  }
+  return buildIpv6({ src: SRC6, dst: DST6, nextHeader: first, payload, hopLimit });
+}
+/** An 8-byte Destination Options (or Hop-by-Hop) header: next header, length 0, PadN of 4. */
+const opts8 = (next: number) => [next, 0, 1, 4, 0, 0, 0, 0];
+/** A Fragment header: next header, reserved, offset (8-byte units) << 3 | M, identification. */
+const frag = (next: number, offset: number, more: boolean) => [
+  next,
+  0,
+  (offset << 3) >> 8,
+  ((offset << 3) & 0xff) | (more ? 1 : 0),
+  0,
+  0,
+  0,
+  7,
+];
+
+Deno.test("checkHeaderRules() forwards what a well-behaved sender makes", async (t) => {
+  const cases: [string, Uint8Array][] = [
+    ["IPv4 TTL 1: the kernel answers with Time Exceeded", udp4Ttl(1)],
+    ["IPv6 Hop Limit 1", buildIpv6Udp({ src: SRC6, dst: DST6, srcPort: 1, dstPort: 2, ttl: 1 })],
+    ["IPv4 first UDP fragment", v4(17, 16, { moreFragments: true, dontFragment: false })],
+    ["IPv4 middle fragment", v4(17, 16, { moreFragments: true, fragmentOffset: 2 })],
+    ["IPv4 last fragment of odd length", v4(17, 13, { fragmentOffset: 4 })],
+    ["IPv4 first TCP fragment with the whole header", v4(6, 24, { moreFragments: true })],
+    ["IPv4 TCP fragment at offset 24 bytes", v4(6, 8, { fragmentOffset: 3 })],
+    ["IPv4 last fragment ending at 65535", v4(17, 3, { fragmentOffset: 8189 })],
+    ["IPv6 last fragment ending at 65535", v6(44, [frag(17, 8190, false)], 15)],
+    ["IPv6 atomic fragment (RFC 6946)", v6(44, [frag(17, 0, false)], 8)],
+    ["IPv6 first fragment", v6(44, [frag(17, 0, true)], 16)],
+    [
+      "IPv6 first fragment, Destination Options after it",
+      v6(44, [frag(60, 0, true), opts8(17)], 8),
+    ],
+    ["IPv6 later fragment (its data is not walked)", v6(44, [frag(60, 2, true)], 16)],
+    [
+      "IPv6 Destination Options twice around Routing type 2",
+      v6(60, [opts8(43), [60, 2, 2, 1, 0, 0, 0, 0, ...new Array(16).fill(0)], opts8(17)], 8),
+    ],
+    [
+      "IPv6 with 8 extension headers",
+      v6(60, Array.from({ length: 8 }, (_, i) => opts8(i < 7 ? 60 : 17)), 8),
+    ],
+  ];
+  for (const [name, packet] of cases) {
+    await t.step(name, () => {
+      assertStrictEquals(checkHeaderRules(packet), FORWARD);
+      assertStrictEquals(checkFromClient(packet, FULL_TUNNEL), FORWARD);
+    });
+  }
+});
+
+function udp4Ttl(ttl: number): Uint8Array {
+  return buildIpv4Udp({ src: SRC4, dst: DST4, srcPort: 1, dstPort: 2, ttl });
+}
+
+Deno.test("checkHeaderRules() drops options, TTL 0, bad fragments and bad IPv6 chains", async (t) => {
+  const cases: [string, Uint8Array, DropReason][] = [
+    // IPv4 options (RFC 791 §3.1): type, length, data.
+    ["IPv4 NOP/EOL padding only", v4(17, 8, { options: hex("01010100") }), "IPv4 options"],
+    ["IPv4 Router Alert (RFC 2113)", v4(17, 8, { options: hex("94040000") }), "IPv4 options"],
+    [
+      "IPv4 loose source route via 192.0.2.1 (RFC 791 LSRR)",
+      v4(17, 8, { options: hex("830704 c0000201 00") }),
+      "IPv4 options",
+    ],
+    [
+      "IPv4 strict source route (SSRR)",
+      v4(17, 8, { options: hex("890704 c0000201 00") }),
+      "IPv4 options",
+    ],
+    ["IPv4 TTL 0", udp4Ttl(0), "zero TTL"],
+    [
+      "IPv6 Hop Limit 0",
+      buildIpv6Udp({ src: SRC6, dst: DST6, srcPort: 1, dstPort: 2, ttl: 0 }),
+      "zero TTL",
+    ],
+    // RFC 1858 §3.1: a first fragment too short to hold the TCP flags.
+    ["IPv4 tiny first TCP fragment (8 bytes)", v4(6, 8, { moreFragments: true }), "bad fragment"],
+    // RFC 1858 §3.2: a TCP fragment at offset 8 bytes overwrites the flags.
+    ["IPv4 TCP fragment at offset 8 bytes", v4(6, 16, { fragmentOffset: 1 }), "bad fragment"],
+    [
+      "IPv4 fragment with More Fragments not a multiple of 8",
+      v4(17, 12, { moreFragments: true, fragmentOffset: 2 }),
+      "bad fragment",
+    ],
+    ["IPv4 empty fragment with More Fragments", v4(17, 0, { moreFragments: true }), "bad fragment"],
+    ["IPv4 fragment past 65535 bytes", v4(17, 4, { fragmentOffset: 8189 }), "bad fragment"],
+    ["IPv6 Hop-by-Hop Options", v6(0, [opts8(17)], 8), "hop-by-hop options"],
+    [
+      "IPv6 Hop-by-Hop with Router Alert (RFC 2711)",
+      v6(0, [[17, 0, 5, 2, 0, 0, 1, 0]], 8),
+      "hop-by-hop options",
+    ],
+    [
+      "IPv6 Routing type 0, one segment left (RFC 5095)",
+      v6(43, [[17, 2, 0, 1, 0, 0, 0, 0, ...parseIp("2001:db8::99")!]], 8),
+      "routing header type 0",
+    ],
+    [
+      "IPv6 Routing type 0, no segment left",
+      v6(43, [[17, 0, 0, 0, 0, 0, 0, 0]], 8),
+      "routing header type 0",
+    ],
+    [
+      "IPv6 with 9 extension headers",
+      v6(60, Array.from({ length: 9 }, (_, i) => opts8(i < 8 ? 60 : 17)), 8),
+      "bad extension headers",
+    ],
+    [
+      "IPv6 header longer than the packet",
+      v6(60, [[17, 10, 0, 0, 0, 0, 0, 0]], 8),
+      "bad extension headers",
+    ],
+    [
+      "IPv6 Hop-by-Hop after another header",
+      v6(60, [opts8(0), opts8(17)], 8),
+      "bad extension headers",
+    ],
+    [
+      "IPv6 two Fragment headers",
+      v6(44, [frag(44, 0, false), frag(17, 0, false)], 8),
+      "bad extension headers",
+    ],
+    [
+      "IPv6 first fragment whose chain ends after the packet (RFC 7112 §5)",
+      v6(44, [frag(60, 0, true), [60, 0, 1, 4, 0, 0, 0, 0]], 0),
+      "bad extension headers",
+    ],
+    [
+      "IPv6 first fragment without the UDP header (RFC 7112 §5)",
+      v6(44, [frag(60, 0, true), opts8(17)], 0),
+      "bad fragment",
+    ],
+    ["IPv6 TCP fragment at offset 8 bytes", v6(44, [frag(6, 1, false)], 16), "bad fragment"],
+    ["IPv6 fragment past 65535 bytes", v6(44, [frag(17, 8190, false)], 16), "bad fragment"],
+  ];
+  for (const [name, packet, reason] of cases) {
+    await t.step(name, () => {
+      assertEquals(validateIpPacket(packet), undefined, "the packet itself is well formed");
+      assertEquals(checkHeaderRules(packet), dropped(reason));
+      assertEquals(checkFromClient(packet, FULL_TUNNEL), dropped(reason));
+    });
+  }
+  await t.step("a spoofed source is reported before the header rules", () => {
+    const packet = buildIpv4Udp({ src: "198.18.0.3", dst: DST4, srcPort: 1, dstPort: 2, ttl: 0 });
+    assertEquals(checkFromClient(packet, FULL_TUNNEL), dropped("source not assigned"));
+  });
 });

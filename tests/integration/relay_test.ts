@@ -1,7 +1,8 @@
 /**
  * The relay's forwarding over real QUIC on 127.0.0.1 with an in-memory TUN:
  * address assignment, both directions, the RFC 9484 §7 checks, Packet Too
- * Big, pool release, the session limit and a 503 when a pool is exhausted.
+ * Big, pool release, the session limit and a 503 when a pool is exhausted,
+ * the firewall around the relay host and between clients.
  * No root needed.
  */
 import { assert, assertEquals, assertRejects } from "../support/assert.ts";
@@ -21,7 +22,8 @@ import { ConnectIpError, openConnectIpSession } from "../../shared/masque/connec
 import type { ConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
 import { formatIp, formatPrefix, parsePrefix } from "../../shared/packet/ip_address.ts";
-import { readDestination, readSource } from "../../shared/packet/ip_header.ts";
+import { hopLimit, readDestination, readSource } from "../../shared/packet/ip_header.ts";
+import type { HostService } from "../../shared/tunnel/host_firewall.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -33,6 +35,8 @@ async function startRelay(
     pool4?: string | null;
     pool6?: string | null;
     log?: Logger;
+    allowRelayHost?: HostService[];
+    allowClientToClient?: boolean;
   } = {},
 ) {
   const { certPem, keyPem } = await testCerts();
@@ -43,6 +47,8 @@ async function startRelay(
     routes: (options.routes ?? ["198.18.0.0/15", "fd00::/8"]).map(parsePrefix),
     maxSessions: options.maxSessions ?? 10,
     log: options.log ?? nullLogger,
+    allowRelayHost: options.allowRelayHost,
+    allowClientToClient: options.allowClientToClient,
   });
   relay.runTun();
   const endpoint = new Deno.QuicEndpoint({ hostname: "127.0.0.1", port: 0 });
@@ -426,3 +432,109 @@ for (const family of [4, 6] as const) {
     },
   });
 }
+
+Deno.test({
+  name: "relay drops and counts client packets to the relay host and to other clients",
+  ...opts,
+  async fn() {
+    const server = await startRelay();
+    const a = await connect(server.port);
+    const b = await connect(server.port);
+    try {
+      // What the kernel of the relay host would report as its own besides the TUN.
+      server.relay.setHostPrefixes(["198.18.0.1/32", "198.18.1.1/32"].map(parsePrefix));
+      const toA = (dst: string, dstPort = 53) =>
+        dst.includes(":")
+          ? buildIpv6Udp({ src: a.v6, dst, srcPort: 5000, dstPort })
+          : buildIpv4Udp({ src: a.v4, dst, srcPort: 5000, dstPort });
+      const sends = [
+        toA(formatIp(server.relay.gatewayAddresses[0].address)), // the relay's TUN address
+        toA(formatIp(server.relay.gatewayAddresses[1].address)),
+        toA("198.18.100.255"), // the pool's broadcast address
+        toA("198.18.0.1"), // another address of the host
+        toA("198.18.1.1"),
+        toA("198.18.100.1"), // the pool's first host, reserved for the relay
+        toA(b.v4), // another client
+        toA(b.v6),
+        buildIpv4Udp({ src: a.v4, dst: "198.18.1.2", srcPort: 5000, dstPort: 53, ttl: 0 }),
+      ];
+      for (const packet of sends) a.session.sendPacket(packet);
+      const ok = toA("198.18.1.2");
+      a.session.sendPacket(ok);
+      // Datagrams on one connection arrive in order here: the last one is the only one written.
+      assertEquals(await server.tun.nextWritten(), ok);
+      assertEquals(server.tun.written.length, 1);
+      assertEquals(server.relay.stats.droppedFromClients, {
+        "relay host": 6,
+        "client to client": 2,
+        "zero TTL": 1,
+      });
+      assertEquals(b.received.length, 0);
+      // An address the host gains later is closed as soon as the relay is told.
+      server.relay.setHostPrefixes(["198.18.1.2/32"].map(parsePrefix));
+      a.session.sendPacket(toA("198.18.1.2"));
+      a.session.sendPacket(toA("198.18.0.1")); // gone from the host: forwarded again
+      assertEquals(formatIp(readDestination(await server.tun.nextWritten())), "198.18.0.1");
+      assertEquals(server.relay.stats.droppedFromClients["relay host"], 7);
+    } finally {
+      a.h3.close();
+      b.h3.close();
+      server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "relay with allowed services and client to client: a service port and the other client",
+  ...opts,
+  async fn() {
+    const server = await startRelay({
+      allowRelayHost: [{ protocol: "udp", firstPort: 53, lastPort: 53 }],
+      allowClientToClient: true,
+    });
+    const a = await connect(server.port);
+    const b = await connect(server.port);
+    try {
+      const gateway = formatIp(server.relay.gatewayAddresses[0].address);
+      const dns = buildIpv4Udp({ src: a.v4, dst: gateway, srcPort: 5000, dstPort: 53 });
+      a.session.sendPacket(buildIpv4Udp({
+        src: a.v4,
+        dst: gateway,
+        srcPort: 5000,
+        dstPort: 22,
+      }));
+      a.session.sendPacket(dns);
+      assertEquals(await server.tun.nextWritten(), dns);
+
+      // A to B, delivered by the relay itself with the TTL / Hop Limit one lower (RFC 9484 §7).
+      const toB = buildIpv4Udp({ src: a.v4, dst: b.v4, srcPort: 5000, dstPort: 7, ttl: 9 });
+      a.session.sendPacket(toB);
+      const got = await b.nextPacket();
+      assertEquals(hopLimit(got), 8);
+      assertEquals(got.subarray(20), toB.subarray(20));
+      const toB6 = buildIpv6Udp({ src: a.v6, dst: b.v6, srcPort: 5000, dstPort: 7, ttl: 2 });
+      a.session.sendPacket(toB6);
+      assertEquals(hopLimit(await b.nextPacket()), 1);
+      // TTL 1 cannot be decremented; a free pool address has no session.
+      a.session.sendPacket(buildIpv4Udp({ src: a.v4, dst: b.v4, srcPort: 1, dstPort: 7, ttl: 1 }));
+      a.session.sendPacket(
+        buildIpv4Udp({ src: a.v4, dst: "198.18.100.77", srcPort: 1, dstPort: 7 }),
+      );
+      const back = buildIpv4Udp({ src: b.v4, dst: a.v4, srcPort: 7, dstPort: 5000 });
+      b.session.sendPacket(back);
+      assertEquals((await a.nextPacket()).subarray(20), back.subarray(20));
+      const stats = server.relay.stats;
+      assertEquals(stats.packetsBetweenClients, 3);
+      assertEquals(stats.droppedFromClients, {
+        "relay host": 1,
+        "hop limit exceeded": 1,
+        "destination not assigned": 1,
+      });
+      assertEquals(server.tun.written.length, 1, "nothing between clients went to the TUN");
+    } finally {
+      a.h3.close();
+      b.h3.close();
+      server.close();
+    }
+  },
+});

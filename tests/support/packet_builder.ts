@@ -50,12 +50,16 @@ export interface Ipv4Options {
   identification?: number;
   /** IPv4 options (a multiple of 4 bytes, at most 40), default none. */
   options?: Uint8Array;
+  /** Fragment Offset in 8-byte units, default 0. */
+  fragmentOffset?: number;
+  /** More Fragments flag, default false. */
+  moreFragments?: boolean;
 }
 
 /**
  * An IPv4 packet (RFC 791 §3.1) with a correct header checksum: version 4,
- * IHL 5 (+options), TOS 0, total length, identification, flags (DF per
- * option), fragment offset 0, TTL, protocol, checksum, source, destination.
+ * IHL 5 (+options), TOS 0, total length, identification, flags (DF, MF per
+ * option), fragment offset, TTL, protocol, checksum, source, destination.
  */
 export function buildIpv4(options: Ipv4Options): Uint8Array {
   const extra = options.options ?? new Uint8Array(0);
@@ -70,7 +74,11 @@ export function buildIpv4(options: Ipv4Options): Uint8Array {
   packet[0] = 0x40 | (headerLength / 4);
   view.setUint16(2, packet.length);
   view.setUint16(4, options.identification ?? 0);
-  view.setUint16(6, (options.dontFragment ?? true) ? 0x4000 : 0);
+  view.setUint16(
+    6,
+    ((options.dontFragment ?? true) ? 0x4000 : 0) | (options.moreFragments ? 0x2000 : 0) |
+      ((options.fragmentOffset ?? 0) & 0x1fff),
+  );
   packet[8] = options.ttl ?? 64;
   packet[9] = options.protocol;
   packet.set(toAddress(options.src, 4), 12);

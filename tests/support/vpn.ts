@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Process, Topology } from "./netns.ts";
+import type { NamespaceRole, Process, Topology } from "./netns.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
@@ -38,10 +38,14 @@ export interface RelayStatus {
   };
 }
 
-/** Starts the relay in the relay namespace with NAT and a status file; waits until it listens. */
+/**
+ * Starts the relay in the relay namespace with a status file and, unless
+ * `options.nat` is false, NAT; waits until it listens.
+ */
 export async function startRelay(
   topo: Topology,
   extraArgs: string[] = [],
+  options: { nat?: boolean } = {},
 ): Promise<RelayProcess> {
   const certDir = `${topo.logDir}/certs`;
   const statusFile = `${topo.logDir}/relay-status.json`;
@@ -65,7 +69,7 @@ export async function startRelay(
     TEST_POOL4,
     "--pool6",
     TEST_POOL6,
-    "--nat",
+    ...(options.nat === false ? [] : ["--nat"]),
     "--status-file",
     statusFile,
     ...extraArgs,
@@ -102,11 +106,15 @@ export async function startClient(
     /** TARGET_CIDRS for this client (default: the target's two networks). */
     targets?: string;
     extraArgs?: string[];
+    /** The namespace to run in (default "client"). */
+    ns?: NamespaceRole;
+    /** The relay address to connect to (default the relay's address on the client link). */
+    relayHost?: string;
   } = {},
 ): Promise<ClientProcess> {
   const tun = options.tun ?? "mvpn0";
   const statusFile = `${topo.logDir}/${options.name ?? "client"}-status.json`;
-  const process = topo.spawn("client", [
+  const process = topo.spawn(options.ns ?? "client", [
     Deno.execPath(),
     "run",
     "--unstable-net",
@@ -120,7 +128,7 @@ export async function startClient(
     "--status-file",
     statusFile,
     "--relay",
-    `https://${topo.relayUnderlay4}:4433`,
+    `https://${options.relayHost ?? topo.relayUnderlay4}:4433`,
     "--ca",
     `${relay.certDir}/ca.pem`,
     "--tun",

@@ -541,7 +541,8 @@ function sumDrops(repeats: RepeatResult[]): { udpDrops?: DropPlaces } {
 let currentTopology: Topology | undefined;
 
 async function withTopology<T>(id: string, body: (topo: Topology) => Promise<T>): Promise<T> {
-  const topo = await createTopology({ id });
+  // The process id keeps two benches on one machine out of each other's namespaces.
+  const topo = await createTopology({ id: `${id}-${Deno.pid}` });
   currentTopology = topo;
   try {
     return await body(topo);

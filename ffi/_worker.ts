@@ -16,8 +16,29 @@ export const TAIL = 1;
 export const STATE = 2;
 /** Index of STOP: set to 1 by the main thread to end the loop. */
 export const STOP = 3;
+/**
+ * Index of BEAT: a counter the worker bumps each time it wakes from an idle
+ * wait (at least every {@linkcode IDLE_CHECK_MS} while it is healthy). With
+ * HEAD or TAIL it is how the main thread's watchdog sees progress.
+ */
+export const BEAT = 14;
+/** Index of FAULT: a test hook, one of the FAULT_ values; 0 in production. */
+export const FAULT = 15;
 /** Size of the control block in bytes (slots start here). */
 export const CONTROL_BYTES = 64;
+
+/**
+ * Longest a healthy worker sleeps (in poll(2) or Atomics.wait) before it
+ * checks STOP and bumps BEAT again, in milliseconds.
+ */
+export const IDLE_CHECK_MS = 250;
+
+/** FAULT: none. */
+export const FAULT_NONE = 0;
+/** FAULT (tests): the worker stops making progress, as if blocked in a system call, until STOP. */
+export const FAULT_STALL = 1;
+/** FAULT (tests): the worker's loop throws. */
+export const FAULT_THROW = 2;
 
 /** STATE: the worker has not looked at the ring yet. */
 export const STATE_STARTING = 0;
@@ -40,6 +61,19 @@ export function stopLoop(control: Int32Array, wake: () => void, timeoutMs: numbe
   const deadline = Date.now() + timeoutMs;
   while (Atomics.load(control, STATE) === STATE_RUNNING && Date.now() < deadline) {
     Atomics.wait(control, STATE, STATE_RUNNING, deadline - Date.now());
+  }
+}
+
+/**
+ * Worker: acts on a FAULT set by a test (see `injectTunFault` in
+ * tun_linux.ts). STALL sleeps without bumping BEAT until STOP is set; THROW
+ * throws. Called once per turn of a loop, only when FAULT is not 0.
+ */
+export function actOnFault(control: Int32Array): void {
+  const fault = Atomics.load(control, FAULT);
+  if (fault === FAULT_THROW) throw new Error("fault injected by a test");
+  while (Atomics.load(control, FAULT) === FAULT_STALL && Atomics.load(control, STOP) === 0) {
+    Atomics.wait(control, FAULT, FAULT_STALL, 50);
   }
 }
 

@@ -17,7 +17,7 @@ import {
 } from "./_testing.ts";
 import { LibcError } from "./libc.ts";
 import { addAddress, setLinkUp } from "./netlink.ts";
-import { openTun, type TunDevice, type TunOptions } from "./tun_linux.ts";
+import { injectTunFault, openTun, type TunDevice, type TunOptions } from "./tun_linux.ts";
 
 const ROOT_ONLY = { ignore: !IS_ROOT };
 
@@ -247,11 +247,12 @@ for (const writer of ["direct", "worker"] as const) {
 }
 
 Deno.test({
-  name: "the writer worker refuses packets over the MTU and drops (counted) when its ring is full",
+  name:
+    "writePacket() refuses packets over 65535 bytes; the writer worker drops (counted) when full",
   ...ROOT_ONLY,
   fn: () =>
     withAddressedTun({ writer: "worker", writeRingSlots: 4, mtu: 1280 }, async (device, subnet) => {
-      assertEquals(device.writePacket(new Uint8Array(1281)), false);
+      assertEquals(device.writePacket(new Uint8Array(65536)), false);
       assertEquals(device.stats.writeErrors, 1);
       assertEquals(device.stats.lastWriteErrno, 90); // EMSGSIZE
       const socket = Deno.listenDatagram({
@@ -267,12 +268,66 @@ Deno.test({
         for (let i = 0; i < 100; i++) if (device.writePacket(packet)) accepted++;
         assert(accepted >= 4 && accepted < 100, `accepted ${accepted}`);
         assertEquals(device.stats.writeDrops, 100 - accepted);
+        assertEquals(device.stats.writeRingFullEpisodes, 1);
         await eventually(() => device.stats.writtenPackets === accepted, `${accepted} written`);
       } finally {
         socket.close();
       }
     }),
 });
+
+/** A UDP packet from 198.19.S.2 to 198.19.S.1:`port` of `size` bytes whose payload starts with `tag`. */
+function sizedPacket(subnet: number, port: number, size: number, tag: number): Uint8Array {
+  const payload = new Uint8Array(size - 28);
+  for (let i = 0; i < payload.length; i++) payload[i] = (tag + i) & 0xff;
+  new DataView(payload.buffer).setUint32(0, tag);
+  return udpPacket(v4(subnet, 2), v4(subnet, 1), 4000, port, payload);
+}
+
+for (const writer of ["worker", "direct"] as const) {
+  Deno.test({
+    name: `a TUN with MTU 1280 takes 1400-, 9000- and 65535-byte packets (writer ${writer})`,
+    ...ROOT_ONLY,
+    fn: () =>
+      withAddressedTun({ writer, mtu: 1280, writeSpillBytes: 1 << 17 }, async (device, subnet) => {
+        const socket = Deno.listenDatagram({
+          transport: "udp",
+          hostname: `198.19.${subnet}.1`,
+          port: 0,
+        });
+        try {
+          const port = (socket.addr as Deno.NetAddr).port;
+          // Back to back, so that after the first (written at once after a
+          // quiet spell) they go through the ring: slots up to 1500 bytes,
+          // the spill ring beyond. Three rounds wrap the 128 KiB spill ring.
+          const sizes = [100, 1400, 100, 9000, 1281, 65535, 9000, 9000, 100, 9000, 9000];
+          const rounds = 3;
+          let tag = 1;
+          for (let round = 0; round < rounds; round++) {
+            const sent = sizes.map((size) => sizedPacket(subnet, port, size, tag++));
+            for (const packet of sent) assertEquals(device.writePacket(packet), true);
+            for (const packet of sent) {
+              const [data] = await withTimeout(socket.receive(), 3000, "a datagram");
+              assertEquals(data.length, packet.length - 28);
+              assertEquals(data, packet.subarray(28)); // intact and in order
+            }
+          }
+          const oversize = sizes.filter((size) => size > 1280).length * rounds;
+          assertEquals(device.stats.oversizePackets, oversize);
+          await eventually(
+            () => device.stats.writtenPackets === sizes.length * rounds,
+            "every packet written",
+          );
+          assertEquals(device.stats.writeErrors, 0);
+          assertEquals(device.stats.writeDrops, 0);
+          // The kernel counts them as received on the link, larger than its MTU or not.
+          assertEquals(device.mtu, 1280);
+        } finally {
+          socket.close();
+        }
+      }),
+  });
+}
 
 Deno.test({
   name: "readBatch() keeps order through a small full ring and honours maxBatch and headroom",
@@ -349,3 +404,187 @@ Deno.test({
     assertEquals(output.code, 0);
   },
 });
+
+/** A TunLog that keeps what it is told. */
+function memoryLog() {
+  const lines: { level: string; message: string; fields: Record<string, unknown> }[] = [];
+  return {
+    lines,
+    warn: (message: string, fields: Record<string, unknown> = {}) => {
+      if (Deno.env.get("TUNDBG")) console.log(performance.now(), "WARN", message, fields);
+      lines.push({ level: "warn", message, fields });
+    },
+    error: (message: string, fields: Record<string, unknown> = {}) => {
+      if (Deno.env.get("TUNDBG")) console.log(performance.now(), "ERROR", message, fields);
+      lines.push({ level: "error", message, fields });
+    },
+  };
+}
+
+/** How long after a fault forwarding must work again, ms (the watchdog needs STALL_MS + WATCHDOG_MS). */
+const RECOVERY_BOUND_MS = 3000;
+
+for (const fault of ["kill-writer", "stall-writer", "throw-writer"] as const) {
+  Deno.test({
+    name: `a writer worker that fails under load (${fault}) is restarted and forwarding recovers`,
+    ...ROOT_ONLY,
+    fn: async () => {
+      const log = memoryLog();
+      await withAddressedTun(
+        { writer: "worker", writeRingSlots: 256, log },
+        async (device, subnet) => {
+          const socket = Deno.listenDatagram({
+            transport: "udp",
+            hostname: `198.19.${subnet}.1`,
+            port: 0,
+          });
+          // Load: a socket that is never read, so the kernel drops at its buffer.
+          const sink = Deno.listenDatagram({
+            transport: "udp",
+            hostname: `198.19.${subnet}.1`,
+            port: 0,
+          });
+          let loading = true;
+          try {
+            const port = (socket.addr as Deno.NetAddr).port;
+            const sinkPort = (sink.addr as Deno.NetAddr).port;
+            const load = udpPacket(
+              v4(subnet, 2),
+              v4(subnet, 1),
+              4001,
+              sinkPort,
+              new Uint8Array(1000),
+            );
+            const loader = (async () => {
+              while (loading) {
+                for (let i = 0; i < 300; i++) device.writePacket(load);
+                await new Promise((resolve) => setTimeout(resolve, 2));
+              }
+            })();
+            // Markers every 20 ms: "seq sentAt".
+            let seq = 0;
+            const sentAt = new Map<number, number>();
+            const marker = setInterval(() => {
+              seq++;
+              sentAt.set(seq, performance.now());
+              device.writePacket(
+                udpPacket(v4(subnet, 2), v4(subnet, 1), 4000, port, encoder.encode(`m ${seq}`)),
+              );
+            }, 20);
+            try {
+              // Forwarding works under load before the fault.
+              const before = await withTimeout(socket.receive(), 3000, "a marker before the fault");
+              assert(decoder.decode(before[0]).startsWith("m "));
+              const faultAt = performance.now();
+              injectTunFault(device, fault);
+              // The first marker sent after the fault that arrives.
+              const recovered = await withTimeout(
+                (async () => {
+                  for (;;) {
+                    const [data] = await socket.receive();
+                    const n = Number(decoder.decode(data).split(" ")[1]);
+                    if (sentAt.get(n)! > faultAt + 50) return performance.now() - faultAt;
+                  }
+                })(),
+                RECOVERY_BOUND_MS + 2000,
+                "a marker after the fault",
+              );
+              console.log(
+                `  ${fault}: forwarding back ${Math.round(recovered)} ms after the fault`,
+              );
+              assert(recovered < RECOVERY_BOUND_MS, `recovered after ${recovered} ms`);
+            } finally {
+              clearInterval(marker);
+              loading = false;
+              await loader;
+            }
+            const stats = device.stats;
+            assertEquals(stats.writerRestarts, 1);
+            assertEquals(stats.readerRestarts, 0);
+            const restart = log.lines.find((l) => l.message === "TUN writer worker restarted");
+            assert(restart, `no restart logged: ${JSON.stringify(log.lines)}`);
+            assertEquals(restart.level, "error");
+            for (const field of ["why", "head", "tail", "state", "lastErrno", "dropped"]) {
+              assert(
+                field in restart.fields,
+                `restart log lacks ${field}: ${JSON.stringify(restart)}`,
+              );
+            }
+            assertEquals(restart.fields.tun, device.name);
+            if (fault === "throw-writer") {
+              assertEquals(restart.fields.why, "died: fault injected by a test");
+            } else {
+              assert(
+                String(restart.fields.why).startsWith("no progress for "),
+                `${restart.fields.why}`,
+              );
+              // The ring filled while the writer was gone: a warning with its state.
+              const full = log.lines.find((l) => l.message === "TUN write ring full, dropping");
+              assert(full, `no ring-full warning: ${JSON.stringify(log.lines)}`);
+              assertEquals(full.level, "warn");
+              for (const field of ["head", "tail", "lastErrno", "dropped", "ms"]) {
+                assert(
+                  field in full.fields,
+                  `ring-full log lacks ${field}: ${JSON.stringify(full)}`,
+                );
+              }
+              assert(
+                stats.writeDrops > 0 && stats.writeRingFullEpisodes >= 1,
+                JSON.stringify(stats),
+              );
+            }
+          } finally {
+            loading = false;
+            socket.close();
+            sink.close();
+          }
+        },
+      );
+    },
+  });
+}
+
+for (const fault of ["kill-reader", "stall-reader", "throw-reader"] as const) {
+  Deno.test({
+    name:
+      `a reader worker that fails (${fault}) is restarted and a waiting readBatch() gets packets`,
+    ...ROOT_ONLY,
+    fn: async () => {
+      const log = memoryLog();
+      await withAddressedTun({ log }, async (device, subnet) => {
+        const socket = Deno.listenDatagram({ transport: "udp", hostname: "0.0.0.0", port: 0 });
+        try {
+          const send = (text: string) =>
+            socket.send(encoder.encode(text), {
+              transport: "udp",
+              hostname: `198.19.${subnet}.9`,
+              port: 7000,
+            });
+          await send("before");
+          await readUdp(device, "before");
+          const faultAt = performance.now();
+          injectTunFault(device, fault);
+          const pending = readUdp(device, "after"); // waits on the ring of the failed reader
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          await send("after");
+          await pending;
+          const recovered = performance.now() - faultAt;
+          console.log(`  ${fault}: reading again ${Math.round(recovered)} ms after the fault`);
+          assert(recovered < RECOVERY_BOUND_MS, `recovered after ${recovered} ms`);
+          assertEquals(device.stats.readerRestarts, 1);
+          const restart = log.lines.find((l) => l.message === "TUN reader worker restarted");
+          assert(restart, `no restart logged: ${JSON.stringify(log.lines)}`);
+          assertEquals(restart.level, "error");
+          for (const field of ["why", "head", "tail", "state", "errno"]) {
+            assert(
+              field in restart.fields,
+              `restart log lacks ${field}: ${JSON.stringify(restart)}`,
+            );
+          }
+        } finally {
+          socket.close();
+        }
+      });
+    },
+  });
+}

@@ -15,6 +15,8 @@
  * | [4] CONSUMER_WAITING  1 while main sleeps in waitAsync(HEAD)         |
  * | [5] PRODUCER_WAITING  1 while the worker sleeps in wait(TAIL): full  |
  * | [6] ERRNO  why the worker stopped on its own (-1: JS exception)      |
+ * | [14] BEAT  bumped at each wake from an idle wait (the watchdog's)    |
+ * | [15] FAULT a test hook (_worker.ts), 0 in production                 |
  * +-- slots: slotCount x stride bytes, slot i at 64 + i * stride --------+
  * | +0 u32 packet length | headroom (free for the reader) | packet ...   |
  * +----------------------------------------------------------------------+
@@ -26,14 +28,21 @@
  * notifies TAIL only when PRODUCER_WAITING is set. When the fd has nothing to
  * read, the worker sleeps in poll(2) on the TUN fd and an eventfd that close()
  * signals. The main thread owns and closes both fds, after STATE is STOPPED.
+ * Every sleep is at most IDLE_CHECK_MS and bumps BEAT on waking, so a reader
+ * that makes no progress (HEAD and BEAT both still) has died or is stuck, and
+ * the main thread's watchdog restarts it on a fresh ring and the same fds.
  *
  * @module
  */
 
 import { encodePollfds } from "./_struct.ts";
 import {
+  actOnFault,
+  BEAT,
   CONTROL_BYTES,
+  FAULT,
   HEAD,
+  IDLE_CHECK_MS,
   serveLoop,
   STATE,
   STATE_RUNNING,
@@ -54,9 +63,6 @@ export const ERRNO = 6;
 
 /** ERRNO value when the worker stopped because of a JavaScript exception. */
 export const ERRNO_EXCEPTION = -1;
-
-/** Longest sleep in poll(2) or Atomics.wait before re-checking STOP, in milliseconds. */
-const IDLE_CHECK_MS = 1000;
 
 /** What the main thread sends to start the loop. */
 export interface TunWorkerStart {
@@ -101,11 +107,16 @@ export function runReadLoop(start: TunWorkerStart): void {
     const readSize = BigInt(capacity);
     let head = Atomics.load(control, HEAD);
     while (Atomics.load(control, STOP) === 0) {
+      if (Atomics.load(control, FAULT) !== 0) {
+        actOnFault(control);
+        continue; // STOP again before touching the fd
+      }
       const tail = Atomics.load(control, TAIL);
       if (((head - tail) | 0) >= slotCount) {
         Atomics.store(control, PRODUCER_WAITING, 1);
         if (Atomics.load(control, STOP) === 0) Atomics.wait(control, TAIL, tail, IDLE_CHECK_MS);
         Atomics.store(control, PRODUCER_WAITING, 0);
+        Atomics.add(control, BEAT, 1);
         continue;
       }
       const slot = head & mask;
@@ -120,6 +131,7 @@ export function runReadLoop(start: TunWorkerStart): void {
       const code = n < 0 ? errno() : 0;
       if (code === EAGAIN) {
         c.poll(pollfds, 2n, IDLE_CHECK_MS);
+        Atomics.add(control, BEAT, 1);
       } else if (code !== EINTR) {
         // 0 (end of file) or a real error, such as EBADFD once the link was deleted.
         Atomics.store(control, ERRNO, code);

@@ -27,7 +27,7 @@ import type { ConnectIpSession, SessionEnd } from "../shared/masque/connect_ip_s
 import type { IpAddressRange } from "../shared/masque/capsule.ts";
 import type { IpPrefix } from "../shared/packet/ip_address.ts";
 import { formatPrefix, parseIp } from "../shared/packet/ip_address.ts";
-import { openTun, TUN_TX_QUEUE_PACKETS } from "../ffi/tun_linux.ts";
+import { openTun, TUN_TX_QUEUE_PACKETS, type TunStats } from "../ffi/tun_linux.ts";
 import {
   addAddress,
   addRoute,
@@ -135,7 +135,10 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     // With --mtu auto the link MTU is raised as the datagram limit grows, so
     // the TUN's packet slots are sized for the largest MTU auto picks.
     const follow = config.mtu === "auto" && session.mode === "datagram";
-    const tun = openTun(config.tunName, { mtu: follow ? Math.max(mtu, AUTO_MTU_MAX) : mtu });
+    const tun = openTun(config.tunName, {
+      mtu: follow ? Math.max(mtu, AUTO_MTU_MAX) : mtu,
+      log,
+    });
     cleanups.push(() => tun.close());
     setLinkMtu(tun.name, mtu);
     setLinkTxQueueLength(tun.name, TUN_TX_QUEUE_PACKETS);
@@ -178,7 +181,7 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
       // Drops at a full send queue (the path was slower than the sender).
       datagramsQueueFull: h3.stats.datagramsQueueFull,
       streamQueueFull: session.stats.queueFull,
-      tunWriteDrops: tun.stats.writeDrops,
+      ...tunCounters(tun.stats),
     });
     if (config.statusFile) {
       const file = config.statusFile;
@@ -221,6 +224,18 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     cleanup();
     h3.close();
   }
+}
+
+/** The TUN's counters as flat `tun*` fields for the status file and the "stopping" line. */
+function tunCounters(stats: TunStats): Record<string, number> {
+  return {
+    tunWriteDrops: stats.writeDrops,
+    tunWriteErrors: stats.writeErrors,
+    tunOversizePackets: stats.oversizePackets,
+    tunWriteRingFullEpisodes: stats.writeRingFullEpisodes,
+    tunReaderRestarts: stats.readerRestarts,
+    tunWriterRestarts: stats.writerRestarts,
+  };
 }
 
 /** How long to wait for path MTU discovery to allow 1280-byte packets. */

@@ -75,7 +75,7 @@ async function loadCerts(config: RelayConfig, log: Logger): Promise<{ cert: stri
 
 async function run(config: RelayConfig, log: Logger): Promise<number> {
   const { cert, key } = await loadCerts(config, log);
-  const tun = openTun(config.tunName, { mtu: config.mtu });
+  const tun = openTun(config.tunName, { mtu: config.mtu, log });
   const cleanups: (() => void | Promise<void>)[] = [() => tun.close()];
   const cleanup = async () => {
     while (cleanups.length > 0) {
@@ -144,7 +144,8 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       const file = config.statusFile;
       let statusFailed = false;
       const timer = setInterval(() => {
-        Deno.writeTextFile(file, JSON.stringify(relay.status(), null, 2) + "\n").then(
+        const status = { ...relay.status(), tun: tun.stats };
+        Deno.writeTextFile(file, JSON.stringify(status, null, 2) + "\n").then(
           () => statusFailed = false,
           (error) => {
             // Once per run of failures (a missing --allow-write=FILE, say), not every 2 s.

@@ -36,6 +36,17 @@ export interface RelayStatus {
     sessionsOpened: number;
     sessionsClosed: number;
   };
+  /** The relay TUN's counters (`TunDevice.stats` of ffi/tun_linux.ts). */
+  tun: {
+    writtenPackets: number;
+    writeErrors: number;
+    writeDrops: number;
+    lastWriteErrno: number;
+    oversizePackets: number;
+    readerRestarts: number;
+    writerRestarts: number;
+    writeRingFullEpisodes: number;
+  };
 }
 
 /**

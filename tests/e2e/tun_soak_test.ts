@@ -1,0 +1,143 @@
+/**
+ * End to end soak of the relay's TUN write path (issue 7, point 8): one
+ * stream-mode session floods the relay's TUN with 1428-byte ICMP echo
+ * requests for a bounded time and never reads the replies, while a
+ * well-behaved datagram-mode client pings through the same relay. When the
+ * flood stops, the pings must be answered again at once, and the relay's
+ * status file must show what happened to the TUN writes. Needs root.
+ */
+import { assert, assertEquals } from "../support/assert.ts";
+import { createTopology, isRoot } from "../support/netns.ts";
+import type { Topology } from "../support/netns.ts";
+import { startClient, startRelay } from "../support/vpn.ts";
+
+const TOOLS = new URL("./tools/", import.meta.url).pathname;
+const ignore = !isRoot();
+const opts = { ignore, sanitizeOps: false, sanitizeResources: false };
+/** Length of the flood, seconds. */
+const FLOOD_SECONDS = Number(Deno.env.get("MASQUE_SOAK_SECONDS") ?? 5);
+
+async function withTopology(id: string, fn: (topo: Topology) => Promise<void>): Promise<void> {
+  const topo = await createTopology({ id });
+  try {
+    await fn(topo);
+  } catch (error) {
+    for (const name of ["relay", "client", "flood"]) {
+      const log = await Deno.readTextFile(`${topo.logDir}/${name}.log`).catch(() => "");
+      if (log) {
+        console.error(`--- ${name}.log (last lines)\n${log.split("\n").slice(-25).join("\n")}`);
+      }
+    }
+    throw error;
+  } finally {
+    await topo.teardown();
+  }
+}
+
+/** One ping from the client namespace through `tun`; true when answered within 1 s. */
+async function pingOnce(topo: Topology, tun: string): Promise<boolean> {
+  const result = await topo.run(
+    "client",
+    ["ping", "-c", "1", "-W", "1", "-I", tun, topo.target4],
+    { check: false },
+  );
+  return result.code === 0;
+}
+
+Deno.test({
+  name: "e2e soak: a stream-mode flood of the relay's TUN; pings of another session recover",
+  ...opts,
+  async fn() {
+    await withTopology("e2e-soak", async (topo) => {
+      const relay = await startRelay(topo);
+      const client = await startClient(topo, relay, { name: "client", tun: "mvpn0" });
+      assert(await pingOnce(topo, client.tun), "ping before the flood");
+
+      const flood = topo.spawn("client", [
+        Deno.execPath(),
+        "run",
+        "--unstable-net",
+        "--allow-net",
+        "--allow-read",
+        `${TOOLS}stream_flood.ts`,
+        "--relay",
+        `${topo.relayUnderlay4}:4433`,
+        "--ca",
+        `${relay.certDir}/ca.pem`,
+        "--target",
+        topo.target4,
+        "--seconds",
+        String(FLOOD_SECONDS),
+        "--size",
+        "1428",
+      ], { name: "flood" });
+      await flood.waitForLog(/"ready":true/, 20_000);
+      // The other session pings all through the flood (counted, not asserted:
+      // the relay may drop some of them while its write ring is full).
+      const during = topo.run("client", [
+        "ping",
+        "-c",
+        String(FLOOD_SECONDS * 5),
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-I",
+        client.tun,
+        topo.target4,
+      ], { check: false, timeoutMs: (FLOOD_SECONDS + 10) * 1000 });
+      const done = await flood.waitForLog(/"done":true/, (FLOOD_SECONDS + 20) * 1000);
+      console.log(`  flood: ${done.trim()}`);
+      const stopped = Date.now();
+      const answered = (await during).stdout.match(/(\d+) received/)?.[1];
+      console.log(`  pings during the flood: ${answered ?? "?"} of ${FLOOD_SECONDS * 5} answered`);
+
+      // Answered again within a couple of seconds of the flood's end...
+      let recovered = false;
+      while (!recovered && Date.now() - stopped < 3000) {
+        recovered = await pingOnce(topo, client.tun);
+      }
+      assert(recovered, "no ping answered in the 3 s after the flood stopped");
+      // ... and from then on, every one.
+      const after = await topo.run("client", [
+        "ping",
+        "-c",
+        "10",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-I",
+        client.tun,
+        topo.target4,
+      ], { check: false });
+      assertEquals(after.code, 0, `pings after the flood:\n${after.stdout}`);
+      assert(/ 0% packet loss/.test(after.stdout), `pings after the flood:\n${after.stdout}`);
+
+      await new Promise((resolve) => setTimeout(resolve, 2500)); // a fresh status file
+      const status = await relay.status();
+      console.log(`  relay stats: ${JSON.stringify(status.stats)}`);
+      console.log(`  relay tun: ${JSON.stringify(status.tun)}`);
+      assert(status.stats.packetsFromClients > 1000, "the flood reached the relay");
+      // The status file tells the TUN's story: drops of the writer ring on
+      // their own, and no worker had to be restarted.
+      assert(status.tun, "the relay's status file has no tun counters");
+      assert(status.tun.writtenPackets > 1000, JSON.stringify(status.tun));
+      assertEquals(status.tun.writerRestarts, 0);
+      assertEquals(status.tun.readerRestarts, 0);
+      assert(
+        status.tun.writeDrops <= status.stats.tunWriteErrors,
+        "every ring drop is also a refused writePacket()",
+      );
+      const log = await Deno.readTextFile(relay.process.logFile);
+      const lines = log.split("\n");
+      const full = lines.filter((line) => line.includes("TUN write ring full")).length;
+      const drained = lines.filter((line) => line.includes("TUN write ring drains again")).length;
+      console.log(`  relay warnings of a full write ring: ${full}`);
+      // One warning per run of drops that lasted 1 s or more, each with its end.
+      assert(full <= status.tun.writeRingFullEpisodes, `${full} warnings`);
+      assertEquals(drained, full);
+      await flood.status;
+    });
+  },
+});

@@ -1,10 +1,14 @@
 /**
- * End to end soak of the relay's TUN write path (issue 7, point 8): one
- * stream-mode session floods the relay's TUN with 1428-byte ICMP echo
- * requests for a bounded time and never reads the replies, while a
- * well-behaved datagram-mode client pings through the same relay. When the
- * flood stops, the pings must be answered again at once, and the relay's
- * status file must show what happened to the TUN writes. Needs root.
+ * End to end tests of the TUN paths of relay and client, in network
+ * namespaces (needs root):
+ * - soak (issue 7, point 8): one stream-mode session floods the relay's TUN
+ *   with 1428-byte ICMP echo requests for a bounded time and never reads the
+ *   replies, while a well-behaved datagram-mode client pings through the same
+ *   relay. When the flood stops, the pings must be answered again at once,
+ *   and the relay's status file must show what happened to the TUN writes;
+ * - receive path (issue 8, point 2): a client whose TUN MTU is 1280 gets a
+ *   1400-byte echo reply from the relay (a host's MTU limits what it sends,
+ *   not what it accepts, RFC 1122 §3.3.2).
  */
 import { assert, assertEquals } from "../support/assert.ts";
 import { createTopology, isRoot } from "../support/netns.ts";
@@ -141,3 +145,56 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "e2e: a client with TUN MTU 1280 receives 1400-byte packets from the relay (stream mode)",
+  ...opts,
+  async fn() {
+    await withTopology("e2e-emtu", async (topo) => {
+      const relay = await startRelay(topo);
+      const client = await startClient(topo, relay, {
+        mode: "stream",
+        extraArgs: ["--mtu", "1280"],
+      });
+      assertEquals(client.mtu, 1280);
+      // 1372 bytes of data: a 1400-byte echo request, which the client's
+      // kernel fragments to fit its TUN (-M dont), and a 1400-byte reply,
+      // which the relay carries whole in a DATAGRAM capsule.
+      const big = await topo.run("client", [
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-s",
+        "1372",
+        "-M",
+        "dont",
+        topo.target4,
+      ], { check: false });
+      assertEquals(big.code, 0, `1400-byte pings failed:\n${big.stdout}${big.stderr}`);
+      assert(/ 0% packet loss/.test(big.stdout), big.stdout);
+      const counters = await waitForClientStatus(client, (c) => Number(c.tunOversizePackets) >= 3);
+      assertEquals(counters.tunWriteErrors, 0);
+      assertEquals(counters.tunWriteDrops, 0);
+    });
+  },
+});
+
+/** Polls the client's status file (written every 2 s) until `check` holds. */
+async function waitForClientStatus(
+  client: Awaited<ReturnType<typeof startClient>>,
+  check: (counters: Record<string, unknown>) => boolean,
+): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const counters = await client.status().catch(() => undefined);
+    if (counters && check(counters)) return counters;
+    if (Date.now() > deadline) {
+      throw new Error(`client status never matched: ${JSON.stringify(counters)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}

@@ -27,14 +27,6 @@ const ROOT = new URL("../..", import.meta.url).pathname;
 const BIN = new URL("../../../shared/interop/bin/", import.meta.url).pathname;
 const TOOLS = `${ROOT}tests/e2e/tools/`;
 
-/**
- * The one step that needs the TUN writer to take packets larger than the
- * TUN MTU (issue 8 point 2, receive path, another change in `ffi/`). While
- * that is not in, the step is expected to fail and says so; once it passes,
- * this is set to false.
- */
-const MTU_GAP_EXPECTED_TO_FAIL = true;
-
 function missing(...names: string[]): string | undefined {
   if (!isRoot()) return "they need root (network namespaces, TUN devices)";
   const absent = names.filter((name) => {
@@ -404,23 +396,9 @@ Deno.test({
       await t.step(
         "a 1400-byte packet from the target arrives through the client's 1280-byte TUN",
         async () => {
+          // Larger than the client's TUN MTU (RFC 1122 §3.3.2 EMTU_R): it must arrive.
           const outcome = await packetOverTunMtu(topo, client, PROXY_CLIENT4, 1400);
-          if (MTU_GAP_EXPECTED_TO_FAIL) {
-            // Expected to fail until the TUN writer takes packets over the
-            // MTU (RFC 1122 §3.3.2 EMTU_R): the packet reaches our client and
-            // is dropped at the TUN write, as issue 8 found.
-            assertEquals(
-              outcome,
-              "dropped at the TUN write",
-              "the packet now arrives: set MTU_GAP_EXPECTED_TO_FAIL to false",
-            );
-            console.warn(
-              "EXPECTED FAILURE: a packet over the client's TUN MTU was dropped at the TUN " +
-                "write (issue 8 point 2, receive path, not yet on this branch)",
-            );
-          } else {
-            assertEquals(outcome, "arrived");
-          }
+          assertEquals(outcome, "arrived");
         },
       );
       proxy.kill();

@@ -1,5 +1,7 @@
 import { assert, assertEquals, assertStrictEquals, assertThrows } from "../tests/support/assert.ts";
 import { ChunkQueue } from "./chunk_queue.ts";
+import { H3_EXCESSIVE_LOAD, H3Error } from "./errors.ts";
+import { ByteBudget } from "./h3/byte_budget.ts";
 
 function queueOf(...chunks: number[][]): ChunkQueue {
   const queue = new ChunkQueue();
@@ -142,7 +144,7 @@ Deno.test("ChunkQueue keeps order through thousands of 1-byte chunks", () => {
   assertEquals(next, count);
 });
 
-Deno.test("ChunkQueue matches a flat array under random pushes and reads", () => {
+Deno.test("ChunkQueue matches a flat array under random pushes, reads and compactions", () => {
   let seed = 0x2545f491;
   const random = (n: number) => {
     seed ^= seed << 13;
@@ -150,11 +152,14 @@ Deno.test("ChunkQueue matches a flat array under random pushes and reads", () =>
     seed ^= seed << 5;
     return (seed >>> 0) % n;
   };
-  const queue = new ChunkQueue();
+  const budget = new ByteBudget(1 << 20);
+  const queue = new ChunkQueue({ budget });
   let model: number[] = [];
   let pushed = 0;
-  for (let round = 0; round < 3000; round++) {
-    const op = random(4);
+  // Views handed out earlier must keep their bytes: storage is never rewritten under them.
+  const handedOut: [Uint8Array, number[]][] = [];
+  for (let round = 0; round < 5000; round++) {
+    const op = random(7);
     if (op === 0) {
       const chunk = Uint8Array.from({ length: random(6) }, () => pushed++ & 0xff);
       queue.push(chunk);
@@ -169,13 +174,105 @@ Deno.test("ChunkQueue matches a flat array under random pushes and reads", () =>
         assertEquals(taken, undefined);
       } else {
         assertEquals(taken, Uint8Array.from(model.slice(0, length)));
+        if (taken && round % 7 === 0) handedOut.push([taken, model.slice(0, length)]);
         model = model.slice(length);
       }
-    } else {
+    } else if (op === 3) {
       const count = random(model.length + 3);
       assertEquals(queue.discard(count), count <= model.length);
       if (count <= model.length) model = model.slice(count);
+    } else if (op === 4) {
+      queue.compact(random(3) === 0 ? model.length + random(20) : 0);
+    } else if (op === 5) {
+      const max = 1 + random(8);
+      const taken = queue.takeUpTo(max);
+      if (model.length === 0) {
+        assertEquals(taken, undefined);
+      } else {
+        assert(taken !== undefined && taken.length >= 1 && taken.length <= max);
+        assertEquals(taken, Uint8Array.from(model.slice(0, taken.length)));
+        model = model.slice(taken.length);
+      }
+    } else {
+      const out = new Uint8Array(random(10));
+      const n = queue.peekInto(out);
+      assertEquals(n, Math.min(out.length, model.length));
+      assertEquals(out.subarray(0, n), Uint8Array.from(model.slice(0, n)));
     }
     assertEquals(queue.byteLength, model.length);
+    assertEquals(budget.used, queue.retainedBytes);
   }
+  for (const [view, bytes] of handedOut) assertEquals(view, Uint8Array.from(bytes));
+  queue.clear();
+  assertEquals(budget.used, 0);
+});
+
+Deno.test("ChunkQueue.compact() copies what it keeps out of the pushed arrays", async (t) => {
+  await t.step("1-byte views of 64 KiB buffers: storage grows with the bytes, not the buffers", () => {
+    const budget = new ByteBudget(1 << 20);
+    const queue = new ChunkQueue({ budget });
+    const pushedBuffers = new Set<ArrayBufferLike>();
+    for (let i = 0; i < 1000; i++) {
+      const read = new Uint8Array(65536); // what Deno's QUIC read returns: a view into 64 KiB
+      read[0] = i & 0xff;
+      const view = read.subarray(0, 1);
+      pushedBuffers.add(view.buffer);
+      queue.push(view);
+      queue.compact();
+      assert(queue.retainedBytes <= 2 * (i + 1) + 64, `${queue.retainedBytes} after ${i + 1}`);
+    }
+    assertEquals(queue.byteLength, 1000);
+    assertEquals(budget.used, queue.retainedBytes);
+    const all = queue.take(1000)!;
+    assertEquals(all, Uint8Array.from({ length: 1000 }, (_, i) => i & 0xff));
+    assert(!pushedBuffers.has(all.buffer), "the bytes still live in a pushed buffer");
+    assertEquals(budget.used, 0);
+  });
+  await t.step("storage sized to `want` takes the completing bytes in place", () => {
+    const budget = new ByteBudget(1000);
+    const queue = new ChunkQueue({ budget });
+    queue.push(Uint8Array.from([1, 2, 3, 4]));
+    queue.compact(10); // 4 of the 10 bytes the caller waits for
+    assertEquals(queue.retainedBytes, 10);
+    queue.push(Uint8Array.from([5, 6, 7, 8, 9, 10]));
+    queue.compact(10);
+    // No second allocation: the budget never held more than the 10 bytes.
+    assertEquals({ used: budget.used, peak: budget.peak }, { used: 10, peak: 10 });
+    const whole = queue.take(10)!;
+    assertEquals(whole, Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
+    assertEquals(whole.buffer.byteLength, 10);
+    assertEquals(budget.used, 0);
+  });
+  await t.step("nothing pushed since the last compact: nothing copied", () => {
+    const budget = new ByteBudget(1000);
+    const queue = new ChunkQueue({ budget });
+    const chunk = Uint8Array.from([1, 2, 3]);
+    queue.push(chunk);
+    assertStrictEquals(queue.take(3)?.buffer, chunk.buffer);
+    queue.compact(100);
+    assertEquals({ retained: queue.retainedBytes, used: budget.used }, { retained: 0, used: 0 });
+  });
+  await t.step("past the budget: H3_EXCESSIVE_LOAD and the queue unchanged", () => {
+    const budget = new ByteBudget(8);
+    const queue = new ChunkQueue({ budget, what: "a partial capsule" });
+    queue.push(new Uint8Array(9).fill(7));
+    const error = assertThrows(
+      () => queue.compact(),
+      H3Error,
+      "Cannot buffer 9 more bytes for a partial capsule: 0 of 8 bytes already buffered on this connection",
+    );
+    assertEquals(error.code, H3_EXCESSIVE_LOAD);
+    assertEquals(queue.byteLength, 9);
+    assertEquals(budget.used, 0);
+    assertEquals(queue.take(9), new Uint8Array(9).fill(7));
+  });
+  await t.step("clear() gives the storage back", () => {
+    const budget = new ByteBudget(1000);
+    const queue = new ChunkQueue({ budget });
+    queue.push(Uint8Array.from([1, 2, 3]));
+    queue.compact(50);
+    assertEquals(budget.used, 50);
+    queue.clear();
+    assertEquals({ used: budget.used, bytes: queue.byteLength }, { used: 0, bytes: 0 });
+  });
 });

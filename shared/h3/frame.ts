@@ -10,7 +10,9 @@
  * @module
  */
 
+import { ChunkQueue } from "../chunk_queue.ts";
 import { H3_EXCESSIVE_LOAD, H3_FRAME_ERROR, H3_FRAME_UNEXPECTED, H3Error } from "../errors.ts";
+import type { ByteBudget } from "./byte_budget.ts";
 import {
   decodeVarint,
   encodeVarint,
@@ -171,6 +173,7 @@ const PHASE_SKIP = 2;
 const PHASE_BUFFER = 3;
 type Phase = typeof PHASE_HEADER | typeof PHASE_DATA | typeof PHASE_SKIP | typeof PHASE_BUFFER;
 
+
 /**
  * Splits a stream's bytes, pushed in arbitrary chunks, into HTTP/3 frames
  * (RFC 9114 §7.1).
@@ -192,9 +195,15 @@ type Phase = typeof PHASE_HEADER | typeof PHASE_DATA | typeof PHASE_SKIP | typeo
  * the caller checks {@linkcode FrameReader.atFrameBoundary}: ending inside a
  * frame is a connection error of type H3_FRAME_ERROR (RFC 9114 §7.1).
  *
- * Ownership: the reader keeps references to pushed arrays until their bytes
- * are consumed, and returned payloads and chunks may share memory with them,
- * so callers must not reuse an array after pushing it.
+ * Ownership: returned payloads and chunks may be views into pushed arrays,
+ * so callers must not reuse an array after pushing it. The reader itself
+ * keeps no pushed array once `next()` has returned `undefined` (it needs
+ * more bytes) or a `frame` event: it copies the bytes it still holds (a
+ * partial frame, or what follows the frame) into storage of its own, sized
+ * to what they are and reserved in `budget` when one is given. Only between
+ * `data` events does it still refer to the array they come from. So a view
+ * into a large read buffer is never pinned while the stream waits for its
+ * next read, and DATA stays zero-copy when whole frames arrive together.
  *
  * Lengths above 2^53 are read approximately; such a DATA or skipped frame
  * would take petabytes to finish, and a buffered one exceeds any limit.
@@ -207,12 +216,7 @@ type Phase = typeof PHASE_HEADER | typeof PHASE_DATA | typeof PHASE_SKIP | typeo
 export class FrameReader {
   readonly #maxFramePayload: number;
   readonly #onFrameStart: ((type: number) => void) | undefined;
-  /** Pending arrays; `#chunks[#head]` is the oldest, read from `#offset`. */
-  #chunks: Uint8Array[] = [];
-  #head = 0;
-  #offset = 0;
-  /** Unconsumed bytes across `#chunks`. */
-  #available = 0;
+  readonly #queue: ChunkQueue;
   #phase: Phase = PHASE_HEADER;
   /** Type of the frame being read (Data, Skip, Buffer phases). */
   #type = 0;
@@ -227,9 +231,15 @@ export class FrameReader {
    *   {@linkcode DEFAULT_MAX_FRAME_PAYLOAD}.
    * @param options.onFrameStart Called with the type of each frame header as
    *   it is read, before the frame's payload; see the class notes.
+   * @param options.budget The connection's budget, in which the bytes kept
+   *   between reads are reserved; past it `next()` throws H3_EXCESSIVE_LOAD.
    */
   constructor(
-    options: { maxFramePayload?: number; onFrameStart?: (type: number) => void } = {},
+    options: {
+      maxFramePayload?: number;
+      onFrameStart?: (type: number) => void;
+      budget?: ByteBudget;
+    } = {},
   ) {
     const max = options.maxFramePayload ?? DEFAULT_MAX_FRAME_PAYLOAD;
     if (!Number.isSafeInteger(max) || max < 0) {
@@ -237,13 +247,12 @@ export class FrameReader {
     }
     this.#maxFramePayload = max;
     this.#onFrameStart = options.onFrameStart;
+    this.#queue = new ChunkQueue({ budget: options.budget, what: "a partial HTTP/3 frame" });
   }
 
   /** Appends bytes read from the stream; see the class notes on ownership. */
   push(chunk: Uint8Array): void {
-    if (chunk.length === 0) return;
-    this.#chunks.push(chunk);
-    this.#available += chunk.length;
+    this.#queue.push(chunk);
   }
 
   /**
@@ -252,7 +261,12 @@ export class FrameReader {
    * {@linkcode FrameReader.next} has returned `undefined`.
    */
   get atFrameBoundary(): boolean {
-    return this.#phase === PHASE_HEADER && this.#available === 0;
+    return this.#phase === PHASE_HEADER && this.#queue.byteLength === 0;
+  }
+
+  /** Bytes of storage the reader owns now (a partial frame kept between reads). */
+  get retainedBytes(): number {
+    return this.#queue.retainedBytes;
   }
 
   /**
@@ -262,14 +276,31 @@ export class FrameReader {
   next(): FrameEvent | undefined {
     if (this.#error) throw this.#error;
     try {
-      return this.#next();
+      const event = this.#next();
+      if (event === undefined || event.kind === "frame") this.#compact();
+      return event;
     } catch (error) {
-      if (error instanceof H3Error) this.#error = error;
+      if (error instanceof H3Error) {
+        this.#error = error;
+        this.#queue.clear();
+      }
       throw error;
     }
   }
 
+  /** Drops what is buffered and gives its storage back to the budget (the stream is done). */
+  clear(): void {
+    this.#queue.clear();
+  }
+
+  /** Copies what is left of pushed arrays into owned storage; see the class notes. */
+  #compact(): void {
+    const want = this.#phase === PHASE_BUFFER ? this.#remaining : MAX_FRAME_HEADER_SIZE;
+    this.#queue.compact(want);
+  }
+
   #next(): FrameEvent | undefined {
+    const queue = this.#queue;
     while (true) {
       switch (this.#phase) {
         case PHASE_HEADER:
@@ -280,23 +311,23 @@ export class FrameReader {
             this.#phase = PHASE_HEADER;
             break;
           }
-          if (this.#available === 0) return undefined;
-          const chunk = this.#takeUpTo(this.#remaining);
+          const chunk = queue.takeUpTo(this.#remaining);
+          if (chunk === undefined) return undefined;
           this.#remaining -= chunk.length;
           if (this.#remaining === 0) this.#phase = PHASE_HEADER;
           return { kind: "data", chunk };
         }
         case PHASE_SKIP: {
-          const n = Math.min(this.#remaining, this.#available);
-          this.#discard(n);
+          const n = Math.min(this.#remaining, queue.byteLength);
+          queue.discard(n);
           this.#remaining -= n;
           if (this.#remaining > 0) return undefined;
           this.#phase = PHASE_HEADER;
           break;
         }
         case PHASE_BUFFER: {
-          if (this.#available < this.#remaining) return undefined;
-          const payload = this.#takeExactly(this.#remaining);
+          const payload = queue.take(this.#remaining);
+          if (payload === undefined) return undefined;
           this.#phase = PHASE_HEADER;
           this.#remaining = 0;
           return { kind: "frame", type: this.#type, payload };
@@ -307,16 +338,17 @@ export class FrameReader {
 
   /** Reads a whole frame header if buffered and moves to its payload phase. */
   #readHeader(): boolean {
-    if (this.#available === 0) return false;
+    const queue = this.#queue;
+    if (queue.byteLength === 0) return false;
     const scratch = this.#scratch;
-    const peeked = this.#peek(scratch, MAX_FRAME_HEADER_SIZE);
+    const peeked = queue.peekInto(scratch);
     const typeSize = varintSizeFromFirstByte(scratch[0]);
     if (peeked < typeSize + 1) return false;
     const lengthSize = varintSizeFromFirstByte(scratch[typeSize]);
     if (peeked < typeSize + lengthSize) return false;
     const type = decodeVarint(scratch, 0);
     const length = decodeVarint(scratch, typeSize);
-    this.#discard(typeSize + lengthSize);
+    queue.discard(typeSize + lengthSize);
     this.#onFrameStart?.(type);
 
     this.#type = type;
@@ -344,75 +376,5 @@ export class FrameReader {
       this.#phase = PHASE_SKIP;
     }
     return true;
-  }
-
-  /** Copies up to `max` pending bytes into `out` without consuming them. */
-  #peek(out: Uint8Array, max: number): number {
-    let copied = 0;
-    let offset = this.#offset;
-    for (let i = this.#head; i < this.#chunks.length && copied < max; i++) {
-      const chunk = this.#chunks[i];
-      while (offset < chunk.length && copied < max) out[copied++] = chunk[offset++];
-      offset = 0;
-    }
-    return copied;
-  }
-
-  /** Drops `n` pending bytes; the caller checks that they are available. */
-  #discard(n: number): void {
-    this.#available -= n;
-    while (n > 0) {
-      const chunk = this.#chunks[this.#head];
-      const left = chunk.length - this.#offset;
-      if (n < left) {
-        this.#offset += n;
-        return;
-      }
-      n -= left;
-      this.#advanceChunk();
-    }
-  }
-
-  /** Takes at most `max` (> 0) bytes from the oldest chunk, without copying. */
-  #takeUpTo(max: number): Uint8Array {
-    const chunk = this.#chunks[this.#head];
-    const left = chunk.length - this.#offset;
-    if (max < left) {
-      const out = chunk.subarray(this.#offset, this.#offset + max);
-      this.#offset += max;
-      this.#available -= max;
-      return out;
-    }
-    const out = this.#offset === 0 ? chunk : chunk.subarray(this.#offset);
-    this.#available -= left;
-    this.#advanceChunk();
-    return out;
-  }
-
-  /** Takes exactly `n` available bytes: a view if contiguous, else a copy. */
-  #takeExactly(n: number): Uint8Array {
-    if (n === 0) return new Uint8Array(0);
-    const first = this.#chunks[this.#head];
-    if (first.length - this.#offset >= n) return this.#takeUpTo(n);
-    const out = new Uint8Array(n);
-    let filled = 0;
-    while (filled < n) {
-      const piece = this.#takeUpTo(n - filled);
-      out.set(piece, filled);
-      filled += piece.length;
-    }
-    return out;
-  }
-
-  #advanceChunk(): void {
-    this.#head++;
-    this.#offset = 0;
-    if (this.#head === this.#chunks.length) {
-      this.#chunks = [];
-      this.#head = 0;
-    } else if (this.#head >= 64 && this.#head * 2 >= this.#chunks.length) {
-      this.#chunks = this.#chunks.slice(this.#head);
-      this.#head = 0;
-    }
   }
 }

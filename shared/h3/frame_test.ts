@@ -24,6 +24,7 @@ import {
   isReservedFrameType,
   parseGoawayPayload,
 } from "./frame.ts";
+import { ByteBudget } from "./byte_budget.ts";
 
 const concat = (parts: Uint8Array[]) => {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -411,6 +412,79 @@ Deno.test("FrameReader rejects a buffered frame longer than the limit", async (t
       RangeError,
       "Cannot create FrameReader: maxFramePayload -1 is not a byte count",
     );
+  });
+});
+
+Deno.test("FrameReader keeps copies, not pushed arrays, between reads", async (t) => {
+  await t.step("a 16000-byte HEADERS frame trickled as 1-byte views of 64 KiB buffers", () => {
+    const budget = new ByteBudget(1 << 20);
+    const reader = new FrameReader({ budget });
+    const payload = Uint8Array.from({ length: 16000 }, (_, i) => i * 13);
+    // 01 HEADERS, 7e 80: 2-byte varint length 16000, then the payload
+    const frame = encodeFrame(FRAME_HEADERS, payload);
+    const pushedBuffers = new Set<ArrayBufferLike>();
+    for (let i = 0; i < frame.length - 1; i++) {
+      const read = new Uint8Array(65536);
+      read[0] = frame[i];
+      pushedBuffers.add(read.buffer);
+      reader.push(read.subarray(0, 1));
+      assertStrictEquals(reader.next(), undefined);
+      // At most twice what arrived (plus a little), and never more than the frame's payload.
+      assert(reader.retainedBytes <= Math.min(2 * (i + 1) + 64, 16000), `after ${i + 1} bytes`);
+      assertEquals(budget.used, reader.retainedBytes);
+    }
+    reader.push(frame.subarray(frame.length - 1));
+    const event = reader.next();
+    assert(event?.kind === "frame");
+    assertEquals(event.payload, payload);
+    assert(!pushedBuffers.has(event.payload.buffer));
+    // The last byte was appended in place: the payload is the reader's storage, sized exactly.
+    assertEquals(event.payload.buffer.byteLength, 16000);
+    assertEquals(budget.used, 0);
+    assertEquals(reader.next(), undefined);
+  });
+  await t.step("bytes after a frame event are copied; DATA in the same push stays a view", () => {
+    const budget = new ByteBudget(1 << 20);
+    const reader = new FrameReader({ budget });
+    // 00 DATA, 03 length, "abc"; 01 HEADERS, 01 length, c0; then 00 DATA, 05 length, "de" (partial)
+    const chunk = hex("00 03 616263  01 01 c0  00 05 6465");
+    reader.push(chunk);
+    const data = reader.next();
+    assert(data?.kind === "data");
+    assertStrictEquals(data.chunk.buffer, chunk.buffer);
+    const headers = reader.next();
+    assertEquals(headers, { kind: "frame", type: FRAME_HEADERS, payload: hex("c0") });
+    // What followed the HEADERS frame was copied when it was returned.
+    assert(reader.retainedBytes >= 4 && budget.used === reader.retainedBytes);
+    const rest = reader.next();
+    assert(rest?.kind === "data");
+    assertEquals(rest.chunk, hex("6465"));
+    assert(rest.chunk.buffer !== chunk.buffer);
+    assertEquals(reader.next(), undefined);
+    assertEquals(budget.used, 0);
+  });
+  await t.step("past the budget: H3_EXCESSIVE_LOAD, sticky, storage given back", () => {
+    const budget = new ByteBudget(1000);
+    const reader = new FrameReader({ budget });
+    // 01 HEADERS, 47 d0: length 2000 (under the frame limit), then 1200 payload bytes
+    reader.push(concat([hex("01 47d0"), new Uint8Array(1200)]));
+    const error = assertThrows(
+      () => reader.next(),
+      H3Error,
+      "Cannot buffer 1200 more bytes for a partial HTTP/3 frame: 0 of 1000 bytes already buffered on this connection",
+    );
+    assertEquals(error.code, H3_EXCESSIVE_LOAD);
+    assertStrictEquals(assertThrows(() => reader.next(), H3Error), error);
+    assertEquals(budget.used, 0);
+  });
+  await t.step("clear() gives the storage back", () => {
+    const budget = new ByteBudget(1 << 20);
+    const reader = new FrameReader({ budget });
+    reader.push(hex("01 0a 0000")); // HEADERS, length 10, 2 of 10 payload bytes
+    assertEquals(reader.next(), undefined);
+    assert(budget.used > 0);
+    reader.clear();
+    assertEquals(budget.used, 0);
   });
 });
 

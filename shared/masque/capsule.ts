@@ -15,7 +15,8 @@
  */
 
 import { ChunkQueue } from "../chunk_queue.ts";
-import { CapsuleError } from "../errors.ts";
+import { CapsuleError, H3Error } from "../errors.ts";
+import type { ByteBudget } from "../h3/byte_budget.ts";
 import {
   decodeVarint,
   encodeVarintInto,
@@ -475,33 +476,52 @@ const STATE_VALUE = 2;
  *
  * Feed bytes with {@linkcode CapsuleParser.push} and drain with
  * {@linkcode CapsuleParser.next} until it returns `undefined`. Capsules of
- * unknown types are skipped as their bytes arrive, never buffered, whatever
- * their length. A capsule of a known type longer than `maxCapsuleSize` bytes
- * is an error as soon as its header is read. At the end of the stream, call
- * {@linkcode CapsuleParser.finish}: a stream that ends inside a capsule is
- * malformed (RFC 9297 §3.3).
+ * unknown types are skipped as their bytes arrive, never buffered. A capsule
+ * of a known type longer than `maxCapsuleSize` bytes, or of an unknown type
+ * longer than `maxUnknownCapsuleSize`, is an error as soon as its header is
+ * read. At the end of the stream, call {@linkcode CapsuleParser.finish}: a
+ * stream that ends inside a capsule is malformed (RFC 9297 §3.3).
  *
- * Buffer ownership: the parser keeps pushed chunks until their bytes are
- * consumed and returns DATAGRAM payloads as views into them when a capsule
- * lies in one chunk, so callers must not reuse a chunk's memory after
- * pushing it. Errors are {@linkcode CapsuleError}s and are sticky: once one
- * is thrown, every later `next()` throws it again.
+ * Buffer ownership: DATAGRAM payloads are returned as views into a pushed
+ * chunk when a capsule lies in one, so callers must not reuse a chunk's
+ * memory after pushing it. When `next()` returns `undefined` the parser
+ * copies the bytes it still holds (a partial capsule) into storage of its
+ * own, reserved in `budget` when one is given, and keeps no pushed chunk:
+ * a chunk that is a view into a large read buffer is never pinned while the
+ * stream waits. The storage is sized to the capsule being read, so the
+ * capsule's last bytes are appended in place and it is returned without a
+ * second copy. Errors are {@linkcode CapsuleError}s, except the budget's
+ * H3_EXCESSIVE_LOAD {@linkcode H3Error} (a connection error); both are
+ * sticky: once one is thrown, every later `next()` throws it again.
  */
 export class CapsuleParser {
   readonly #maxCapsuleSize: number;
-  readonly #queue = new ChunkQueue();
+  readonly #maxUnknownCapsuleSize: number;
+  readonly #queue: ChunkQueue;
   #state = STATE_HEADER;
   #type = 0;
   #remaining = 0;
-  #error: CapsuleError | undefined;
+  #error: CapsuleError | H3Error | undefined;
   readonly #scratch = new Uint8Array(8);
 
-  /** `maxCapsuleSize`: limit in bytes on a known capsule's value; default {@linkcode DEFAULT_MAX_CAPSULE_SIZE}. */
-  constructor(options: { maxCapsuleSize?: number } = {}) {
+  /**
+   * @param options.maxCapsuleSize Limit in bytes on a known capsule's value;
+   *   default {@linkcode DEFAULT_MAX_CAPSULE_SIZE}.
+   * @param options.maxUnknownCapsuleSize Limit in bytes on the value of a
+   *   capsule of an unknown type, which is skipped; default `maxCapsuleSize`.
+   * @param options.budget The connection's budget, in which a partial capsule
+   *   kept between reads is reserved.
+   */
+  constructor(
+    options: { maxCapsuleSize?: number; maxUnknownCapsuleSize?: number; budget?: ByteBudget } =
+      {},
+  ) {
     this.#maxCapsuleSize = options.maxCapsuleSize ?? DEFAULT_MAX_CAPSULE_SIZE;
+    this.#maxUnknownCapsuleSize = options.maxUnknownCapsuleSize ?? this.#maxCapsuleSize;
+    this.#queue = new ChunkQueue({ budget: options.budget, what: "a partial capsule" });
   }
 
-  /** Adds bytes read from the stream. The parser keeps `chunk` (see the class notes). */
+  /** Adds bytes read from the stream (see the class notes on ownership). */
   push(chunk: Uint8Array): void {
     if (this.#error !== undefined || chunk.length === 0) return;
     if (this.#state === STATE_SKIP && this.#queue.byteLength === 0) {
@@ -519,6 +539,11 @@ export class CapsuleParser {
     return this.#queue.byteLength;
   }
 
+  /** Bytes of storage the parser owns now (a partial capsule kept between reads). */
+  get retainedBytes(): number {
+    return this.#queue.retainedBytes;
+  }
+
   /** Whether no capsule is partly read: the stream may end here (RFC 9297 §3.3). */
   get atCapsuleBoundary(): boolean {
     return this.#state === STATE_HEADER && this.#queue.byteLength === 0;
@@ -527,19 +552,29 @@ export class CapsuleParser {
   /**
    * Returns the next complete capsule of a known type, or `undefined` when
    * more bytes are needed. Throws a {@linkcode CapsuleError} for a malformed
-   * capsule.
+   * capsule, and the budget's {@linkcode H3Error} when it cannot hold a
+   * partial capsule.
    */
   next(): Capsule | undefined {
     if (this.#error !== undefined) throw this.#error;
     try {
-      return this.#next();
+      const capsule = this.#next();
+      if (capsule === undefined) {
+        this.#queue.compact(this.#state === STATE_VALUE ? this.#remaining : 16);
+      }
+      return capsule;
     } catch (error) {
-      this.#error = error instanceof CapsuleError ? error : new CapsuleError(
-        `Cannot parse capsule: ${error instanceof Error ? error.message : error}`,
-      );
+      this.#error = error instanceof CapsuleError || error instanceof H3Error
+        ? error
+        : new CapsuleError(`Cannot parse capsule: ${error instanceof Error ? error.message : error}`);
       this.#queue.clear();
       throw this.#error;
     }
+  }
+
+  /** Drops what is buffered and gives its storage back to the budget (the stream is done). */
+  clear(): void {
+    this.#queue.clear();
   }
 
   /**
@@ -554,6 +589,7 @@ export class CapsuleParser {
       ? `a capsule header (${this.#queue.byteLength} bytes buffered)`
       : `a capsule value (${this.#remaining} bytes missing)`;
     this.#error = new CapsuleError(`Cannot parse capsule: stream ended inside ${inside}`);
+    this.#queue.clear();
     throw this.#error;
   }
 
@@ -589,6 +625,15 @@ export class CapsuleParser {
     const type = this.#readVarint(typeSize);
     const length = this.#readVarint(lengthSize);
     if (!isKnownCapsuleType(type)) {
+      // RFC 9297 §3.2 says to skip unknown capsules; one this long would
+      // swallow the rest of the stream, so it ends the session instead.
+      if (length > this.#maxUnknownCapsuleSize) {
+        throw new CapsuleError(
+          `Cannot parse capsule: unknown type 0x${
+            type.toString(16)
+          } with length ${length} exceeds limit ${this.#maxUnknownCapsuleSize}`,
+        );
+      }
       this.#state = STATE_SKIP;
     } else {
       if (length > this.#maxCapsuleSize) {

@@ -5,7 +5,8 @@ import {
   assertThrows,
 } from "../../tests/support/assert.ts";
 import { hex } from "../../tests/support/bytes.ts";
-import { CapsuleError } from "../errors.ts";
+import { CapsuleError, H3_EXCESSIVE_LOAD, H3Error } from "../errors.ts";
+import { ByteBudget } from "../h3/byte_budget.ts";
 import { encodeVarint } from "../h3/varint.ts";
 import { createPrefix, parseIp, parsePrefix } from "../packet/ip_address.ts";
 import {
@@ -198,8 +199,8 @@ Deno.test("CapsuleParser handles every chunk boundary", () => {
 });
 
 Deno.test("CapsuleParser skips unknown capsules without buffering them", async (t) => {
-  await t.step("a 1 GB unknown capsule streamed in 64 KiB pieces", () => {
-    const parser = new CapsuleParser();
+  await t.step("a 1 GB unknown capsule under a raised limit, streamed in 64 KiB pieces", () => {
+    const parser = new CapsuleParser({ maxUnknownCapsuleSize: 2 ** 30 });
     // type 0x2a (unknown), length 2^30 (8-byte varint c000000040000000)
     parser.push(hex("2a c000000040000000"));
     assertStrictEquals(parser.next(), undefined);
@@ -213,8 +214,9 @@ Deno.test("CapsuleParser skips unknown capsules without buffering them", async (
     parser.push(ASSIGN_V4);
     assertEquals(parser.next()?.type, "address_assign");
   });
-  await t.step("unknown capsules longer than the limit are fine", () => {
-    const parser = new CapsuleParser({ maxCapsuleSize: 4 });
+  await t.step("an unknown capsule at the limit is skipped", () => {
+    const parser = new CapsuleParser({ maxCapsuleSize: 4, maxUnknownCapsuleSize: 16 });
+    // 3f unknown type, 10 length 16, 16 zero bytes; then 01 ADDRESS_ASSIGN, 00 length
     parser.push(concat(hex("3f 10"), new Uint8Array(16), hex("0100")));
     assertEquals(parser.next(), { type: "address_assign", addresses: [] });
   });
@@ -223,6 +225,40 @@ Deno.test("CapsuleParser skips unknown capsules without buffering them", async (
     assertStrictEquals(parseCapsuleValue(0x1ace79ec, hex("")), undefined);
     assert(isKnownCapsuleType(CAPSULE_ROUTE_ADVERTISEMENT));
     assert(!isKnownCapsuleType(0x04));
+  });
+});
+
+Deno.test("CapsuleParser rejects unknown capsules over their size limit", async (t) => {
+  await t.step("length 2^62-1 (the largest varint) with the default limit", () => {
+    const parser = new CapsuleParser();
+    // 2a unknown type; ff ff ff ff ff ff ff ff: 8-byte varint 2^62-1
+    parser.push(hex("2a ffffffffffffffff"));
+    assertThrows(
+      () => parser.next(),
+      CapsuleError,
+      "Cannot parse capsule: unknown type 0x2a with length 4611686018427388000 exceeds limit 65551",
+    );
+  });
+  await t.step("the default is the known-capsule limit", () => {
+    // 3f unknown type, 80 01 00 10: 4-byte varint 65552, one past 65551
+    const over = new CapsuleParser();
+    over.push(hex("3f 80010010"));
+    assertThrows(() => over.next(), CapsuleError, "exceeds limit 65551");
+    const at = new CapsuleParser({ maxCapsuleSize: 16 });
+    at.push(hex("3f 11")); // 3f unknown type, 11 length 17 > 16
+    assertThrows(
+      () => at.next(),
+      CapsuleError,
+      "Cannot parse capsule: unknown type 0x3f with length 17 exceeds limit 16",
+    );
+  });
+  await t.step("the error is sticky and drops what was buffered", () => {
+    const parser = new CapsuleParser({ maxUnknownCapsuleSize: 1 });
+    parser.push(hex("3f 02 0000 0100"));
+    const first = assertThrows(() => parser.next(), CapsuleError);
+    assertEquals(parser.buffered, 0);
+    parser.push(ASSIGN_V4);
+    assertStrictEquals(assertThrows(() => parser.next(), CapsuleError), first);
   });
 });
 
@@ -643,4 +679,70 @@ Deno.test("CapsuleParser reassembles a full-size DATAGRAM capsule from 1-byte ch
   parser.push(stream.subarray(stream.length - 1));
   assertEquals(parser.next(), { type: "datagram", payload });
   assert(parser.atCapsuleBoundary);
+});
+
+Deno.test("CapsuleParser keeps copies, not pushed chunks, between reads", async (t) => {
+  await t.step("whole capsules in one chunk: payloads are views, nothing kept", () => {
+    const budget = new ByteBudget(1 << 20);
+    const parser = new CapsuleParser({ budget });
+    const chunk = concat(DATAGRAM, DATAGRAM);
+    parser.push(chunk);
+    const a = parser.next();
+    const b = parser.next();
+    assert(a?.type === "datagram" && b?.type === "datagram");
+    assertStrictEquals(a.payload.buffer, chunk.buffer);
+    assertStrictEquals(b.payload.buffer, chunk.buffer);
+    assertStrictEquals(parser.next(), undefined);
+    assertEquals({ retained: parser.retainedBytes, used: budget.used }, { retained: 0, used: 0 });
+  });
+  await t.step("a 1400-byte DATAGRAM capsule trickled as 1-byte views of 64 KiB buffers", () => {
+    const budget = new ByteBudget(1 << 20);
+    const parser = new CapsuleParser({ budget });
+    const payload = Uint8Array.from({ length: 1400 }, (_, i) => i * 5);
+    const stream = encodeCapsule({ type: "datagram", payload });
+    const pushedBuffers = new Set<ArrayBufferLike>();
+    for (let i = 0; i < stream.length - 1; i++) {
+      const read = new Uint8Array(65536);
+      read[0] = stream[i];
+      pushedBuffers.add(read.buffer);
+      parser.push(read.subarray(0, 1));
+      assertStrictEquals(parser.next(), undefined);
+      assert(parser.retainedBytes <= Math.min(2 * (i + 1) + 64, 1400), `after ${i + 1} bytes`);
+      assertEquals(budget.used, parser.retainedBytes);
+    }
+    parser.push(stream.subarray(stream.length - 1));
+    const capsule = parser.next();
+    assert(capsule?.type === "datagram");
+    assertEquals(capsule.payload, payload);
+    assert(!pushedBuffers.has(capsule.payload.buffer));
+    assertEquals(budget.used, 0);
+  });
+  await t.step("past the budget: the budget's H3Error, sticky", () => {
+    const budget = new ByteBudget(100);
+    const parser = new CapsuleParser({ budget });
+    // 00 DATAGRAM, 41 f4: length 500; 200 of its bytes
+    parser.push(concat(hex("00 41f4"), new Uint8Array(200)));
+    const error = assertThrows(
+      () => parser.next(),
+      H3Error,
+      "Cannot buffer 200 more bytes for a partial capsule: 0 of 100 bytes already buffered on this connection",
+    );
+    assertEquals(error.code, H3_EXCESSIVE_LOAD);
+    assertStrictEquals(assertThrows(() => parser.next(), H3Error), error);
+    assertEquals(budget.used, 0);
+  });
+  await t.step("clear() and finish() give the storage back", () => {
+    const budget = new ByteBudget(1 << 20);
+    const parser = new CapsuleParser({ budget });
+    parser.push(hex("00 10 0045")); // DATAGRAM, length 16, 2 of 16 value bytes
+    assertStrictEquals(parser.next(), undefined);
+    assertEquals(budget.used, 16);
+    assertThrows(() => parser.finish(), CapsuleError, "stream ended inside a capsule value");
+    assertEquals(budget.used, 0);
+    const other = new CapsuleParser({ budget });
+    other.push(hex("00 10 0045"));
+    assertStrictEquals(other.next(), undefined);
+    other.clear();
+    assertEquals(budget.used, 0);
+  });
 });

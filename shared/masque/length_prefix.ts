@@ -57,8 +57,10 @@ export function encodeLengthPrefixed(packet: Uint8Array): Uint8Array {
  * Feed bytes with {@linkcode LengthPrefixDecoder.push}, drain with
  * {@linkcode LengthPrefixDecoder.next} until it returns `undefined`. A packet
  * that lies inside one pushed chunk is returned as a view of it (no copy),
- * so callers must not reuse a chunk's memory after pushing it; a packet
- * spanning chunks is copied. A zero length field throws a
+ * so callers must not reuse a chunk's memory after pushing it. When `next()`
+ * returns `undefined` the bytes of a partial frame are copied into storage
+ * the decoder owns (see `ChunkQueue.compact`), so no pushed chunk is kept
+ * while the stream waits. A zero length field throws a
  * {@linkcode LengthPrefixError}, and so does every later `next()`.
  * At the end of the stream, `buffered === 0` means it ended between frames.
  */
@@ -66,7 +68,7 @@ export class LengthPrefixDecoder {
   readonly #queue = new ChunkQueue();
   #error: LengthPrefixError | undefined;
 
-  /** Adds bytes read from the stream. The decoder keeps `chunk` until its packets are returned. */
+  /** Adds bytes read from the stream; see the class notes on ownership. */
   push(chunk: Uint8Array): void {
     if (this.#error !== undefined) return;
     this.#queue.push(chunk);
@@ -82,7 +84,10 @@ export class LengthPrefixDecoder {
     if (this.#error !== undefined) throw this.#error;
     const high = this.#queue.peekByte(0);
     const low = this.#queue.peekByte(1);
-    if (high === undefined || low === undefined) return undefined;
+    if (high === undefined || low === undefined) {
+      this.#queue.compact(LENGTH_PREFIX_SIZE);
+      return undefined;
+    }
     const length = (high << 8) | low;
     if (length === 0) {
       this.#error = new LengthPrefixError(
@@ -91,7 +96,10 @@ export class LengthPrefixDecoder {
       this.#queue.clear();
       throw this.#error;
     }
-    if (this.#queue.byteLength < LENGTH_PREFIX_SIZE + length) return undefined;
+    if (this.#queue.byteLength < LENGTH_PREFIX_SIZE + length) {
+      this.#queue.compact(LENGTH_PREFIX_SIZE + length);
+      return undefined;
+    }
     this.#queue.discard(LENGTH_PREFIX_SIZE);
     return this.#queue.take(length);
   }

@@ -173,7 +173,6 @@ const PHASE_SKIP = 2;
 const PHASE_BUFFER = 3;
 type Phase = typeof PHASE_HEADER | typeof PHASE_DATA | typeof PHASE_SKIP | typeof PHASE_BUFFER;
 
-
 /**
  * Splits a stream's bytes, pushed in arbitrary chunks, into HTTP/3 frames
  * (RFC 9114 §7.1).

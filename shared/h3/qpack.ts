@@ -4,8 +4,10 @@
  *
  * Both peers of this project advertise SETTINGS_QPACK_MAX_TABLE_CAPACITY = 0
  * and SETTINGS_QPACK_BLOCKED_STREAMS = 0, so a field section may only use the
- * static table (RFC 9204 Appendix A) and literals; the encoder and decoder
- * streams carry nothing. The decoder treats every dynamic table reference as
+ * static table (RFC 9204 Appendix A) and literals, and the encoder and
+ * decoder streams carry almost nothing: {@linkcode QpackEncoderStreamReader}
+ * and {@linkcode QpackDecoderStreamReader} accept what may still come and
+ * reject the rest. The decoder treats every dynamic table reference as
  * QPACK_DECOMPRESSION_FAILED (RFC 9204 §2.2.3) and bounds the decoded size by
  * SETTINGS_MAX_FIELD_SECTION_SIZE as RFC 9114 §4.2.2 counts it.
  *
@@ -16,7 +18,13 @@
  * @module
  */
 
-import { H3_EXCESSIVE_LOAD, H3Error, QPACK_DECOMPRESSION_FAILED } from "../errors.ts";
+import {
+  H3_EXCESSIVE_LOAD,
+  H3Error,
+  QPACK_DECODER_STREAM_ERROR,
+  QPACK_DECOMPRESSION_FAILED,
+  QPACK_ENCODER_STREAM_ERROR,
+} from "../errors.ts";
 import {
   huffmanDecode,
   huffmanDecodedLength,
@@ -452,4 +460,117 @@ export function encodeFieldSection(
     writer.string(value, 7, 0x00, huffman);
   }
   return writer.bytes();
+}
+
+// ---------------------------------------------------------------------------
+// Encoder and decoder streams (RFC 9204 §4.2, §4.3, §4.4) with a zero-capacity table
+
+function encoderStreamError(message: string): H3Error {
+  return new H3Error(QPACK_ENCODER_STREAM_ERROR, `Cannot parse QPACK encoder stream: ${message}`);
+}
+
+function decoderStreamError(message: string): H3Error {
+  return new H3Error(QPACK_DECODER_STREAM_ERROR, `Cannot parse QPACK decoder stream: ${message}`);
+}
+
+/**
+ * Reads the peer's QPACK encoder stream (RFC 9204 §4.3) when this side
+ * advertised SETTINGS_QPACK_MAX_TABLE_CAPACITY 0. The only instruction the
+ * peer may send is Set Dynamic Table Capacity 0 (`0x20`): any capacity above
+ * 0 exceeds the maximum (§4.3.1), and with no room in the table every Insert
+ * with Name Reference (§4.3.2), Insert with Literal Name (§4.3.3) and
+ * Duplicate (§4.3.4) is invalid. {@linkcode QpackEncoderStreamReader.push}
+ * throws an {@linkcode H3Error} QPACK_ENCODER_STREAM_ERROR (a connection
+ * error) on the first byte that begins one of those, so nothing is ever
+ * buffered. The pushed array is not retained.
+ */
+export class QpackEncoderStreamReader {
+  /** Set Dynamic Table Capacity 0 instructions read so far. */
+  capacityZero = 0;
+
+  /** Reads the instructions in `chunk`; see the class notes. */
+  push(chunk: Uint8Array): void {
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i];
+      if (byte === 0x20) {
+        this.capacityZero++;
+      } else if (byte & 0x80) {
+        throw encoderStreamError("Insert with Name Reference into a zero-capacity table");
+      } else if (byte & 0x40) {
+        throw encoderStreamError("Insert with Literal Name into a zero-capacity table");
+      } else if (byte & 0x20) {
+        throw encoderStreamError(
+          "Set Dynamic Table Capacity above 0 exceeds SETTINGS_QPACK_MAX_TABLE_CAPACITY 0",
+        );
+      } else {
+        throw encoderStreamError("Duplicate with an empty dynamic table");
+      }
+    }
+  }
+}
+
+/** Largest stream ID (RFC 9000 §2.1: a 62-bit integer). */
+const MAX_STREAM_ID = 2n ** 62n - 1n;
+/** Continuation bytes of a 6-bit-prefix integer up to 2^62 - 1: 62 bits in 7-bit groups. */
+const MAX_STREAM_ID_CONTINUATIONS = 9;
+
+/**
+ * Reads the peer's QPACK decoder stream (RFC 9204 §4.4) when this side never
+ * references the dynamic table (its encoder sends only Required Insert Count
+ * 0). Stream Cancellation (§4.4.2) is valid: a decoder sends it when a
+ * stream is reset or abandoned, and §2.2.2.2 lets a decoder with a
+ * zero-capacity table send it as well. Section Acknowledgment (§4.4.1) is a
+ * connection error, since no field section with a non-zero Required Insert
+ * Count was ever sent, and so is Insert Count Increment (§4.4.3), which
+ * would acknowledge inserts that never happened (or is 0).
+ * {@linkcode QpackDecoderStreamReader.push} throws an {@linkcode H3Error}
+ * QPACK_DECODER_STREAM_ERROR for those, and for a Stream ID above 2^62 - 1.
+ * An instruction cut between pushes waits for its next bytes; what is kept
+ * across pushes is a few numbers, never the pushed array.
+ */
+export class QpackDecoderStreamReader {
+  /** Stream Cancellation instructions read so far. */
+  cancellations = 0;
+  /** Inside a Stream Cancellation's integer: continuation bytes read, else -1. */
+  #continuations = -1;
+  /** The integer so far; exact (a BigInt) because stream IDs go up to 2^62 - 1. */
+  #value = 0n;
+
+  /** Reads the instructions in `chunk`; see the class notes. */
+  push(chunk: Uint8Array): void {
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i];
+      if (this.#continuations >= 0) {
+        this.#value += BigInt(byte & 0x7f) << BigInt(7 * this.#continuations);
+        this.#continuations++;
+        if (
+          this.#value > MAX_STREAM_ID ||
+          ((byte & 0x80) !== 0 && this.#continuations >= MAX_STREAM_ID_CONTINUATIONS)
+        ) {
+          throw decoderStreamError("Stream Cancellation stream ID exceeds 2^62-1");
+        }
+        if ((byte & 0x80) === 0) this.#endCancellation();
+      } else if (byte & 0x80) {
+        throw decoderStreamError(
+          "Section Acknowledgment, but no field section referenced the dynamic table",
+        );
+      } else if (byte & 0x40) {
+        // Stream Cancellation: 01 and a 6-bit prefix integer (RFC 9204 §4.4.2).
+        if ((byte & 0x3f) < 0x3f) {
+          this.#endCancellation();
+        } else {
+          this.#value = 0x3fn;
+          this.#continuations = 0;
+        }
+      } else {
+        throw decoderStreamError("Insert Count Increment, but no entry was ever inserted");
+      }
+    }
+  }
+
+  #endCancellation(): void {
+    this.cancellations++;
+    this.#continuations = -1;
+    this.#value = 0n;
+  }
 }

@@ -1,6 +1,12 @@
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
 import { hex, prng } from "../../tests/support/bytes.ts";
-import { H3_EXCESSIVE_LOAD, H3Error, QPACK_DECOMPRESSION_FAILED } from "../errors.ts";
+import {
+  H3_EXCESSIVE_LOAD,
+  H3Error,
+  QPACK_DECODER_STREAM_ERROR,
+  QPACK_DECOMPRESSION_FAILED,
+  QPACK_ENCODER_STREAM_ERROR,
+} from "../errors.ts";
 import { huffmanEncode } from "./huffman.ts";
 import {
   decodeFieldSection,
@@ -9,6 +15,8 @@ import {
   fieldSectionSize,
   type HeaderField,
   QPACK_STATIC_TABLE,
+  QpackDecoderStreamReader,
+  QpackEncoderStreamReader,
 } from "./qpack.ts";
 
 const ascii = (s: string) => new TextEncoder().encode(s);
@@ -490,4 +498,127 @@ Deno.test("decodeFieldSection() throws only H3Error on random and mutated input"
       check(random() < 0.2 ? input.subarray(0, Math.floor(random() * input.length)) : input);
     }
   });
+});
+
+Deno.test("QpackEncoderStreamReader accepts only Set Dynamic Table Capacity 0 (RFC 9204 §4.3)", async (t) => {
+  await t.step("20: Set Dynamic Table Capacity (001) with capacity 0, any number of times", () => {
+    const reader = new QpackEncoderStreamReader();
+    reader.push(hex("20"));
+    reader.push(hex("20 20"));
+    reader.push(new Uint8Array(0));
+    assertEquals(reader.capacityZero, 3);
+  });
+  const cases: [string, string, string][] = [
+    // 21: 001 + capacity 1 (5-bit prefix)
+    [
+      "capacity 1",
+      "21",
+      "Set Dynamic Table Capacity above 0 exceeds SETTINGS_QPACK_MAX_TABLE_CAPACITY 0",
+    ],
+    // 3f e1 1f: 001 + 31 and continuation 0x61 + 0x1f << 7: capacity 4096, the RFC 9204 default max
+    ["capacity 4096", "3f e11f", "Set Dynamic Table Capacity above 0"],
+    // c0 00: 1 T=1 static name index 0 (:authority), 00 empty value (§4.3.2)
+    [
+      "Insert with Name Reference",
+      "c0 00",
+      "Insert with Name Reference into a zero-capacity table",
+    ],
+    // 41 61 00: 01 H=0 name length 1 "a", 00 empty value (§4.3.3)
+    ["Insert with Literal Name", "41 61 00", "Insert with Literal Name into a zero-capacity table"],
+    // 00: 000 Duplicate relative index 0 (§4.3.4)
+    ["Duplicate", "00", "Duplicate with an empty dynamic table"],
+    // a valid capacity 0 first, then an insert
+    ["an insert after capacity 0", "20 c000", "Insert with Name Reference"],
+  ];
+  for (const [name, bytes, message] of cases) {
+    await t.step(`${bytes}: ${name} is QPACK_ENCODER_STREAM_ERROR`, () => {
+      const error = assertThrows(
+        () => new QpackEncoderStreamReader().push(hex(bytes)),
+        H3Error,
+        `Cannot parse QPACK encoder stream: ${message}`,
+      );
+      assertEquals(error.code, QPACK_ENCODER_STREAM_ERROR);
+      assertEquals(error.connection, true);
+    });
+  }
+});
+
+Deno.test("QpackDecoderStreamReader accepts only Stream Cancellation (RFC 9204 §4.4)", async (t) => {
+  await t.step("Stream Cancellation (01 + 6-bit stream ID), whole and cut anywhere", () => {
+    // 40: stream 0; 44: stream 4; 7f 00: stream 63 (prefix full, continuation 0);
+    // 7f 81 01: stream 63 + 1 + (1 << 7) = 192;
+    // 7f c0 ff ff ff ff ff ff ff 3f: 63 + (2^62 - 64) = 2^62 - 1, the largest (9 continuations)
+    const bytes = hex("40 44 7f00 7f8101 7fc0ffffffffffffff3f");
+    for (let split = 0; split <= bytes.length; split++) {
+      const reader = new QpackDecoderStreamReader();
+      reader.push(bytes.subarray(0, split));
+      reader.push(bytes.subarray(split));
+      assertEquals(reader.cancellations, 5, `split at ${split}`);
+    }
+    const oneByOne = new QpackDecoderStreamReader();
+    for (const byte of bytes) oneByOne.push(Uint8Array.of(byte));
+    assertEquals(oneByOne.cancellations, 5);
+  });
+  await t.step("a truncated Stream Cancellation waits for its next bytes", () => {
+    const reader = new QpackDecoderStreamReader();
+    reader.push(hex("7f 81")); // prefix full, one continuation byte with more to come
+    assertEquals(reader.cancellations, 0);
+    reader.push(hex("01"));
+    assertEquals(reader.cancellations, 1);
+  });
+  const cases: [string, string, string][] = [
+    // 84: 1 + stream ID 4 (7-bit prefix) (§4.4.1)
+    [
+      "Section Acknowledgment",
+      "84",
+      "Section Acknowledgment, but no field section referenced the dynamic table",
+    ],
+    // 01: 00 + increment 1 (§4.4.3)
+    ["Insert Count Increment 1", "01", "Insert Count Increment, but no entry was ever inserted"],
+    // 00: an increment of 0 is an error in any case (§4.4.3)
+    ["Insert Count Increment 0", "00", "Insert Count Increment"],
+    // 7f c1 ff ff ff ff ff ff ff 3f: 63 + (2^62 - 63) = 2^62, one past the largest stream ID
+    [
+      "stream ID 2^62",
+      "7f c1ffffffffffffff3f",
+      "Stream Cancellation stream ID exceeds 2^62-1",
+    ],
+    // 7f 80 80 80 80 80 80 80 80 80: zero-valued padding past nine continuation bytes
+    [
+      "endless continuation bytes",
+      "7f 808080808080808080",
+      "Stream Cancellation stream ID exceeds 2^62-1",
+    ],
+    // a valid cancellation first, then an acknowledgment
+    ["an acknowledgment after a cancellation", "44 80", "Section Acknowledgment"],
+  ];
+  for (const [name, bytes, message] of cases) {
+    await t.step(`${bytes}: ${name} is QPACK_DECODER_STREAM_ERROR`, () => {
+      const error = assertThrows(
+        () => new QpackDecoderStreamReader().push(hex(bytes)),
+        H3Error,
+        `Cannot parse QPACK decoder stream: ${message}`,
+      );
+      assertEquals(error.code, QPACK_DECODER_STREAM_ERROR);
+    });
+  }
+});
+
+Deno.test("QPACK stream readers on random input throw only QPACK stream errors", () => {
+  const random = prng(0x9204);
+  for (let round = 0; round < 2000; round++) {
+    const bytes = Uint8Array.from({ length: 1 + Math.floor(random() * 20) }, () => random() * 256);
+    for (
+      const [reader, code] of [
+        [new QpackEncoderStreamReader(), QPACK_ENCODER_STREAM_ERROR],
+        [new QpackDecoderStreamReader(), QPACK_DECODER_STREAM_ERROR],
+      ] as const
+    ) {
+      try {
+        reader.push(bytes);
+      } catch (error) {
+        assert(error instanceof H3Error && error.code === code, String(error));
+      }
+    }
+  }
 });

@@ -513,8 +513,7 @@ export class CapsuleParser {
    *   kept between reads is reserved.
    */
   constructor(
-    options: { maxCapsuleSize?: number; maxUnknownCapsuleSize?: number; budget?: ByteBudget } =
-      {},
+    options: { maxCapsuleSize?: number; maxUnknownCapsuleSize?: number; budget?: ByteBudget } = {},
   ) {
     this.#maxCapsuleSize = options.maxCapsuleSize ?? DEFAULT_MAX_CAPSULE_SIZE;
     this.#maxUnknownCapsuleSize = options.maxUnknownCapsuleSize ?? this.#maxCapsuleSize;
@@ -566,7 +565,9 @@ export class CapsuleParser {
     } catch (error) {
       this.#error = error instanceof CapsuleError || error instanceof H3Error
         ? error
-        : new CapsuleError(`Cannot parse capsule: ${error instanceof Error ? error.message : error}`);
+        : new CapsuleError(
+          `Cannot parse capsule: ${error instanceof Error ? error.message : error}`,
+        );
       this.#queue.clear();
       throw this.#error;
     }

@@ -680,6 +680,10 @@ Deno.test("isCapsuleProtocolEnabled() reads a Structured Field Boolean", async (
     "?1;a",
     "?1; a=1",
     `?1;a=1;b=?0;c="x \\" y";d=tok/en:1;e=:AAE=:;f=-1.5;g=*`,
+    "\t?1\t", // HTTP trims SP and HTAB around a field value (RFC 9110 §5.5)
+    "?1;a=123456789012345", // 15 integer digits, the most (RFC 8941 §4.2.4)
+    "?1;a=123456789012.123", // 12 integer and 3 fractional digits
+    "?1;*k_.-9=:ab+/=:",
   ];
   for (const value of enabled) {
     await t.step(`enabled: ${value}`, () => {
@@ -702,6 +706,14 @@ Deno.test("isCapsuleProtocolEnabled() reads a Structured Field Boolean", async (
     "?1;a=1234567890123.5",
     '?1;a=%"x"',
     "",
+    "?1;a=1234567890123456", // 16 integer digits
+    "?1;a=1.", // a Decimal needs a fractional digit
+    "?1;a=1.1234", // at most 3 fractional digits
+    "?1;a=-",
+    "?1;a=:ab",
+    "?1;a=:a b:",
+    '?1;a="\u00e9"', // outside printable ASCII
+    "?1;_a",
   ];
   for (const value of disabled) {
     await t.step(`disabled: ${JSON.stringify(value)}`, () => {
@@ -716,6 +728,31 @@ Deno.test("isCapsuleProtocolEnabled() reads a Structured Field Boolean", async (
     assert(isCapsuleProtocolEnabled(buildConnectIpResponse(200)));
     assert(!isCapsuleProtocolEnabled(buildConnectIpResponse(204).slice(0, 1)));
   });
+});
+
+Deno.test("isCapsuleProtocolEnabled() takes linear time on 100 KB values", async (t) => {
+  // The trim /^[ \t]+|[ \t]+$/g it once used backtracks quadratically on a run of
+  // spaces that is not at the end: 4.4 s for this first value. A linear scan takes
+  // well under a millisecond; the bound leaves room for a busy machine.
+  const run = 100_000;
+  const values: [string, string, boolean][] = [
+    ["?1, 100 KB of spaces, x", "?1" + " ".repeat(run) + "x", false],
+    ["100 KB of tabs and spaces, then ?1", " \t".repeat(run / 2) + "?1", true],
+    ["?1; 100 KB of spaces before a key", "?1;" + " ".repeat(run) + "a", true],
+    ["a 100 KB token", "?1;a=" + "t".repeat(run), true],
+    ["a 100 KB string, unterminated", '?1;a="' + "s".repeat(run), false],
+    ["a 100 KB byte sequence, unterminated", "?1;a=:" + "A".repeat(run), false],
+    ["100 KB of digits", "?1;a=" + "1".repeat(run), false],
+    ["50,000 parameters", "?1" + ";a".repeat(run / 2), true],
+  ];
+  for (const [name, value, expected] of values) {
+    await t.step(name, () => {
+      const start = performance.now();
+      assertEquals(isCapsuleProtocolEnabled([["capsule-protocol", value]]), expected);
+      const ms = performance.now() - start;
+      assert(ms < 500, `took ${ms.toFixed(0)} ms`);
+    });
+  }
 });
 
 Deno.test("expandConnectIpPath() and parseConnectIpRequest() round trip random scopes", () => {

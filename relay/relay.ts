@@ -29,7 +29,7 @@
  */
 
 import { H3Connection } from "../shared/h3/connection.ts";
-import type { QuicConnLike } from "../shared/h3/connection.ts";
+import type { H3Limits, QuicConnLike } from "../shared/h3/connection.ts";
 import { ConnectionLimiter, sourceKey } from "../shared/connection_limiter.ts";
 import type { ConnectionRefusal } from "../shared/connection_limiter.ts";
 import { H3_EXCESSIVE_LOAD, H3_NO_ERROR } from "../shared/errors.ts";
@@ -76,6 +76,8 @@ export interface RelayOptions {
   readonly allowRelayHost?: readonly HostService[];
   /** Let clients reach each other's addresses (default false). */
   readonly allowClientToClient?: boolean;
+  /** HTTP/3 limits of each connection (buffered bytes, HEADERS and SETTINGS time limits). */
+  readonly h3?: H3Limits;
 }
 
 /** The peer address of a QUIC connection, as `Deno.QuicConn.remoteAddr` has it. */
@@ -348,6 +350,7 @@ export class Relay {
   #serve(conn: QuicConnLike, remote: string, source: string | undefined): H3Connection {
     const log = this.#log.with({ peer: remote });
     const h3 = new H3Connection(conn, {
+      ...this.#options.h3,
       role: "server",
       log,
       onRequest: (request) => {

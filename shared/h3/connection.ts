@@ -6,10 +6,18 @@
  * - opens this side's control stream and sends SETTINGS first (§6.2.1);
  * - reads the peer's unidirectional streams by type: one control stream
  *   whose first frame must be SETTINGS, QPACK encoder/decoder streams
- *   (drained; we never enable the dynamic table), push streams refused,
- *   unknown types stopped (§6.2.3);
+ *   (read by instruction: with our zero-capacity table only Set Dynamic
+ *   Table Capacity 0 and Stream Cancellation are valid, RFC 9204 §4.2),
+ *   push streams refused, unknown types stopped (§6.2.3);
  * - opens request streams (client) or accepts them (server) and hands each
  *   its HEADERS, then lets the owner read DATA and write DATA;
+ * - bounds what a peer can make it hold: the peer's SETTINGS must arrive
+ *   within `settingsTimeoutMs`, a request's HEADERS within
+ *   `headersTimeoutMs`, and the bytes kept between reads on all streams
+ *   (partial frames, partial capsules, partial stream types) are copied out
+ *   of the read buffers and counted in one {@linkcode ByteBudget} of
+ *   `maxBufferedBytes`, past which the connection closes with
+ *   H3_EXCESSIVE_LOAD;
  * - receives QUIC datagrams and routes them by quarter stream id to the
  *   request stream that registered for them;
  * - handles GOAWAY (§5.2).
@@ -33,6 +41,7 @@ import {
   H3_ID_ERROR,
   H3_MISSING_SETTINGS,
   H3_NO_ERROR,
+  H3_REQUEST_CANCELLED,
   H3_REQUEST_INCOMPLETE,
   H3_STREAM_CREATION_ERROR,
   H3Error,
@@ -40,6 +49,7 @@ import {
 } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { nullLogger } from "../log.ts";
+import { ByteBudget, DEFAULT_MAX_BUFFERED_BYTES } from "./byte_budget.ts";
 import {
   encodeFrameHeader,
   encodeGoawayFrame,
@@ -55,7 +65,12 @@ import {
   parseGoawayPayload,
 } from "./frame.ts";
 import type { FrameEvent } from "./frame.ts";
-import { decodeFieldSection, encodeFieldSection } from "./qpack.ts";
+import {
+  decodeFieldSection,
+  encodeFieldSection,
+  QpackDecoderStreamReader,
+  QpackEncoderStreamReader,
+} from "./qpack.ts";
 import type { HeaderField } from "./qpack.ts";
 import {
   clientSettings,
@@ -125,7 +140,44 @@ export interface H3ConnectionStats {
    */
   datagramsQueueFull: number;
   requestStreams: number;
+  /** Reads from the peer's streams that delivered bytes (request, control, QPACK, type). */
+  streamReads: number;
+  /** Request streams closed because their HEADERS did not arrive within `headersTimeoutMs`. */
+  headersTimeouts: number;
+  /** 1 when the connection closed because SETTINGS did not arrive within `settingsTimeoutMs`. */
+  settingsTimeouts: number;
+  /** 1 when the connection closed because the peer passed `maxBufferedBytes`. */
+  bufferBudgetExceeded: number;
 }
+
+/** Timers for the connection's time limits; tests pass a fake clock. */
+export interface H3Timers {
+  /** Calls `callback` once after `ms` milliseconds; returns a function that cancels the call. */
+  schedule(callback: () => void, ms: number): () => void;
+}
+
+const REAL_TIMERS: H3Timers = {
+  schedule(callback, ms) {
+    const id = setTimeout(callback, ms);
+    return () => clearTimeout(id);
+  },
+};
+
+/**
+ * Default {@linkcode H3ConnectionOptions.headersTimeoutMs}: a request stream
+ * must deliver its whole HEADERS frame within 10 s of being opened. A
+ * client sends HEADERS at once, in one or two packets; a stream that holds
+ * a partial HEADERS longer is a peer holding the stream (and its memory).
+ */
+export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
+
+/**
+ * Default {@linkcode H3ConnectionOptions.settingsTimeoutMs}: the peer's
+ * SETTINGS must arrive within 10 s of {@linkcode H3Connection.start}. Each
+ * side sends SETTINGS first thing on its control stream (RFC 9114 §6.2.1),
+ * so a peer that has not done so in 10 s is not speaking HTTP/3.
+ */
+export const DEFAULT_SETTINGS_TIMEOUT_MS = 10_000;
 
 /** Options of {@linkcode H3Connection}. */
 export interface H3ConnectionOptions {
@@ -143,7 +195,34 @@ export interface H3ConnectionOptions {
    * further ones are dropped; default {@linkcode DEFAULT_MAX_DATAGRAMS_QUEUED}.
    */
   readonly maxDatagramsQueued?: number;
+  /**
+   * Most bytes the peer may make this side hold between reads on all its
+   * streams together (partial frames, partial capsules, partial stream
+   * types), in bytes; default {@linkcode DEFAULT_MAX_BUFFERED_BYTES}. Past
+   * it the connection closes with H3_EXCESSIVE_LOAD.
+   */
+  readonly maxBufferedBytes?: number;
+  /**
+   * Server: milliseconds a request stream may take to deliver its whole
+   * HEADERS frame before it is closed; default
+   * {@linkcode DEFAULT_HEADERS_TIMEOUT_MS}.
+   */
+  readonly headersTimeoutMs?: number;
+  /**
+   * Milliseconds after {@linkcode H3Connection.start} by which the peer's
+   * SETTINGS must have arrived, else the connection closes with
+   * H3_MISSING_SETTINGS; default {@linkcode DEFAULT_SETTINGS_TIMEOUT_MS}.
+   */
+  readonly settingsTimeoutMs?: number;
+  /** Timers to use instead of the global ones (tests). */
+  readonly timers?: H3Timers;
 }
+
+/** The limits among {@linkcode H3ConnectionOptions}, for a server's configuration. */
+export type H3Limits = Pick<
+  H3ConnectionOptions,
+  "maxBufferedBytes" | "headersTimeoutMs" | "settingsTimeoutMs"
+>;
 
 /**
  * Default {@linkcode H3ConnectionOptions.maxDatagramsQueued}. Deno's
@@ -162,6 +241,7 @@ export interface H3ConnectionOptions {
 export const DEFAULT_MAX_DATAGRAMS_QUEUED = 2048;
 
 const textEncoder = new TextEncoder();
+const EMPTY = new Uint8Array(0);
 
 /**
  * One HTTP/3 connection. Create it, call {@linkcode H3Connection.start},
@@ -187,6 +267,15 @@ export class H3Connection {
   /** What close() sent, when this side closed first. */
   #localClose: QuicCloseInfoLike | undefined;
   readonly #maxDatagramsQueued: number;
+  readonly #budget: ByteBudget;
+  readonly #headersTimeoutMs: number;
+  readonly #settingsTimeoutMs: number;
+  readonly #timers: H3Timers;
+  /** Cancels the SETTINGS time limit while it runs. */
+  #cancelSettingsTimer: (() => void) | undefined;
+  #sawSettings = false;
+  /** Cancel functions of the time limits of request streams still waiting for HEADERS. */
+  readonly #headersTimers = new Set<() => void>();
   /** sendDatagram() calls that have not resolved yet. */
   #datagramsQueued = 0;
   readonly #datagramSent = () => {
@@ -201,6 +290,10 @@ export class H3Connection {
     datagramsMalformed: 0,
     datagramsQueueFull: 0,
     requestStreams: 0,
+    streamReads: 0,
+    headersTimeouts: 0,
+    settingsTimeouts: 0,
+    bufferBudgetExceeded: 0,
   };
 
   constructor(conn: QuicConnLike, options: H3ConnectionOptions) {
@@ -210,6 +303,14 @@ export class H3Connection {
     this.#onRequest = options.onRequest;
     this.#maxFieldSectionSize = options.maxFieldSectionSize;
     this.#maxDatagramsQueued = options.maxDatagramsQueued ?? DEFAULT_MAX_DATAGRAMS_QUEUED;
+    this.#budget = new ByteBudget(options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES, {
+      onExceeded: () => {
+        this.stats.bufferBudgetExceeded = 1;
+      },
+    });
+    this.#headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
+    this.#settingsTimeoutMs = options.settingsTimeoutMs ?? DEFAULT_SETTINGS_TIMEOUT_MS;
+    this.#timers = options.timers ?? REAL_TIMERS;
     this.#settings = options.settings ??
       (options.role === "server" ? serverSettings() : clientSettings());
     this.#peerSettings = new Promise((resolve, reject) => {
@@ -223,6 +324,7 @@ export class H3Connection {
       (error) => ({ closeCode: 0, reason: error instanceof Error ? error.message : String(error) }),
     ).then((info) => {
       this.#closing = true;
+      this.#stopTimers();
       this.#rejectPeerSettings(
         this.#closeError ?? new Error(`Connection closed before SETTINGS: ${describeClose(info)}`),
       );
@@ -258,6 +360,14 @@ export class H3Connection {
     return this.#goawayId;
   }
 
+  /**
+   * The budget of bytes held between reads on this connection's streams;
+   * a session's capsule parser reserves its partial capsule in it.
+   */
+  get bufferBudget(): ByteBudget {
+    return this.#budget;
+  }
+
   /** Largest HTTP Datagram (with its quarter stream id) that fits now, bytes. */
   get maxDatagramSize(): number {
     return this.#conn.maxDatagramSize;
@@ -273,6 +383,18 @@ export class H3Connection {
    * streams and datagrams. Resolves once SETTINGS has been written.
    */
   async start(): Promise<void> {
+    if (!this.#sawSettings && !this.#closing) {
+      this.#cancelSettingsTimer = this.#timers.schedule(() => {
+        this.#cancelSettingsTimer = undefined;
+        this.stats.settingsTimeouts = 1;
+        this.fail(
+          new H3Error(
+            H3_MISSING_SETTINGS,
+            `No SETTINGS from the peer within ${this.#settingsTimeoutMs} ms`,
+          ),
+        );
+      }, this.#settingsTimeoutMs);
+    }
     this.#acceptUnidirectional();
     this.#readDatagrams();
     if (this.#role === "server") this.#acceptRequests();
@@ -375,6 +497,13 @@ export class H3Connection {
     return true;
   }
 
+  #stopTimers(): void {
+    this.#cancelSettingsTimer?.();
+    this.#cancelSettingsTimer = undefined;
+    for (const cancel of this.#headersTimers) cancel();
+    this.#headersTimers.clear();
+  }
+
   async #readDatagrams(): Promise<void> {
     for (;;) {
       let datagram: Uint8Array;
@@ -433,11 +562,26 @@ export class H3Connection {
   }
 
   async #serveRequest(request: H3RequestStream): Promise<void> {
+    let timedOut = false;
+    const cancel = this.#timers.schedule(() => {
+      this.#headersTimers.delete(cancel);
+      timedOut = true;
+      this.stats.headersTimeouts++;
+      this.#log.debug("request stream closed: no HEADERS in time", {
+        stream: request.streamId,
+        timeoutMs: this.#headersTimeoutMs,
+      });
+      request.abort();
+    }, this.#headersTimeoutMs);
+    this.#headersTimers.add(cancel);
     try {
       await request.readHeaders();
     } catch (error) {
-      this.#streamError(request, error);
+      if (!timedOut) this.#streamError(request, error);
       return;
+    } finally {
+      this.#headersTimers.delete(cancel);
+      cancel();
     }
     if (this.#onRequest) this.#onRequest(request);
     else await request.respond(404).catch(() => {});
@@ -493,15 +637,33 @@ export class H3Connection {
 
   async #readUnidirectional(stream: QuicReceiveStreamLike): Promise<void> {
     const reader = stream.getReader();
-    let buffered: Uint8Array = new Uint8Array(0);
-    // The stream type is one varint at the start (§6.2).
-    while (buffered.length === 0 || varintSizeFromFirstByte(buffered[0]) > buffered.length) {
-      const { value, done } = await reader.read();
-      if (done) return; // no type yet: nothing to do (§6.2)
-      buffered = buffered.length === 0 ? value : concat(buffered, value);
+    // The stream type is one varint at the start (§6.2). Its bytes are
+    // copied out of the reads, so a type trickled in byte by byte pins no
+    // read buffer; 8 bytes are reserved in the budget while it is partial.
+    const typeBytes = new Uint8Array(8);
+    let have = 0;
+    let rest: Uint8Array = EMPTY;
+    let reserved = false;
+    try {
+      while (have === 0 || varintSizeFromFirstByte(typeBytes[0]) > have) {
+        if (have > 0 && !reserved) {
+          this.#budget.reserve(typeBytes.length, "a partial stream type");
+          reserved = true;
+        }
+        const { value, done } = await reader.read();
+        if (done) return; // no type yet: nothing to do (§6.2)
+        if (value.length === 0) continue;
+        this.stats.streamReads++;
+        let i = 0;
+        while (i < value.length && (have === 0 || varintSizeFromFirstByte(typeBytes[0]) > have)) {
+          typeBytes[have++] = value[i++];
+        }
+        rest = value.subarray(i);
+      }
+    } finally {
+      if (reserved) this.#budget.release(typeBytes.length);
     }
-    const type = decodeVarint(buffered, 0);
-    const rest = buffered.subarray(varintSizeFromFirstByte(buffered[0]));
+    const type = decodeVarint(typeBytes, 0);
     switch (type) {
       case STREAM_TYPE_CONTROL:
         if (this.#sawControlStream) {
@@ -526,10 +688,17 @@ export class H3Connection {
         }
         if (encoder) this.#sawEncoderStream = true;
         else this.#sawDecoderStream = true;
-        // With a zero-capacity table the peer has nothing to say here; drain it.
+        // With a zero-capacity table almost every instruction is an error
+        // (RFC 9204 §4.3, §4.4); the readers keep no bytes across reads.
+        const instructions = encoder
+          ? new QpackEncoderStreamReader()
+          : new QpackDecoderStreamReader();
+        instructions.push(rest);
         for (;;) {
-          const { done } = await reader.read();
+          const { value, done } = await reader.read();
           if (done) break;
+          this.stats.streamReads++;
+          instructions.push(value);
         }
         if (!this.#closing) {
           throw new H3Error(H3_CLOSED_CRITICAL_STREAM, "Peer closed a QPACK stream");
@@ -546,6 +715,7 @@ export class H3Connection {
     // The first frame, even an empty DATA or a reserved one, must be SETTINGS (§6.2.1).
     let firstHeader = true;
     const frames = new FrameReader({
+      budget: this.#budget,
       onFrameStart: (type) => {
         if (!firstHeader) return;
         firstHeader = false;
@@ -567,6 +737,9 @@ export class H3Connection {
           // onFrameStart made sure this first event is the SETTINGS frame.
           sawSettings = true;
           const settings = parseSettingsPayload((event as { payload: Uint8Array }).payload);
+          this.#sawSettings = true;
+          this.#cancelSettingsTimer?.();
+          this.#cancelSettingsTimer = undefined;
           this.#log.debug("peer SETTINGS", {
             settings: [...settings].map(([k, v]) => `${hexCode(k)}=${v}`).join(","),
           });
@@ -611,9 +784,11 @@ export class H3Connection {
       }
       const { value, done } = await reader.read();
       if (done) {
+        frames.clear();
         if (this.#closing) return;
         throw new H3Error(H3_CLOSED_CRITICAL_STREAM, "Peer closed its control stream");
       }
+      this.stats.streamReads++;
       frames.push(value);
     }
   }
@@ -636,6 +811,8 @@ export class H3RequestStream {
   #headers: HeaderField[] = [];
   #ended = false;
   #writeFailed = false;
+  /** This side abandoned the stream (abort()): reads end in a stream error. */
+  #aborted = false;
 
   constructor(
     h3: H3Connection,
@@ -651,6 +828,7 @@ export class H3RequestStream {
       this.#writeFailed = true;
     });
     this.#frames = new FrameReader({
+      budget: h3.bufferBudget,
       onFrameStart: (type) => {
         if (!this.#beforeHeaders) return;
         if (type === FRAME_HEADERS) this.#beforeHeaders = false;
@@ -705,7 +883,11 @@ export class H3RequestStream {
   ): Promise<void> {
     await this.writeHeaders([[":status", String(status)], ...headers]);
     if (body !== undefined) await this.writeData(textEncoder.encode(body));
-    if (status < 200 || status >= 300) await this.end();
+    if (status < 200 || status >= 300) {
+      await this.end();
+      // A server that refused a request needs nothing more from it (RFC 9114 §4.1.1).
+      if (this.#h3.role === "server") this.#stopReading();
+    }
   }
 
   /**
@@ -737,8 +919,15 @@ export class H3RequestStream {
    * side. Used for stream errors.
    */
   abort(): void {
-    this.#reader.cancel().catch(() => {});
+    this.#aborted = true;
+    this.#stopReading();
     this.end();
+  }
+
+  /** Stops reading (STOP_SENDING) and gives what is buffered back to the budget. */
+  #stopReading(): void {
+    this.#reader.cancel().catch(() => {});
+    this.#frames.clear();
   }
 
   /**
@@ -754,15 +943,21 @@ export class H3RequestStream {
       try {
         next = await this.#reader.read();
       } catch (error) {
+        this.#frames.clear();
+        if (this.#aborted) throw abandoned();
         throw peerResetError(error) ?? error;
       }
       const { value, done } = next;
       if (done) {
-        if (!this.#frames.atFrameBoundary) {
+        if (this.#aborted) throw abandoned();
+        const boundary = this.#frames.atFrameBoundary;
+        this.#frames.clear();
+        if (!boundary) {
           throw new H3Error(H3_FRAME_ERROR, "Request stream ended inside a frame");
         }
         return null;
       }
+      this.#h3.stats.streamReads++;
       this.#frames.push(value);
     }
   }
@@ -828,7 +1023,7 @@ export class H3RequestStream {
         throw error;
       });
       const status = headers.find(([name]) => name === ":status")?.[1];
-      const code = status !== undefined && /^[1-5][0-9][0-9]$/.test(status) ? Number(status) : NaN;
+      const code = status !== undefined && isStatusCode(status) ? Number(status) : NaN;
       if (Number.isNaN(code) || code === 101) {
         throw new H3Error(0x10e, `Malformed response: :status ${JSON.stringify(status)}`, {
           connection: false,
@@ -895,6 +1090,22 @@ export class H3RequestStream {
   get log(): Logger {
     return this.#log.with({ stream: this.#streamId });
   }
+}
+
+/** Whether `text` is three digits 100..599 (RFC 9114 §4.3.2), checked without a regular expression. */
+function isStatusCode(text: string): boolean {
+  if (text.length !== 3) return false;
+  const a = text.charCodeAt(0);
+  const b = text.charCodeAt(1);
+  const c = text.charCodeAt(2);
+  return a >= 0x31 && a <= 0x35 && b >= 0x30 && b <= 0x39 && c >= 0x30 && c <= 0x39;
+}
+
+/** The stream error for reads on a stream this side abandoned (abort()). */
+function abandoned(): H3Error {
+  return new H3Error(H3_REQUEST_CANCELLED, "Request stream abandoned by this side", {
+    connection: false,
+  });
 }
 
 /**

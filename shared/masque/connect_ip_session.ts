@@ -281,7 +281,11 @@ export class ConnectIpSession {
    */
   async run(handlers: ConnectIpSessionHandlers): Promise<SessionEnd> {
     this.#handlers = handlers;
-    const parser = new CapsuleParser({ maxCapsuleSize: this.#maxCapsuleSize });
+    // A partial capsule kept between reads counts in the connection's budget.
+    const parser = new CapsuleParser({
+      maxCapsuleSize: this.#maxCapsuleSize,
+      budget: this.#stream.connection.bufferBudget,
+    });
     try {
       for await (const chunk of this.#stream.readBody()) {
         parser.push(chunk);
@@ -300,6 +304,8 @@ export class ConnectIpSession {
         this.#log.warn("malformed capsule, closing session", { error: message });
       }
       return this.#end({ reason: "error", message });
+    } finally {
+      parser.clear();
     }
   }
 
@@ -439,6 +445,11 @@ export type AnswerResult =
  * plain CONNECT with `:scheme` or `:path` per §4.4); 405 for a plain CONNECT;
  * 404 for other methods; then the status from the request parser (400, 501)
  * or from `authorize` for bad or refused connect-ip requests.
+ *
+ * A valid connect-ip request waits for the peer's SETTINGS (they decide the
+ * packet mode) before `authorize` is called, so nothing is reserved for a
+ * peer that has not sent them; if the connection closes first (for example
+ * at its SETTINGS time limit), the stream is abandoned and this rejects.
  */
 export async function answerRequest(
   request: H3RequestStream,
@@ -475,11 +486,20 @@ export async function answerRequest(
     return await refuse(404, "not found");
   }
   if (!parsed.ok) return await refuse(parsed.status, parsed.reason);
+  // Nothing is reserved for a peer whose SETTINGS have not arrived: authorize
+  // runs only after them. The wait is bounded by the connection's SETTINGS
+  // time limit, which closes the connection and rejects peerSettings.
+  let settings;
+  try {
+    settings = await request.connection.peerSettings;
+  } catch (error) {
+    request.abort();
+    throw new Error(`Cannot answer request: no SETTINGS from the peer (${errorMessage(error)})`);
+  }
   const decision = options.authorize?.(parsed.scope, request) ?? { accept: true };
   if (!decision.accept) {
     return await refuse(decision.status, decision.reason ?? "request refused");
   }
-  const settings = await request.connection.peerSettings;
   const mode: PacketMode = settings.get(SETTINGS_H3_DATAGRAM) === 1 ? "datagram" : "stream";
   // The session registers for datagrams before the 200 lets the client send.
   const session = new ConnectIpSession(request, { mode, log: options.log });

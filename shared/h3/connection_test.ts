@@ -4,7 +4,7 @@
  * Every connection error is checked by the exact close code and reason the
  * raw peer sees.
  */
-import { assert, assertEquals, assertRejects } from "../../tests/support/assert.ts";
+import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/support/assert.ts";
 import { hex, prng } from "../../tests/support/bytes.ts";
 import { createFakeQuicPair, readAll, until, within } from "../../tests/support/fake_quic.ts";
 import type { FakeQuicConn, FakeQuicOptions } from "../../tests/support/fake_quic.ts";
@@ -20,10 +20,13 @@ import {
   H3_SETTINGS_ERROR,
   H3_STREAM_CREATION_ERROR,
   H3Error,
+  QPACK_DECODER_STREAM_ERROR,
   QPACK_DECOMPRESSION_FAILED,
+  QPACK_ENCODER_STREAM_ERROR,
 } from "../errors.ts";
+import { createLogger } from "../log.ts";
 import { H3Connection } from "./connection.ts";
-import type { H3ConnectionOptions, H3RequestStream } from "./connection.ts";
+import type { H3ConnectionOptions, H3RequestStream, H3Timers } from "./connection.ts";
 import { clientSettings, parseSettingsPayload, serverSettings } from "./settings.ts";
 
 /**
@@ -889,4 +892,292 @@ Deno.test("random request streams end the stream or the connection, never anythi
     raw.close();
   }
   assert(closed > 0, "no case was a connection error");
+});
+
+// --- Limits: time limits, buffered bytes, QPACK streams ----------------------
+
+/** A fake clock for the connection's time limits: nothing fires until advance(). */
+class FakeTimers implements H3Timers {
+  now = 0;
+  readonly #pending = new Map<number, { at: number; callback: () => void }>();
+  #next = 1;
+
+  schedule(callback: () => void, ms: number): () => void {
+    const id = this.#next++;
+    this.#pending.set(id, { at: this.now + ms, callback });
+    return () => this.#pending.delete(id);
+  }
+
+  /** Timers scheduled and neither fired nor cancelled. */
+  get pending(): number {
+    return this.#pending.size;
+  }
+
+  advance(ms: number): void {
+    this.now += ms;
+    for (const [id, timer] of [...this.#pending]) {
+      if (timer.at <= this.now) {
+        this.#pending.delete(id);
+        timer.callback();
+      }
+    }
+  }
+}
+
+Deno.test("H3Connection closes with H3_MISSING_SETTINGS when no SETTINGS arrive in time", async (t) => {
+  for (const role of ["client", "server"] as const) {
+    await t.step(`${role}: no control stream at all`, async () => {
+      const timers = new FakeTimers();
+      const { h3, raw } = await againstRawPeer(role, { timers, settingsTimeoutMs: 10_000 });
+      timers.advance(9_999);
+      await assertStillOpen(raw);
+      timers.advance(1);
+      await assertClosedWith(
+        raw,
+        h3,
+        H3_MISSING_SETTINGS,
+        "No SETTINGS from the peer within 10000 ms",
+      );
+      assertEquals(h3.stats.settingsTimeouts, 1);
+      await assertRejects(() => h3.peerSettings, H3Error, "No SETTINGS from the peer");
+    });
+  }
+  await t.step("a control stream that stops inside its SETTINGS frame", async () => {
+    const timers = new FakeTimers();
+    const { h3, raw } = await againstRawPeer("server", { timers, settingsTimeoutMs: 50 });
+    // 00 CONTROL; 04 SETTINGS, 06 length, then only 2 of the 6 payload bytes
+    await raw.openUni(hex("00 04 06 0801"));
+    await assertStillOpen(raw);
+    timers.advance(50);
+    await assertClosedWith(raw, h3, H3_MISSING_SETTINGS, "No SETTINGS from the peer within 50 ms");
+  });
+  await t.step("SETTINGS in time: the limit is cancelled", async () => {
+    const timers = new FakeTimers();
+    const { h3, raw } = await againstRawPeer("server", { timers, settingsTimeoutMs: 50 });
+    await raw.openUni(hex(CONTROL_WITH_SETTINGS));
+    await within(h3.peerSettings, "peerSettings");
+    assertEquals(timers.pending, 0);
+    timers.advance(1000);
+    await assertStillOpen(raw);
+    assertEquals(h3.stats.settingsTimeouts, 0);
+    raw.close();
+  });
+  await t.step("the limit is cancelled when the connection closes first", async () => {
+    const timers = new FakeTimers();
+    const { h3, raw } = await againstRawPeer("client", { timers });
+    raw.close();
+    await within(h3.closed, "close");
+    assertEquals(timers.pending, 0);
+  });
+});
+
+Deno.test("H3Connection (server) closes a request stream whose HEADERS do not arrive in time", async (t) => {
+  // 01 HEADERS, 10 length (16 bytes), then 15 of them: one byte short (see GET_HEADERS)
+  const partial = hex(GET_HEADERS).subarray(0, 17);
+  await t.step("a partial HEADERS frame: the stream is closed, the connection kept", async () => {
+    const timers = new FakeTimers();
+    const lines: string[] = [];
+    const { h3, raw } = await againstRawPeer("server", {
+      timers,
+      headersTimeoutMs: 10_000,
+      log: createLogger({ level: "debug", write: (line) => lines.push(line) }),
+    });
+    await raw.openUni(hex(CONTROL_WITH_SETTINGS));
+    const { reader, writer } = await raw.openBidi(partial);
+    timers.advance(9_999);
+    await assertStillOpen(raw);
+    assertEquals(h3.stats.headersTimeouts, 0);
+    timers.advance(1);
+    // The server ends its side without a response and stops reading ours.
+    assertEquals(await readAll(reader), new Uint8Array(0));
+    await assertRejects(() => writer.write(hex("00")), Error, "STOP_SENDING");
+    assertEquals(h3.stats.headersTimeouts, 1);
+    assertEquals(h3.bufferBudget.used, 0);
+    assertEquals(
+      lines.filter((l) => /DEBUG request stream closed: no HEADERS in time/.test(l)).length,
+      1,
+    );
+    // The connection still serves the next request.
+    const next = await raw.openBidi(hex(GET_HEADERS), { end: true });
+    assertEquals(await readAll(next.reader), hex(RESPONSE_404));
+    await assertStillOpen(raw);
+    assertEquals(timers.pending, 0);
+    raw.close();
+  });
+  await t.step("a stream that sent nothing at all", async () => {
+    const timers = new FakeTimers();
+    const { h3, raw } = await againstRawPeer("server", { timers, headersTimeoutMs: 100 });
+    await raw.openUni(hex(CONTROL_WITH_SETTINGS));
+    const { reader } = await raw.openBidi(new Uint8Array(0));
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    timers.advance(100);
+    assertEquals(await readAll(reader), new Uint8Array(0));
+    assertEquals(h3.stats.headersTimeouts, 1);
+    await assertStillOpen(raw);
+    raw.close();
+  });
+  await t.step("HEADERS in time: the limit is cancelled", async () => {
+    const timers = new FakeTimers();
+    const { h3, raw } = await againstRawPeer("server", { timers, headersTimeoutMs: 100 });
+    await raw.openUni(hex(CONTROL_WITH_SETTINGS));
+    const { reader } = await raw.openBidi(hex(GET_HEADERS), { end: true });
+    assertEquals(await readAll(reader), hex(RESPONSE_404));
+    timers.advance(1000);
+    assertEquals(h3.stats.headersTimeouts, 0);
+    assertEquals(timers.pending, 0);
+    raw.close();
+  });
+});
+
+Deno.test("H3Connection closes with H3_EXCESSIVE_LOAD past maxBufferedBytes", async (t) => {
+  // 01 HEADERS, 40 fa: length 250, and 200 of its payload bytes: 200 bytes held per stream
+  const partial = new Uint8Array(203);
+  partial.set(hex("01 40fa"));
+  await t.step("partial HEADERS frames on several request streams", async () => {
+    const { h3, raw } = await againstRawPeer("server", { maxBufferedBytes: 500 });
+    await raw.openUni(hex(CONTROL_WITH_SETTINGS));
+    await raw.openBidi(partial);
+    await raw.openBidi(partial);
+    await until(() => h3.bufferBudget.used >= 400, "two partial frames held");
+    await assertStillOpen(raw);
+    await raw.openBidi(partial);
+    const info = await within(raw.closed, "the close");
+    assertEquals(info.closeCode, H3_EXCESSIVE_LOAD);
+    assertMatch(
+      info.reason,
+      /^Cannot buffer \d+ more bytes for a partial HTTP\/3 frame: \d+ of 500 bytes already buffered on this connection$/,
+    );
+    assertEquals(h3.stats.bufferBudgetExceeded, 1);
+  });
+  await t.step("what a stream held is given back when it completes", async () => {
+    const { h3, raw } = await againstRawPeer("server", { maxBufferedBytes: 500 });
+    await raw.openUni(hex(CONTROL_WITH_SETTINGS));
+    for (let i = 0; i < 5; i++) {
+      // GET_HEADERS in two writes: the first leaves 15 of 16 payload bytes held.
+      const { writer, reader } = await raw.openBidi(hex(GET_HEADERS).subarray(0, 17));
+      await until(() => h3.bufferBudget.used > 0, "the partial frame held");
+      await writer.write(hex(GET_HEADERS).subarray(17));
+      await writer.close();
+      assertEquals(await readAll(reader), hex(RESPONSE_404));
+      assertEquals(h3.bufferBudget.used, 0);
+    }
+    await assertStillOpen(raw);
+    raw.close();
+  });
+  await t.step("a control stream's partial frame counts too", async () => {
+    const { h3, raw } = await againstRawPeer("client", { maxBufferedBytes: 100 });
+    // 00 CONTROL; 04 SETTINGS, 40 c8: length 200, and 150 bytes of it
+    const bytes = new Uint8Array(154);
+    bytes.set(hex("00 04 40c8"));
+    await raw.openUni(bytes);
+    const info = await within(raw.closed, "the close");
+    assertEquals(info.closeCode, H3_EXCESSIVE_LOAD);
+    assertEquals(h3.stats.bufferBudgetExceeded, 1);
+  });
+});
+
+Deno.test("H3Connection keeps no read buffer while a frame trickles in", async () => {
+  // The fake QUIC delivers each byte as its own chunk; each is a view into a 64 KiB buffer here.
+  const { h3, raw } = await againstRawPeer("server", { maxChunkSize: 1 });
+  await raw.openUni(hex(CONTROL_WITH_SETTINGS));
+  await within(h3.peerSettings, "peerSettings");
+  const { writer, reader } = await raw.openBidi(new Uint8Array(0));
+  const headers = hex(GET_HEADERS);
+  for (let i = 0; i < headers.length - 1; i++) {
+    await writer.write(headers.subarray(i, i + 1));
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    // What is held is at most the frame itself (2 header bytes + 16 payload bytes).
+    assert(h3.bufferBudget.used <= 18, `${h3.bufferBudget.used} bytes after ${i + 1}`);
+  }
+  await writer.write(headers.subarray(headers.length - 1));
+  await writer.close();
+  assertEquals(await readAll(reader), hex(RESPONSE_404));
+  assert(h3.stats.streamReads >= headers.length, `${h3.stats.streamReads} reads`);
+  assertEquals(h3.bufferBudget.used, 0);
+  raw.close();
+});
+
+Deno.test("H3Connection reads the peer's QPACK streams by instruction (RFC 9204 §4.3, §4.4)", async (t) => {
+  await t.step("Set Dynamic Table Capacity 0 and Stream Cancellations are accepted", async () => {
+    const { h3, raw } = await againstRawPeer("server", { maxChunkSize: 1 });
+    await raw.openUni(hex(CONTROL_WITH_SETTINGS));
+    // 02 encoder stream; 20: Set Dynamic Table Capacity 0
+    await raw.openUni(hex("02 20"));
+    // 03 decoder stream; 44: Stream Cancellation of stream 4; 7f 81 01: of stream 192
+    await raw.openUni(hex("03 44 7f8101"));
+    await assertStillOpen(raw);
+    assertEquals(h3.closeError, undefined);
+    raw.close();
+  });
+  const cases: [string, string, number, string][] = [
+    // 02 encoder; 3f e1 1f: Set Dynamic Table Capacity 4096
+    [
+      "capacity 4096 on the encoder stream",
+      "02 3fe11f",
+      QPACK_ENCODER_STREAM_ERROR,
+      "Cannot parse QPACK encoder stream: Set Dynamic Table Capacity above 0 exceeds SETTINGS_QPACK_MAX_TABLE_CAPACITY 0",
+    ],
+    // 02 encoder; c0 00: Insert with Name Reference to static :authority, empty value
+    [
+      "an insert on the encoder stream",
+      "02 c000",
+      QPACK_ENCODER_STREAM_ERROR,
+      "Cannot parse QPACK encoder stream: Insert with Name Reference into a zero-capacity table",
+    ],
+    // 03 decoder; 80: Section Acknowledgment of stream 0
+    [
+      "a Section Acknowledgment on the decoder stream",
+      "03 80",
+      QPACK_DECODER_STREAM_ERROR,
+      "Cannot parse QPACK decoder stream: Section Acknowledgment, but no field section referenced the dynamic table",
+    ],
+    // 03 decoder; 01: Insert Count Increment 1
+    [
+      "an Insert Count Increment on the decoder stream",
+      "03 01",
+      QPACK_DECODER_STREAM_ERROR,
+      "Cannot parse QPACK decoder stream: Insert Count Increment, but no entry was ever inserted",
+    ],
+  ];
+  for (const [name, bytes, code, reason] of cases) {
+    await t.step(name, async () => {
+      const { h3, raw } = await againstRawPeer("client");
+      await raw.openUni(hex(CONTROL_WITH_SETTINGS));
+      await raw.openUni(hex(bytes));
+      await assertClosedWith(raw, h3, code, reason);
+    });
+  }
+});
+
+Deno.test("H3Connection reads a stream type delivered byte by byte", async () => {
+  // 40 21: the reserved stream type 0x21 (RFC 9114 §6.2.3) as a 2-byte varint; then 40 02:
+  // the QPACK encoder type 0x02 in a 2-byte form, followed by 20 (capacity 0).
+  const { h3, raw } = await againstRawPeer("server", { maxChunkSize: 1 });
+  await raw.openUni(hex(CONTROL_WITH_SETTINGS));
+  await raw.openUni(hex("4021 ffff"));
+  await raw.openUni(hex("4002 20"));
+  await within(h3.peerSettings, "peerSettings");
+  await assertStillOpen(raw);
+  assertEquals(h3.bufferBudget.used, 0);
+  // A second encoder stream shows that the 2-byte type was read as 0x02.
+  await raw.openUni(hex("02"));
+  await assertClosedWith(
+    raw,
+    h3,
+    H3_STREAM_CREATION_ERROR,
+    "Peer opened a second QPACK encoder stream",
+  );
+});
+
+Deno.test("H3Connection (server) stops reading a request it refused", async () => {
+  const { h3, raw } = await againstRawPeer("server");
+  await raw.openUni(hex(CONTROL_WITH_SETTINGS));
+  // GET_HEADERS and then 5 bytes of a DATA frame of 100 (00 40 64 ...): not finished.
+  const { reader, writer } = await raw.openBidi(hex(GET_HEADERS + " 00 4064 0102"));
+  assertEquals(await readAll(reader), hex(RESPONSE_404));
+  // The server sent STOP_SENDING and holds none of the body.
+  await assertRejects(() => writer.write(hex("03")), Error, "STOP_SENDING");
+  assertEquals(h3.bufferBudget.used, 0);
+  await assertStillOpen(raw);
+  raw.close();
 });

@@ -748,3 +748,83 @@ Deno.test("a connection error on a session's stream closes the whole connection"
     reason: "Unexpected SETTINGS frame on a request stream",
   });
 });
+
+Deno.test("answerRequest() calls authorize only once the peer's SETTINGS have arrived", async (t) => {
+  /** A server that answers with answerRequest(), facing a raw client that sends no SETTINGS yet. */
+  async function serverWithoutClientSettings(settingsTimeoutMs: number) {
+    const [clientConn, serverConn] = createFakeQuicPair();
+    const authorized: number[] = [];
+    const answers: Promise<AnswerResult>[] = [];
+    const server = new H3Connection(serverConn, {
+      role: "server",
+      settingsTimeoutMs,
+      onRequest: (request) => {
+        const answer = answerRequest(request, {
+          authorize: () => {
+            authorized.push(Number(request.streamId));
+            return { accept: true };
+          },
+        });
+        answer.catch(() => {});
+        answers.push(answer);
+      },
+    });
+    await server.start();
+    // Requests on raw streams: HEADERS of a connect-ip request, the stream left open.
+    const block = encodeFieldSection(
+      buildConnectIpRequest({ authority: "localhost", path: ANY_PATH }),
+    );
+    const request = encodeFrame(FRAME_HEADERS, block);
+    const streams = [];
+    for (let i = 0; i < 5; i++) streams.push(await clientConn.openBidi(request));
+    await until(() => answers.length === 5, "the five requests to reach answerRequest");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    return { server, clientConn, authorized, answers, streams };
+  }
+
+  await t.step("requests before SETTINGS wait; SETTINGS let them through", async () => {
+    const s = await serverWithoutClientSettings(5000);
+    assertEquals(s.authorized, []);
+    // 00 CONTROL; 04 SETTINGS, 02 length; 33 01 SETTINGS_H3_DATAGRAM = 1
+    await s.clientConn.openUni(hex("00 0402 3301"));
+    const answers = await within(Promise.all(s.answers), "the answers");
+    assertEquals(s.authorized, [0, 4, 8, 12, 16]);
+    assert(answers.every((a) => a.session?.mode === "datagram"));
+    s.clientConn.close();
+  });
+  await t.step(
+    "no SETTINGS before the time limit: nothing authorized, every answer rejects",
+    async () => {
+      const s = await serverWithoutClientSettings(100);
+      const results = await within(Promise.allSettled(s.answers), "the answers", 3000);
+      assertEquals(s.authorized, []);
+      for (const result of results) {
+        assert(result.status === "rejected");
+        assertEquals(
+          String(result.reason),
+          "Error: Cannot answer request: no SETTINGS from the peer (No SETTINGS from the peer within 100 ms)",
+        );
+      }
+      assertEquals((await within(s.clientConn.closed, "the close")).closeCode, 0x10a);
+    },
+  );
+});
+
+Deno.test("a session's partial capsule counts in its connection's budget", async () => {
+  const s = await setup({ maxChunkSize: 1 });
+  const { client, server } = await s.open("stream");
+  const got = collect(server);
+  const budget = s.server.bufferBudget;
+  // 00 DATAGRAM, 0a length 10; 00 context id; 9 bytes of packet; written 1 byte per DATA frame.
+  const capsule = hex("00 0a 00 45 01 02 03 04 05 06 07 08");
+  for (let i = 0; i < capsule.length - 1; i++) {
+    await client.stream.writeData(capsule.subarray(i, i + 1));
+  }
+  await until(() => budget.used > 0, "the partial capsule held");
+  assert(budget.used <= 16, `${budget.used} bytes held for a 12-byte capsule`);
+  await client.stream.writeData(capsule.subarray(capsule.length - 1));
+  await until(() => got.packets.length === 1, "the packet");
+  assertEquals(got.packets[0], hex("45 01 02 03 04 05 06 07 08"));
+  assertEquals(budget.used, 0);
+  s.clientConn.close();
+});

@@ -157,7 +157,9 @@ export class ChunkQueue {
     if (length > this.#byteLength) return undefined;
     if (length === 0) return EMPTY;
     const stored = this.#storeEnd - this.#storeStart;
-    if (stored >= length || (stored === 0 && this.#chunks[this.#first].length - this.#head >= length)) {
+    if (
+      stored >= length || (stored === 0 && this.#chunks[this.#first].length - this.#head >= length)
+    ) {
       return this.#takeUpTo(length);
     }
     const out = new Uint8Array(length);

@@ -208,26 +208,29 @@ Deno.test("ChunkQueue matches a flat array under random pushes, reads and compac
 });
 
 Deno.test("ChunkQueue.compact() copies what it keeps out of the pushed arrays", async (t) => {
-  await t.step("1-byte views of 64 KiB buffers: storage grows with the bytes, not the buffers", () => {
-    const budget = new ByteBudget(1 << 20);
-    const queue = new ChunkQueue({ budget });
-    const pushedBuffers = new Set<ArrayBufferLike>();
-    for (let i = 0; i < 1000; i++) {
-      const read = new Uint8Array(65536); // what Deno's QUIC read returns: a view into 64 KiB
-      read[0] = i & 0xff;
-      const view = read.subarray(0, 1);
-      pushedBuffers.add(view.buffer);
-      queue.push(view);
-      queue.compact();
-      assert(queue.retainedBytes <= 2 * (i + 1) + 64, `${queue.retainedBytes} after ${i + 1}`);
-    }
-    assertEquals(queue.byteLength, 1000);
-    assertEquals(budget.used, queue.retainedBytes);
-    const all = queue.take(1000)!;
-    assertEquals(all, Uint8Array.from({ length: 1000 }, (_, i) => i & 0xff));
-    assert(!pushedBuffers.has(all.buffer), "the bytes still live in a pushed buffer");
-    assertEquals(budget.used, 0);
-  });
+  await t.step(
+    "1-byte views of 64 KiB buffers: storage grows with the bytes, not the buffers",
+    () => {
+      const budget = new ByteBudget(1 << 20);
+      const queue = new ChunkQueue({ budget });
+      const pushedBuffers = new Set<ArrayBufferLike>();
+      for (let i = 0; i < 1000; i++) {
+        const read = new Uint8Array(65536); // what Deno's QUIC read returns: a view into 64 KiB
+        read[0] = i & 0xff;
+        const view = read.subarray(0, 1);
+        pushedBuffers.add(view.buffer);
+        queue.push(view);
+        queue.compact();
+        assert(queue.retainedBytes <= 2 * (i + 1) + 64, `${queue.retainedBytes} after ${i + 1}`);
+      }
+      assertEquals(queue.byteLength, 1000);
+      assertEquals(budget.used, queue.retainedBytes);
+      const all = queue.take(1000)!;
+      assertEquals(all, Uint8Array.from({ length: 1000 }, (_, i) => i & 0xff));
+      assert(!pushedBuffers.has(all.buffer), "the bytes still live in a pushed buffer");
+      assertEquals(budget.used, 0);
+    },
+  );
   await t.step("storage sized to `want` takes the completing bytes in place", () => {
     const budget = new ByteBudget(1000);
     const queue = new ChunkQueue({ budget });

@@ -17,7 +17,8 @@
  *   (partial frames, partial capsules, partial stream types) are copied out
  *   of the read buffers and counted in one {@linkcode ByteBudget} of
  *   `maxBufferedBytes`, past which the connection closes with
- *   H3_EXCESSIVE_LOAD;
+ *   H3_EXCESSIVE_LOAD; streams are read into buffers sized to what they
+ *   deliver ({@linkcode StreamReader}), not 64 KiB per pending read;
  * - receives QUIC datagrams and routes them by quarter stream id to the
  *   request stream that registered for them;
  * - handles GOAWAY (§5.2).
@@ -79,6 +80,7 @@ import {
   serverSettings,
 } from "./settings.ts";
 import type { Settings } from "./settings.ts";
+import { StreamReader } from "./stream_reader.ts";
 import {
   decodeVarint,
   encodeVarint,
@@ -636,41 +638,17 @@ export class H3Connection {
   }
 
   async #readUnidirectional(stream: QuicReceiveStreamLike): Promise<void> {
-    const reader = stream.getReader();
-    // The stream type is one varint at the start (§6.2). Its bytes are
-    // copied out of the reads, so a type trickled in byte by byte pins no
-    // read buffer; 8 bytes are reserved in the budget while it is partial.
-    const typeBytes = new Uint8Array(8);
-    let have = 0;
-    let rest: Uint8Array = EMPTY;
-    let reserved = false;
-    try {
-      while (have === 0 || varintSizeFromFirstByte(typeBytes[0]) > have) {
-        if (have > 0 && !reserved) {
-          this.#budget.reserve(typeBytes.length, "a partial stream type");
-          reserved = true;
-        }
-        const { value, done } = await reader.read();
-        if (done) return; // no type yet: nothing to do (§6.2)
-        if (value.length === 0) continue;
-        this.stats.streamReads++;
-        let i = 0;
-        while (i < value.length && (have === 0 || varintSizeFromFirstByte(typeBytes[0]) > have)) {
-          typeBytes[have++] = value[i++];
-        }
-        rest = value.subarray(i);
-      }
-    } finally {
-      if (reserved) this.#budget.release(typeBytes.length);
-    }
-    const type = decodeVarint(typeBytes, 0);
+    const reader = new StreamReader(stream);
+    const start = await this.#readStreamType(reader);
+    if (start === undefined) return; // no type yet: nothing to do (§6.2)
+    const type = start.type;
     switch (type) {
       case STREAM_TYPE_CONTROL:
         if (this.#sawControlStream) {
           throw new H3Error(H3_STREAM_CREATION_ERROR, "Peer opened a second control stream");
         }
         this.#sawControlStream = true;
-        return await this.#readControl(reader, rest);
+        return await this.#readControl(reader, start);
       case STREAM_TYPE_PUSH:
         // We never send MAX_PUSH_ID, so a push stream is always an error (§4.6, §6.2.2).
         throw new H3Error(
@@ -693,12 +671,10 @@ export class H3Connection {
         const instructions = encoder
           ? new QpackEncoderStreamReader()
           : new QpackDecoderStreamReader();
-        instructions.push(rest);
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          this.stats.streamReads++;
-          instructions.push(value);
+        instructions.push(start.rest);
+        start.rest = EMPTY;
+        while (this.#feed(instructions, await reader.read())) {
+          // each read goes to the instruction reader
         }
         if (!this.#closing) {
           throw new H3Error(H3_CLOSED_CRITICAL_STREAM, "Peer closed a QPACK stream");
@@ -707,11 +683,71 @@ export class H3Connection {
       }
       default:
         // Unknown or reserved stream type: stop reading it (§6.2, §9).
-        await reader.cancel().catch(() => {});
+        await reader.cancel();
     }
   }
 
-  async #readControl(reader: ReadableStreamDefaultReader<Uint8Array>, first: Uint8Array) {
+  /**
+   * Reads a unidirectional stream's type (§6.2), a varint whose bytes are
+   * copied out of the reads: a type trickled in byte by byte pins no read
+   * buffer, and 8 bytes are reserved in the budget while it is partial.
+   * Returns the type and the rest of the last read (to be consumed and
+   * dropped by the caller), or undefined when the stream ends first.
+   */
+  async #readStreamType(
+    reader: StreamReader,
+  ): Promise<StreamStart | undefined> {
+    const start: StreamStart = { type: 0, rest: EMPTY, typeBytes: new Uint8Array(8), have: 0 };
+    let reserved = false;
+    try {
+      while (start.have === 0 || varintSizeFromFirstByte(start.typeBytes[0]) > start.have) {
+        if (start.have > 0 && !reserved) {
+          this.#budget.reserve(start.typeBytes.length, "a partial stream type");
+          reserved = true;
+        }
+        if (!this.#takeTypeBytes(start, await reader.read())) return undefined;
+      }
+    } finally {
+      if (reserved) this.#budget.release(start.typeBytes.length);
+    }
+    start.type = decodeVarint(start.typeBytes, 0);
+    return start;
+  }
+
+  /** Copies type bytes from one read into `start`; false at the end of the stream. */
+  #takeTypeBytes(start: StreamStart, read: ReadableStreamReadResult<Uint8Array>): boolean {
+    if (read.done) return false;
+    const value = read.value;
+    if (value.length > 0) this.stats.streamReads++;
+    let i = 0;
+    while (
+      i < value.length &&
+      (start.have === 0 || varintSizeFromFirstByte(start.typeBytes[0]) > start.have)
+    ) {
+      start.typeBytes[start.have++] = value[i++];
+    }
+    start.rest = value.subarray(i);
+    return true;
+  }
+
+  /**
+   * Hands one read's bytes to `sink` and counts the read; false at the end
+   * of the stream. The read loops call it as `#feed(sink, await read())`
+   * on purpose: V8 keeps an async function's locals alive across its next
+   * `await`, so a chunk held in a local (a view into the 64 KiB buffer of a
+   * QUIC read) would stay pinned while the stream waits.
+   */
+  #feed(
+    sink: { push(chunk: Uint8Array): void },
+    read: ReadableStreamReadResult<Uint8Array>,
+  ): boolean {
+    if (read.done) return false;
+    this.stats.streamReads++;
+    sink.push(read.value);
+    return true;
+  }
+
+  async #readControl(reader: StreamReader, start: StreamStart) {
     // The first frame, even an empty DATA or a reserved one, must be SETTINGS (§6.2.1).
     let firstHeader = true;
     const frames = new FrameReader({
@@ -727,7 +763,8 @@ export class H3Connection {
         }
       },
     });
-    frames.push(first);
+    frames.push(start.rest);
+    start.rest = EMPTY;
     let sawSettings = false;
     for (;;) {
       let event: FrameEvent | undefined;
@@ -782,14 +819,11 @@ export class H3Connection {
             );
         }
       }
-      const { value, done } = await reader.read();
-      if (done) {
+      if (!this.#feed(frames, await reader.read())) {
         frames.clear();
         if (this.#closing) return;
         throw new H3Error(H3_CLOSED_CRITICAL_STREAM, "Peer closed its control stream");
       }
-      this.stats.streamReads++;
-      frames.push(value);
     }
   }
 }
@@ -800,7 +834,7 @@ export class H3Connection {
  */
 export class H3RequestStream {
   readonly #h3: H3Connection;
-  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #reader: StreamReader;
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
   readonly #frames: FrameReader;
   readonly #log: Logger;
@@ -822,7 +856,7 @@ export class H3RequestStream {
   ) {
     this.#h3 = h3;
     this.#streamId = stream.writable.id;
-    this.#reader = stream.readable.getReader();
+    this.#reader = new StreamReader(stream.readable);
     this.#writer = stream.writable.getWriter();
     this.#writer.closed.catch(() => {
       this.#writeFailed = true;
@@ -926,7 +960,7 @@ export class H3RequestStream {
 
   /** Stops reading (STOP_SENDING) and gives what is buffered back to the budget. */
   #stopReading(): void {
-    this.#reader.cancel().catch(() => {});
+    this.#reader.cancel();
     this.#frames.clear();
   }
 
@@ -939,27 +973,33 @@ export class H3RequestStream {
     for (;;) {
       const event = this.#frames.next();
       if (event !== undefined) return event;
-      let next: ReadableStreamReadResult<Uint8Array>;
+      let more: boolean;
       try {
-        next = await this.#reader.read();
+        // The read goes straight to #received: no local holds it across the next
+        // await (see H3Connection's #feed).
+        more = this.#received(await this.#reader.read());
       } catch (error) {
+        if (error instanceof H3Error) throw error;
         this.#frames.clear();
         if (this.#aborted) throw abandoned();
         throw peerResetError(error) ?? error;
       }
-      const { value, done } = next;
-      if (done) {
-        if (this.#aborted) throw abandoned();
-        const boundary = this.#frames.atFrameBoundary;
-        this.#frames.clear();
-        if (!boundary) {
-          throw new H3Error(H3_FRAME_ERROR, "Request stream ended inside a frame");
-        }
-        return null;
-      }
-      this.#h3.stats.streamReads++;
-      this.#frames.push(value);
+      if (!more) return null;
     }
+  }
+
+  /** Pushes one read into the frame reader; false at a clean end of the stream. */
+  #received(read: ReadableStreamReadResult<Uint8Array>): boolean {
+    if (read.done) {
+      if (this.#aborted) throw abandoned();
+      const boundary = this.#frames.atFrameBoundary;
+      this.#frames.clear();
+      if (!boundary) throw new H3Error(H3_FRAME_ERROR, "Request stream ended inside a frame");
+      return false;
+    }
+    this.#h3.stats.streamReads++;
+    this.#frames.push(read.value);
+    return true;
   }
 
   #decodeHeaders(payload: Uint8Array): HeaderField[] {
@@ -991,21 +1031,25 @@ export class H3RequestStream {
 
   async #readHeaders(): Promise<readonly HeaderField[]> {
     for (;;) {
-      const event = await this.#nextEvent();
-      if (event === null) {
-        throw new H3Error(H3_REQUEST_INCOMPLETE, "Request stream ended before HEADERS", {
-          connection: false,
-        });
-      }
-      if (event.kind === "data") {
-        throw new H3Error(H3_FRAME_UNEXPECTED, "DATA frame before HEADERS on a request stream");
-      }
-      this.#checkRequestStreamFrame(event.type);
-      if (event.type === FRAME_HEADERS) {
-        this.#headers = this.#decodeHeaders(event.payload);
-        return this.#headers;
-      }
+      const headers = this.#headersFrom(await this.#nextEvent());
+      if (headers !== undefined) return headers;
     }
+  }
+
+  /** The decoded HEADERS if `event` is that frame; undefined to read on. */
+  #headersFrom(event: FrameEvent | null): HeaderField[] | undefined {
+    if (event === null) {
+      throw new H3Error(H3_REQUEST_INCOMPLETE, "Request stream ended before HEADERS", {
+        connection: false,
+      });
+    }
+    if (event.kind === "data") {
+      throw new H3Error(H3_FRAME_UNEXPECTED, "DATA frame before HEADERS on a request stream");
+    }
+    this.#checkRequestStreamFrame(event.type);
+    if (event.type !== FRAME_HEADERS) return undefined;
+    this.#headers = this.#decodeHeaders(event.payload);
+    return this.#headers;
   }
 
   /**
@@ -1051,24 +1095,34 @@ export class H3RequestStream {
    * {@linkcode readHeaders}; connection errors also close the connection.
    */
   async *readBody(): AsyncGenerator<Uint8Array> {
+    // `chunk` is cleared after each yield: a local left set would pin the
+    // chunk's read buffer while the next read waits (see H3Connection's #feed).
+    // Callers should likewise not iterate with `for await`, whose loop
+    // variable stays set during the wait, but call next() themselves.
+    let chunk: Uint8Array | null | undefined;
     for (;;) {
-      let event: FrameEvent | null;
       try {
-        event = await this.#nextEvent();
-        if (event === null) return;
-        if (event.kind === "frame") {
-          this.#checkRequestStreamFrame(event.type);
-          if (event.type === FRAME_HEADERS) {
-            this.#decodeHeaders(event.payload); // trailers: validated and ignored
-            return;
-          }
-          continue;
-        }
+        chunk = this.#bodyChunkFrom(await this.#nextEvent());
       } catch (error) {
         throw this.#closeOnConnectionError(error);
       }
-      yield event.chunk;
+      if (chunk === null) return;
+      if (chunk === undefined) continue;
+      yield chunk;
+      chunk = undefined;
     }
+  }
+
+  /** A DATA chunk from `event`, null at the end of the body, undefined to read on. */
+  #bodyChunkFrom(event: FrameEvent | null): Uint8Array | null | undefined {
+    if (event === null) return null;
+    if (event.kind === "data") return event.chunk;
+    this.#checkRequestStreamFrame(event.type);
+    if (event.type === FRAME_HEADERS) {
+      this.#decodeHeaders(event.payload); // trailers: validated and ignored
+      return null;
+    }
+    return undefined;
   }
 
   /** Builds the QUIC datagram for this stream's HTTP Datagram `payload`. */
@@ -1090,6 +1144,15 @@ export class H3RequestStream {
   get log(): Logger {
     return this.#log.with({ stream: this.#streamId });
   }
+}
+
+/** A unidirectional stream's type and the bytes that followed it in the same read. */
+interface StreamStart {
+  type: number;
+  /** The rest of the read that completed the type; the reader drops it once consumed. */
+  rest: Uint8Array;
+  readonly typeBytes: Uint8Array;
+  have: number;
 }
 
 /** Whether `text` is three digits 100..599 (RFC 9114 §4.3.2), checked without a regular expression. */

@@ -287,10 +287,11 @@ export class ConnectIpSession {
       budget: this.#stream.connection.bufferBudget,
     });
     try {
-      for await (const chunk of this.#stream.readBody()) {
-        parser.push(chunk);
-        let capsule: Capsule | undefined;
-        while ((capsule = parser.next()) !== undefined) this.#receiveCapsule(capsule);
+      // Not `for await`: its loop variable would pin each chunk's read buffer
+      // while the next read waits; #receiveBody takes the chunk instead.
+      const body = this.#stream.readBody();
+      while (this.#receiveBody(parser, await body.next())) {
+        // each chunk is parsed in #receiveBody
       }
       if (!parser.atCapsuleBoundary) {
         throw new CapsuleError("Cannot parse capsule: stream ended inside a capsule");
@@ -307,6 +308,15 @@ export class ConnectIpSession {
     } finally {
       parser.clear();
     }
+  }
+
+  /** Parses one chunk of the body into capsules; false at the end of the body. */
+  #receiveBody(parser: CapsuleParser, read: IteratorResult<Uint8Array>): boolean {
+    if (read.done) return false;
+    parser.push(read.value);
+    let capsule: Capsule | undefined;
+    while ((capsule = parser.next()) !== undefined) this.#receiveCapsule(capsule);
+    return true;
   }
 
   #receiveCapsule(capsule: Capsule): void {

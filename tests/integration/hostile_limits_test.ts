@@ -150,7 +150,6 @@ Deno.test({
       // while it waits (64 KiB each) would count too.
       const before = retainedMemory();
       const streams = 10;
-      const perStream = 500;
       const writers: WritableStreamDefaultWriter<Uint8Array>[] = [];
       for (let i = 0; i < streams; i++) {
         const stream = await client.conn.createBidirectionalStream();

@@ -9,7 +9,9 @@
  * BYOB reader lets us choose the size: {@linkcode StreamReader} starts at
  * {@linkcode MIN_READ_BUFFER}, doubles the buffer after a read that filled
  * it (bulk transfer: up to {@linkcode MAX_READ_BUFFER}) and halves it after
- * a read that used a quarter of it or less. Each read still gets a buffer
+ * {@linkcode SHRINK_AFTER} reads in a row that each used a quarter of it or
+ * less (so a lull in a bulk transfer does not make it oscillate). A peer
+ * that trickles bytes never fills a buffer, so it never grows. Each read still gets a buffer
  * of its own, so the bytes returned are never overwritten and may be kept
  * as views (zero-copy).
  *
@@ -25,11 +27,16 @@ export const MIN_READ_BUFFER = 2048;
 /** Largest read buffer, bytes: what Deno's default reader uses for every read. */
 export const MAX_READ_BUFFER = 65536;
 
+/** Small reads in a row after which the buffer is halved. */
+export const SHRINK_AFTER = 8;
+
 /** Reads one stream; see the module docs. */
 export class StreamReader {
   readonly #byob: ReadableStreamBYOBReader | undefined;
   readonly #default: ReadableStreamDefaultReader<Uint8Array> | undefined;
   #size = MIN_READ_BUFFER;
+  /** Reads in a row that used a quarter of the buffer or less. */
+  #smallReads = 0;
 
   /** Locks `stream` for reading. */
   constructor(stream: ReadableStream<Uint8Array>) {
@@ -65,8 +72,12 @@ export class StreamReader {
     const length = result.value.length;
     if (length === this.#size) {
       if (this.#size < MAX_READ_BUFFER) this.#size *= 2;
-    } else if (length <= this.#size / 4 && this.#size > MIN_READ_BUFFER) {
+      this.#smallReads = 0;
+    } else if (length > this.#size / 4) {
+      this.#smallReads = 0;
+    } else if (++this.#smallReads >= SHRINK_AFTER && this.#size > MIN_READ_BUFFER) {
       this.#size /= 2;
+      this.#smallReads = 0;
     }
     return result;
   };

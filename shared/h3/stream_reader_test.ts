@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../../tests/support/assert.ts";
-import { MAX_READ_BUFFER, MIN_READ_BUFFER, StreamReader } from "./stream_reader.ts";
+import { MAX_READ_BUFFER, MIN_READ_BUFFER, SHRINK_AFTER, StreamReader } from "./stream_reader.ts";
 
 /**
  * A byte stream that answers each BYOB read with the next of `sizes` bytes (or as many as fit),
@@ -31,11 +31,16 @@ function byteStream(sizes: number[]) {
   return { stream, offered, cancelled: () => cancelled };
 }
 
-Deno.test("StreamReader starts small, doubles after full reads and halves after small ones", async () => {
-  // 2048, 4096, ... 65536 filled: the buffer doubles up to the maximum and stays there;
-  // then 10-byte reads halve it step by step back to the minimum.
+Deno.test("StreamReader starts small, doubles after full reads and halves after runs of small ones", async () => {
+  // 2048, 4096, ... 65536 filled: the buffer doubles up to the maximum and stays there.
   const full = [2048, 4096, 8192, 16384, 32768, 65536, 65536];
-  const small = Array(7).fill(10);
+  // Then 10-byte reads: every SHRINK_AFTER of them in a row halve it, down to the minimum;
+  // a read over a quarter of the buffer (20000 of 32768) starts the count again.
+  const small = [
+    ...Array(SHRINK_AFTER).fill(10),
+    20000,
+    ...Array(SHRINK_AFTER * 5).fill(10),
+  ];
   const { stream, offered } = byteStream([...full, ...small]);
   const reader = new StreamReader(stream);
   assertEquals(reader.bufferSize, MIN_READ_BUFFER);
@@ -46,7 +51,7 @@ Deno.test("StreamReader starts small, doubles after full reads and halves after 
     lengths.push(result.value.length);
   }
   assertEquals(lengths, [...full, ...small]);
-  assertEquals(offered, [
+  const expected = [
     2048,
     4096,
     8192,
@@ -54,16 +59,26 @@ Deno.test("StreamReader starts small, doubles after full reads and halves after 
     32768,
     65536,
     65536, // growing with full reads
-    65536,
-    32768,
-    16384,
-    8192,
-    4096,
-    2048,
-    2048, // shrinking with 10-byte reads
+    ...Array(SHRINK_AFTER).fill(65536), // 8 small reads: halved after them
+    32768, // the 20000-byte read
+    ...Array(SHRINK_AFTER).fill(32768),
+    ...Array(SHRINK_AFTER).fill(16384),
+    ...Array(SHRINK_AFTER).fill(8192),
+    ...Array(SHRINK_AFTER).fill(4096),
+    ...Array(SHRINK_AFTER).fill(2048), // at the minimum it stays
     2048, // the read that sees the end
-  ]);
+  ];
+  assertEquals(offered, expected);
   assertEquals(MAX_READ_BUFFER, 65536);
+});
+
+Deno.test("StreamReader never grows while bytes trickle in", async () => {
+  const { stream, offered } = byteStream(Array(100).fill(1));
+  const reader = new StreamReader(stream);
+  while (!(await reader.read()).done) {
+    // one byte per read
+  }
+  assert(offered.every((size) => size === MIN_READ_BUFFER));
 });
 
 Deno.test("StreamReader gives each read a buffer of its own", async () => {

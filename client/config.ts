@@ -5,10 +5,11 @@
  * @module
  */
 
+import { errorMessage } from "../shared/errors.ts";
 import { parseArgs } from "node:util";
 import type { LogLevel } from "../shared/log.ts";
 import { parseLogLevel } from "../shared/log.ts";
-import type { IpPrefix } from "../shared/packet/ip_address.ts";
+import type { IpPrefix } from "../shared/ip/ip_address.ts";
 import {
   DEFAULT_URI_TEMPLATE,
   parseConnectIpTemplate,
@@ -98,7 +99,7 @@ function parseRelayUrl(
   try {
     parseConnectIpTemplate(template);
   } catch (error) {
-    return `--relay: ${error instanceof Error ? error.message : String(error)}`;
+    return `--relay: ${errorMessage(error)}`;
   }
   const written = text.slice(separator + 3, end);
   if (written.includes("@")) return `--relay must not carry user information, not "${written}"`;
@@ -144,7 +145,7 @@ export function parseClientConfig(
       },
     }));
   } catch (error) {
-    return { ok: false, errors: [error instanceof Error ? error.message : String(error)] };
+    return { ok: false, errors: [errorMessage(error)] };
   }
   if (values.help) return { ok: "help" };
   const errors: string[] = [];

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../tests/support/assert.ts";
-import { formatPrefix } from "../shared/packet/ip_address.ts";
+import { formatPrefix } from "../shared/ip/ip_address.ts";
 import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
 import { parseClientConfig } from "./config.ts";
 

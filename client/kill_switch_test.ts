@@ -7,7 +7,7 @@
  */
 import { assert, assertEquals, assertMatch } from "../tests/support/assert.ts";
 import { createTopology, haveCommand, isRoot, type Topology } from "../tests/support/netns.ts";
-import { parseIp } from "../shared/packet/ip_address.ts";
+import { parseIp } from "../shared/ip/ip_address.ts";
 import { killSwitchRuleset, killSwitchTableName } from "../shared/tunnel/kill_switch.ts";
 import {
   installKillSwitch,

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { errorMessage } from "../shared/errors.ts";
 import { CLIENT_HELP, parseClientConfig } from "./config.ts";
 import type { ClientConfig } from "./config.ts";
 import {
@@ -17,16 +18,17 @@ import {
   planRoutes,
 } from "./tunnel.ts";
 import type { Assignment } from "./tunnel.ts";
-import { describeClose, H3Connection } from "../shared/h3/connection.ts";
+import { describeClose } from "../shared/h3/quic.ts";
+import { H3Connection } from "../shared/h3/connection.ts";
 import { clientSettings, SETTINGS_H3_DATAGRAM } from "../shared/h3/settings.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
 import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
 import { openConnectIpSession } from "../shared/masque/connect_ip_session.ts";
 import type { ConnectIpSession, SessionEnd } from "../shared/masque/connect_ip_session.ts";
-import type { IpAddressRange } from "../shared/masque/capsule.ts";
-import type { IpPrefix } from "../shared/packet/ip_address.ts";
-import { formatPrefix, parseIp } from "../shared/packet/ip_address.ts";
+import type { IpAddressRange } from "../shared/ip/ip_address.ts";
+import type { IpPrefix } from "../shared/ip/ip_address.ts";
+import { formatPrefix, parseIp } from "../shared/ip/ip_address.ts";
 import { openTun, TUN_TX_QUEUE_PACKETS, type TunStats } from "../ffi/tun_linux.ts";
 import {
   addAddress,
@@ -60,7 +62,7 @@ async function main(): Promise<number> {
   try {
     return await run(config, log);
   } catch (error) {
-    log.error(error instanceof Error ? error.message : String(error));
+    log.error(errorMessage(error));
     return 1;
   }
 }
@@ -89,7 +91,7 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     });
   } catch (error) {
     throw new Error(
-      `Cannot connect to ${config.relayHost}:${config.relayPort}: ${errorText(error)}`,
+      `Cannot connect to ${config.relayHost}:${config.relayPort}: ${errorMessage(error)}`,
     );
   }
   const settings = new Map(clientSettings());
@@ -115,7 +117,7 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
       try {
         cleanups.pop()!();
       } catch (error) {
-        log.warn("cleanup step failed", { error: errorText(error) });
+        log.warn("cleanup step failed", { error: errorMessage(error) });
       }
     }
   };
@@ -158,7 +160,9 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
         cleanups.unshift(() => Deno.removeSignalListener(signal, handler));
       }
     });
-    pump.runOutbound().catch((error) => log.warn("TUN loop failed", { error: errorText(error) }));
+    pump.runOutbound().catch((error) =>
+      log.warn("TUN loop failed", { error: errorMessage(error) })
+    );
     if (follow) {
       // QUIC's path MTU discovery keeps raising the datagram limit after the
       // session opened (from about 1290 to 1414 on a 1500-byte path); the TUN
@@ -171,7 +175,7 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
           log.info("TUN MTU raised", { from: mtu, to: next });
           mtu = next;
         } catch (error) {
-          log.warn("cannot raise the TUN MTU", { to: next, error: errorText(error) });
+          log.warn("cannot raise the TUN MTU", { to: next, error: errorMessage(error) });
         }
       }, MTU_FOLLOW_INTERVAL_MS);
       cleanups.unshift(() => clearInterval(timer));
@@ -199,7 +203,7 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
           (error) => {
             // Once per run of failures (a missing --allow-write=FILE, say), not every 2 s.
             if (!statusFailed) {
-              log.warn("cannot write status file", { file, error: errorText(error) });
+              log.warn("cannot write status file", { file, error: errorMessage(error) });
             }
             statusFailed = true;
           },
@@ -319,7 +323,7 @@ async function readCa(path: string): Promise<string> {
   try {
     return await Deno.readTextFile(path);
   } catch (error) {
-    throw new Error(`Cannot read --ca ${path}: ${errorText(error)}`);
+    throw new Error(`Cannot read --ca ${path}: ${errorMessage(error)}`);
   }
 }
 
@@ -332,10 +336,6 @@ function flatten(stats: object): Record<string, number> {
       }}
   }
   return out;
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 if (import.meta.main) Deno.exit(await main());

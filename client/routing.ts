@@ -11,6 +11,7 @@
  * @module
  */
 
+import { errorMessage } from "../shared/errors.ts";
 import {
   addRule,
   addTableRoute,
@@ -67,13 +68,15 @@ export function installRouting(plan: RoutingPlan, tunName: string): InstalledRou
         try {
           deleteRule(rule);
         } catch (error) {
-          if (!(error instanceof LibcError && error.code === "ENOENT")) problems.push(text(error));
+          if (!(error instanceof LibcError && error.code === "ENOENT")) {
+            problems.push(errorMessage(error));
+          }
         }
       }
       try {
         flushTable(plan.table);
       } catch (error) {
-        problems.push(text(error));
+        problems.push(errorMessage(error));
       }
       return problems;
     },
@@ -111,8 +114,4 @@ export function removeStaleRouting(
   const rules = deleteRulesWhere((rule) => isPlannedRule(rule, options));
   const routes = flushTable(options.table);
   return { rules, routes };
-}
-
-function text(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

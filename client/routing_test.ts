@@ -5,7 +5,7 @@
 import { assertEquals, assertThrows } from "../tests/support/assert.ts";
 import { createNetns, deleteNetns, inNetns, IS_ROOT, runIp } from "../ffi/_testing.ts";
 import { LibcError } from "../ffi/policy_routing.ts";
-import { parseIp, parsePrefix } from "../shared/packet/ip_address.ts";
+import { parseIp, parsePrefix } from "../shared/ip/ip_address.ts";
 import {
   DEFAULT_FWMARK,
   DEFAULT_ROUTING_TABLE,

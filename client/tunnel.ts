@@ -20,10 +20,10 @@ import type {
   ConnectIpSessionStats,
   SessionEnd,
 } from "../shared/masque/connect_ip_session.ts";
-import type { IpAddressRange } from "../shared/masque/capsule.ts";
-import type { IpPrefix } from "../shared/packet/ip_address.ts";
-import { readDestination, validateIpPacket } from "../shared/packet/ip_header.ts";
-import { buildPacketTooBig } from "../shared/packet/icmp.ts";
+import type { IpAddressRange } from "../shared/ip/ip_address.ts";
+import type { IpPrefix } from "../shared/ip/ip_address.ts";
+import { readDestination, validateIpPacket } from "../shared/ip/ip_header.ts";
+import { buildPacketTooBig } from "../shared/ip/icmp.ts";
 import type { PacketDevice } from "../shared/tunnel/packet_device.ts";
 import { checkFromRelay } from "../shared/tunnel/packet_policy.ts";
 import { excludeAddress, routesWithin } from "../shared/tunnel/routes.ts";

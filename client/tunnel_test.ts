@@ -1,5 +1,5 @@
 import { assertEquals } from "../tests/support/assert.ts";
-import { formatPrefix, parseIp, parsePrefix, prefixContains } from "../shared/packet/ip_address.ts";
+import { formatPrefix, parseIp, parsePrefix, prefixContains } from "../shared/ip/ip_address.ts";
 import { prefixesToRanges } from "../shared/tunnel/routes.ts";
 import { AUTO_MTU_MAX, AUTO_MTU_MIN, autoMtu, describeSessionEnd, planRoutes } from "./tunnel.ts";
 

@@ -14,7 +14,8 @@
  * @module
  */
 
-import { checkPrefix, formatPrefix, type IpPrefix } from "./_address.ts";
+import { formatPrefix, type IpPrefix } from "../shared/ip/ip_address.ts";
+import { checkPrefix } from "./_address.ts";
 import {
   AF_INET,
   AF_INET6,

@@ -13,7 +13,8 @@
  * @module
  */
 
-import { checkPrefix, type IpPrefix } from "./_address.ts";
+import type { IpPrefix } from "../shared/ip/ip_address.ts";
+import { checkPrefix } from "./_address.ts";
 
 /** Malformed kernel data or a value that cannot be packed. */
 export class StructError extends Error {

@@ -13,7 +13,8 @@
  * @module
  */
 
-import { formatPrefix, type IpPrefix } from "./_address.ts";
+import { formatPrefix, type IpPrefix } from "../shared/ip/ip_address.ts";
+import { checkPrefix } from "./_address.ts";
 import {
   AF_NETLINK,
   decodeIfreqInt,
@@ -62,7 +63,7 @@ import {
   SOCK_RAW,
 } from "./libc.ts";
 
-export type { IpPrefix } from "./_address.ts";
+export type { IpPrefix } from "../shared/ip/ip_address.ts";
 export { LibcError } from "./libc.ts";
 
 /** How long to wait for the kernel's acknowledgement, in milliseconds. */
@@ -133,6 +134,7 @@ export function setLinkTxQueueLength(name: string, packets: number): void {
  * add PREFIX dev NAME`, with `nodad` for IPv6). Throws EEXIST when assigned.
  */
 export function addAddress(name: string, prefix: IpPrefix): void {
+  checkPrefix(prefix, `Cannot add address on ${name}`);
   const action = `Cannot add address ${formatPrefix(prefix)} to ${name}`;
   const seq = nextSeq++;
   talk(encodeAddAddressRequest(seq, indexFor(name, action), prefix), seq, action);
@@ -143,6 +145,7 @@ export function addAddress(name: string, prefix: IpPrefix): void {
  * dev NAME`). Throws EEXIST when the route exists.
  */
 export function addRoute(prefix: IpPrefix, name: string): void {
+  checkPrefix(prefix, `Cannot add route on ${name}`);
   const action = `Cannot add route ${formatPrefix(prefix)} dev ${name}`;
   const seq = nextSeq++;
   talk(encodeRouteRequest(seq, "add", indexFor(name, action), prefix), seq, action);
@@ -150,6 +153,7 @@ export function addRoute(prefix: IpPrefix, name: string): void {
 
 /** Deletes the route to `prefix` via interface `name` (`ip route del PREFIX dev NAME`). */
 export function deleteRoute(prefix: IpPrefix, name: string): void {
+  checkPrefix(prefix, `Cannot delete route on ${name}`);
   const action = `Cannot delete route ${formatPrefix(prefix)} dev ${name}`;
   const seq = nextSeq++;
   talk(encodeRouteRequest(seq, "delete", indexFor(name, action), prefix), seq, action);

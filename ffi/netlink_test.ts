@@ -14,7 +14,7 @@ import {
   v4,
   v6,
 } from "./_testing.ts";
-import { formatPrefix } from "./_address.ts";
+import { formatPrefix } from "../shared/ip/ip_address.ts";
 import {
   addAddress,
   addRoute,

@@ -40,7 +40,7 @@ import { RTM_NEWROUTE } from "./_struct.ts";
 import { check, libc, LibcError } from "./libc.ts";
 import { dump, linkIndex, nextSequence, talk } from "./netlink.ts";
 import { findUdpSocket } from "./udp_buffers.ts";
-import type { IpPrefix } from "./_address.ts";
+import type { IpPrefix } from "../shared/ip/ip_address.ts";
 
 export type { FibRule, IpFamily, ListedRoute, RouteType, TableRoute };
 export { formatRule, formatTableRoute, LibcError };

@@ -5,11 +5,12 @@
  * @module
  */
 
+import { errorMessage } from "../shared/errors.ts";
 import { parseArgs } from "node:util";
 import type { LogLevel } from "../shared/log.ts";
 import { parseLogLevel } from "../shared/log.ts";
-import type { IpPrefix } from "../shared/packet/ip_address.ts";
-import { formatPrefix, parsePrefix } from "../shared/packet/ip_address.ts";
+import type { IpPrefix } from "../shared/ip/ip_address.ts";
+import { formatPrefix, parsePrefix } from "../shared/ip/ip_address.ts";
 import {
   DEFAULT_URI_TEMPLATE,
   parseConnectIpTemplate,
@@ -193,7 +194,7 @@ export function parseRelayConfig(
       },
     }));
   } catch (error) {
-    return { ok: false, errors: [error instanceof Error ? error.message : String(error)] };
+    return { ok: false, errors: [errorMessage(error)] };
   }
   if (values.help) return { ok: "help" };
   const errors: string[] = [];
@@ -297,7 +298,7 @@ export function parseRelayConfig(
   try {
     parseConnectIpTemplate(template);
   } catch (error) {
-    errors.push(`--template: ${error instanceof Error ? error.message : String(error)}`);
+    errors.push(`--template: ${errorMessage(error)}`);
   }
   if (errors.length > 0) return { ok: false, errors };
   return {
@@ -358,7 +359,7 @@ export function parseCidr(
     }
     return prefix;
   } catch (error) {
-    errors.push(`${name}: ${error instanceof Error ? error.message : String(error)}`);
+    errors.push(`${name}: ${errorMessage(error)}`);
     return undefined;
   }
 }

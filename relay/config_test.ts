@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../tests/support/assert.ts";
-import { formatPrefix } from "../shared/packet/ip_address.ts";
+import { formatPrefix } from "../shared/ip/ip_address.ts";
 import { parseRelayConfig, RELAY_HELP } from "./config.ts";
 import { DEFAULT_RELAY_LIMITS } from "./limits.ts";
 

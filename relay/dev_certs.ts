@@ -11,17 +11,17 @@
  *
  * @module
  */
+import { errorMessage } from "../shared/errors.ts";
 import {
   certificateMatchesKey,
   createDevCa,
   decodePem,
   type DevCa,
-  formatIpAddress,
   importDevCa,
   issueServerCert,
   parseCertificate,
-  parseIpAddress,
 } from "../shared/dev_ca.ts";
+import { formatIp, parseIp } from "../shared/ip/ip_address.ts";
 
 /** The names a server certificate must cover (subjectAltName, RFC 5280 §4.2.1.6). */
 export interface DevCertNames {
@@ -91,7 +91,7 @@ export async function loadOrCreateDevCerts(
     try {
       ca = await importDevCa(caPem, caKeyPem);
     } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
+      const reason = errorMessage(error);
       throw new Error(`Cannot load development CA from ${base}: ${reason}`);
     }
     const notAfter = parseCertificate(decodePem(caPem, "CERTIFICATE")).notAfter;
@@ -158,8 +158,10 @@ async function serverCertUsable(
   }
 }
 
+/** RFC 5952 text for an address, to compare with the certificate's; unparsable text as it is. */
 function canonicalIp(text: string): string {
-  return formatIpAddress(parseIpAddress(text));
+  const address = parseIp(text);
+  return address === undefined ? text : formatIp(address);
 }
 
 function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {

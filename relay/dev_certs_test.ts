@@ -1,5 +1,6 @@
 // Run with: deno test --unstable-net --allow-net --allow-read --allow-write [--allow-run] relay/dev_certs_test.ts
 // (--allow-run=openssl enables the OpenSSL cross-checks; without it they are ignored.)
+import { errorMessage } from "../shared/errors.ts";
 import { assert, assertEquals, assertRejects } from "../tests/support/assert.ts";
 import { testCerts } from "../tests/support/certs.ts";
 import {
@@ -207,7 +208,7 @@ class EchoServer {
         conn = await this.#listener.accept();
       } catch (error) {
         if (this.#stopped) return;
-        this.handshakeErrors.push(error instanceof Error ? error.message : String(error));
+        this.handshakeErrors.push(errorMessage(error));
         continue;
       }
       this.#connections.push(EchoServer.#serve(conn));

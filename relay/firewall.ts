@@ -15,9 +15,10 @@
  * @module
  */
 
+import { errorMessage } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
-import type { IpPrefix } from "../shared/packet/ip_address.ts";
-import { formatIp } from "../shared/packet/ip_address.ts";
+import type { IpPrefix } from "../shared/ip/ip_address.ts";
+import { formatIp } from "../shared/ip/ip_address.ts";
 import type { HostService } from "../shared/tunnel/host_firewall.ts";
 import { AddressChangeWatch, localRoutes } from "../ffi/netlink.ts";
 
@@ -70,7 +71,7 @@ export function watchHostAddresses(relay: HostPrefixSink, log: Logger): { stop()
     } catch (error) {
       if (!failing) {
         log.warn("cannot re-read the relay host's addresses; keeping the last ones", {
-          error: error instanceof Error ? error.message : String(error),
+          error: errorMessage(error),
         });
       }
       failing = true;

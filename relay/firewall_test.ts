@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../tests/support/assert.ts";
-import { parseIp, parsePrefix } from "../shared/packet/ip_address.ts";
-import type { IpPrefix } from "../shared/packet/ip_address.ts";
+import { parseIp, parsePrefix } from "../shared/ip/ip_address.ts";
+import type { IpPrefix } from "../shared/ip/ip_address.ts";
 import { hostInputChain, watchHostAddresses } from "./firewall.ts";
 import { natRuleset } from "./nat.ts";
 import { nullLogger } from "../shared/log.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { QuicConnLike } from "../shared/h3/connection.ts";
+import type { QuicConnLike } from "../shared/h3/quic.ts";
 import { H3_INTERNAL_ERROR } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
 import type { PeerAddress, Relay } from "./relay.ts";

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { errorMessage } from "../shared/errors.ts";
 import { parseRelayConfig, RELAY_HELP } from "./config.ts";
 import type { RelayConfig } from "./config.ts";
 import { loadOrCreateDevCerts } from "./dev_certs.ts";
@@ -15,7 +16,7 @@ import { serveListener } from "./listener.ts";
 import { Relay } from "./relay.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
-import { formatPrefix } from "../shared/packet/ip_address.ts";
+import { formatPrefix } from "../shared/ip/ip_address.ts";
 import { formatHostService } from "../shared/tunnel/host_firewall.ts";
 import { openTun, TUN_TX_QUEUE_PACKETS } from "../ffi/tun_linux.ts";
 import { addAddress, setLinkMtu, setLinkTxQueueLength, setLinkUp } from "../ffi/netlink.ts";
@@ -40,7 +41,7 @@ async function main(): Promise<number> {
   try {
     return await run(config, log);
   } catch (error) {
-    log.error(error instanceof Error ? error.message : String(error));
+    log.error(errorMessage(error));
     return 1;
   }
 }
@@ -52,7 +53,7 @@ async function loadCerts(config: RelayConfig, log: Logger): Promise<{ cert: stri
         return await Deno.readTextFile(path);
       } catch (error) {
         throw new Error(
-          `Cannot read ${what} ${path}: ${error instanceof Error ? error.message : error}`,
+          `Cannot read ${what} ${path}: ${errorMessage(error)}`,
         );
       }
     };
@@ -83,7 +84,7 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
         await cleanups.pop()!();
       } catch (error) {
         log.warn("cleanup step failed", {
-          error: error instanceof Error ? error.message : String(error),
+          error: errorMessage(error),
         });
       }
     }

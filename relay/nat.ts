@@ -8,8 +8,9 @@
  * @module
  */
 
-import type { IpPrefix } from "../shared/packet/ip_address.ts";
-import { formatPrefix } from "../shared/packet/ip_address.ts";
+import { errorMessage } from "../shared/errors.ts";
+import type { IpPrefix } from "../shared/ip/ip_address.ts";
+import { formatPrefix } from "../shared/ip/ip_address.ts";
 
 /** An installed NAT table; `remove()` deletes it. */
 export interface InstalledNat {
@@ -63,7 +64,7 @@ async function run(command: string, args: string[], stdin?: string): Promise<voi
     if (error instanceof Deno.errors.NotCapable) {
       throw new Error(`--nat needs permission to run ${command}: use \`deno task relay:nat\``);
     }
-    throw new Error(`Cannot run ${command}: ${error instanceof Error ? error.message : error}`);
+    throw new Error(`Cannot run ${command}: ${errorMessage(error)}`);
   }
   if (stdin !== undefined) {
     const writer = child.stdin.getWriter();

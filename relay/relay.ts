@@ -29,10 +29,11 @@
  */
 
 import { H3Connection } from "../shared/h3/connection.ts";
-import type { H3Limits, QuicConnLike } from "../shared/h3/connection.ts";
+import type { QuicConnLike } from "../shared/h3/quic.ts";
+import type { H3Limits } from "../shared/h3/connection.ts";
 import { ConnectionLimiter, sourceKey } from "../shared/connection_limiter.ts";
 import type { ConnectionRefusal } from "../shared/connection_limiter.ts";
-import { H3_EXCESSIVE_LOAD, H3_NO_ERROR } from "../shared/errors.ts";
+import { errorMessage, H3_EXCESSIVE_LOAD, H3_NO_ERROR } from "../shared/errors.ts";
 import type { Logger, LogLevel } from "../shared/log.ts";
 import { AddressRequestAnswerer } from "../shared/masque/address_requests.ts";
 import { LogLimiter } from "../shared/rate_limit.ts";
@@ -41,17 +42,17 @@ import type { RelayLimits } from "./limits.ts";
 import type { ConnectIpScope } from "../shared/masque/connect_ip_request.ts";
 import { answerRequest } from "../shared/masque/connect_ip_session.ts";
 import type { ConnectIpSession } from "../shared/masque/connect_ip_session.ts";
-import type { IpAddressRange } from "../shared/masque/capsule.ts";
-import type { IpPrefix } from "../shared/packet/ip_address.ts";
-import { createPrefix, formatIp, formatPrefix } from "../shared/packet/ip_address.ts";
+import type { IpAddressRange } from "../shared/ip/ip_address.ts";
+import type { IpPrefix } from "../shared/ip/ip_address.ts";
+import { createPrefix, formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
 import {
   addressKey,
   decrementHopLimit,
   destinationKey,
   readDestination,
   validateIpPacket,
-} from "../shared/packet/ip_header.ts";
-import { buildPacketTooBig } from "../shared/packet/icmp.ts";
+} from "../shared/ip/ip_header.ts";
+import { buildPacketTooBig } from "../shared/ip/icmp.ts";
 import { AddressPool } from "../shared/tunnel/address_pool.ts";
 import { checkFromClient } from "../shared/tunnel/packet_policy.ts";
 import type { DropReason } from "../shared/tunnel/packet_policy.ts";
@@ -356,7 +357,7 @@ export class Relay {
       onRequest: (request) => {
         this.#serveRequest(request, remote, log).catch((error) => {
           log.warn("request failed", {
-            error: error instanceof Error ? error.message : String(error),
+            error: errorMessage(error),
           });
         });
       },
@@ -373,7 +374,7 @@ export class Relay {
     });
     h3.start().catch((error) => {
       log.warn("connection setup failed", {
-        error: error instanceof Error ? error.message : String(error),
+        error: errorMessage(error),
       });
     });
     return h3;

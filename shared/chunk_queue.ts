@@ -1,7 +1,7 @@
 /**
  * A queue of bytes received from a stream in chunks of any size, read
  * across chunk boundaries without first concatenating the chunks. The
- * streaming frame, capsule and length-prefix parsers keep their unread
+ * streaming frame and capsule parsers keep their unread
  * bytes in one.
  *
  * @module

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { formatIp, parseIp } from "./packet/ip_address.ts";
+import { formatIp, parseIp } from "./ip/ip_address.ts";
 
 /** The limits a {@linkcode ConnectionLimiter} enforces; each at least 1. */
 export interface ConnectionLimits {

@@ -14,6 +14,9 @@
  * @module
  */
 
+import { errorMessage } from "./errors.ts";
+import { formatIp, ipVersionOf, parseIp } from "./ip/ip_address.ts";
+
 /** A certificate and its private key, both PEM (RFC 7468); the key is PKCS#8 (RFC 5208). */
 export interface PemCertificate {
   /** The certificate, `-----BEGIN CERTIFICATE-----` (RFC 7468 §5). */
@@ -77,7 +80,7 @@ export interface CertificateInfo {
   readonly isCa: boolean;
   /** subjectAltName dNSName entries, in order. */
   readonly dnsNames: readonly string[];
-  /** subjectAltName iPAddress entries, formatted by {@linkcode formatIpAddress}. */
+  /** subjectAltName iPAddress entries, formatted by `formatIp` (RFC 5952). */
   readonly ipAddresses: readonly string[];
   /** RFC 5280 §4.2.1.2, if present. */
   readonly subjectKeyIdentifier: Uint8Array | undefined;
@@ -210,7 +213,7 @@ export async function issueServerCert(
   }
   const names = [
     ...options.dnsNames.map((name) => der(TAG_GENERAL_NAME_DNS, ascii(checkDnsName(name)))),
-    ...options.ipAddresses.map((address) => der(TAG_GENERAL_NAME_IP, parseIpAddress(address))),
+    ...options.ipAddresses.map((address) => der(TAG_GENERAL_NAME_IP, sanAddress(address))),
   ];
   const commonName = options.dnsNames[0] ?? options.ipAddresses[0];
   if (commonName === undefined) {
@@ -274,7 +277,7 @@ async function importKeyPair(spki: Uint8Array, keyPem: string): Promise<CryptoKe
       privateKey: await crypto.subtle.importKey("pkcs8", pkcs8, ECDSA_P256, false, ["sign"]),
     };
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
+    const reason = errorMessage(error);
     throw new CertificateError(`Cannot import key: not an ECDSA P-256 key (${reason})`);
   }
 }
@@ -498,90 +501,15 @@ export function decodePem(pem: string, label: string): Uint8Array<ArrayBuffer> {
   return Uint8Array.from(binary, (c) => c.charCodeAt(0));
 }
 
-// ---- IP addresses (RFC 4291 §2.2, RFC 5952 §4) ----
+// ---- IP addresses ----
 
-const IPV4_BYTES = 4;
-const IPV6_BYTES = 16;
-const IPV6_GROUPS = 8;
-const IPV4_TEXT = /^(?:0|[1-9]\d{0,2})(?:\.(?:0|[1-9]\d{0,2})){3}$/;
-const IPV6_GROUP = /^[0-9a-f]{1,4}$/i;
-
-/**
- * Parses an IPv4 dotted quad (no leading zeros) or an IPv6 address (RFC 4291
- * §2.2, including `::` and a trailing dotted quad; no zone) into 4 or 16
- * bytes. Throws {@linkcode CertificateError}.
- */
-export function parseIpAddress(text: string): Uint8Array {
-  const v4 = parseIpv4(text);
-  if (v4 !== undefined) return v4;
-  const fail = () => new CertificateError(`Cannot parse IP address: ${JSON.stringify(text)}`);
-  const halves = text.split("::");
-  if (halves.length > 2) throw fail();
-  const compressed = halves.length === 2;
-  // A dotted quad may only end the address: in the tail after `::`, or anywhere-last without it.
-  const head = parseIpv6Groups(halves[0], !compressed);
-  const tail = compressed ? parseIpv6Groups(halves[1], true) : [];
-  if (head === undefined || tail === undefined) throw fail();
-  const zeros = IPV6_GROUPS - head.length - tail.length;
-  if (compressed ? zeros < 1 : zeros !== 0) throw fail();
-  const out = new Uint8Array(IPV6_BYTES);
-  [...head, ...new Array<number>(zeros).fill(0), ...tail].forEach((word, i) => {
-    out[2 * i] = word >> 8;
-    out[2 * i + 1] = word & 0xff;
-  });
-  return out;
-}
-
-function parseIpv6Groups(part: string, allowQuad: boolean): number[] | undefined {
-  if (part === "") return [];
-  const groups = part.split(":");
-  const words: number[] = [];
-  for (const [i, group] of groups.entries()) {
-    if (allowQuad && i === groups.length - 1 && group.includes(".")) {
-      const quad = parseIpv4(group);
-      if (quad === undefined) return undefined;
-      words.push((quad[0] << 8) | quad[1], (quad[2] << 8) | quad[3]);
-    } else if (IPV6_GROUP.test(group)) {
-      words.push(parseInt(group, 16));
-    } else {
-      return undefined;
-    }
+/** An iPAddress GeneralName's bytes (RFC 5280 §4.2.1.6) from text; throws {@linkcode CertificateError}. */
+function sanAddress(text: string): Uint8Array {
+  const address = parseIp(text);
+  if (address === undefined) {
+    throw new CertificateError(`Cannot parse IP address: ${JSON.stringify(text)}`);
   }
-  return words;
-}
-
-function parseIpv4(text: string): Uint8Array | undefined {
-  if (!IPV4_TEXT.test(text)) return undefined;
-  const octets = text.split(".").map(Number);
-  return octets.every((o) => o <= 255) ? Uint8Array.from(octets) : undefined;
-}
-
-/**
- * Formats 4 bytes as a dotted quad or 16 bytes in the RFC 5952 §4 canonical
- * form (lower case, no leading zeros, the longest run of two or more zero
- * groups as `::`, the first when tied). Throws for other lengths.
- */
-export function formatIpAddress(bytes: Uint8Array): string {
-  if (bytes.length === IPV4_BYTES) return bytes.join(".");
-  if (bytes.length !== IPV6_BYTES) {
-    throw new CertificateError(`Cannot format IP address: length ${bytes.length} is not 4 or 16`);
-  }
-  const words = Array.from(
-    { length: IPV6_GROUPS },
-    (_, i) => (bytes[2 * i] << 8) | bytes[2 * i + 1],
-  );
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let i = 0; i < IPV6_GROUPS;) {
-    let j = i;
-    while (j < IPV6_GROUPS && words[j] === 0) j++;
-    if (j - i > bestLength) [bestStart, bestLength] = [i, j - i];
-    i = j === i ? i + 1 : j;
-  }
-  const hex = (ws: number[]) => ws.map((w) => w.toString(16)).join(":");
-  return bestStart < 0
-    ? hex(words)
-    : `${hex(words.slice(0, bestStart))}::${hex(words.slice(bestStart + bestLength))}`;
+  return address;
 }
 
 // ---- DER decoding ----
@@ -668,10 +596,10 @@ export function parseCertificate(der: Uint8Array): CertificateInfo {
       const value = names.readAny("GeneralName");
       if (tag === TAG_GENERAL_NAME_DNS) dnsNames.push(decodeString(names, TAG_IA5_STRING, value));
       if (tag === TAG_GENERAL_NAME_IP) {
-        if (value.length !== IPV4_BYTES && value.length !== IPV6_BYTES) {
+        if (ipVersionOf(value) === undefined) {
           throw names.error(`iPAddress length ${value.length} is not 4 or 16`);
         }
-        ipAddresses.push(formatIpAddress(value));
+        ipAddresses.push(formatIp(value));
       }
     }
   }

@@ -90,3 +90,11 @@ export class CapsuleError extends Error {
     this.name = "CapsuleError";
   }
 }
+
+/**
+ * The message of a thrown value, for logs and error texts: `error.message`
+ * for an `Error`, the value as a string for anything else that was thrown.
+ */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,5 +1,6 @@
 import { assertEquals } from "../tests/support/assert.ts";
 import {
+  errorMessage,
   H3_DATAGRAM_ERROR,
   H3_MESSAGE_ERROR,
   H3_NO_ERROR,
@@ -33,4 +34,14 @@ Deno.test("h3ErrorName() marks codes it does not know as unknown", () => {
   assertEquals(h3ErrorName(0x111), "error 0x111 (unknown)");
   // 0x1f * 0 + 0x21: the first reserved GREASE code (RFC 9114 §8.1)
   assertEquals(h3ErrorName(0x21), "error 0x21 (unknown)");
+});
+
+Deno.test("errorMessage() gives an Error's message and any other thrown value as text", () => {
+  assertEquals(
+    errorMessage(new RangeError("Cannot parse capsule: length 70000 exceeds limit 65535")),
+    "Cannot parse capsule: length 70000 exceeds limit 65535",
+  );
+  assertEquals(errorMessage("plain string"), "plain string");
+  assertEquals(errorMessage(42), "42");
+  assertEquals(errorMessage(undefined), "undefined");
 });

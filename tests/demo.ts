@@ -21,6 +21,7 @@
  *
  * @module
  */
+import { errorMessage } from "../shared/errors.ts";
 import dgram from "node:dgram";
 import { createTopology, haveCommand, isRoot } from "./support/netns.ts";
 import type { NamespaceRole, Process, Topology } from "./support/netns.ts";
@@ -96,10 +97,6 @@ function detail(line: string): void {
 
 function seconds(ms: number): string {
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** Prints `title ... OK (time)` around `fn`; rethrows after printing FAILED. */

@@ -35,43 +35,32 @@
  */
 
 import {
+  errorMessage,
   H3_CLOSED_CRITICAL_STREAM,
   H3_DATAGRAM_ERROR,
-  H3_FRAME_ERROR,
   H3_FRAME_UNEXPECTED,
   H3_ID_ERROR,
   H3_MISSING_SETTINGS,
   H3_NO_ERROR,
-  H3_REQUEST_CANCELLED,
-  H3_REQUEST_INCOMPLETE,
   H3_STREAM_CREATION_ERROR,
   H3Error,
-  h3ErrorName,
 } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { nullLogger } from "../log.ts";
 import { ByteBudget, DEFAULT_MAX_BUFFERED_BYTES } from "./byte_budget.ts";
 import {
-  encodeFrameHeader,
   encodeGoawayFrame,
   FRAME_CANCEL_PUSH,
   FRAME_DATA,
   FRAME_GOAWAY,
-  FRAME_HEADERS,
   FRAME_MAX_PUSH_ID,
-  FRAME_PUSH_PROMISE,
   FRAME_SETTINGS,
   FrameReader,
   frameTypeName,
   parseGoawayPayload,
 } from "./frame.ts";
 import type { FrameEvent } from "./frame.ts";
-import {
-  decodeFieldSection,
-  encodeFieldSection,
-  QpackDecoderStreamReader,
-  QpackEncoderStreamReader,
-} from "./qpack.ts";
+import { QpackDecoderStreamReader, QpackEncoderStreamReader } from "./qpack.ts";
 import type { HeaderField } from "./qpack.ts";
 import {
   clientSettings,
@@ -80,52 +69,23 @@ import {
   serverSettings,
 } from "./settings.ts";
 import type { Settings } from "./settings.ts";
+import type {
+  QuicBidiStreamLike,
+  QuicCloseInfoLike,
+  QuicConnLike,
+  QuicReceiveStreamLike,
+} from "./quic.ts";
+import { describeClose } from "./quic.ts";
+import { parseQuarterStreamId, quarterStreamIdSize } from "./quarter_stream.ts";
+import { H3RequestStream } from "./request_stream.ts";
 import { StreamReader } from "./stream_reader.ts";
-import {
-  decodeVarint,
-  encodeVarint,
-  encodeVarintInto,
-  varintSize,
-  varintSizeFromFirstByte,
-} from "./varint.ts";
+import { decodeVarint, encodeVarint, varintSizeFromFirstByte } from "./varint.ts";
 
 /** Unidirectional stream types (RFC 9114 §6.2, RFC 9204 §4.2). */
 export const STREAM_TYPE_CONTROL = 0x00;
 export const STREAM_TYPE_PUSH = 0x01;
 export const STREAM_TYPE_QPACK_ENCODER = 0x02;
 export const STREAM_TYPE_QPACK_DECODER = 0x03;
-
-/** The receiving half of a QUIC stream, as `Deno.QuicReceiveStream`. */
-export interface QuicReceiveStreamLike extends ReadableStream<Uint8Array> {
-  readonly id: bigint;
-}
-/** The sending half of a QUIC stream, as `Deno.QuicSendStream`. */
-export interface QuicSendStreamLike extends WritableStream<Uint8Array> {
-  readonly id: bigint;
-}
-/** A bidirectional QUIC stream, as `Deno.QuicBidirectionalStream`. */
-export interface QuicBidiStreamLike {
-  readonly readable: QuicReceiveStreamLike;
-  readonly writable: QuicSendStreamLike;
-}
-/** Why a QUIC connection closed, as `Deno.QuicCloseInfo`. */
-export interface QuicCloseInfoLike {
-  readonly closeCode: number;
-  readonly reason: string;
-}
-/** The QUIC connection the driver runs on; `Deno.QuicConn` satisfies it. */
-export interface QuicConnLike {
-  createBidirectionalStream(): Promise<QuicBidiStreamLike>;
-  createUnidirectionalStream(): Promise<QuicSendStreamLike>;
-  readonly incomingBidirectionalStreams: ReadableStream<QuicBidiStreamLike>;
-  readonly incomingUnidirectionalStreams: ReadableStream<QuicReceiveStreamLike>;
-  sendDatagram(data: Uint8Array): Promise<void>;
-  readDatagram(): Promise<Uint8Array>;
-  /** Largest QUIC datagram payload that can be sent now, in bytes. */
-  readonly maxDatagramSize: number;
-  close(info?: QuicCloseInfoLike): void;
-  readonly closed: Promise<QuicCloseInfoLike>;
-}
 
 /** Counters of one connection, for logs and metrics. */
 export interface H3ConnectionStats {
@@ -242,7 +202,6 @@ export type H3Limits = Pick<
  */
 export const DEFAULT_MAX_DATAGRAMS_QUEUED = 2048;
 
-const textEncoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 
 /**
@@ -323,7 +282,7 @@ export class H3Connection {
     this.#closed = conn.closed.then(
       // Deno reports a close of our own as code 0 with no reason; what we sent is more useful.
       (info) => this.#localClose ?? info,
-      (error) => ({ closeCode: 0, reason: error instanceof Error ? error.message : String(error) }),
+      (error) => ({ closeCode: 0, reason: errorMessage(error) }),
     ).then((info) => {
       this.#closing = true;
       this.#stopTimers();
@@ -515,35 +474,23 @@ export class H3Connection {
         return; // connection closed
       }
       this.stats.datagramsIn++;
-      if (datagram.length === 0 || varintSizeFromFirstByte(datagram[0]) > datagram.length) {
+      let qsid: number;
+      try {
+        qsid = parseQuarterStreamId(datagram);
+      } catch (error) {
         // RFC 9297 §2.1: a datagram that cannot be parsed is a connection error.
         this.stats.datagramsMalformed++;
         this.fail(
-          new H3Error(H3_DATAGRAM_ERROR, "Cannot parse HTTP Datagram: truncated quarter stream id"),
+          error instanceof H3Error ? error : new H3Error(H3_DATAGRAM_ERROR, errorMessage(error)),
         );
         return;
       }
-      if (datagram[0] >= 0xd0) {
-        // RFC 9297 §2.1: the largest legal quarter stream id is 2^60-1. Only an
-        // 8-byte varint (first byte 0xc0..0xff) with bit 60 or 61 set (the
-        // first byte's 0x30) is larger: first byte 0xd0 or above. Checked on
-        // the byte because numbers above 2^53 are rounded.
-        this.stats.datagramsMalformed++;
-        this.fail(
-          new H3Error(
-            H3_DATAGRAM_ERROR,
-            "Cannot parse HTTP Datagram: quarter stream id above 2^60-1",
-          ),
-        );
-        return;
-      }
-      const qsid = decodeVarint(datagram, 0);
       const handler = this.#datagramHandlers.get(qsid);
       if (handler === undefined) {
         this.stats.datagramsUnroutable++;
         continue;
       }
-      handler(datagram.subarray(varintSizeFromFirstByte(datagram[0])));
+      handler(datagram.subarray(quarterStreamIdSize(datagram)));
     }
   }
 
@@ -596,7 +543,7 @@ export class H3Connection {
     }
     this.#log.debug("request stream error", {
       stream: request.streamId,
-      error: error instanceof Error ? error.message : String(error),
+      error: errorMessage(error),
     });
     request.abort();
   }
@@ -828,324 +775,6 @@ export class H3Connection {
   }
 }
 
-/**
- * One request stream: the request's or response's HEADERS, then DATA both
- * ways, and the HTTP Datagrams of this stream.
- */
-export class H3RequestStream {
-  readonly #h3: H3Connection;
-  readonly #reader: StreamReader;
-  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
-  readonly #frames: FrameReader;
-  readonly #log: Logger;
-  readonly #maxFieldSectionSize?: number;
-  readonly #streamId: bigint;
-  /** No HEADERS frame has begun yet: a DATA frame, even an empty one, is unexpected (§4.1). */
-  #beforeHeaders = true;
-  #headers: HeaderField[] = [];
-  #ended = false;
-  #writeFailed = false;
-  /** This side abandoned the stream (abort()): reads end in a stream error. */
-  #aborted = false;
-
-  constructor(
-    h3: H3Connection,
-    stream: QuicBidiStreamLike,
-    log: Logger,
-    maxFieldSectionSize?: number,
-  ) {
-    this.#h3 = h3;
-    this.#streamId = stream.writable.id;
-    this.#reader = new StreamReader(stream.readable);
-    this.#writer = stream.writable.getWriter();
-    this.#writer.closed.catch(() => {
-      this.#writeFailed = true;
-    });
-    this.#frames = new FrameReader({
-      budget: h3.bufferBudget,
-      onFrameStart: (type) => {
-        if (!this.#beforeHeaders) return;
-        if (type === FRAME_HEADERS) this.#beforeHeaders = false;
-        if (type === FRAME_DATA) {
-          throw new H3Error(H3_FRAME_UNEXPECTED, "DATA frame before HEADERS on a request stream");
-        }
-      },
-    });
-    this.#log = log;
-    this.#maxFieldSectionSize = maxFieldSectionSize;
-  }
-
-  /** The QUIC stream id. */
-  get streamId(): bigint {
-    return this.#streamId;
-  }
-
-  /** The stream id divided by four, as HTTP Datagrams carry it (RFC 9297 §2.1). */
-  get quarterStreamId(): number {
-    return Number(this.#streamId / 4n);
-  }
-
-  /** The connection this stream belongs to. */
-  get connection(): H3Connection {
-    return this.#h3;
-  }
-
-  /** The request headers (server) or response headers (client) read so far. */
-  get headers(): readonly HeaderField[] {
-    return this.#headers;
-  }
-
-  /** The value of the first header named `name`, if any. */
-  header(name: string): string | undefined {
-    return this.#headers.find(([n]) => n === name)?.[1];
-  }
-
-  /** Writes a HEADERS frame. */
-  async writeHeaders(headers: readonly HeaderField[]): Promise<void> {
-    const block = encodeFieldSection(headers);
-    await this.#writer.write(concat(encodeFrameHeader(FRAME_HEADERS, block.length), block));
-  }
-
-  /**
-   * Answers the request with `status` and `headers`. A non-2xx answer ends
-   * the stream; `body`, when given, is sent in one DATA frame first.
-   */
-  async respond(
-    status: number,
-    headers: readonly HeaderField[] = [],
-    body?: string,
-  ): Promise<void> {
-    await this.writeHeaders([[":status", String(status)], ...headers]);
-    if (body !== undefined) await this.writeData(textEncoder.encode(body));
-    if (status < 200 || status >= 300) {
-      await this.end();
-      // A server that refused a request needs nothing more from it (RFC 9114 §4.1.1).
-      if (this.#h3.role === "server") this.#stopReading();
-    }
-  }
-
-  /**
-   * Writes one DATA frame with `payload`. Rejects when the stream is gone.
-   */
-  writeData(payload: Uint8Array): Promise<void> {
-    const header = encodeFrameHeader(FRAME_DATA, payload.length);
-    const frame = new Uint8Array(header.length + payload.length);
-    frame.set(header, 0);
-    frame.set(payload, header.length);
-    return this.#writer.write(frame);
-  }
-
-  /** Whether writes can still succeed. */
-  get writable(): boolean {
-    return !this.#ended && !this.#writeFailed;
-  }
-
-  /** Ends the sending side cleanly (FIN). */
-  async end(): Promise<void> {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.#h3.unregisterDatagramHandler(this.quarterStreamId);
-    await this.#writer.close().catch(() => {});
-  }
-
-  /**
-   * Abandons the stream: stops reading (STOP_SENDING) and ends the sending
-   * side. Used for stream errors.
-   */
-  abort(): void {
-    this.#aborted = true;
-    this.#stopReading();
-    this.end();
-  }
-
-  /** Stops reading (STOP_SENDING) and gives what is buffered back to the budget. */
-  #stopReading(): void {
-    this.#reader.cancel();
-    this.#frames.clear();
-  }
-
-  /**
-   * Reads the next frame event; null at a clean end of stream. Errors:
-   * H3Error (stream ends inside a frame: H3_FRAME_ERROR, RFC 9114 §7.1; the
-   * peer reset the stream: a stream error with the peer's code, §4.1.1).
-   */
-  async #nextEvent(): Promise<FrameEvent | null> {
-    for (;;) {
-      const event = this.#frames.next();
-      if (event !== undefined) return event;
-      let more: boolean;
-      try {
-        // The read goes straight to #received: no local holds it across the next
-        // await (see H3Connection's #feed).
-        more = this.#received(await this.#reader.read());
-      } catch (error) {
-        if (error instanceof H3Error) throw error;
-        this.#frames.clear();
-        if (this.#aborted) throw abandoned();
-        throw peerResetError(error) ?? error;
-      }
-      if (!more) return null;
-    }
-  }
-
-  /** Pushes one read into the frame reader; false at a clean end of the stream. */
-  #received(read: ReadableStreamReadResult<Uint8Array>): boolean {
-    if (read.done) {
-      if (this.#aborted) throw abandoned();
-      const boundary = this.#frames.atFrameBoundary;
-      this.#frames.clear();
-      if (!boundary) throw new H3Error(H3_FRAME_ERROR, "Request stream ended inside a frame");
-      return false;
-    }
-    this.#h3.stats.streamReads++;
-    this.#frames.push(read.value);
-    return true;
-  }
-
-  #decodeHeaders(payload: Uint8Array): HeaderField[] {
-    return decodeFieldSection(payload, { maxFieldSectionSize: this.#maxFieldSectionSize });
-  }
-
-  /**
-   * Closes the connection when `error` is a connection error (RFC 9114 §8),
-   * on either side, and returns it for rethrowing.
-   */
-  #closeOnConnectionError(error: unknown): unknown {
-    if (error instanceof H3Error && error.connection) this.#h3.fail(error);
-    return error;
-  }
-
-  /**
-   * Reads the next HEADERS frame: the request's on the server, the response's
-   * on the client. Errors: the stream ends first (H3_REQUEST_INCOMPLETE, a
-   * stream error), DATA before HEADERS (H3_FRAME_UNEXPECTED), QPACK errors;
-   * connection errors also close the connection.
-   */
-  async readHeaders(): Promise<readonly HeaderField[]> {
-    try {
-      return await this.#readHeaders();
-    } catch (error) {
-      throw this.#closeOnConnectionError(error);
-    }
-  }
-
-  async #readHeaders(): Promise<readonly HeaderField[]> {
-    for (;;) {
-      const headers = this.#headersFrom(await this.#nextEvent());
-      if (headers !== undefined) return headers;
-    }
-  }
-
-  /** The decoded HEADERS if `event` is that frame; undefined to read on. */
-  #headersFrom(event: FrameEvent | null): HeaderField[] | undefined {
-    if (event === null) {
-      throw new H3Error(H3_REQUEST_INCOMPLETE, "Request stream ended before HEADERS", {
-        connection: false,
-      });
-    }
-    if (event.kind === "data") {
-      throw new H3Error(H3_FRAME_UNEXPECTED, "DATA frame before HEADERS on a request stream");
-    }
-    this.#checkRequestStreamFrame(event.type);
-    if (event.type !== FRAME_HEADERS) return undefined;
-    this.#headers = this.#decodeHeaders(event.payload);
-    return this.#headers;
-  }
-
-  /**
-   * Client side: reads the response's HEADERS, skipping interim (1xx)
-   * responses, and returns the status. Errors as {@linkcode readHeaders}.
-   */
-  async readResponse(): Promise<number> {
-    for (;;) {
-      const headers = await this.readHeaders().catch((error) => {
-        if (error instanceof H3Error && error.code === H3_REQUEST_INCOMPLETE) {
-          throw new H3Error(H3_REQUEST_INCOMPLETE, "Stream ended before a response arrived", {
-            connection: false,
-          });
-        }
-        throw error;
-      });
-      const status = headers.find(([name]) => name === ":status")?.[1];
-      const code = status !== undefined && isStatusCode(status) ? Number(status) : NaN;
-      if (Number.isNaN(code) || code === 101) {
-        throw new H3Error(0x10e, `Malformed response: :status ${JSON.stringify(status)}`, {
-          connection: false,
-        });
-      }
-      if (code >= 200) return code;
-    }
-  }
-
-  #checkRequestStreamFrame(type: number): void {
-    if (
-      type === FRAME_SETTINGS || type === FRAME_GOAWAY || type === FRAME_CANCEL_PUSH ||
-      type === FRAME_MAX_PUSH_ID || (type === FRAME_PUSH_PROMISE && this.#h3.role === "server")
-    ) {
-      throw new H3Error(
-        H3_FRAME_UNEXPECTED,
-        `Unexpected ${frameTypeName(type)} frame on a request stream`,
-      );
-    }
-  }
-
-  /**
-   * Yields the payload of the DATA frames after the headers, chunk by chunk,
-   * until the peer ends the stream. Trailing HEADERS end the body. Errors as
-   * {@linkcode readHeaders}; connection errors also close the connection.
-   */
-  async *readBody(): AsyncGenerator<Uint8Array> {
-    // `chunk` is cleared after each yield: a local left set would pin the
-    // chunk's read buffer while the next read waits (see H3Connection's #feed).
-    // Callers should likewise not iterate with `for await`, whose loop
-    // variable stays set during the wait, but call next() themselves.
-    let chunk: Uint8Array | null | undefined;
-    for (;;) {
-      try {
-        chunk = this.#bodyChunkFrom(await this.#nextEvent());
-      } catch (error) {
-        throw this.#closeOnConnectionError(error);
-      }
-      if (chunk === null) return;
-      if (chunk === undefined) continue;
-      yield chunk;
-      chunk = undefined;
-    }
-  }
-
-  /** A DATA chunk from `event`, null at the end of the body, undefined to read on. */
-  #bodyChunkFrom(event: FrameEvent | null): Uint8Array | null | undefined {
-    if (event === null) return null;
-    if (event.kind === "data") return event.chunk;
-    this.#checkRequestStreamFrame(event.type);
-    if (event.type === FRAME_HEADERS) {
-      this.#decodeHeaders(event.payload); // trailers: validated and ignored
-      return null;
-    }
-    return undefined;
-  }
-
-  /** Builds the QUIC datagram for this stream's HTTP Datagram `payload`. */
-  encodeDatagram(payload: Uint8Array): Uint8Array {
-    const qsid = this.quarterStreamId;
-    const size = varintSize(qsid);
-    const datagram = new Uint8Array(size + payload.length);
-    encodeVarintInto(datagram, 0, qsid);
-    datagram.set(payload, size);
-    return datagram;
-  }
-
-  /** Receives this stream's HTTP Datagrams (payload after the quarter stream id). */
-  onDatagram(handler: (payload: Uint8Array) => void): void {
-    this.#h3.registerDatagramHandler(this.quarterStreamId, handler);
-  }
-
-  /** Logs with this stream's id. */
-  get log(): Logger {
-    return this.#log.with({ stream: this.#streamId });
-  }
-}
-
 /** A unidirectional stream's type and the bytes that followed it in the same read. */
 interface StreamStart {
   type: number;
@@ -1153,36 +782,6 @@ interface StreamStart {
   rest: Uint8Array;
   readonly typeBytes: Uint8Array;
   have: number;
-}
-
-/** Whether `text` is three digits 100..599 (RFC 9114 §4.3.2), checked without a regular expression. */
-function isStatusCode(text: string): boolean {
-  if (text.length !== 3) return false;
-  const a = text.charCodeAt(0);
-  const b = text.charCodeAt(1);
-  const c = text.charCodeAt(2);
-  return a >= 0x31 && a <= 0x35 && b >= 0x30 && b <= 0x39 && c >= 0x30 && c <= 0x39;
-}
-
-/** The stream error for reads on a stream this side abandoned (abort()). */
-function abandoned(): H3Error {
-  return new H3Error(H3_REQUEST_CANCELLED, "Request stream abandoned by this side", {
-    connection: false,
-  });
-}
-
-/**
- * The H3Error for a receive stream that the peer reset (RESET_STREAM), or
- * undefined for any other error. Deno reports a reset as a
- * `Deno.errors.ConnectionReset` reading `stream reset by peer: error 270`.
- */
-function peerResetError(error: unknown): H3Error | undefined {
-  const match = error instanceof Error ? /reset by peer: error (\d+)/.exec(error.message) : null;
-  if (match === null) return undefined;
-  const code = Number(match[1]);
-  return new H3Error(code, `Stream reset by the peer with ${h3ErrorName(code)}`, {
-    connection: false,
-  });
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
@@ -1194,9 +793,4 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 
 function hexCode(code: number): string {
   return `0x${code.toString(16)}`;
-}
-
-/** Describes a close: `H3_NO_ERROR (0x100) "bye"`. */
-export function describeClose(info: QuicCloseInfoLike): string {
-  return `code ${hexCode(info.closeCode)}${info.reason ? ` "${info.reason}"` : ""}`;
 }

@@ -26,7 +26,8 @@ import {
 } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { H3Connection } from "./connection.ts";
-import type { H3ConnectionOptions, H3RequestStream, H3Timers } from "./connection.ts";
+import type { H3RequestStream } from "./request_stream.ts";
+import type { H3ConnectionOptions, H3Timers } from "./connection.ts";
 import { clientSettings, parseSettingsPayload, serverSettings } from "./settings.ts";
 
 /**

@@ -21,8 +21,8 @@
  */
 
 import type { AssignedAddress, Capsule, RequestedAddress } from "./capsule.ts";
-import type { IpPrefix, IpVersion } from "../packet/ip_address.ts";
-import { createPrefix } from "../packet/ip_address.ts";
+import type { IpPrefix, IpVersion } from "../ip/ip_address.ts";
+import { createPrefix } from "../ip/ip_address.ts";
 import { TokenBucket } from "../rate_limit.ts";
 
 /**

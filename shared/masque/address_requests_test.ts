@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../../tests/support/assert.ts";
 import { hex } from "../../tests/support/bytes.ts";
-import { formatPrefix, parsePrefix } from "../packet/ip_address.ts";
+import { formatPrefix, parsePrefix } from "../ip/ip_address.ts";
 import { encodeCapsule } from "./capsule.ts";
 import type { Capsule, RequestedAddress } from "./capsule.ts";
 import { AddressRequestAnswerer, buildAddressAnswer } from "./address_requests.ts";

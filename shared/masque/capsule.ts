@@ -15,7 +15,7 @@
  */
 
 import { ChunkQueue } from "../chunk_queue.ts";
-import { CapsuleError, H3Error } from "../errors.ts";
+import { CapsuleError, errorMessage, H3Error } from "../errors.ts";
 import type { ByteBudget } from "../h3/byte_budget.ts";
 import {
   decodeVarint,
@@ -28,9 +28,10 @@ import {
   compareIp,
   formatIp,
   hasHostBits,
+  type IpAddressRange,
   type IpPrefix,
   type IpVersion,
-} from "../packet/ip_address.ts";
+} from "../ip/ip_address.ts";
 
 /** DATAGRAM capsule: carries an HTTP Datagram Payload (RFC 9297 §3.5). */
 export const CAPSULE_DATAGRAM = 0x00;
@@ -47,9 +48,6 @@ export const CAPSULE_ROUTE_ADVERTISEMENT = 0x03;
  * context ID, with room to spare.
  */
 export const DEFAULT_MAX_CAPSULE_SIZE = 65535 + 16;
-
-/** The IP Protocol value in a ROUTE_ADVERTISEMENT meaning every protocol (RFC 9484 §4.7.3). */
-export const IP_PROTOCOL_ANY = 0;
 
 /**
  * One Assigned Address of an ADDRESS_ASSIGN capsule (RFC 9484 §4.7.1).
@@ -69,18 +67,6 @@ export interface AssignedAddress {
 export interface RequestedAddress {
   readonly requestId: number;
   readonly prefix: IpPrefix;
-}
-
-/**
- * One IP Address Range of a ROUTE_ADVERTISEMENT capsule (RFC 9484 §4.7.3):
- * inclusive `start`..`end` (4 or 16 bytes each), for IP protocol
- * `ipProtocol` (0 meaning every protocol).
- */
-export interface IpAddressRange {
-  readonly version: IpVersion;
-  readonly start: Uint8Array;
-  readonly end: Uint8Array;
-  readonly ipProtocol: number;
 }
 
 /** A parsed capsule of one of the types this module knows. */
@@ -452,17 +438,6 @@ export function writeDatagramCapsuleHeader(
   return encodeVarintInto(buf, encodeVarintInto(buf, offset, CAPSULE_DATAGRAM), payloadLength);
 }
 
-/**
- * A DATAGRAM capsule's type and length for a payload of `payloadLength`
- * bytes, for writing the capsule as two pieces without copying the packet
- * (RFC 9297 §3.5).
- */
-export function encodeDatagramCapsuleHeader(payloadLength: number): Uint8Array {
-  const out = new Uint8Array(datagramCapsuleHeaderSize(payloadLength));
-  writeDatagramCapsuleHeader(out, 0, payloadLength);
-  return out;
-}
-
 // ---------------------------------------------------------------------------
 // Streaming parser
 
@@ -566,7 +541,7 @@ export class CapsuleParser {
       this.#error = error instanceof CapsuleError || error instanceof H3Error
         ? error
         : new CapsuleError(
-          `Cannot parse capsule: ${error instanceof Error ? error.message : error}`,
+          `Cannot parse capsule: ${errorMessage(error)}`,
         );
       this.#queue.clear();
       throw this.#error;
@@ -588,7 +563,7 @@ export class CapsuleParser {
     if (this.atCapsuleBoundary) return;
     const inside = this.#state === STATE_HEADER
       ? `a capsule header (${this.#queue.byteLength} bytes buffered)`
-      : `a capsule value (${this.#remaining} bytes missing)`;
+      : `a capsule value (${this.#remaining - this.#queue.byteLength} bytes missing)`;
     this.#error = new CapsuleError(`Cannot parse capsule: stream ended inside ${inside}`);
     this.#queue.clear();
     throw this.#error;

@@ -8,7 +8,7 @@ import { hex } from "../../tests/support/bytes.ts";
 import { CapsuleError, H3_EXCESSIVE_LOAD, H3Error } from "../errors.ts";
 import { ByteBudget } from "../h3/byte_budget.ts";
 import { encodeVarint } from "../h3/varint.ts";
-import { createPrefix, parseIp, parsePrefix } from "../packet/ip_address.ts";
+import { createPrefix, type IpAddressRange, parseIp, parsePrefix } from "../ip/ip_address.ts";
 import {
   type Capsule,
   CAPSULE_ADDRESS_ASSIGN,
@@ -16,10 +16,9 @@ import {
   CAPSULE_DATAGRAM,
   CAPSULE_ROUTE_ADVERTISEMENT,
   CapsuleParser,
+  datagramCapsuleHeaderSize,
   DEFAULT_MAX_CAPSULE_SIZE,
   encodeCapsule,
-  encodeDatagramCapsuleHeader,
-  type IpAddressRange,
   isKnownCapsuleType,
   parseCapsuleValue,
   writeDatagramCapsuleHeader,
@@ -162,7 +161,9 @@ Deno.test("encodeCapsule() writes the hand-built bytes", async (t) => {
   });
   await t.step("DATAGRAM header for a 1500-byte payload", () => {
     // 00 = DATAGRAM, 45dc = 2-byte varint 1500
-    assertEquals(encodeDatagramCapsuleHeader(1500), hex("0045dc"));
+    const header = new Uint8Array(datagramCapsuleHeaderSize(1500));
+    assertEquals(writeDatagramCapsuleHeader(header, 0, 1500), 3);
+    assertEquals(header, hex("0045dc"));
     const buf = new Uint8Array(8);
     assertEquals(writeDatagramCapsuleHeader(buf, 2, 63), 4);
     assertEquals(buf, hex("0000003f00000000"));
@@ -302,12 +303,12 @@ Deno.test("CapsuleParser.finish() rejects a stream that ends inside a capsule", 
   });
   await t.step("inside the value", () => {
     const parser = new CapsuleParser();
-    parser.push(ASSIGN_V4.subarray(0, 5));
+    parser.push(ASSIGN_V4.subarray(0, 5)); // type, length 7, and 3 of the 7 value bytes
     assertStrictEquals(parser.next(), undefined);
     assertThrows(
       () => parser.finish(),
       CapsuleError,
-      "Cannot parse capsule: stream ended inside a capsule value (7 bytes missing)",
+      "Cannot parse capsule: stream ended inside a capsule value (4 bytes missing)",
     );
   });
   await t.step("inside a skipped capsule", () => {

@@ -19,7 +19,9 @@
  * @module
  */
 
-import { formatIp, formatPrefix, type IpPrefix, parsePrefix } from "../packet/ip_address.ts";
+import { errorMessage } from "../errors.ts";
+import type { HeaderField } from "../h3/qpack.ts";
+import { formatIp, formatPrefix, type IpPrefix, parsePrefix } from "../ip/ip_address.ts";
 
 /** The default URI template of RFC 9484 §3 (path form). */
 export const DEFAULT_URI_TEMPLATE = "/.well-known/masque/ip/{target}/{ipproto}/";
@@ -46,9 +48,6 @@ export interface ConnectIpScope {
   readonly target: ConnectIpTarget;
   readonly ipProtocol: number | "any";
 }
-
-/** A header field as a `[name, value]` tuple. */
-export type HeaderField = readonly [name: string, value: string];
 
 // ---------------------------------------------------------------------------
 // URI templates (RFC 9484 §3 with RFC 6570 levels 1 to 3): the variables
@@ -557,7 +556,7 @@ export function parseConnectIpRequest(
   try {
     parsed = parseTemplateCached(template);
   } catch (error) {
-    return refuse(500, error instanceof Error ? error.message : String(error));
+    return refuse(500, errorMessage(error));
   }
   const expected = options.authority ?? parsed.authority;
   if (expected !== undefined && normalizeAuthority(expected) !== normalizeAuthority(authority)) {

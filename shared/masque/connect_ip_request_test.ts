@@ -1,12 +1,12 @@
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
-import { createPrefix, parsePrefix } from "../packet/ip_address.ts";
+import type { HeaderField } from "../h3/qpack.ts";
+import { createPrefix, parsePrefix } from "../ip/ip_address.ts";
 import {
   buildConnectIpRequest,
   buildConnectIpResponse,
   type ConnectIpScope,
   DEFAULT_URI_TEMPLATE,
   expandConnectIpPath,
-  type HeaderField,
   isCapsuleProtocolEnabled,
   parseConnectIpRequest,
   parseConnectIpTemplate,

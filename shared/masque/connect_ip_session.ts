@@ -16,8 +16,9 @@
  * @module
  */
 
-import { CapsuleError, H3Error } from "../errors.ts";
-import type { H3Connection, H3RequestStream } from "../h3/connection.ts";
+import { CapsuleError, errorMessage, H3Error } from "../errors.ts";
+import type { H3RequestStream } from "../h3/request_stream.ts";
+import type { H3Connection } from "../h3/connection.ts";
 import { SETTINGS_ENABLE_CONNECT_PROTOCOL, SETTINGS_H3_DATAGRAM } from "../h3/settings.ts";
 import type { Logger } from "../log.ts";
 import { nullLogger } from "../log.ts";
@@ -35,10 +36,12 @@ import {
   parseConnectIpRequest,
 } from "./connect_ip_request.ts";
 import type { ConnectIpScope } from "./connect_ip_request.ts";
-import { decodeVarint, varintSizeFromFirstByte } from "../h3/varint.ts";
 import {
   CONTEXT_ID_IP_PACKET,
+  contextIdSize,
   httpDatagramHeaderSize,
+  MALFORMED_CONTEXT_ID,
+  parseContextId,
   writeHttpDatagramHeader,
 } from "./http_datagram.ts";
 
@@ -192,16 +195,16 @@ export class ConnectIpSession {
   }
 
   #receiveDatagramPayload(payload: Uint8Array): void {
-    if (payload.length === 0 || varintSizeFromFirstByte(payload[0]) > payload.length) {
+    const contextId = parseContextId(payload);
+    if (contextId === MALFORMED_CONTEXT_ID) {
       this.stats.malformed++;
       return;
     }
-    const contextId = decodeVarint(payload, 0);
     if (contextId !== CONTEXT_ID_IP_PACKET) {
       this.stats.unknownContext++;
       return;
     }
-    const packet = payload.subarray(varintSizeFromFirstByte(payload[0]));
+    const packet = payload.subarray(contextIdSize(payload));
     this.stats.packetsIn++;
     this.stats.bytesIn += packet.length;
     this.#handlers?.onPacket(packet);
@@ -293,12 +296,10 @@ export class ConnectIpSession {
       while (this.#receiveBody(parser, await body.next())) {
         // each chunk is parsed in #receiveBody
       }
-      if (!parser.atCapsuleBoundary) {
-        throw new CapsuleError("Cannot parse capsule: stream ended inside a capsule");
-      }
+      parser.finish(); // throws when the stream ended inside a capsule (RFC 9297 §3.3)
       return this.#end({ reason: "closed", message: "peer ended the stream" });
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
+      const message = errorMessage(error);
       if (error instanceof H3Error && error.connection) {
         this.#stream.connection.fail(error);
       } else if (error instanceof CapsuleError) {
@@ -515,8 +516,4 @@ export async function answerRequest(
   const session = new ConnectIpSession(request, { mode, log: options.log });
   await request.writeHeaders(buildConnectIpResponse(200));
   return { session, scope: parsed.scope };
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -20,7 +20,7 @@ import {
   SETTINGS_H3_DATAGRAM,
 } from "../h3/settings.ts";
 import type { Settings } from "../h3/settings.ts";
-import { formatPrefix, parsePrefix } from "../packet/ip_address.ts";
+import { formatPrefix, parsePrefix } from "../ip/ip_address.ts";
 import type { Capsule } from "./capsule.ts";
 import { buildConnectIpRequest, DEFAULT_URI_TEMPLATE } from "./connect_ip_request.ts";
 import {
@@ -314,7 +314,7 @@ Deno.test("a malformed capsule ends only its session (RFC 9297 §3.3)", async (t
     await client.close();
     assertEquals(await within(v.end, "the session's end"), {
       reason: "error",
-      message: "Cannot parse capsule: stream ended inside a capsule",
+      message: "Cannot parse capsule: stream ended inside a capsule value (7 bytes missing)",
     });
     assertEquals(s.serverConn.closeInfo, undefined);
     s.client.close();

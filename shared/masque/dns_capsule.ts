@@ -37,7 +37,7 @@ import {
   varintSize,
   varintSizeFromFirstByte,
 } from "../h3/varint.ts";
-import { createPrefix, formatIp, hasHostBits, type IpPrefix } from "../packet/ip_address.ts";
+import { createPrefix, formatIp, hasHostBits, type IpPrefix } from "../ip/ip_address.ts";
 
 /** DNS_ASSIGN capsule type (draft-ietf-masque-connect-ip-dns-05 §6, provisional). */
 export const CAPSULE_DNS_ASSIGN = 0x1ace79ec;

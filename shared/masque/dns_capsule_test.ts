@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
 import { hex, prng } from "../../tests/support/bytes.ts";
 import { CapsuleError } from "../errors.ts";
-import { formatIp, formatPrefix, parseIp, parsePrefix } from "../packet/ip_address.ts";
+import { formatIp, formatPrefix, parseIp, parsePrefix } from "../ip/ip_address.ts";
 import {
   CAPSULE_DNS_ASSIGN,
   CAPSULE_PREF64,

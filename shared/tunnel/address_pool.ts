@@ -12,7 +12,7 @@
  * @module
  */
 
-import { formatIp, formatPrefix, hasHostBits, type IpPrefix } from "../packet/ip_address.ts";
+import { formatIp, formatPrefix, hasHostBits, type IpPrefix } from "../ip/ip_address.ts";
 
 function toBigInt(bytes: Uint8Array): bigint {
   let value = 0n;

@@ -4,7 +4,7 @@ import {
   assertStrictEquals,
   assertThrows,
 } from "../../tests/support/assert.ts";
-import { formatIp, type IpPrefix, parseIp, parsePrefix } from "../packet/ip_address.ts";
+import { formatIp, type IpPrefix, parseIp, parsePrefix } from "../ip/ip_address.ts";
 import { AddressPool } from "./address_pool.ts";
 
 const ip = (text: string) => parseIp(text)!;

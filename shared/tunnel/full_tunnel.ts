@@ -30,7 +30,7 @@
  * @module
  */
 
-import type { IpAddressRange } from "../masque/capsule.ts";
+import type { IpAddressRange } from "../ip/ip_address.ts";
 import {
   createPrefix,
   formatIp,
@@ -40,7 +40,7 @@ import {
   type IpVersion,
   ipVersionOf,
   prefixContains,
-} from "../packet/ip_address.ts";
+} from "../ip/ip_address.ts";
 import { routesWithin } from "./routes.ts";
 
 /** The client's routing table id by default (wg-quick uses 51820 for its own). */

@@ -1,5 +1,5 @@
 import { assertEquals, assertThrows } from "../../tests/support/assert.ts";
-import { formatPrefix, parseIp, parsePrefix } from "../packet/ip_address.ts";
+import { formatPrefix, parseIp, parsePrefix } from "../ip/ip_address.ts";
 import {
   checkFullTunnelOptions,
   DEFAULT_FWMARK,

@@ -35,8 +35,8 @@
  * @module
  */
 
-import type { IpPrefix, IpVersion } from "../packet/ip_address.ts";
-import { createPrefix, formatIp, formatPrefix, parsePrefix } from "../packet/ip_address.ts";
+import type { IpPrefix, IpVersion } from "../ip/ip_address.ts";
+import { createPrefix, formatIp, formatPrefix, parsePrefix } from "../ip/ip_address.ts";
 import {
   createIpv6Chain,
   destinationIn,
@@ -48,7 +48,7 @@ import {
   ipv4FragmentOffset,
   ipv4MoreFragments,
   readIpv6Chain,
-} from "../packet/ip_header.ts";
+} from "../ip/ip_header.ts";
 import { drop, FORWARD, type Verdict } from "./packet_policy.ts";
 
 export { FORWARD } from "./packet_policy.ts";

@@ -7,7 +7,7 @@ import {
   buildIpv6,
   buildIpv6Udp,
 } from "../../tests/support/packet_builder.ts";
-import { parseIp, parsePrefix } from "../packet/ip_address.ts";
+import { parseIp, parsePrefix } from "../ip/ip_address.ts";
 import {
   formatHostService,
   FORWARD,

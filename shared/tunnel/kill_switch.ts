@@ -27,7 +27,7 @@
  * @module
  */
 
-import { formatIp, formatPrefix, type IpPrefix, ipVersionOf } from "../packet/ip_address.ts";
+import { formatIp, formatPrefix, type IpPrefix, ipVersionOf } from "../ip/ip_address.ts";
 import { unmapIpv4 } from "./full_tunnel.ts";
 
 /** One relay endpoint the QUIC socket talks to. */

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
-import { parseIp, parsePrefix } from "../packet/ip_address.ts";
+import { parseIp, parsePrefix } from "../ip/ip_address.ts";
 import {
   checkKillSwitchOptions,
   DEFAULT_LAN_SUBNETS,

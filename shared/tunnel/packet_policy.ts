@@ -6,7 +6,7 @@
  * the destination must lie in an advertised route whose IP protocol matches
  * (ROUTE_ADVERTISEMENT, §4.7.3; ICMP is always allowed). A failed check is a
  * forwarding error, not a protocol violation: the packet is dropped and
- * counted, optionally answered with ICMP (§8, see `shared/packet/icmp.ts`).
+ * counted, optionally answered with ICMP (§8, see `shared/ip/icmp.ts`).
  *
  * These functions only decide: they return a {@linkcode Verdict} and leave
  * the dropping, counting and answering to the pump. They allocate nothing
@@ -16,7 +16,7 @@
  * @module
  */
 
-import type { IpPrefix, IpVersion } from "../packet/ip_address.ts";
+import type { IpAddressRange, IpPrefix } from "../ip/ip_address.ts";
 import {
   createIpv6Chain,
   destinationIn,
@@ -34,20 +34,7 @@ import {
   readIpv6Chain,
   sourceIn,
   validateIpPacket,
-} from "../packet/ip_header.ts";
-
-/**
- * One IP Address Range of a ROUTE_ADVERTISEMENT capsule (RFC 9484 §4.7.3):
- * inclusive `start`..`end` (4 or 16 bytes each) for IP protocol `ipProtocol`,
- * 0 meaning every protocol. Declared here with the same shape as the type in
- * `shared/masque/capsule.ts`, so either can be passed.
- */
-export interface IpAddressRange {
-  readonly version: IpVersion;
-  readonly start: Uint8Array;
-  readonly end: Uint8Array;
-  readonly ipProtocol: number;
-}
+} from "../ip/ip_header.ts";
 
 /**
  * Why a packet is not forwarded:
@@ -63,7 +50,7 @@ export interface IpAddressRange {
  * - `zero TTL`: IPv4 TTL or IPv6 Hop Limit 0, never valid on the wire;
  * - `bad fragment`: a fragment no sender makes (see {@linkcode checkHeaderRules});
  * - `bad extension headers`: an IPv6 chain that cannot be walked within bounds
- *   (see `readIpv6Chain` in `shared/packet/ip_header.ts`);
+ *   (see `readIpv6Chain` in `shared/ip/ip_header.ts`);
  * - `hop-by-hop options`: an IPv6 Hop-by-Hop Options header;
  * - `routing header type 0`: deprecated by RFC 5095;
  * - `relay host`, `client to client`, `hop limit exceeded`: see

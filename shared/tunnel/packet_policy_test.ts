@@ -7,9 +7,9 @@ import {
   buildIpv6,
   buildIpv6Udp,
 } from "../../tests/support/packet_builder.ts";
-import { type IpPrefix, parseIp, parsePrefix } from "../packet/ip_address.ts";
+import { type IpAddressRange, type IpPrefix, parseIp, parsePrefix } from "../ip/ip_address.ts";
 import { hex } from "../../tests/support/bytes.ts";
-import { validateIpPacket } from "../packet/ip_header.ts";
+import { validateIpPacket } from "../ip/ip_header.ts";
 import {
   checkFromClient,
   checkFromRelay,
@@ -17,7 +17,6 @@ import {
   type ClientPolicy,
   type DropReason,
   FORWARD,
-  type IpAddressRange,
   type Verdict,
 } from "./packet_policy.ts";
 

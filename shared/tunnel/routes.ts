@@ -5,9 +5,9 @@
  * @module
  */
 
-import type { IpPrefix, IpVersion } from "../packet/ip_address.ts";
-import { compareIp, createPrefix, prefixFirst, prefixLast } from "../packet/ip_address.ts";
-import type { IpAddressRange } from "../masque/capsule.ts";
+import type { IpPrefix, IpVersion } from "../ip/ip_address.ts";
+import { compareIp, createPrefix, prefixFirst, prefixLast } from "../ip/ip_address.ts";
+import type { IpAddressRange } from "../ip/ip_address.ts";
 
 function toBig(address: Uint8Array): bigint {
   let value = 0n;

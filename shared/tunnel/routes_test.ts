@@ -1,5 +1,5 @@
 import { assertEquals } from "../../tests/support/assert.ts";
-import { formatIp, formatPrefix, parseIp, parsePrefix } from "../packet/ip_address.ts";
+import { formatIp, formatPrefix, parseIp, parsePrefix } from "../ip/ip_address.ts";
 import { excludeAddress, prefixesToRanges, rangeToPrefixes, routesWithin } from "./routes.ts";
 
 const p = parsePrefix;

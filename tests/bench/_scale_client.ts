@@ -24,6 +24,7 @@
  *
  * @module
  */
+import { errorMessage } from "../../shared/errors.ts";
 import { parseArgs } from "node:util";
 import { H3Connection } from "../../shared/h3/connection.ts";
 import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
@@ -80,7 +81,7 @@ const deadline = Date.now() + timeoutMs;
 
 function noteError(error: unknown): void {
   if (errors.length < MAX_ERRORS_REPORTED) {
-    errors.push(error instanceof Error ? error.message : String(error));
+    errors.push(errorMessage(error));
   }
 }
 

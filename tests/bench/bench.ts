@@ -26,6 +26,7 @@
  *
  * @module
  */
+import { errorMessage } from "../../shared/errors.ts";
 import { createTopology, haveCommand, isRoot } from "../support/netns.ts";
 import type { Process, Topology } from "../support/netns.ts";
 import { startRelay } from "../support/vpn.ts";
@@ -112,10 +113,6 @@ const startedAt = Date.now();
 function log(message: string): void {
   const seconds = ((Date.now() - startedAt) / 1000).toFixed(1).padStart(6);
   console.error(`[${seconds}s] ${message}`);
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -239,7 +236,7 @@ class Iperf {
       const run = parseIperfTcp(await this.run(args, seconds));
       return { mbps: run.bitsPerSecond / 1e6, bytes: run.bytes };
     } catch (error) {
-      log(`  iperf3 TCP ${args.join(" ")} failed: ${errorText(error)}`);
+      log(`  iperf3 TCP ${args.join(" ")} failed: ${errorMessage(error)}`);
       return { mbps: NaN, bytes: 0 };
     }
   }
@@ -261,7 +258,7 @@ async function ping(topo: Topology, count: number): Promise<PingSummary> {
         : 100,
     };
   } catch (error) {
-    log(`  ping failed: ${errorText(error)}`);
+    log(`  ping failed: ${errorMessage(error)}`);
     return { p50Ms: NaN, p99Ms: NaN, lossPercent: NaN };
   }
 }
@@ -400,7 +397,7 @@ async function measureRepeat(
         lossPercent: run.lostPercent,
       });
     } catch (error) {
-      log(`  iperf3 UDP ${rate} Mbit/s failed: ${errorText(error)}`);
+      log(`  iperf3 UDP ${rate} Mbit/s failed: ${errorMessage(error)}`);
       udp.push({ offeredMbps: rate, sentMbps: NaN, receivedMbps: NaN, lossPercent: NaN });
     }
     // Let queues behind an overloaded tunnel drain before the next run.
@@ -607,8 +604,8 @@ async function measurePath(plan: PathPlan, settings: Settings): Promise<PathSumm
     });
     return summarize(plan, setup, repeats, cpu, peaks, soak);
   } catch (error) {
-    log(`${label}: FAILED: ${errorText(error)}`);
-    return summarize(plan, setup, repeats, cpu, peaks, soak, errorText(error));
+    log(`${label}: FAILED: ${errorMessage(error)}`);
+    return summarize(plan, setup, repeats, cpu, peaks, soak, errorMessage(error));
   }
 }
 
@@ -693,8 +690,8 @@ async function measureScale(settings: Settings): Promise<ScaleSummary> {
       };
     });
   } catch (error) {
-    log(`scale: FAILED: ${errorText(error)}`);
-    return { ok: false, error: errorText(error), ...empty };
+    log(`scale: FAILED: ${errorMessage(error)}`);
+    return { ok: false, error: errorMessage(error), ...empty };
   }
 }
 
@@ -725,7 +722,7 @@ async function probeWireguardGo(path: string, haveWg: boolean): Promise<Wireguar
       else if (((info.mode ?? 0) & 0o111) === 0) notFound = "not executable";
       else command = real;
     } catch (error) {
-      notFound = error instanceof Deno.errors.NotFound ? "no such file" : errorText(error);
+      notFound = error instanceof Deno.errors.NotFound ? "no such file" : errorMessage(error);
     }
   } else if (await haveCommand(path)) {
     command = path;
@@ -748,7 +745,7 @@ async function probeWireguardGo(path: string, haveWg: boolean): Promise<Wireguar
     }
     return { path, command, versionOutput: text(out.stdout), haveWg };
   } catch (error) {
-    return { path, command, versionError: errorText(error), haveWg };
+    return { path, command, versionError: errorMessage(error), haveWg };
   }
 }
 
@@ -788,7 +785,7 @@ async function main(): Promise<number> {
   try {
     settings = parseSettings(Deno.args, ROOT);
   } catch (error) {
-    console.error(`error: ${errorText(error)}\n\n${HELP}`);
+    console.error(`error: ${errorMessage(error)}\n\n${HELP}`);
     return 2;
   }
   if (settings === "help") {

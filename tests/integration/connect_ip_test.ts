@@ -5,7 +5,7 @@
 import { assert, assertEquals, assertRejects } from "../support/assert.ts";
 import { dialTestServer, testCerts } from "../support/certs.ts";
 import { H3Connection } from "../../shared/h3/connection.ts";
-import type { QuicConnLike } from "../../shared/h3/connection.ts";
+import type { QuicConnLike } from "../../shared/h3/quic.ts";
 import {
   clientSettings,
   serverSettings,
@@ -22,7 +22,7 @@ import {
 import type { PacketMode } from "../../shared/masque/connect_ip_session.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
 import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
-import { parsePrefix } from "../../shared/packet/ip_address.ts";
+import { parsePrefix } from "../../shared/ip/ip_address.ts";
 
 const ALPN = ["h3"];
 

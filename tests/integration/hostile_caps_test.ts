@@ -39,7 +39,7 @@ import { encodeCapsule } from "../../shared/masque/capsule.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
 import { buildConnectIpRequest } from "../../shared/masque/connect_ip_request.ts";
 import { ConnectIpError } from "../../shared/masque/connect_ip_session.ts";
-import { formatPrefix, parsePrefix } from "../../shared/packet/ip_address.ts";
+import { formatPrefix, parsePrefix } from "../../shared/ip/ip_address.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 /** The well-behaved client's source address; hostile peers use 127.0.0.1. */

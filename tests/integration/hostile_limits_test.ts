@@ -34,7 +34,7 @@ import { createLogger } from "../../shared/log.ts";
 import { buildConnectIpRequest } from "../../shared/masque/connect_ip_request.ts";
 import { openConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
 import type { ConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
-import { parsePrefix } from "../../shared/packet/ip_address.ts";
+import { parsePrefix } from "../../shared/ip/ip_address.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const ANY_PATH = "/.well-known/masque/ip/*/*/";

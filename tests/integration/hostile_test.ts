@@ -41,7 +41,7 @@ import {
 import { ConnectIpError, openConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
 import type { ConnectIpSession, SessionEnd } from "../../shared/masque/connect_ip_session.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
-import { formatIp, parsePrefix } from "../../shared/packet/ip_address.ts";
+import { formatIp, parsePrefix } from "../../shared/ip/ip_address.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const ALPN = ["h3"];

@@ -21,8 +21,8 @@ import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
 import { ConnectIpError, openConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
 import type { ConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
-import { formatIp, formatPrefix, parsePrefix } from "../../shared/packet/ip_address.ts";
-import { hopLimit, readDestination, readSource } from "../../shared/packet/ip_header.ts";
+import { formatIp, formatPrefix, parsePrefix } from "../../shared/ip/ip_address.ts";
+import { hopLimit, readDestination, readSource } from "../../shared/ip/ip_header.ts";
 import type { HostService } from "../../shared/tunnel/host_firewall.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };

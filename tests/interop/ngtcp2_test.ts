@@ -23,11 +23,8 @@
 import { assert, assertEquals, assertMatch, assertRejects } from "../support/assert.ts";
 import { testCerts } from "../support/certs.ts";
 import { H3Connection } from "../../shared/h3/connection.ts";
-import type {
-  H3RequestStream,
-  QuicCloseInfoLike,
-  QuicConnLike,
-} from "../../shared/h3/connection.ts";
+import type { QuicCloseInfoLike, QuicConnLike } from "../../shared/h3/quic.ts";
+import type { H3RequestStream } from "../../shared/h3/request_stream.ts";
 import type { HeaderField } from "../../shared/h3/qpack.ts";
 import { SETTINGS_ENABLE_CONNECT_PROTOCOL } from "../../shared/h3/settings.ts";
 import { H3_MESSAGE_ERROR, H3_NO_ERROR, H3Error } from "../../shared/errors.ts";

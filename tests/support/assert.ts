@@ -5,6 +5,7 @@
  * @module
  */
 import nodeAssert from "node:assert";
+import { errorMessage } from "../../shared/errors.ts";
 
 /** Throws unless `condition` is truthy. */
 export function assert(condition: unknown, message = "Assertion failed"): asserts condition {
@@ -46,7 +47,7 @@ function checkError<E extends Error>(
     });
   }
   if (msgIncludes !== undefined) {
-    const message = error instanceof Error ? error.message : String(error);
+    const message = errorMessage(error);
     if (!message.includes(msgIncludes)) {
       throw new nodeAssert.AssertionError({
         message: `Expected error message to include ${JSON.stringify(msgIncludes)}, got ${

@@ -31,7 +31,7 @@ import type {
   QuicConnLike,
   QuicReceiveStreamLike,
   QuicSendStreamLike,
-} from "../../shared/h3/connection.ts";
+} from "../../shared/h3/quic.ts";
 
 /** Options of {@linkcode createFakeQuicPair}. */
 export interface FakeQuicOptions {

@@ -18,6 +18,8 @@
  * @module
  */
 
+import { errorMessage } from "../../shared/errors.ts";
+
 /** The role of a namespace in the topology. */
 export type NamespaceRole = "client" | "relay" | "target";
 
@@ -549,8 +551,4 @@ async function withTimeout(promise: Promise<unknown>, ms: number): Promise<boole
   } finally {
     clearTimeout(timer);
   }
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -10,8 +10,8 @@ import {
   checksumFinish,
   internetChecksum,
   ipPseudoHeaderSum,
-} from "../../shared/packet/checksum.ts";
-import { parseIp } from "../../shared/packet/ip_address.ts";
+} from "../../shared/ip/checksum.ts";
+import { parseIp } from "../../shared/ip/ip_address.ts";
 
 /** One TCP segment in an IP packet. Defaults: ACK, window 502, no options, TTL 64, DF. */
 export interface TcpPacketOptions {

@@ -7,14 +7,14 @@
  */
 
 import type { PacketDevice } from "../../shared/tunnel/packet_device.ts";
-import { parseIp } from "../../shared/packet/ip_address.ts";
+import { parseIp } from "../../shared/ip/ip_address.ts";
 import {
   checksumAdd,
   checksumFinish,
   internetChecksum,
   ipv4PseudoHeaderSum,
   ipv6PseudoHeaderSum,
-} from "../../shared/packet/checksum.ts";
+} from "../../shared/ip/checksum.ts";
 
 /** An address as text (`198.18.0.1`, `fd00::1`) or as 4 / 16 bytes. */
 export type AddressInput = string | Uint8Array;

@@ -23,7 +23,7 @@ import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
 import { openConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
 import type { ConnectIpSession, SessionEnd } from "../../shared/masque/connect_ip_session.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
-import { formatIp, parsePrefix } from "../../shared/packet/ip_address.ts";
+import { formatIp, parsePrefix } from "../../shared/ip/ip_address.ts";
 
 /** The connect-ip path for any target and protocol. */
 export const ANY_PATH = expandConnectIpPath("/.well-known/masque/ip/{target}/{ipproto}/", {

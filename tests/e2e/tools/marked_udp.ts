@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { errorMessage } from "../../../shared/errors.ts";
 import { parseArgs } from "node:util";
 import { markUdpSocket } from "../../../ffi/policy_routing.ts";
 
@@ -50,7 +51,7 @@ if (import.meta.main) {
     clearTimeout(timer);
     result.echoed = reply !== null && new TextDecoder().decode(reply[0]) === "marked-udp";
   } catch (error) {
-    result.error = error instanceof Error ? error.message : String(error);
+    result.error = errorMessage(error);
   }
   console.log(JSON.stringify(result));
   socket.close();

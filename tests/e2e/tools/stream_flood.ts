@@ -25,7 +25,7 @@ import {
   datagramCapsuleHeaderSize,
   writeDatagramCapsuleHeader,
 } from "../../../shared/masque/capsule.ts";
-import { formatIp } from "../../../shared/packet/ip_address.ts";
+import { formatIp } from "../../../shared/ip/ip_address.ts";
 import { buildIcmpv4Echo } from "../../support/packet_builder.ts";
 
 /** Packets per stream write. */

@@ -20,6 +20,7 @@
  *
  * @module
  */
+import { errorMessage } from "../../../shared/errors.ts";
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 
@@ -159,9 +160,7 @@ if (import.meta.main) {
       console.log(JSON.stringify(await send(values.host, port, bytes, seed)));
     } catch (error) {
       fail(
-        `transfer to ${values.host}:${port} failed: ${
-          error instanceof Error ? error.message : error
-        }`,
+        `transfer to ${values.host}:${port} failed: ${errorMessage(error)}`,
       );
     } finally {
       clearTimeout(timer);

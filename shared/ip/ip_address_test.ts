@@ -119,6 +119,9 @@ Deno.test("parseIp() rejects malformed and non-strict text", async (t) => {
     "1.2.3.4::",
     "1:2:3:4:5:6:7:1.2.3.4",
     "::ffff:01.2.3.4",
+    ":1:2:3:4:5:6:7",
+    "1::2:3:4:5:6:7:8", // "::" for no group at all
+    "localhost",
   ];
   for (const text of bad) {
     await t.step(JSON.stringify(text), () => assertStrictEquals(parseIp(text), undefined));

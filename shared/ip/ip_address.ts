@@ -17,6 +17,19 @@ export const IPV4_ADDRESS_LENGTH = 4;
 export const IPV6_ADDRESS_LENGTH = 16;
 
 /**
+ * An inclusive range of addresses `start`..`end` (4 or 16 bytes each) for IP
+ * protocol `ipProtocol`, 0 meaning every protocol: one IP Address Range of a
+ * ROUTE_ADVERTISEMENT capsule (RFC 9484 §4.7.3), and the form routes take in
+ * the packet policy.
+ */
+export interface IpAddressRange {
+  readonly version: IpVersion;
+  readonly start: Uint8Array;
+  readonly end: Uint8Array;
+  readonly ipProtocol: number;
+}
+
+/**
  * An IP prefix (CIDR block). `address` is 4 or 16 bytes with every bit past
  * `prefixLength` zero; `prefixLength` is 0..32 or 0..128 bits.
  */

@@ -71,15 +71,6 @@ function hex(value: number): string {
 }
 
 /**
- * Whether `type` is a reserved frame type of the form `0x1f * N + 0x21`
- * (RFC 9114 §7.2.8), used to exercise ("grease") the rule that unknown frame
- * types are ignored.
- */
-export function isReservedFrameType(type: number): boolean {
-  return Number.isSafeInteger(type) && type >= 0x21 && (type - 0x21) % 0x1f === 0;
-}
-
-/**
  * A name for `type` in messages: `"HEADERS"` for the frame types of RFC 9114
  * §7.2, otherwise the type in hex such as `"0x2a"`.
  */

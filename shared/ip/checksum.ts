@@ -151,3 +151,14 @@ export function ipPseudoHeaderSum(packet: Uint8Array, protocol: number, length: 
   }
   return fold(checksumAdd(0, packet, 12, 20) + (protocol & 0xff) + (length & 0xffff));
 }
+
+/**
+ * Updates a checksum after one 16-bit word of the summed data changed from
+ * `oldWord` to `newWord`, without summing the data again
+ * (RFC 1624 §3, equation 3: HC' = ~(~HC + ~m + m')). Used to decrement a TTL.
+ *
+ * @returns the new checksum field value, 0..0xffff
+ */
+export function checksumUpdate16(checksum: number, oldWord: number, newWord: number): number {
+  return checksumFinish((~checksum & 0xffff) + (~oldWord & 0xffff) + (newWord & 0xffff));
+}

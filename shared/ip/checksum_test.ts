@@ -6,6 +6,7 @@ import {
   checksumAdd32,
   checksumFinish,
   checksumIsValid,
+  checksumUpdate16,
   internetChecksum,
   ipPseudoHeaderSum,
   ipv4PseudoHeaderSum,
@@ -139,5 +140,32 @@ Deno.test("ipPseudoHeaderSum() reads the addresses in place", async (t) => {
       ipPseudoHeaderSum(header, 58, 0x12345),
       ipv6PseudoHeaderSum(header.subarray(8, 24), header.subarray(24, 40), 58, 0x12345),
     );
+  });
+});
+
+Deno.test("checksumUpdate16() follows RFC 1624", async (t) => {
+  await t.step("§4 example: HC dd2f, m 5555 -> m' 3285 gives 0000", () => {
+    assertEquals(checksumUpdate16(0xdd2f, 0x5555, 0x3285), 0x0000);
+  });
+  await t.step("TTL decrement equals a full recompute", () => {
+    const header = hex("4500 0073 0000 4000 4011 b861 c0a8 0001 c0a8 00c7");
+    const updated = checksumUpdate16(0xb861, 0x4011, 0x3f11);
+    header[8] = 0x3f;
+    header[10] = header[11] = 0;
+    assertEquals(updated, internetChecksum(header));
+  });
+  await t.step("random words", () => {
+    for (let i = 0; i < 1000; i++) {
+      const data = randomBytes(20);
+      const before = internetChecksum(data);
+      const oldWord = (data[6] << 8) | data[7];
+      const newWord = Math.floor(Math.random() * 0x10000);
+      data[6] = newWord >> 8;
+      data[7] = newWord & 0xff;
+      const after = checksumUpdate16(before, oldWord, newWord);
+      const full = internetChecksum(data);
+      // RFC 1624 §3: both forms of zero verify, so 0000 and ffff are interchangeable.
+      assert(after === full || (after ^ full) === 0xffff, `${after} vs ${full}`);
+    }
   });
 });

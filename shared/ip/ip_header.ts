@@ -13,7 +13,7 @@
  */
 
 import type { IpPrefix } from "./ip_address.ts";
-import { checksumAdd } from "./checksum.ts";
+import { checksumAdd, checksumUpdate16 } from "./checksum.ts";
 
 /** Length in bytes of an IPv4 header without options (RFC 791 §3.1, IHL 5). */
 export const IPV4_MIN_HEADER_LENGTH = 20;
@@ -518,4 +518,31 @@ export function hopLimit(packet: Uint8Array): number {
   if (version === 4) return packet.length >= IPV4_MIN_HEADER_LENGTH ? packet[8] : -1;
   if (version === 6) return packet.length >= IPV6_HEADER_LENGTH ? packet[7] : -1;
   return -1;
+}
+
+/**
+ * Decrements the TTL / Hop Limit in place, as RFC 9484 §7 asks right before a
+ * packet is sent in an HTTP Datagram, patching the IPv4 header checksum
+ * incrementally (RFC 1624 §3). Returns false, changing nothing, when the value
+ * is 0 or 1 (the packet must be dropped, RFC 1812 §5.3.1, RFC 8200 §3) or the
+ * header is short or of an unknown version.
+ */
+export function decrementHopLimit(packet: Uint8Array): boolean {
+  const version = ipVersion(packet);
+  if (version === 4 && packet.length >= IPV4_MIN_HEADER_LENGTH) {
+    const ttl = packet[8];
+    if (ttl <= 1) return false;
+    const oldWord = (ttl << 8) | packet[9];
+    const checksum = checksumUpdate16((packet[10] << 8) | packet[11], oldWord, oldWord - 0x100);
+    packet[8] = ttl - 1;
+    packet[10] = checksum >> 8;
+    packet[11] = checksum & 0xff;
+    return true;
+  }
+  if (version === 6 && packet.length >= IPV6_HEADER_LENGTH) {
+    if (packet[7] <= 1) return false;
+    packet[7]--;
+    return true;
+  }
+  return false;
 }

@@ -10,11 +10,14 @@ import {
   buildIpv4,
   buildIpv4Udp,
   buildIpv6,
+  buildIpv6Udp,
 } from "../../tests/support/packet_builder.ts";
+import { checksumIsValid } from "./checksum.ts";
 import { parseIp, parsePrefix } from "./ip_address.ts";
 import {
   addressKey,
   createIpv6Chain,
+  decrementHopLimit,
   destinationIn,
   destinationInRange,
   destinationKey,
@@ -360,6 +363,42 @@ Deno.test("destinationKey() equals addressKey() and tells addresses apart", asyn
   });
 });
 
+Deno.test("decrementHopLimit() patches the IPv4 checksum and refuses TTL 1", async (t) => {
+  await t.step("IPv4 TTL 64 -> 63 with a still valid header checksum", () => {
+    const packet = IPV4_UDP.slice();
+    assert(decrementHopLimit(packet));
+    assertStrictEquals(packet[8], 63);
+    assert(checksumIsValid(packet, 0, 20));
+    assertStrictEquals(validateIpPacket(packet), undefined);
+  });
+  await t.step("IPv4 down to 1, then refused without change", () => {
+    const packet = buildIpv4Udp({
+      src: "198.18.0.1",
+      dst: "198.18.0.2",
+      srcPort: 1,
+      dstPort: 2,
+      ttl: 255,
+    });
+    for (let ttl = 254; ttl >= 1; ttl--) {
+      assert(decrementHopLimit(packet));
+      assertStrictEquals(packet[8], ttl);
+      assert(checksumIsValid(packet, 0, 20), `checksum after TTL ${ttl}`);
+    }
+    const before = packet.slice();
+    assert(!decrementHopLimit(packet));
+    assertEquals(packet, before);
+  });
+  await t.step("IPv6 hop limit 2 -> 1 -> refused; 0 refused", () => {
+    const packet = buildIpv6Udp({ src: "fd00::1", dst: "fd00::2", srcPort: 1, dstPort: 2, ttl: 2 });
+    assert(decrementHopLimit(packet));
+    assertStrictEquals(hopLimit(packet), 1);
+    assert(!decrementHopLimit(packet));
+    packet[7] = 0;
+    assert(!decrementHopLimit(packet));
+  });
+  await t.step("garbage is refused", () => assert(!decrementHopLimit(hex("50"))));
+});
+
 function randomLength(max: number): number {
   return Math.floor(Math.random() * (max + 1));
 }
@@ -510,6 +549,7 @@ Deno.test("validateIpPacket() and the readers never throw on random and mutated 
     } else {
       assertStrictEquals(typeof reason, "string");
     }
+    decrementHopLimit(packet);
   }
   assert(
     accepted > 100,

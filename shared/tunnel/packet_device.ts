@@ -3,7 +3,7 @@
  *
  * The TUN device in `ffi/` implements it structurally (it never imports this
  * file, see docs/DESIGN.md "Layers"); tests use the in-memory device from
- * `tests/support/packet_builder.ts`. Packets carry no link-layer header: each
+ * `tests/support/memory_tun.ts`. Packets carry no link-layer header: each
  * one starts with the IPv4 (RFC 791 §3.1) or IPv6 (RFC 8200 §3) header.
  *
  * @module

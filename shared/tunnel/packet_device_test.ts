@@ -1,9 +1,6 @@
 import { assertEquals, assertRejects, assertStrictEquals } from "../../tests/support/assert.ts";
-import {
-  buildIpv4Udp,
-  buildIpv6Udp,
-  InMemoryPacketDevice,
-} from "../../tests/support/packet_builder.ts";
+import { InMemoryPacketDevice } from "../../tests/support/memory_tun.ts";
+import { buildIpv4Udp, buildIpv6Udp } from "../../tests/support/packet_builder.ts";
 import type { PacketDevice } from "./packet_device.ts";
 
 const packetN = (n: number) =>

@@ -23,7 +23,7 @@ import { assert, assertEquals } from "../support/assert.ts";
 import { hex } from "../support/bytes.ts";
 import { dialTestServer, testCerts } from "../support/certs.ts";
 import { readAll, until, within } from "../support/fake_quic.ts";
-import { InMemoryPacketDevice } from "../support/packet_builder.ts";
+import { InMemoryPacketDevice } from "../support/memory_tun.ts";
 import { Relay } from "../../relay/relay.ts";
 import { H3_EXCESSIVE_LOAD, H3_MISSING_SETTINGS } from "../../shared/errors.ts";
 import { H3Connection } from "../../shared/h3/connection.ts";

@@ -18,7 +18,8 @@ import { assert, assertEquals } from "../support/assert.ts";
 import { hex, prng } from "../support/bytes.ts";
 import { dialTestServer, testCerts } from "../support/certs.ts";
 import { until, within } from "../support/fake_quic.ts";
-import { buildIpv4Udp, InMemoryPacketDevice } from "../support/packet_builder.ts";
+import { InMemoryPacketDevice } from "../support/memory_tun.ts";
+import { buildIpv4Udp } from "../support/packet_builder.ts";
 import { Relay } from "../../relay/relay.ts";
 import {
   H3_CLOSED_CRITICAL_STREAM,

@@ -7,12 +7,8 @@
  */
 import { assert, assertEquals, assertRejects } from "../support/assert.ts";
 import { dialTestServer, testCerts } from "../support/certs.ts";
-import {
-  buildIpv4,
-  buildIpv4Udp,
-  buildIpv6Udp,
-  InMemoryPacketDevice,
-} from "../support/packet_builder.ts";
+import { InMemoryPacketDevice } from "../support/memory_tun.ts";
+import { buildIpv4, buildIpv4Udp, buildIpv6Udp } from "../support/packet_builder.ts";
 import { Relay } from "../../relay/relay.ts";
 import { H3Connection } from "../../shared/h3/connection.ts";
 import { createLogger, nullLogger } from "../../shared/log.ts";

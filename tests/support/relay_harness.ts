@@ -12,7 +12,8 @@
 import { assert } from "./assert.ts";
 import { dialTestServer, testCerts } from "./certs.ts";
 import { until } from "./fake_quic.ts";
-import { buildIpv4Udp, InMemoryPacketDevice } from "./packet_builder.ts";
+import { InMemoryPacketDevice } from "./memory_tun.ts";
+import { buildIpv4Udp } from "./packet_builder.ts";
 import { quicListenLimits } from "../../relay/limits.ts";
 import type { RelayLimits } from "../../relay/limits.ts";
 import { serveListener } from "../../relay/listener.ts";

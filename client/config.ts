@@ -15,8 +15,8 @@ import {
   parseConnectIpTemplate,
 } from "../shared/masque/connect_ip_request.ts";
 import type { PacketMode } from "../shared/masque/connect_ip_session.ts";
-import { parseCidr, parseInteger } from "../relay/config.ts";
-import type { ParseResult } from "../relay/config.ts";
+import { parseCidr, parseInteger } from "../shared/cli.ts";
+import type { ParseResult } from "../shared/cli.ts";
 
 /** The client's configuration. */
 export interface ClientConfig {

@@ -7,10 +7,11 @@
 
 import { errorMessage } from "../shared/errors.ts";
 import { parseArgs } from "node:util";
+import { parseCidr, parseInteger, type ParseResult } from "../shared/cli.ts";
 import type { LogLevel } from "../shared/log.ts";
 import { parseLogLevel } from "../shared/log.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
-import { formatPrefix, parsePrefix } from "../shared/ip/ip_address.ts";
+import { formatPrefix,} from "../shared/ip/ip_address.ts";
 import {
   DEFAULT_URI_TEMPLATE,
   parseConnectIpTemplate,
@@ -66,12 +67,6 @@ export interface RelayConfig {
 }
 
 const D = DEFAULT_RELAY_LIMITS;
-
-/** The outcome of {@linkcode parseRelayConfig}. */
-export type ParseResult<T> =
-  | { readonly ok: true; readonly config: T }
-  | { readonly ok: false; readonly errors: readonly string[] }
-  | { readonly ok: "help" };
 
 /** `--help` text; every option is listed here and in docs/. */
 export const RELAY_HELP = `masque-vpn relay: serves CONNECT-IP (RFC 9484) over HTTP/3.
@@ -326,40 +321,4 @@ export function parseRelayConfig(
       allowClientToClient: values["allow-client-to-client"] ?? false,
     }),
   };
-}
-
-/** Parses a decimal integer within bounds, or records an error. */
-export function parseInteger(
-  text: string,
-  name: string,
-  min: number,
-  max: number,
-  errors: string[],
-): number | undefined {
-  const value = /^[0-9]+$/.test(text) ? Number(text) : NaN;
-  if (!(value >= min && value <= max)) {
-    errors.push(`${name} must be an integer from ${min} to ${max}, not "${text}"`);
-    return undefined;
-  }
-  return value;
-}
-
-/** Parses a prefix, optionally of one IP version, or records an error. */
-export function parseCidr(
-  text: string,
-  name: string,
-  errors: string[],
-  version?: 4 | 6,
-): IpPrefix | undefined {
-  try {
-    const prefix = parsePrefix(text.trim());
-    if (version !== undefined && prefix.version !== version) {
-      errors.push(`${name} must be an IPv${version} prefix, not "${text}"`);
-      return undefined;
-    }
-    return prefix;
-  } catch (error) {
-    errors.push(`${name}: ${errorMessage(error)}`);
-    return undefined;
-  }
 }

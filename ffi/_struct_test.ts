@@ -2,7 +2,7 @@
 // netlink and ioctl structs use host byte order, IP addresses network order.
 // Each line of a hex() call is one struct field.
 import { assert, assertEquals, assertThrows } from "../tests/support/assert.ts";
-import { prng } from "../tests/support/bytes.ts";
+import { fuzz } from "../tests/support/bytes.ts";
 import { PrefixError } from "./_address.ts";
 import {
   checkInterfaceName,
@@ -554,31 +554,31 @@ Deno.test("parseRtattrs() splits attributes and rejects bad lengths", () => {
   assertThrows(() => parseRtattrs(hex("09 00 01 00 00")), StructError, "length 9 is outside 4..5");
 });
 
-Deno.test("netlink parsers only ever throw StructError on random and mutated input", () => {
-  const next = prng(0x5eed);
-  const seeds = [ACK_OK, ACK_EEXIST_TLV, ACK_EINVAL_UNCAPPED];
-  let rejected = 0;
-  for (let i = 0; i < 5000; i++) {
-    let input: Uint8Array;
-    if (i % 2 === 0) {
-      input = new Uint8Array(Math.floor(next() * 80));
-      for (let j = 0; j < input.length; j++) input[j] = Math.floor(next() * 256);
-    } else {
-      const seed = seeds[i % seeds.length];
-      input = seed.slice(0, Math.max(0, seed.length - Math.floor(next() * 8)));
-      for (let k = 0; k < 1 + Math.floor(next() * 4); k++) {
-        if (input.length) input[Math.floor(next() * input.length)] = Math.floor(next() * 256);
+Deno.test("netlink parsers only ever throw StructError on random and mutated input", () =>
+  fuzz((next) => {
+    const seeds = [ACK_OK, ACK_EEXIST_TLV, ACK_EINVAL_UNCAPPED];
+    let rejected = 0;
+    for (let i = 0; i < 5000; i++) {
+      let input: Uint8Array;
+      if (i % 2 === 0) {
+        input = new Uint8Array(Math.floor(next() * 80));
+        for (let j = 0; j < input.length; j++) input[j] = Math.floor(next() * 256);
+      } else {
+        const seed = seeds[i % seeds.length];
+        input = seed.slice(0, Math.max(0, seed.length - Math.floor(next() * 8)));
+        for (let k = 0; k < 1 + Math.floor(next() * 4); k++) {
+          if (input.length) input[Math.floor(next() * input.length)] = Math.floor(next() * 256);
+        }
+      }
+      try {
+        for (const message of parseNetlinkMessages(input)) {
+          parseRtattrs(message.payload);
+          if (message.type === NLMSG_ERROR) parseNetlinkAck(message);
+        }
+      } catch (error) {
+        if (!(error instanceof StructError)) throw error;
+        rejected++;
       }
     }
-    try {
-      for (const message of parseNetlinkMessages(input)) {
-        parseRtattrs(message.payload);
-        if (message.type === NLMSG_ERROR) parseNetlinkAck(message);
-      }
-    } catch (error) {
-      if (!(error instanceof StructError)) throw error;
-      rejected++;
-    }
-  }
-  assert(rejected > 100, `expected many rejections, got ${rejected}`);
-});
+    assert(rejected > 100, `expected many rejections, got ${rejected}`);
+  }, 0x5eed));

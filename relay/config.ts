@@ -11,7 +11,7 @@ import { parseCidr, parseInteger, type ParseResult } from "../shared/cli.ts";
 import type { LogLevel } from "../shared/log.ts";
 import { parseLogLevel } from "../shared/log.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
-import { formatPrefix,} from "../shared/ip/ip_address.ts";
+import { formatPrefix } from "../shared/ip/ip_address.ts";
 import {
   DEFAULT_URI_TEMPLATE,
   parseConnectIpTemplate,

@@ -5,7 +5,7 @@ import {
   assertRejects,
   assertThrows,
 } from "../tests/support/assert.ts";
-import { hex } from "../tests/support/bytes.ts";
+import { fuzz, hex } from "../tests/support/bytes.ts";
 import {
   CertificateError,
   certificateMatchesKey,
@@ -670,67 +670,70 @@ Deno.test("parseCertificate() rejects malformed DER with a clear message", async
   });
 });
 
-Deno.test("parseCertificate() only throws CertificateError on mutated and random input", async () => {
-  const ca = await createDevCa();
-  const server = await issueServerCert(ca, {
-    dnsNames: ["localhost", "relay.test"],
-    ipAddresses: ["127.0.0.1", "::1"],
-  });
-  const seeds = [
-    HAND_BUILT,
-    decodePem(OPENSSL_FIXTURE, "CERTIFICATE"),
-    decodePem(ca.certPem, "CERTIFICATE"),
-    decodePem(server.certPem, "CERTIFICATE"),
-  ];
-  let parsed = 0;
-  let rejected = 0;
-  const attempt = (bytes: Uint8Array) => {
-    try {
-      parseCertificate(bytes);
-      parsed++;
-    } catch (error) {
-      if (!(error instanceof CertificateError)) throw error;
-      rejected++;
-    }
-  };
-  const random = (n: number) => Math.floor(Math.random() * n);
-  for (let i = 0; i < 4000; i++) {
-    const seed = seeds[i % seeds.length];
-    const bytes = seed.slice();
-    switch (random(4)) {
-      case 0: // flip a few bytes
-        for (let k = 0; k <= random(4); k++) bytes[random(bytes.length)] = random(256);
-        attempt(bytes);
-        break;
-      case 1: // truncate
-        attempt(bytes.subarray(0, random(bytes.length)));
-        break;
-      case 2: { // insert a byte
-        const at = random(bytes.length);
-        attempt(Uint8Array.of(...bytes.subarray(0, at), random(256), ...bytes.subarray(at)));
-        break;
+Deno.test("parseCertificate() only throws CertificateError on mutated and random input", () =>
+  fuzz(async (random) => {
+    const ca = await createDevCa();
+    const server = await issueServerCert(ca, {
+      dnsNames: ["localhost", "relay.test"],
+      ipAddresses: ["127.0.0.1", "::1"],
+    });
+    const seeds = [
+      HAND_BUILT,
+      decodePem(OPENSSL_FIXTURE, "CERTIFICATE"),
+      decodePem(ca.certPem, "CERTIFICATE"),
+      decodePem(server.certPem, "CERTIFICATE"),
+    ];
+    let parsed = 0;
+    let rejected = 0;
+    const attempt = (bytes: Uint8Array) => {
+      try {
+        parseCertificate(bytes);
+        parsed++;
+      } catch (error) {
+        if (!(error instanceof CertificateError)) throw error;
+        rejected++;
       }
-      default: // random bytes behind a plausible SEQUENCE header
-        attempt(Uint8Array.of(0x30, ...crypto.getRandomValues(new Uint8Array(1 + random(300)))));
+    };
+    for (let i = 0; i < 4000; i++) {
+      const seed = seeds[i % seeds.length];
+      const bytes = seed.slice();
+      switch (random.int(4)) {
+        case 0: // flip a few bytes
+          for (let k = 0; k <= random.int(4); k++) {
+            bytes[random.int(bytes.length)] = random.int(256);
+          }
+          attempt(bytes);
+          break;
+        case 1: // truncate
+          attempt(bytes.subarray(0, random.int(bytes.length)));
+          break;
+        case 2: { // insert a byte
+          const at = random.int(bytes.length);
+          attempt(Uint8Array.of(...bytes.subarray(0, at), random.int(256), ...bytes.subarray(at)));
+          break;
+        }
+        default: // random bytes behind a plausible SEQUENCE header
+          attempt(Uint8Array.of(0x30, ...random.fill(new Uint8Array(1 + random.int(300)))));
+      }
     }
-  }
-  assert(rejected > 1000, `only ${rejected} inputs rejected`);
-  assert(parsed > 0, "no mutated input parsed (flips inside signatures should)");
-});
+    assert(rejected > 1000, `only ${rejected} inputs rejected`);
+    assert(parsed > 0, "no mutated input parsed (flips inside signatures should)");
+  }));
 
-Deno.test("decodePem() only throws CertificateError on mutated PEM", () => {
-  const pem = OPENSSL_FIXTURE;
-  const alphabet = "AZaz09+/=- \n\r!";
-  for (let i = 0; i < 3000; i++) {
-    const chars = [...pem];
-    for (let k = 0; k < 1 + Math.floor(Math.random() * 3); k++) {
-      chars[Math.floor(Math.random() * chars.length)] =
-        alphabet[Math.floor(Math.random() * alphabet.length)];
+Deno.test("decodePem() only throws CertificateError on mutated PEM", () =>
+  fuzz((random) => {
+    const pem = OPENSSL_FIXTURE;
+    const alphabet = "AZaz09+/=- \n\r!";
+    for (let i = 0; i < 3000; i++) {
+      const chars = [...pem];
+      for (let k = 0; k < 1 + Math.floor(random() * 3); k++) {
+        chars[Math.floor(random() * chars.length)] =
+          alphabet[Math.floor(random() * alphabet.length)];
+      }
+      try {
+        parseCertificate(decodePem(chars.join(""), "CERTIFICATE"));
+      } catch (error) {
+        if (!(error instanceof CertificateError)) throw error;
+      }
     }
-    try {
-      parseCertificate(decodePem(chars.join(""), "CERTIFICATE"));
-    } catch (error) {
-      if (!(error instanceof CertificateError)) throw error;
-    }
-  }
-});
+  }));

@@ -5,7 +5,7 @@
  * raw peer sees.
  */
 import { assert, assertEquals, assertMatch, assertRejects } from "../../tests/support/assert.ts";
-import { hex, prng } from "../../tests/support/bytes.ts";
+import { fuzz, hex } from "../../tests/support/bytes.ts";
 import { createFakeQuicPair, readAll, until, within } from "../../tests/support/fake_quic.ts";
 import type { FakeQuicConn, FakeQuicOptions } from "../../tests/support/fake_quic.ts";
 import {
@@ -830,70 +830,70 @@ const CONTROL_STREAM_CODES = new Set([
   H3_ID_ERROR,
 ]);
 
-Deno.test("random control streams always end in a connection error with an RFC 9114 code", async () => {
-  const random = prng(9114);
-  for (let i = 0; i < 300; i++) {
-    const { h3, raw } = await againstRawPeer(i % 2 === 0 ? "client" : "server", {
-      maxChunkSize: 1 + Math.floor(random() * 8),
-    });
-    // Half start with a valid SETTINGS frame, so the later frame rules are reached.
-    const prefix = i % 4 < 2 ? hex(CONTROL_WITH_SETTINGS) : hex("00");
-    const noise = Uint8Array.from({ length: Math.floor(random() * 24) }, () =>
-      // Mostly small values, so that frame types and lengths are meaningful.
-      random() < 0.7 ? Math.floor(random() * 16) : Math.floor(random() * 256));
-    const bytes = new Uint8Array(prefix.length + noise.length);
-    bytes.set(prefix);
-    bytes.set(noise, prefix.length);
-    // FIN at the end: if nothing else does, the closed control stream must.
-    await raw.openUni(bytes, { end: true });
-    const info = await within(raw.closed, `close of case ${i}`);
-    assert(
-      CONTROL_STREAM_CODES.has(info.closeCode),
-      `case ${i} (${
-        [...bytes].map((b) => b.toString(16)).join(" ")
-      }) closed with ${info.closeCode}`,
-    );
-    assert(info.reason.length > 0, `case ${i} closed without a reason`);
-    assertEquals(h3.closeError?.code, info.closeCode);
-  }
-});
-
-Deno.test("random request streams end the stream or the connection, never anything else", async () => {
-  const random = prng(4);
-  const codes = new Set([
-    H3_FRAME_UNEXPECTED,
-    H3_FRAME_ERROR,
-    H3_EXCESSIVE_LOAD,
-    QPACK_DECOMPRESSION_FAILED,
-  ]);
-  let closed = 0;
-  for (let i = 0; i < 300; i++) {
-    const { h3, raw } = await againstRawPeer("server", { maxChunkSize: 1 + (i % 5) });
-    const headers = hex(GET_HEADERS);
-    // Mutate a valid request: flip a few bytes, truncate, or append noise.
-    const bytes = headers.slice(0, Math.floor(random() * (headers.length + 1)));
-    for (let k = 0; k < 3; k++) {
-      if (bytes.length > 0) bytes[Math.floor(random() * bytes.length)] = random() * 256;
-    }
-    const { reader } = await raw.openBidi(bytes, { end: true });
-    // Either the stream is answered or ended, or the connection is closed.
-    const outcome = await within(
-      Promise.race([
-        readAll(reader).then(() => "stream" as const).catch(() => "stream" as const),
-        raw.closed.then(() => "connection" as const),
-      ]),
-      `outcome of case ${i}`,
-    );
-    if (outcome === "connection" || raw.closeInfo !== undefined) {
-      const info = await raw.closed;
-      assert(codes.has(info.closeCode), `case ${i} closed with ${info.closeCode}`);
+Deno.test("random control streams always end in a connection error with an RFC 9114 code", () =>
+  fuzz(async (random) => {
+    for (let i = 0; i < 300; i++) {
+      const { h3, raw } = await againstRawPeer(i % 2 === 0 ? "client" : "server", {
+        maxChunkSize: 1 + Math.floor(random() * 8),
+      });
+      // Half start with a valid SETTINGS frame, so the later frame rules are reached.
+      const prefix = i % 4 < 2 ? hex(CONTROL_WITH_SETTINGS) : hex("00");
+      const noise = Uint8Array.from({ length: Math.floor(random() * 24) }, () =>
+        // Mostly small values, so that frame types and lengths are meaningful.
+        random() < 0.7 ? Math.floor(random() * 16) : Math.floor(random() * 256));
+      const bytes = new Uint8Array(prefix.length + noise.length);
+      bytes.set(prefix);
+      bytes.set(noise, prefix.length);
+      // FIN at the end: if nothing else does, the closed control stream must.
+      await raw.openUni(bytes, { end: true });
+      const info = await within(raw.closed, `close of case ${i}`);
+      assert(
+        CONTROL_STREAM_CODES.has(info.closeCode),
+        `case ${i} (${
+          [...bytes].map((b) => b.toString(16)).join(" ")
+        }) closed with ${info.closeCode}`,
+      );
+      assert(info.reason.length > 0, `case ${i} closed without a reason`);
       assertEquals(h3.closeError?.code, info.closeCode);
-      closed++;
     }
-    raw.close();
-  }
-  assert(closed > 0, "no case was a connection error");
-});
+  }, 9114));
+
+Deno.test("random request streams end the stream or the connection, never anything else", () =>
+  fuzz(async (random) => {
+    const codes = new Set([
+      H3_FRAME_UNEXPECTED,
+      H3_FRAME_ERROR,
+      H3_EXCESSIVE_LOAD,
+      QPACK_DECOMPRESSION_FAILED,
+    ]);
+    let closed = 0;
+    for (let i = 0; i < 300; i++) {
+      const { h3, raw } = await againstRawPeer("server", { maxChunkSize: 1 + (i % 5) });
+      const headers = hex(GET_HEADERS);
+      // Mutate a valid request: flip a few bytes, truncate, or append noise.
+      const bytes = headers.slice(0, Math.floor(random() * (headers.length + 1)));
+      for (let k = 0; k < 3; k++) {
+        if (bytes.length > 0) bytes[Math.floor(random() * bytes.length)] = random() * 256;
+      }
+      const { reader } = await raw.openBidi(bytes, { end: true });
+      // Either the stream is answered or ended, or the connection is closed.
+      const outcome = await within(
+        Promise.race([
+          readAll(reader).then(() => "stream" as const).catch(() => "stream" as const),
+          raw.closed.then(() => "connection" as const),
+        ]),
+        `outcome of case ${i}`,
+      );
+      if (outcome === "connection" || raw.closeInfo !== undefined) {
+        const info = await raw.closed;
+        assert(codes.has(info.closeCode), `case ${i} closed with ${info.closeCode}`);
+        assertEquals(h3.closeError?.code, info.closeCode);
+        closed++;
+      }
+      raw.close();
+    }
+    assert(closed > 0, "no case was a connection error");
+  }, 4));
 
 // --- Limits: time limits, buffered bytes, QPACK streams ----------------------
 

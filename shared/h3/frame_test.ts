@@ -4,7 +4,7 @@ import {
   assertStrictEquals,
   assertThrows,
 } from "../../tests/support/assert.ts";
-import { hex, prng } from "../../tests/support/bytes.ts";
+import { fuzz, hex } from "../../tests/support/bytes.ts";
 import { H3_EXCESSIVE_LOAD, H3_FRAME_ERROR, H3_FRAME_UNEXPECTED, H3Error } from "../errors.ts";
 import {
   DEFAULT_MAX_FRAME_PAYLOAD,
@@ -501,96 +501,96 @@ Deno.test("FrameReader keeps throwing the same error after one", () => {
   assertStrictEquals(second, first);
 });
 
-Deno.test("FrameReader round trips encodeFrame() output in random chunkings", () => {
-  const random = prng(1);
-  const known = [
-    FRAME_HEADERS,
-    FRAME_CANCEL_PUSH,
-    FRAME_SETTINGS,
-    FRAME_PUSH_PROMISE,
-    FRAME_GOAWAY,
-    FRAME_MAX_PUSH_ID,
-  ];
-  for (let iteration = 0; iteration < 300; iteration++) {
-    const parts: Uint8Array[] = [];
-    const expectedFrames: FrameEvent[] = [];
-    const expectedData: number[] = [];
-    const frames = 1 + Math.floor(random() * 8);
-    for (let f = 0; f < frames; f++) {
-      const size = Math.floor(random() ** 3 * 3000);
-      const payload = Uint8Array.from({ length: size }, () => Math.floor(random() * 256));
-      const pick = random();
-      if (pick < 0.3) {
-        parts.push(encodeFrame(FRAME_DATA, payload));
-        expectedData.push(...payload);
-      } else if (pick < 0.5) {
-        const n = Math.floor(random() * 2 ** 20);
-        parts.push(encodeFrame(0x1f * n + 0x21, payload)); // reserved: skipped
-      } else {
-        const type = known[Math.floor(random() * known.length)];
-        parts.push(encodeFrame(type, payload));
-        expectedFrames.push({ kind: "frame", type, payload });
-      }
-    }
-    const stream = concat(parts);
-    const reader = new FrameReader();
-    const frameEvents: FrameEvent[] = [];
-    const data: number[] = [];
-    let offset = 0;
-    while (offset < stream.length) {
-      const end = Math.min(stream.length, offset + 1 + Math.floor(random() ** 2 * 500));
-      reader.push(stream.subarray(offset, end));
-      offset = end;
-      for (const e of drain(reader)) {
-        if (e.kind === "data") {
-          assert(e.chunk.length > 0, "empty data chunk");
-          data.push(...e.chunk);
+Deno.test("FrameReader round trips encodeFrame() output in random chunkings", () =>
+  fuzz((random) => {
+    const known = [
+      FRAME_HEADERS,
+      FRAME_CANCEL_PUSH,
+      FRAME_SETTINGS,
+      FRAME_PUSH_PROMISE,
+      FRAME_GOAWAY,
+      FRAME_MAX_PUSH_ID,
+    ];
+    for (let iteration = 0; iteration < 300; iteration++) {
+      const parts: Uint8Array[] = [];
+      const expectedFrames: FrameEvent[] = [];
+      const expectedData: number[] = [];
+      const frames = 1 + Math.floor(random() * 8);
+      for (let f = 0; f < frames; f++) {
+        const size = Math.floor(random() ** 3 * 3000);
+        const payload = Uint8Array.from({ length: size }, () => Math.floor(random() * 256));
+        const pick = random();
+        if (pick < 0.3) {
+          parts.push(encodeFrame(FRAME_DATA, payload));
+          expectedData.push(...payload);
+        } else if (pick < 0.5) {
+          const n = Math.floor(random() * 2 ** 20);
+          parts.push(encodeFrame(0x1f * n + 0x21, payload)); // reserved: skipped
         } else {
-          frameEvents.push(e);
+          const type = known[Math.floor(random() * known.length)];
+          parts.push(encodeFrame(type, payload));
+          expectedFrames.push({ kind: "frame", type, payload });
         }
       }
-    }
-    assertEquals(frameEvents, expectedFrames);
-    assertEquals(data, expectedData);
-    assert(reader.atFrameBoundary);
-  }
-});
-
-Deno.test("FrameReader fuzz: random and mutated streams only throw H3Error and terminate", () => {
-  const random = prng(2);
-  const seeds = [
-    hex("04 04 3301 0801 21 03 aabbcc 01 02 d1d7 00 05 68656c6c6f 07 01 04"),
-    concat([encodeFrame(FRAME_HEADERS, new Uint8Array(200)), encodeFrame(FRAME_DATA, hex("01"))]),
-    hex("40bc 4002 ffff 0d 01 05 03 01 07 2a 800f4240"),
-  ];
-  let errors = 0;
-  for (let iteration = 0; iteration < 3000; iteration++) {
-    let stream: Uint8Array;
-    if (random() < 0.3) {
-      stream = Uint8Array.from({ length: Math.floor(random() * 64) }, () => random() * 256);
-    } else {
-      stream = seeds[Math.floor(random() * seeds.length)].slice();
-      const flips = 1 + Math.floor(random() * 4);
-      for (let i = 0; i < flips && stream.length > 0; i++) {
-        stream[Math.floor(random() * stream.length)] = Math.floor(random() * 256);
-      }
-      if (random() < 0.3) stream = stream.subarray(0, Math.floor(random() * stream.length));
-    }
-    const reader = new FrameReader({ maxFramePayload: 1 + Math.floor(random() * 300) });
-    try {
+      const stream = concat(parts);
+      const reader = new FrameReader();
+      const frameEvents: FrameEvent[] = [];
+      const data: number[] = [];
       let offset = 0;
       while (offset < stream.length) {
-        const end = Math.min(stream.length, offset + 1 + Math.floor(random() * 8));
+        const end = Math.min(stream.length, offset + 1 + Math.floor(random() ** 2 * 500));
         reader.push(stream.subarray(offset, end));
         offset = end;
-        // Every event consumes at least one byte, so more calls than bytes means a loop.
-        let calls = 0;
-        while (reader.next() !== undefined) assert(++calls <= stream.length, "next() loops");
+        for (const e of drain(reader)) {
+          if (e.kind === "data") {
+            assert(e.chunk.length > 0, "empty data chunk");
+            data.push(...e.chunk);
+          } else {
+            frameEvents.push(e);
+          }
+        }
       }
-    } catch (error) {
-      if (!(error instanceof H3Error)) throw error;
-      errors++;
+      assertEquals(frameEvents, expectedFrames);
+      assertEquals(data, expectedData);
+      assert(reader.atFrameBoundary);
     }
-  }
-  assert(errors > 0, "fuzzing never hit an error path");
-});
+  }, 1));
+
+Deno.test("FrameReader fuzz: random and mutated streams only throw H3Error and terminate", () =>
+  fuzz((random) => {
+    const seeds = [
+      hex("04 04 3301 0801 21 03 aabbcc 01 02 d1d7 00 05 68656c6c6f 07 01 04"),
+      concat([encodeFrame(FRAME_HEADERS, new Uint8Array(200)), encodeFrame(FRAME_DATA, hex("01"))]),
+      hex("40bc 4002 ffff 0d 01 05 03 01 07 2a 800f4240"),
+    ];
+    let errors = 0;
+    for (let iteration = 0; iteration < 3000; iteration++) {
+      let stream: Uint8Array;
+      if (random() < 0.3) {
+        stream = Uint8Array.from({ length: Math.floor(random() * 64) }, () => random() * 256);
+      } else {
+        stream = seeds[Math.floor(random() * seeds.length)].slice();
+        const flips = 1 + Math.floor(random() * 4);
+        for (let i = 0; i < flips && stream.length > 0; i++) {
+          stream[Math.floor(random() * stream.length)] = Math.floor(random() * 256);
+        }
+        if (random() < 0.3) stream = stream.subarray(0, Math.floor(random() * stream.length));
+      }
+      const reader = new FrameReader({ maxFramePayload: 1 + Math.floor(random() * 300) });
+      try {
+        let offset = 0;
+        while (offset < stream.length) {
+          const end = Math.min(stream.length, offset + 1 + Math.floor(random() * 8));
+          reader.push(stream.subarray(offset, end));
+          offset = end;
+          // Every event consumes at least one byte, so more calls than bytes means a loop.
+          let calls = 0;
+          while (reader.next() !== undefined) assert(++calls <= stream.length, "next() loops");
+        }
+      } catch (error) {
+        if (!(error instanceof H3Error)) throw error;
+        errors++;
+      }
+    }
+    assert(errors > 0, "fuzzing never hit an error path");
+  }, 2));

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
-import { hex, prng } from "../../tests/support/bytes.ts";
+import { fuzz, hex } from "../../tests/support/bytes.ts";
 import {
   HUFFMAN_EOS,
   huffmanCode,
@@ -139,19 +139,19 @@ Deno.test("huffmanDecode() round-trips every byte value", async (t) => {
     all.reverse();
     assertEquals(huffmanDecode(huffmanEncode(all)), all);
   });
-  await t.step("2000 random strings of 0..64 bytes", () => {
-    const random = prng(7541);
-    for (let i = 0; i < 2000; i++) {
-      const input = Uint8Array.from(
-        { length: Math.floor(random() * 65) },
-        // Mostly printable ASCII, sometimes any byte.
-        () => random() < 0.8 ? 0x20 + Math.floor(random() * 95) : Math.floor(random() * 256),
-      );
-      const encoded = huffmanEncode(input);
-      assertEquals(encoded.length, huffmanEncodedLength(input));
-      assertEquals(huffmanDecode(encoded), input);
-    }
-  });
+  await t.step("2000 random strings of 0..64 bytes", () =>
+    fuzz((random) => {
+      for (let i = 0; i < 2000; i++) {
+        const input = Uint8Array.from(
+          { length: Math.floor(random() * 65) },
+          // Mostly printable ASCII, sometimes any byte.
+          () => random() < 0.8 ? 0x20 + Math.floor(random() * 95) : Math.floor(random() * 256),
+        );
+        const encoded = huffmanEncode(input);
+        assertEquals(encoded.length, huffmanEncodedLength(input));
+        assertEquals(huffmanDecode(encoded), input);
+      }
+    }, 7541));
 });
 
 Deno.test("huffmanDecode() rejects malformed strings (RFC 7541 §5.2)", async (t) => {
@@ -230,42 +230,42 @@ Deno.test("huffmanDecode() enforces maxLength", async (t) => {
   });
 });
 
-Deno.test("huffmanDecode() agrees with a bit-by-bit reference on random input", () => {
-  const random = prng(9204);
-  let decoded = 0;
-  for (let i = 0; i < 3000; i++) {
-    let input: Uint8Array;
-    if (i % 2 === 0) {
-      input = Uint8Array.from({ length: Math.floor(random() * 12) }, () => random() * 256);
-    } else {
-      // Mutate a valid encoding: flip one bit, or cut or extend it.
-      const source = Uint8Array.from(
-        { length: 1 + Math.floor(random() * 20) },
-        () => random() * 256,
-      );
-      const valid = huffmanEncode(source);
-      const choice = Math.floor(random() * 3);
-      if (choice === 0) {
-        input = valid.slice();
-        input[Math.floor(random() * input.length)] ^= 1 << Math.floor(random() * 8);
-      } else if (choice === 1) {
-        input = valid.subarray(0, Math.floor(random() * valid.length));
+Deno.test("huffmanDecode() agrees with a bit-by-bit reference on random input", () =>
+  fuzz((random) => {
+    let decoded = 0;
+    for (let i = 0; i < 3000; i++) {
+      let input: Uint8Array;
+      if (i % 2 === 0) {
+        input = Uint8Array.from({ length: Math.floor(random() * 12) }, () => random() * 256);
       } else {
-        input = Uint8Array.of(...valid, Math.floor(random() * 256));
+        // Mutate a valid encoding: flip one bit, or cut or extend it.
+        const source = Uint8Array.from(
+          { length: 1 + Math.floor(random() * 20) },
+          () => random() * 256,
+        );
+        const valid = huffmanEncode(source);
+        const choice = Math.floor(random() * 3);
+        if (choice === 0) {
+          input = valid.slice();
+          input[Math.floor(random() * input.length)] ^= 1 << Math.floor(random() * 8);
+        } else if (choice === 1) {
+          input = valid.subarray(0, Math.floor(random() * valid.length));
+        } else {
+          input = Uint8Array.of(...valid, Math.floor(random() * 256));
+        }
       }
+      const expected = referenceDecode(input);
+      let actual: number[] | string;
+      try {
+        actual = Array.from(huffmanDecode(input));
+        decoded++;
+      } catch (error) {
+        if (!(error instanceof HuffmanError)) throw error;
+        actual = error.reason;
+      }
+      assertEquals(actual, expected, `input ${Array.from(input)}`);
+      // A string that decodes has exactly one valid encoding.
+      if (typeof actual !== "string") assertEquals(huffmanEncode(Uint8Array.from(actual)), input);
     }
-    const expected = referenceDecode(input);
-    let actual: number[] | string;
-    try {
-      actual = Array.from(huffmanDecode(input));
-      decoded++;
-    } catch (error) {
-      if (!(error instanceof HuffmanError)) throw error;
-      actual = error.reason;
-    }
-    assertEquals(actual, expected, `input ${Array.from(input)}`);
-    // A string that decodes has exactly one valid encoding.
-    if (typeof actual !== "string") assertEquals(huffmanEncode(Uint8Array.from(actual)), input);
-  }
-  assert(decoded > 100, `only ${decoded} inputs decoded`);
-});
+    assert(decoded > 100, `only ${decoded} inputs decoded`);
+  }, 9204));

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
-import { hex, prng } from "../../tests/support/bytes.ts";
+import { fuzz, hex } from "../../tests/support/bytes.ts";
 import {
   H3_EXCESSIVE_LOAD,
   H3Error,
@@ -241,36 +241,36 @@ Deno.test("encodeFieldSection() picks the shortest static form", async (t) => {
   });
 });
 
-Deno.test("encodeFieldSection() and decodeFieldSection() round-trip random header lists", async (t) => {
-  const random = prng(9204);
-  const staticNames = [...new Set(QPACK_STATIC_TABLE.map(([name]) => name))];
-  const text = (length: number, alphabet: string) => {
-    const symbols = Array.from(alphabet); // code points, so "😀" stays whole
-    return Array.from({ length }, () => symbols[Math.floor(random() * symbols.length)]).join("");
-  };
-  const printable = Array.from({ length: 95 }, (_, i) => String.fromCharCode(0x20 + i)).join("");
-  const randomFields = (): HeaderField[] =>
-    Array.from({ length: Math.floor(random() * 12) }, (): HeaderField => {
-      const r = random();
-      if (r < 0.25) return QPACK_STATIC_TABLE[Math.floor(random() * 99)];
-      const name = r < 0.6
-        ? staticNames[Math.floor(random() * staticNames.length)]
-        : text(1 + Math.floor(random() * 20), "abcdefghijklmnopqrstuvwxyz0123456789-_");
-      const value = random() < 0.9
-        ? text(Math.floor(random() * 80), printable)
-        : text(Math.floor(random() * 10), "äé€😀\u0000\t");
-      return [name, value];
-    });
-  for (const huffman of [true, false]) {
-    await t.step(`huffman: ${huffman}, 1000 lists`, () => {
-      for (let i = 0; i < 1000; i++) {
-        const fields = randomFields();
-        const bytes = encodeFieldSection(fields, { huffman });
-        assertEquals(decodeFieldSection(bytes), fields);
-      }
-    });
-  }
-});
+Deno.test("encodeFieldSection() and decodeFieldSection() round-trip random header lists", (t) =>
+  fuzz(async (random) => {
+    const staticNames = [...new Set(QPACK_STATIC_TABLE.map(([name]) => name))];
+    const text = (length: number, alphabet: string) => {
+      const symbols = Array.from(alphabet); // code points, so "😀" stays whole
+      return Array.from({ length }, () => symbols[Math.floor(random() * symbols.length)]).join("");
+    };
+    const printable = Array.from({ length: 95 }, (_, i) => String.fromCharCode(0x20 + i)).join("");
+    const randomFields = (): HeaderField[] =>
+      Array.from({ length: Math.floor(random() * 12) }, (): HeaderField => {
+        const r = random();
+        if (r < 0.25) return QPACK_STATIC_TABLE[Math.floor(random() * 99)];
+        const name = r < 0.6
+          ? staticNames[Math.floor(random() * staticNames.length)]
+          : text(1 + Math.floor(random() * 20), "abcdefghijklmnopqrstuvwxyz0123456789-_");
+        const value = random() < 0.9
+          ? text(Math.floor(random() * 80), printable)
+          : text(Math.floor(random() * 10), "äé€😀\u0000\t");
+        return [name, value];
+      });
+    for (const huffman of [true, false]) {
+      await t.step(`huffman: ${huffman}, 1000 lists`, () => {
+        for (let i = 0; i < 1000; i++) {
+          const fields = randomFields();
+          const bytes = encodeFieldSection(fields, { huffman });
+          assertEquals(decodeFieldSection(bytes), fields);
+        }
+      });
+    }
+  }, 9204));
 
 Deno.test("fieldSectionSize() counts name + value + 32 per field (RFC 9114 §4.2.2)", () => {
   assertEquals(fieldSectionSize([]), 0);
@@ -457,48 +457,48 @@ Deno.test("decodeFieldSection() enforces the field section size limit", async (t
   });
 });
 
-Deno.test("decodeFieldSection() throws only H3Error on random and mutated input", async (t) => {
-  const random = prng(1114);
-  const seeds = [
-    NGHTTP3_GET,
-    NGHTTP3_CONNECT_IP,
-    hex("0000 510b 2f696e6465782e68746d6c"),
-    hex("0000 2f01 25a849e95ba97d7f 89 25a849e95bb8e8b4bf"),
-    encodeFieldSection([["x-long", "z".repeat(300)], [":status", "421"]], { huffman: false }),
-  ];
-  const check = (input: Uint8Array) => {
-    try {
-      const fields = decodeFieldSection(input, { maxFieldSectionSize: 4096 });
-      // Whatever decodes must survive a re-encode.
-      assertEquals(decodeFieldSection(encodeFieldSection(fields)), fields);
-      return true;
-    } catch (error) {
-      if (!(error instanceof H3Error)) throw error;
-      assert(error.message.startsWith("Cannot decode field section: "), error.message);
-      assert(error.code === QPACK_DECOMPRESSION_FAILED || error.code === H3_EXCESSIVE_LOAD);
-      return false;
-    }
-  };
-  await t.step("3000 random byte strings after a valid prefix", () => {
-    let decoded = 0;
-    for (let i = 0; i < 3000; i++) {
-      const body = Uint8Array.from({ length: Math.floor(random() * 24) }, () => random() * 256);
-      if (check(concat(hex("0000"), body))) decoded++;
-    }
-    assert(decoded > 0, "some random sections should decode");
-  });
-  await t.step("3000 mutations of valid sections", () => {
-    for (let i = 0; i < 3000; i++) {
-      const input = seeds[i % seeds.length].slice();
-      for (let flips = 1 + Math.floor(random() * 3); flips > 0; flips--) {
-        const at = Math.floor(random() * input.length);
-        if (random() < 0.5) input[at] ^= 1 << Math.floor(random() * 8);
-        else input[at] = Math.floor(random() * 256);
+Deno.test("decodeFieldSection() throws only H3Error on random and mutated input", (t) =>
+  fuzz(async (random) => {
+    const seeds = [
+      NGHTTP3_GET,
+      NGHTTP3_CONNECT_IP,
+      hex("0000 510b 2f696e6465782e68746d6c"),
+      hex("0000 2f01 25a849e95ba97d7f 89 25a849e95bb8e8b4bf"),
+      encodeFieldSection([["x-long", "z".repeat(300)], [":status", "421"]], { huffman: false }),
+    ];
+    const check = (input: Uint8Array) => {
+      try {
+        const fields = decodeFieldSection(input, { maxFieldSectionSize: 4096 });
+        // Whatever decodes must survive a re-encode.
+        assertEquals(decodeFieldSection(encodeFieldSection(fields)), fields);
+        return true;
+      } catch (error) {
+        if (!(error instanceof H3Error)) throw error;
+        assert(error.message.startsWith("Cannot decode field section: "), error.message);
+        assert(error.code === QPACK_DECOMPRESSION_FAILED || error.code === H3_EXCESSIVE_LOAD);
+        return false;
       }
-      check(random() < 0.2 ? input.subarray(0, Math.floor(random() * input.length)) : input);
-    }
-  });
-});
+    };
+    await t.step("3000 random byte strings after a valid prefix", () => {
+      let decoded = 0;
+      for (let i = 0; i < 3000; i++) {
+        const body = Uint8Array.from({ length: Math.floor(random() * 24) }, () => random() * 256);
+        if (check(concat(hex("0000"), body))) decoded++;
+      }
+      assert(decoded > 0, "some random sections should decode");
+    });
+    await t.step("3000 mutations of valid sections", () => {
+      for (let i = 0; i < 3000; i++) {
+        const input = seeds[i % seeds.length].slice();
+        for (let flips = 1 + Math.floor(random() * 3); flips > 0; flips--) {
+          const at = Math.floor(random() * input.length);
+          if (random() < 0.5) input[at] ^= 1 << Math.floor(random() * 8);
+          else input[at] = Math.floor(random() * 256);
+        }
+        check(random() < 0.2 ? input.subarray(0, Math.floor(random() * input.length)) : input);
+      }
+    });
+  }, 1114));
 
 Deno.test("QpackEncoderStreamReader accepts only Set Dynamic Table Capacity 0 (RFC 9204 §4.3)", async (t) => {
   await t.step("20: Set Dynamic Table Capacity (001) with capacity 0, any number of times", () => {
@@ -604,21 +604,24 @@ Deno.test("QpackDecoderStreamReader accepts only Stream Cancellation (RFC 9204 �
   }
 });
 
-Deno.test("QPACK stream readers on random input throw only QPACK stream errors", () => {
-  const random = prng(0x9204);
-  for (let round = 0; round < 2000; round++) {
-    const bytes = Uint8Array.from({ length: 1 + Math.floor(random() * 20) }, () => random() * 256);
-    for (
-      const [reader, code] of [
-        [new QpackEncoderStreamReader(), QPACK_ENCODER_STREAM_ERROR],
-        [new QpackDecoderStreamReader(), QPACK_DECODER_STREAM_ERROR],
-      ] as const
-    ) {
-      try {
-        reader.push(bytes);
-      } catch (error) {
-        assert(error instanceof H3Error && error.code === code, String(error));
+Deno.test("QPACK stream readers on random input throw only QPACK stream errors", () =>
+  fuzz((random) => {
+    for (let round = 0; round < 2000; round++) {
+      const bytes = Uint8Array.from(
+        { length: 1 + Math.floor(random() * 20) },
+        () => random() * 256,
+      );
+      for (
+        const [reader, code] of [
+          [new QpackEncoderStreamReader(), QPACK_ENCODER_STREAM_ERROR],
+          [new QpackDecoderStreamReader(), QPACK_DECODER_STREAM_ERROR],
+        ] as const
+      ) {
+        try {
+          reader.push(bytes);
+        } catch (error) {
+          assert(error instanceof H3Error && error.code === code, String(error));
+        }
       }
     }
-  }
-});
+  }, 0x9204));

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
-import { hex, prng } from "../../tests/support/bytes.ts";
+import { fuzz, hex } from "../../tests/support/bytes.ts";
 import { H3_FRAME_ERROR, H3_SETTINGS_ERROR, H3Error } from "../errors.ts";
 import { FRAME_SETTINGS, FrameReader } from "./frame.ts";
 import {
@@ -249,56 +249,56 @@ Deno.test("serverSettings() and clientSettings() announce datagrams and no QPACK
   assertEquals(serverSettings().get(SETTINGS_H3_DATAGRAM), 1);
 });
 
-Deno.test("encodeSettingsFrame() and parseSettingsPayload() round trip random settings", () => {
-  const random = prng(3);
-  for (let i = 0; i < 500; i++) {
-    const settings = new Map<number, number>();
-    const count = Math.floor(random() * 10);
-    while (settings.size < count) {
-      const id = Math.floor(random() ** 4 * 2 ** (random() * 53));
-      if (id >= 0x02 && id <= 0x05) continue;
-      const value = id === SETTINGS_ENABLE_CONNECT_PROTOCOL || id === SETTINGS_H3_DATAGRAM
-        ? Math.floor(random() * 2)
-        : Math.floor(random() * 2 ** (random() * 53));
-      settings.set(id, value);
+Deno.test("encodeSettingsFrame() and parseSettingsPayload() round trip random settings", () =>
+  fuzz((random) => {
+    for (let i = 0; i < 500; i++) {
+      const settings = new Map<number, number>();
+      const count = Math.floor(random() * 10);
+      while (settings.size < count) {
+        const id = Math.floor(random() ** 4 * 2 ** (random() * 53));
+        if (id >= 0x02 && id <= 0x05) continue;
+        const value = id === SETTINGS_ENABLE_CONNECT_PROTOCOL || id === SETTINGS_H3_DATAGRAM
+          ? Math.floor(random() * 2)
+          : Math.floor(random() * 2 ** (random() * 53));
+        settings.set(id, value);
+      }
+      const frame = encodeSettingsFrame(settings, { grease: false });
+      assertEquals(parseSettingsPayload(settingsPayload(frame)), settings);
     }
-    const frame = encodeSettingsFrame(settings, { grease: false });
-    assertEquals(parseSettingsPayload(settingsPayload(frame)), settings);
-  }
-});
+  }, 3));
 
-Deno.test("parseSettingsPayload() fuzz: random and mutated payloads only throw H3Error", () => {
-  const random = prng(4);
-  const seeds = [
-    hex("3301 0801 0100 0700 06 4400 4b26 802a0000"),
-    hex("ffffffffffffffff 00 c000000100000000 c000000100000000"),
-    encodeSettingsFrame(serverSettings()).subarray(2),
-  ];
-  const codes = new Set<number>();
-  for (let i = 0; i < 5000; i++) {
-    let payload: Uint8Array;
-    if (random() < 0.3) {
-      payload = Uint8Array.from({ length: Math.floor(random() * 32) }, () => random() * 256);
-    } else {
-      payload = seeds[Math.floor(random() * seeds.length)].slice();
-      const flips = 1 + Math.floor(random() * 3);
-      for (let f = 0; f < flips && payload.length > 0; f++) {
-        payload[Math.floor(random() * payload.length)] = Math.floor(random() * 256);
-      }
-      if (random() < 0.3) payload = payload.subarray(0, Math.floor(random() * payload.length));
-    }
-    try {
-      const settings = parseSettingsPayload(payload);
-      for (const [id, value] of settings) {
-        assert(!(id >= 0x02 && id <= 0x05), `HTTP/2 id 0x${id.toString(16)} accepted`);
-        if (id === SETTINGS_ENABLE_CONNECT_PROTOCOL || id === SETTINGS_H3_DATAGRAM) {
-          assert(value === 0 || value === 1, `boolean setting with ${value} accepted`);
+Deno.test("parseSettingsPayload() fuzz: random and mutated payloads only throw H3Error", () =>
+  fuzz((random) => {
+    const seeds = [
+      hex("3301 0801 0100 0700 06 4400 4b26 802a0000"),
+      hex("ffffffffffffffff 00 c000000100000000 c000000100000000"),
+      encodeSettingsFrame(serverSettings()).subarray(2),
+    ];
+    const codes = new Set<number>();
+    for (let i = 0; i < 5000; i++) {
+      let payload: Uint8Array;
+      if (random() < 0.3) {
+        payload = Uint8Array.from({ length: Math.floor(random() * 32) }, () => random() * 256);
+      } else {
+        payload = seeds[Math.floor(random() * seeds.length)].slice();
+        const flips = 1 + Math.floor(random() * 3);
+        for (let f = 0; f < flips && payload.length > 0; f++) {
+          payload[Math.floor(random() * payload.length)] = Math.floor(random() * 256);
         }
+        if (random() < 0.3) payload = payload.subarray(0, Math.floor(random() * payload.length));
       }
-    } catch (error) {
-      if (!(error instanceof H3Error)) throw error;
-      codes.add(error.code);
+      try {
+        const settings = parseSettingsPayload(payload);
+        for (const [id, value] of settings) {
+          assert(!(id >= 0x02 && id <= 0x05), `HTTP/2 id 0x${id.toString(16)} accepted`);
+          if (id === SETTINGS_ENABLE_CONNECT_PROTOCOL || id === SETTINGS_H3_DATAGRAM) {
+            assert(value === 0 || value === 1, `boolean setting with ${value} accepted`);
+          }
+        }
+      } catch (error) {
+        if (!(error instanceof H3Error)) throw error;
+        codes.add(error.code);
+      }
     }
-  }
-  assertEquals(codes, new Set([H3_FRAME_ERROR, H3_SETTINGS_ERROR]));
-});
+    assertEquals(codes, new Set([H3_FRAME_ERROR, H3_SETTINGS_ERROR]));
+  }, 4));

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../../tests/support/assert.ts";
-import { hex } from "../../tests/support/bytes.ts";
+import { fuzz, hex, type Random } from "../../tests/support/bytes.ts";
 import {
   checksumAdd,
   checksumAdd16,
@@ -23,9 +23,9 @@ function referenceChecksum(bytes: Uint8Array): number {
   return ~sum & 0xffff;
 }
 
-function randomBytes(length: number): Uint8Array {
+function randomBytes(random: Random, length: number): Uint8Array {
   const bytes = new Uint8Array(length);
-  for (let i = 0; i < length; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
+  for (let i = 0; i < length; i += 65536) random.fill(bytes.subarray(i, i + 65536));
   return bytes;
 }
 
@@ -67,29 +67,31 @@ Deno.test("checksumAdd() pads an odd trailing byte with zero", async (t) => {
   );
 });
 
-Deno.test("checksumAdd() in even pieces equals one pass and the reference", () => {
-  for (let i = 0; i < 300; i++) {
-    const data = randomBytes(Math.floor(Math.random() * 3000));
-    const split = Math.floor(Math.random() * (data.length + 1)) & ~1;
-    const piecewise = checksumFinish(checksumAdd(checksumAdd(0, data, 0, split), data, split));
-    assertEquals(piecewise, internetChecksum(data));
-    assertEquals(internetChecksum(data), referenceChecksum(data));
-  }
-});
+Deno.test("checksumAdd() in even pieces equals one pass and the reference", () =>
+  fuzz((random) => {
+    for (let i = 0; i < 300; i++) {
+      const data = randomBytes(random, Math.floor(random() * 3000));
+      const split = Math.floor(random() * (data.length + 1)) & ~1;
+      const piecewise = checksumFinish(checksumAdd(checksumAdd(0, data, 0, split), data, split));
+      assertEquals(piecewise, internetChecksum(data));
+      assertEquals(internetChecksum(data), referenceChecksum(data));
+    }
+  }));
 
-Deno.test("checksumAdd() folds correctly on large and all-ones inputs", async (t) => {
-  await t.step("65535 bytes of ff", () => {
-    const data = new Uint8Array(65535).fill(0xff);
-    assertEquals(internetChecksum(data), referenceChecksum(data));
-  });
-  await t.step("random 200000 bytes", () => {
-    const data = randomBytes(200000);
-    assertEquals(internetChecksum(data), referenceChecksum(data));
-  });
-  await t.step("all-zero data gives ffff", () => {
-    assertEquals(internetChecksum(new Uint8Array(20)), 0xffff);
-  });
-});
+Deno.test("checksumAdd() folds correctly on large and all-ones inputs", (t) =>
+  fuzz(async (random) => {
+    await t.step("65535 bytes of ff", () => {
+      const data = new Uint8Array(65535).fill(0xff);
+      assertEquals(internetChecksum(data), referenceChecksum(data));
+    });
+    await t.step("random 200000 bytes", () => {
+      const data = randomBytes(random, 200000);
+      assertEquals(internetChecksum(data), referenceChecksum(data));
+    });
+    await t.step("all-zero data gives ffff", () => {
+      assertEquals(internetChecksum(new Uint8Array(20)), 0xffff);
+    });
+  }));
 
 Deno.test("checksumAdd16() and checksumAdd32() add words with end-around carry", () => {
   assertEquals(checksumAdd16(0xffff, 0x0001), 0x0001);
@@ -125,47 +127,49 @@ Deno.test("ipv6PseudoHeaderSum() matches a hand-worked sum", () => {
   assertEquals(sum, 0xfa46);
 });
 
-Deno.test("ipPseudoHeaderSum() reads the addresses in place", async (t) => {
-  await t.step("IPv4", () => {
-    const header = hex("4500 0073 0000 4000 4011 b861 c0a8 0001 c0a8 00c7");
-    assertEquals(
-      ipPseudoHeaderSum(header, 17, 95),
-      ipv4PseudoHeaderSum(header.subarray(12, 16), header.subarray(16, 20), 17, 95),
-    );
-  });
-  await t.step("IPv6 with a length above 16 bits", () => {
-    const header = randomBytes(40);
-    header[0] = 0x60;
-    assertEquals(
-      ipPseudoHeaderSum(header, 58, 0x12345),
-      ipv6PseudoHeaderSum(header.subarray(8, 24), header.subarray(24, 40), 58, 0x12345),
-    );
-  });
-});
+Deno.test("ipPseudoHeaderSum() reads the addresses in place", (t) =>
+  fuzz(async (random) => {
+    await t.step("IPv4", () => {
+      const header = hex("4500 0073 0000 4000 4011 b861 c0a8 0001 c0a8 00c7");
+      assertEquals(
+        ipPseudoHeaderSum(header, 17, 95),
+        ipv4PseudoHeaderSum(header.subarray(12, 16), header.subarray(16, 20), 17, 95),
+      );
+    });
+    await t.step("IPv6 with a length above 16 bits", () => {
+      const header = randomBytes(random, 40);
+      header[0] = 0x60;
+      assertEquals(
+        ipPseudoHeaderSum(header, 58, 0x12345),
+        ipv6PseudoHeaderSum(header.subarray(8, 24), header.subarray(24, 40), 58, 0x12345),
+      );
+    });
+  }));
 
-Deno.test("checksumUpdate16() follows RFC 1624", async (t) => {
-  await t.step("§4 example: HC dd2f, m 5555 -> m' 3285 gives 0000", () => {
-    assertEquals(checksumUpdate16(0xdd2f, 0x5555, 0x3285), 0x0000);
-  });
-  await t.step("TTL decrement equals a full recompute", () => {
-    const header = hex("4500 0073 0000 4000 4011 b861 c0a8 0001 c0a8 00c7");
-    const updated = checksumUpdate16(0xb861, 0x4011, 0x3f11);
-    header[8] = 0x3f;
-    header[10] = header[11] = 0;
-    assertEquals(updated, internetChecksum(header));
-  });
-  await t.step("random words", () => {
-    for (let i = 0; i < 1000; i++) {
-      const data = randomBytes(20);
-      const before = internetChecksum(data);
-      const oldWord = (data[6] << 8) | data[7];
-      const newWord = Math.floor(Math.random() * 0x10000);
-      data[6] = newWord >> 8;
-      data[7] = newWord & 0xff;
-      const after = checksumUpdate16(before, oldWord, newWord);
-      const full = internetChecksum(data);
-      // RFC 1624 §3: both forms of zero verify, so 0000 and ffff are interchangeable.
-      assert(after === full || (after ^ full) === 0xffff, `${after} vs ${full}`);
-    }
-  });
-});
+Deno.test("checksumUpdate16() follows RFC 1624", (t) =>
+  fuzz(async (random) => {
+    await t.step("§4 example: HC dd2f, m 5555 -> m' 3285 gives 0000", () => {
+      assertEquals(checksumUpdate16(0xdd2f, 0x5555, 0x3285), 0x0000);
+    });
+    await t.step("TTL decrement equals a full recompute", () => {
+      const header = hex("4500 0073 0000 4000 4011 b861 c0a8 0001 c0a8 00c7");
+      const updated = checksumUpdate16(0xb861, 0x4011, 0x3f11);
+      header[8] = 0x3f;
+      header[10] = header[11] = 0;
+      assertEquals(updated, internetChecksum(header));
+    });
+    await t.step("random words", () => {
+      for (let i = 0; i < 1000; i++) {
+        const data = randomBytes(random, 20);
+        const before = internetChecksum(data);
+        const oldWord = (data[6] << 8) | data[7];
+        const newWord = Math.floor(random() * 0x10000);
+        data[6] = newWord >> 8;
+        data[7] = newWord & 0xff;
+        const after = checksumUpdate16(before, oldWord, newWord);
+        const full = internetChecksum(data);
+        // RFC 1624 §3: both forms of zero verify, so 0000 and ffff are interchangeable.
+        assert(after === full || (after ^ full) === 0xffff, `${after} vs ${full}`);
+      }
+    });
+  }));

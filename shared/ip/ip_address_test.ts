@@ -1,3 +1,4 @@
+import { fuzz } from "../../tests/support/bytes.ts";
 import {
   assert,
   assertEquals,
@@ -159,19 +160,20 @@ Deno.test("formatIp() writes RFC 5952 §4 canonical text", async (t) => {
   });
 });
 
-Deno.test("formatIp() and parseIp() round trip random addresses", () => {
-  for (let i = 0; i < 3000; i++) {
-    const address = new Uint8Array(i % 2 === 0 ? 4 : 16);
-    crypto.getRandomValues(address);
-    // Make zero runs likely so that "::" placement is exercised.
-    for (let j = 0; j < address.length; j += 2) {
-      if (Math.random() < 0.5) address[j] = address[j + 1] = 0;
+Deno.test("formatIp() and parseIp() round trip random addresses", () =>
+  fuzz((random) => {
+    for (let i = 0; i < 3000; i++) {
+      const address = new Uint8Array(i % 2 === 0 ? 4 : 16);
+      random.fill(address);
+      // Make zero runs likely so that "::" placement is exercised.
+      for (let j = 0; j < address.length; j += 2) {
+        if (random() < 0.5) address[j] = address[j + 1] = 0;
+      }
+      const text = formatIp(address);
+      assertEquals(parseIp(text), address, text);
+      assertEquals(formatIp(parseIp(text)!), text);
     }
-    const text = formatIp(address);
-    assertEquals(parseIp(text), address, text);
-    assertEquals(formatIp(parseIp(text)!), text);
-  }
-});
+  }));
 
 Deno.test("parsePrefix() reads prefixes and bare addresses", async (t) => {
   await t.step("198.18.0.0/15", () => {
@@ -226,53 +228,55 @@ Deno.test("parsePrefix() rejects malformed prefixes with a clear message", async
   }
 });
 
-Deno.test("formatPrefix() and parsePrefix() round trip", () => {
-  for (let i = 0; i < 2000; i++) {
-    const address = new Uint8Array(i % 2 === 0 ? 4 : 16);
-    crypto.getRandomValues(address);
-    const prefixLength = Math.floor(Math.random() * (address.length * 8 + 1));
-    const prefix = createPrefix(address, prefixLength);
-    assertEquals(parsePrefix(formatPrefix(prefix)), prefix);
-    assert(!hasHostBits(prefix.address, prefixLength));
-  }
-});
-
-Deno.test("prefixContains() checks the network bits only", async (t) => {
-  const v4 = parsePrefix("198.18.0.0/15");
-  await t.step("inside", () => {
-    assert(prefixContains(v4, parseIp("198.18.0.0")!));
-    assert(prefixContains(v4, parseIp("198.19.255.255")!));
-  });
-  await t.step("outside", () => {
-    assert(!prefixContains(v4, parseIp("198.17.255.255")!));
-    assert(!prefixContains(v4, parseIp("198.20.0.0")!));
-  });
-  await t.step("other version is never inside", () => {
-    assert(!prefixContains(parsePrefix("::/0"), parseIp("1.2.3.4")!));
-    assert(!prefixContains(parsePrefix("0.0.0.0/0"), parseIp("::")!));
-  });
-  await t.step("/0 holds every address of its version", () => {
-    assert(prefixContains(parsePrefix("0.0.0.0/0"), parseIp("255.255.255.255")!));
-  });
-  await t.step("/128 holds one address", () => {
-    const one = parsePrefix("fd00::1");
-    assert(prefixContains(one, parseIp("fd00::1")!));
-    assert(!prefixContains(one, parseIp("fd00::")!));
-  });
-  await t.step("agrees with prefixFirst()/prefixLast() on random input", () => {
+Deno.test("formatPrefix() and parsePrefix() round trip", () =>
+  fuzz((random) => {
     for (let i = 0; i < 2000; i++) {
       const address = new Uint8Array(i % 2 === 0 ? 4 : 16);
-      crypto.getRandomValues(address);
-      const prefix = createPrefix(address, Math.floor(Math.random() * (address.length * 8 + 1)));
-      const probe = new Uint8Array(address.length);
-      crypto.getRandomValues(probe);
-      if (Math.random() < 0.5) probe.set(address.subarray(0, address.length >> 1));
-      const expected = compareIp(probe, prefixFirst(prefix)) >= 0 &&
-        compareIp(probe, prefixLast(prefix)) <= 0;
-      assertEquals(prefixContains(prefix, probe), expected);
+      random.fill(address);
+      const prefixLength = Math.floor(random() * (address.length * 8 + 1));
+      const prefix = createPrefix(address, prefixLength);
+      assertEquals(parsePrefix(formatPrefix(prefix)), prefix);
+      assert(!hasHostBits(prefix.address, prefixLength));
     }
-  });
-});
+  }));
+
+Deno.test("prefixContains() checks the network bits only", (t) =>
+  fuzz(async (random) => {
+    const v4 = parsePrefix("198.18.0.0/15");
+    await t.step("inside", () => {
+      assert(prefixContains(v4, parseIp("198.18.0.0")!));
+      assert(prefixContains(v4, parseIp("198.19.255.255")!));
+    });
+    await t.step("outside", () => {
+      assert(!prefixContains(v4, parseIp("198.17.255.255")!));
+      assert(!prefixContains(v4, parseIp("198.20.0.0")!));
+    });
+    await t.step("other version is never inside", () => {
+      assert(!prefixContains(parsePrefix("::/0"), parseIp("1.2.3.4")!));
+      assert(!prefixContains(parsePrefix("0.0.0.0/0"), parseIp("::")!));
+    });
+    await t.step("/0 holds every address of its version", () => {
+      assert(prefixContains(parsePrefix("0.0.0.0/0"), parseIp("255.255.255.255")!));
+    });
+    await t.step("/128 holds one address", () => {
+      const one = parsePrefix("fd00::1");
+      assert(prefixContains(one, parseIp("fd00::1")!));
+      assert(!prefixContains(one, parseIp("fd00::")!));
+    });
+    await t.step("agrees with prefixFirst()/prefixLast() on random input", () => {
+      for (let i = 0; i < 2000; i++) {
+        const address = new Uint8Array(i % 2 === 0 ? 4 : 16);
+        random.fill(address);
+        const prefix = createPrefix(address, Math.floor(random() * (address.length * 8 + 1)));
+        const probe = new Uint8Array(address.length);
+        random.fill(probe);
+        if (random() < 0.5) probe.set(address.subarray(0, address.length >> 1));
+        const expected = compareIp(probe, prefixFirst(prefix)) >= 0 &&
+          compareIp(probe, prefixLast(prefix)) <= 0;
+        assertEquals(prefixContains(prefix, probe), expected);
+      }
+    });
+  }));
 
 Deno.test("prefixFirst() and prefixLast() give the range ends", async (t) => {
   await t.step("198.18.0.0/15", () => {
@@ -345,21 +349,25 @@ Deno.test("createPrefix() and hasHostBits() validate and mask", async (t) => {
   });
 });
 
-Deno.test("parseIp() and parsePrefix() on random text return or throw Error only", () => {
-  const alphabet = "0123456789abcdefABCDEF:./%[] g-";
-  for (let i = 0; i < 5000; i++) {
-    let text = "";
-    const length = Math.floor(Math.random() * 45);
-    for (let j = 0; j < length; j++) text += alphabet[Math.floor(Math.random() * alphabet.length)];
-    const address = parseIp(text);
-    if (address !== undefined) {
-      assert(address.length === 4 || address.length === 16);
-      assertEquals(parseIp(formatIp(address)), address);
+Deno.test("parseIp() and parsePrefix() on random text return or throw Error only", () =>
+  fuzz((random) => {
+    const alphabet = "0123456789abcdefABCDEF:./%[] g-";
+    for (let i = 0; i < 5000; i++) {
+      let text = "";
+      const length = Math.floor(random() * 45);
+      for (let j = 0; j < length; j++) text += alphabet[Math.floor(random() * alphabet.length)];
+      const address = parseIp(text);
+      if (address !== undefined) {
+        assert(address.length === 4 || address.length === 16);
+        assertEquals(parseIp(formatIp(address)), address);
+      }
+      try {
+        parsePrefix(text);
+      } catch (error) {
+        assert(
+          error instanceof Error && error.message.startsWith("Invalid prefix "),
+          String(error),
+        );
+      }
     }
-    try {
-      parsePrefix(text);
-    } catch (error) {
-      assert(error instanceof Error && error.message.startsWith("Invalid prefix "), String(error));
-    }
-  }
-});
+  }));

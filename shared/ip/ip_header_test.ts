@@ -4,7 +4,7 @@ import {
   assertStrictEquals,
   assertThrows,
 } from "../../tests/support/assert.ts";
-import { hex } from "../../tests/support/bytes.ts";
+import { fuzz, hex, type Random } from "../../tests/support/bytes.ts";
 import {
   buildIcmpv6Echo,
   buildIpv4,
@@ -330,38 +330,39 @@ Deno.test("address matching reads the header in place", async (t) => {
   });
 });
 
-Deno.test("destinationKey() equals addressKey() and tells addresses apart", async (t) => {
-  await t.step("IPv4 and IPv6 packets against their addresses", () => {
-    assertStrictEquals(destinationKey(IPV4_UDP), addressKey(ip("198.18.0.2")));
-    assertStrictEquals(destinationKey(IPV6_ECHO), addressKey(ip("fd00::2")));
-    assertStrictEquals(addressKey(ip("0.0.0.1")), 1);
-    assertStrictEquals(addressKey(ip("255.255.255.255")), -1);
-  });
-  await t.step("random addresses: keys equal exactly when addresses are equal", () => {
-    const seen = new Map<number | string, string>();
-    for (let i = 0; i < 5000; i++) {
-      const v4 = i % 2 === 0;
-      const address = crypto.getRandomValues(new Uint8Array(v4 ? 4 : 16));
-      if (i % 10 === 1) address.fill(0, 2); // many addresses sharing a prefix
-      const packet = v4
-        ? buildIpv4({ src: "10.0.0.1", dst: address, protocol: 17, payload: new Uint8Array(0) })
-        : buildIpv6({ src: "fd00::1", dst: address, nextHeader: 17, payload: new Uint8Array(0) });
-      const key = destinationKey(packet);
-      assertStrictEquals(key, addressKey(address));
-      const text = address.join(".");
-      const previous = seen.get(key);
-      assert(previous === undefined || previous === text, `${text} and ${previous} share a key`);
-      seen.set(key, text);
-    }
-  });
-  await t.step("addressKey() rejects other lengths", () => {
-    assertThrows(
-      () => addressKey(new Uint8Array(5)),
-      RangeError,
-      "Cannot make address key: length 5 is not 4 or 16",
-    );
-  });
-});
+Deno.test("destinationKey() equals addressKey() and tells addresses apart", (t) =>
+  fuzz(async (random) => {
+    await t.step("IPv4 and IPv6 packets against their addresses", () => {
+      assertStrictEquals(destinationKey(IPV4_UDP), addressKey(ip("198.18.0.2")));
+      assertStrictEquals(destinationKey(IPV6_ECHO), addressKey(ip("fd00::2")));
+      assertStrictEquals(addressKey(ip("0.0.0.1")), 1);
+      assertStrictEquals(addressKey(ip("255.255.255.255")), -1);
+    });
+    await t.step("random addresses: keys equal exactly when addresses are equal", () => {
+      const seen = new Map<number | string, string>();
+      for (let i = 0; i < 5000; i++) {
+        const v4 = i % 2 === 0;
+        const address = random.fill(new Uint8Array(v4 ? 4 : 16));
+        if (i % 10 === 1) address.fill(0, 2); // many addresses sharing a prefix
+        const packet = v4
+          ? buildIpv4({ src: "10.0.0.1", dst: address, protocol: 17, payload: new Uint8Array(0) })
+          : buildIpv6({ src: "fd00::1", dst: address, nextHeader: 17, payload: new Uint8Array(0) });
+        const key = destinationKey(packet);
+        assertStrictEquals(key, addressKey(address));
+        const text = address.join(".");
+        const previous = seen.get(key);
+        assert(previous === undefined || previous === text, `${text} and ${previous} share a key`);
+        seen.set(key, text);
+      }
+    });
+    await t.step("addressKey() rejects other lengths", () => {
+      assertThrows(
+        () => addressKey(new Uint8Array(5)),
+        RangeError,
+        "Cannot make address key: length 5 is not 4 or 16",
+      );
+    });
+  }));
 
 Deno.test("decrementHopLimit() patches the IPv4 checksum and refuses TTL 1", async (t) => {
   await t.step("IPv4 TTL 64 -> 63 with a still valid header checksum", () => {
@@ -399,8 +400,8 @@ Deno.test("decrementHopLimit() patches the IPv4 checksum and refuses TTL 1", asy
   await t.step("garbage is refused", () => assert(!decrementHopLimit(hex("50"))));
 });
 
-function randomLength(max: number): number {
-  return Math.floor(Math.random() * (max + 1));
+function randomLength(random: Random, max: number): number {
+  return random.int(max + 1);
 }
 
 Deno.test("ipv4FragmentOffset() and ipv4MoreFragments() read the flags word", () => {
@@ -494,65 +495,66 @@ Deno.test("readIpv6Chain() reports the chain's headers, fragment and upper layer
   }
 });
 
-Deno.test("validateIpPacket() and the readers never throw on random and mutated bytes", () => {
-  const chain = createIpv6Chain();
-  const seeds = [
-    IPV4_UDP,
-    IPV6_ECHO,
-    buildIpv6({
-      src: "fd00::1",
-      dst: "fd00::2",
-      nextHeader: 0,
-      payload: concat(extension(44), hex("11000000 00000001"), new Uint8Array(8)),
-    }),
-  ];
-  let accepted = 0;
-  for (let i = 0; i < 5000; i++) {
-    let packet: Uint8Array;
-    if (i % 2 === 0) {
-      packet = crypto.getRandomValues(new Uint8Array(randomLength(80)));
-      if (i % 4 === 0 && packet.length > 0) {
-        packet[0] = (packet[0] & 0x0f) | (i % 8 === 0 ? 0x40 : 0x60);
+Deno.test("validateIpPacket() and the readers never throw on random and mutated bytes", () =>
+  fuzz((random) => {
+    const chain = createIpv6Chain();
+    const seeds = [
+      IPV4_UDP,
+      IPV6_ECHO,
+      buildIpv6({
+        src: "fd00::1",
+        dst: "fd00::2",
+        nextHeader: 0,
+        payload: concat(extension(44), hex("11000000 00000001"), new Uint8Array(8)),
+      }),
+    ];
+    let accepted = 0;
+    for (let i = 0; i < 5000; i++) {
+      let packet: Uint8Array;
+      if (i % 2 === 0) {
+        packet = random.fill(new Uint8Array(randomLength(random, 80)));
+        if (i % 4 === 0 && packet.length > 0) {
+          packet[0] = (packet[0] & 0x0f) | (i % 8 === 0 ? 0x40 : 0x60);
+        }
+      } else {
+        packet = seeds[i % seeds.length].slice(0, randomLength(random, 80));
+        for (let m = randomLength(random, 3); m > 0 && packet.length > 0; m--) {
+          packet[randomLength(random, packet.length - 1)] = randomLength(random, 255);
+        }
       }
-    } else {
-      packet = seeds[i % seeds.length].slice(0, randomLength(80));
-      for (let m = randomLength(3); m > 0 && packet.length > 0; m--) {
-        packet[randomLength(packet.length - 1)] = randomLength(255);
+      const reason = validateIpPacket(packet);
+      // Every reader must be total, valid packet or not.
+      ipVersion(packet);
+      ipProtocol(packet);
+      upperLayerOffset(packet);
+      ipCarriesProtocol(packet, 17);
+      destinationKey(packet);
+      sourceKey(packet);
+      hopLimit(packet);
+      ipv4FragmentOffset(packet);
+      ipv4MoreFragments(packet);
+      const walked = readIpv6Chain(packet, chain);
+      if (walked && reason === undefined) {
+        assert(chain.offset <= ipPacketLength(packet), `chain offset ${chain.offset}`);
       }
+      readSource(packet);
+      destinationIn(packet, parsePrefix("fd00::/8"));
+      destinationInRange(packet, ip("0.0.0.0"), ip("255.255.255.255"));
+      if (reason === undefined) {
+        accepted++;
+        const length = ipVersion(packet) === 4 ? 4 : 16;
+        assertStrictEquals(readSource(packet).length, length);
+        assertStrictEquals(readDestination(packet).length, length);
+        assert(ipPacketLength(packet) <= packet.length);
+        const offset = upperLayerOffset(packet);
+        assert(offset === -1 || offset <= packet.length, `offset ${offset} of ${packet.length}`);
+      } else {
+        assertStrictEquals(typeof reason, "string");
+      }
+      decrementHopLimit(packet);
     }
-    const reason = validateIpPacket(packet);
-    // Every reader must be total, valid packet or not.
-    ipVersion(packet);
-    ipProtocol(packet);
-    upperLayerOffset(packet);
-    ipCarriesProtocol(packet, 17);
-    destinationKey(packet);
-    sourceKey(packet);
-    hopLimit(packet);
-    ipv4FragmentOffset(packet);
-    ipv4MoreFragments(packet);
-    const walked = readIpv6Chain(packet, chain);
-    if (walked && reason === undefined) {
-      assert(chain.offset <= ipPacketLength(packet), `chain offset ${chain.offset}`);
-    }
-    readSource(packet);
-    destinationIn(packet, parsePrefix("fd00::/8"));
-    destinationInRange(packet, ip("0.0.0.0"), ip("255.255.255.255"));
-    if (reason === undefined) {
-      accepted++;
-      const length = ipVersion(packet) === 4 ? 4 : 16;
-      assertStrictEquals(readSource(packet).length, length);
-      assertStrictEquals(readDestination(packet).length, length);
-      assert(ipPacketLength(packet) <= packet.length);
-      const offset = upperLayerOffset(packet);
-      assert(offset === -1 || offset <= packet.length, `offset ${offset} of ${packet.length}`);
-    } else {
-      assertStrictEquals(typeof reason, "string");
-    }
-    decrementHopLimit(packet);
-  }
-  assert(
-    accepted > 100,
-    `only ${accepted} packets were valid; the fuzz is not reaching the readers`,
-  );
-});
+    assert(
+      accepted > 100,
+      `only ${accepted} packets were valid; the fuzz is not reaching the readers`,
+    );
+  }));

@@ -4,7 +4,7 @@ import {
   assertStrictEquals,
   assertThrows,
 } from "../../tests/support/assert.ts";
-import { hex } from "../../tests/support/bytes.ts";
+import { fuzz, hex, type Random } from "../../tests/support/bytes.ts";
 import { CapsuleError, H3_EXCESSIVE_LOAD, H3Error } from "../errors.ts";
 import { ByteBudget } from "../h3/byte_budget.ts";
 import { encodeVarint } from "../h3/varint.ts";
@@ -586,29 +586,29 @@ Deno.test("encodeCapsule() refuses to write malformed capsules", async (t) => {
   }
 });
 
-function randomAddress(version: 4 | 6): Uint8Array {
+function randomAddress(random: Random, version: 4 | 6): Uint8Array {
   const out = new Uint8Array(version === 4 ? 4 : 16);
-  crypto.getRandomValues(out);
+  random.fill(out);
   return out;
 }
 
-function randomCapsule(): Capsule {
-  const kind = Math.floor(Math.random() * 4);
-  const count = Math.floor(Math.random() * 4);
-  const version = (): 4 | 6 => (Math.random() < 0.5 ? 4 : 6);
+function randomCapsule(random: Random): Capsule {
+  const kind = Math.floor(random() * 4);
+  const count = Math.floor(random() * 4);
+  const version = (): 4 | 6 => (random() < 0.5 ? 4 : 6);
   if (kind === 0) {
-    const payload = new Uint8Array(Math.floor(Math.random() * 300));
-    crypto.getRandomValues(payload);
+    const payload = new Uint8Array(Math.floor(random() * 300));
+    random.fill(payload);
     return { type: "datagram", payload };
   }
   if (kind === 1 || kind === 2) {
     const addresses = Array.from({ length: kind === 2 ? count + 1 : count }, () => {
       const v = version();
       const prefix = createPrefix(
-        randomAddress(v),
-        Math.floor(Math.random() * (v === 4 ? 33 : 129)),
+        randomAddress(random, v),
+        Math.floor(random() * (v === 4 ? 33 : 129)),
       );
-      const requestId = Math.floor(Math.random() * 2 ** (Math.random() * 40)) +
+      const requestId = Math.floor(random() * 2 ** (random() * 40)) +
         (kind === 2 ? 1 : 0);
       return { requestId, prefix };
     });
@@ -620,8 +620,8 @@ function randomCapsule(): Capsule {
   const ranges: IpAddressRange[] = [];
   for (const v of [4, 6] as const) {
     for (const proto of [0, 6, 17]) {
-      if (Math.random() < 0.5) continue;
-      const points = Array.from({ length: 4 }, () => randomAddress(v)).sort((a, b) => {
+      if (random() < 0.5) continue;
+      const points = Array.from({ length: 4 }, () => randomAddress(random, v)).sort((a, b) => {
         for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] - b[i];
         return 0;
       });
@@ -634,40 +634,43 @@ function randomCapsule(): Capsule {
   return { type: "route_advertisement", ranges };
 }
 
-Deno.test("encodeCapsule() and CapsuleParser round trip random capsules", () => {
-  for (let round = 0; round < 300; round++) {
-    const capsules = Array.from({ length: 1 + Math.floor(Math.random() * 5) }, randomCapsule);
-    const stream = concat(...capsules.map(encodeCapsule));
-    const chunk = 1 + Math.floor(Math.random() * 64);
-    assertEquals(parseAll(stream, chunk), capsules);
-  }
-});
+Deno.test("encodeCapsule() and CapsuleParser round trip random capsules", () =>
+  fuzz((random) => {
+    for (let round = 0; round < 300; round++) {
+      const capsules = Array.from({ length: 1 + Math.floor(random() * 5) }, () =>
+        randomCapsule(random));
+      const stream = concat(...capsules.map(encodeCapsule));
+      const chunk = 1 + Math.floor(random() * 64);
+      assertEquals(parseAll(stream, chunk), capsules);
+    }
+  }));
 
-Deno.test("CapsuleParser on random and mutated input throws only CapsuleError", () => {
-  const valid = concat(ASSIGN_V4, REQUEST_V6, ROUTES, DATAGRAM);
-  for (let i = 0; i < 3000; i++) {
-    let input: Uint8Array;
-    if (i % 2 === 0) {
-      input = new Uint8Array(Math.floor(Math.random() * 120));
-      crypto.getRandomValues(input);
-    } else {
-      input = valid.slice(0, Math.floor(Math.random() * (valid.length + 1)));
-      for (let m = 0; m < 1 + Math.floor(Math.random() * 4); m++) {
-        if (input.length > 0) {
-          input[Math.floor(Math.random() * input.length)] ^= 1 << Math.floor(Math.random() * 8);
+Deno.test("CapsuleParser on random and mutated input throws only CapsuleError", () =>
+  fuzz((random) => {
+    const valid = concat(ASSIGN_V4, REQUEST_V6, ROUTES, DATAGRAM);
+    for (let i = 0; i < 3000; i++) {
+      let input: Uint8Array;
+      if (i % 2 === 0) {
+        input = new Uint8Array(Math.floor(random() * 120));
+        random.fill(input);
+      } else {
+        input = valid.slice(0, Math.floor(random() * (valid.length + 1)));
+        for (let m = 0; m < 1 + Math.floor(random() * 4); m++) {
+          if (input.length > 0) {
+            input[Math.floor(random() * input.length)] ^= 1 << Math.floor(random() * 8);
+          }
         }
       }
+      const parser = new CapsuleParser({ maxCapsuleSize: 1 + Math.floor(random() * 200) });
+      try {
+        parseAll(input, 1 + Math.floor(random() * 16), parser);
+        parser.finish();
+      } catch (error) {
+        assert(error instanceof CapsuleError, `unexpected ${error}`);
+        assert(error.message.startsWith("Cannot parse "), error.message);
+      }
     }
-    const parser = new CapsuleParser({ maxCapsuleSize: 1 + Math.floor(Math.random() * 200) });
-    try {
-      parseAll(input, 1 + Math.floor(Math.random() * 16), parser);
-      parser.finish();
-    } catch (error) {
-      assert(error instanceof CapsuleError, `unexpected ${error}`);
-      assert(error.message.startsWith("Cannot parse "), error.message);
-    }
-  }
-});
+  }));
 
 Deno.test("CapsuleParser reassembles a full-size DATAGRAM capsule from 1-byte chunks", () => {
   const payload = Uint8Array.from({ length: DEFAULT_MAX_CAPSULE_SIZE }, (_, i) => i * 7);

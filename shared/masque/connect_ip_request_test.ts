@@ -1,3 +1,4 @@
+import { fuzz } from "../../tests/support/bytes.ts";
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
 import type { HeaderField } from "../h3/qpack.ts";
 import { createPrefix, parsePrefix } from "../ip/ip_address.ts";
@@ -755,71 +756,76 @@ Deno.test("isCapsuleProtocolEnabled() takes linear time on 100 KB values", async
   }
 });
 
-Deno.test("expandConnectIpPath() and parseConnectIpRequest() round trip random scopes", () => {
-  const templates = [
-    DEFAULT_URI_TEMPLATE,
-    "/vpn?t={target}&p={ipproto}",
-    "https://relay.test/a/{ipproto}/b/{target}",
-    "https://relay.test/masque{?target,ipproto}",
-    "/vpn?user=bob{&ipproto,target}",
-    "/ip/{target,ipproto}/",
-  ];
-  for (let i = 0; i < 1000; i++) {
-    const address = new Uint8Array(i % 2 === 0 ? 4 : 16);
-    crypto.getRandomValues(address);
-    const scope: ConnectIpScope = {
-      target: i % 5 === 0 ? { kind: "any" } : {
-        kind: "prefix",
-        prefix: createPrefix(address, Math.floor(Math.random() * (address.length * 8 + 1))),
-      },
-      ipProtocol: i % 3 === 0 ? "any" : Math.floor(Math.random() * 256),
-    };
-    const template = templates[i % templates.length];
-    const path = expandConnectIpPath(template, scope);
-    const result = parseConnectIpRequest(buildConnectIpRequest({ authority: "relay.test", path }), {
-      template,
-    });
-    assertEquals(result, { ok: true, scope, authority: "relay.test", path });
-  }
-});
+Deno.test("expandConnectIpPath() and parseConnectIpRequest() round trip random scopes", () =>
+  fuzz((random) => {
+    const templates = [
+      DEFAULT_URI_TEMPLATE,
+      "/vpn?t={target}&p={ipproto}",
+      "https://relay.test/a/{ipproto}/b/{target}",
+      "https://relay.test/masque{?target,ipproto}",
+      "/vpn?user=bob{&ipproto,target}",
+      "/ip/{target,ipproto}/",
+    ];
+    for (let i = 0; i < 1000; i++) {
+      const address = new Uint8Array(i % 2 === 0 ? 4 : 16);
+      random.fill(address);
+      const scope: ConnectIpScope = {
+        target: i % 5 === 0 ? { kind: "any" } : {
+          kind: "prefix",
+          prefix: createPrefix(address, Math.floor(random() * (address.length * 8 + 1))),
+        },
+        ipProtocol: i % 3 === 0 ? "any" : Math.floor(random() * 256),
+      };
+      const template = templates[i % templates.length];
+      const path = expandConnectIpPath(template, scope);
+      const result = parseConnectIpRequest(
+        buildConnectIpRequest({ authority: "relay.test", path }),
+        {
+          template,
+        },
+      );
+      assertEquals(result, { ok: true, scope, authority: "relay.test", path });
+    }
+  }));
 
-Deno.test("parseConnectIpRequest() on random input only returns results", () => {
-  const names = [
-    ":method",
-    ":protocol",
-    ":scheme",
-    ":authority",
-    ":path",
-    "capsule-protocol",
-    "host",
-    "te",
-    "X",
-    ":x",
-    "",
-  ];
-  const values = [
-    "CONNECT",
-    "connect-ip",
-    "https",
-    "relay.test",
-    "?1",
-    "/.well-known/masque/ip/*/*/",
-    "",
-    "\r",
-    "%",
-    "/.well-known/masque/ip/%E0%A4%A/1/",
-  ];
-  const pick = <T>(list: readonly T[]) => list[Math.floor(Math.random() * list.length)];
-  for (let i = 0; i < 5000; i++) {
-    const headers: HeaderField[] = i % 2 === 0 ? request() : [];
-    for (let j = Math.floor(Math.random() * 4); j > 0; j--) {
-      const field: HeaderField = [pick(names), pick(values)];
-      headers.splice(Math.floor(Math.random() * (headers.length + 1)), 0, field);
+Deno.test("parseConnectIpRequest() on random input only returns results", () =>
+  fuzz((random) => {
+    const names = [
+      ":method",
+      ":protocol",
+      ":scheme",
+      ":authority",
+      ":path",
+      "capsule-protocol",
+      "host",
+      "te",
+      "X",
+      ":x",
+      "",
+    ];
+    const values = [
+      "CONNECT",
+      "connect-ip",
+      "https",
+      "relay.test",
+      "?1",
+      "/.well-known/masque/ip/*/*/",
+      "",
+      "\r",
+      "%",
+      "/.well-known/masque/ip/%E0%A4%A/1/",
+    ];
+    const pick = <T>(list: readonly T[]) => list[Math.floor(random() * list.length)];
+    for (let i = 0; i < 5000; i++) {
+      const headers: HeaderField[] = i % 2 === 0 ? request() : [];
+      for (let j = Math.floor(random() * 4); j > 0; j--) {
+        const field: HeaderField = [pick(names), pick(values)];
+        headers.splice(Math.floor(random() * (headers.length + 1)), 0, field);
+      }
+      const result = parseConnectIpRequest(headers);
+      if (!result.ok) {
+        assert([400, 405, 501].includes(result.status), `${result.status} ${result.reason}`);
+        assert(result.reason.length > 0);
+      }
     }
-    const result = parseConnectIpRequest(headers);
-    if (!result.ok) {
-      assert([400, 405, 501].includes(result.status), `${result.status} ${result.reason}`);
-      assert(result.reason.length > 0);
-    }
-  }
-});
+  }));

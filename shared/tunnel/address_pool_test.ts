@@ -1,3 +1,4 @@
+import { fuzz } from "../../tests/support/bytes.ts";
 import {
   assert,
   assertEquals,
@@ -170,42 +171,43 @@ Deno.test("AddressPool.claim() takes a requested address and allocate() skips it
   );
 });
 
-Deno.test("AddressPool keeps its invariants under random operations", async (t) => {
-  for (const text of ["198.18.0.0/28", "fd00::/124"]) {
-    await t.step(text, () => {
-      const pool = new AddressPool(parsePrefix(text));
-      const prefix = parsePrefix(text);
-      const model = new Set<string>();
-      const reserved = new Set([formatIp(prefix.address), formatIp(pool.gateway)]);
-      if (prefix.version === 4) reserved.add("198.18.0.15");
-      for (let i = 0; i < 5000; i++) {
-        const r = Math.random();
-        if (r < 0.45) {
-          const address = pool.allocate();
-          if (address === undefined) {
-            assertStrictEquals(model.size, pool.size);
+Deno.test("AddressPool keeps its invariants under random operations", (t) =>
+  fuzz(async (random) => {
+    for (const text of ["198.18.0.0/28", "fd00::/124"]) {
+      await t.step(text, () => {
+        const pool = new AddressPool(parsePrefix(text));
+        const prefix = parsePrefix(text);
+        const model = new Set<string>();
+        const reserved = new Set([formatIp(prefix.address), formatIp(pool.gateway)]);
+        if (prefix.version === 4) reserved.add("198.18.0.15");
+        for (let i = 0; i < 5000; i++) {
+          const r = random();
+          if (r < 0.45) {
+            const address = pool.allocate();
+            if (address === undefined) {
+              assertStrictEquals(model.size, pool.size);
+            } else {
+              const name = formatIp(address);
+              assert(!model.has(name), `${name} handed out twice`);
+              assert(!reserved.has(name), `${name} is reserved`);
+              model.add(name);
+            }
           } else {
-            const name = formatIp(address);
-            assert(!model.has(name), `${name} handed out twice`);
-            assert(!reserved.has(name), `${name} is reserved`);
-            model.add(name);
+            // Release or claim a random address in (or just outside) the prefix.
+            const candidate = prefix.address.slice();
+            candidate[candidate.length - 1] = Math.floor(random() * 18);
+            const name = formatIp(candidate);
+            if (r < 0.85) {
+              assertStrictEquals(pool.release(candidate), model.delete(name), `release ${name}`);
+            } else {
+              const expected = !model.has(name) && !reserved.has(name) &&
+                candidate[candidate.length - 1] < 16;
+              assertStrictEquals(pool.claim(candidate), expected, `claim ${name}`);
+              if (expected) model.add(name);
+            }
           }
-        } else {
-          // Release or claim a random address in (or just outside) the prefix.
-          const candidate = prefix.address.slice();
-          candidate[candidate.length - 1] = Math.floor(Math.random() * 18);
-          const name = formatIp(candidate);
-          if (r < 0.85) {
-            assertStrictEquals(pool.release(candidate), model.delete(name), `release ${name}`);
-          } else {
-            const expected = !model.has(name) && !reserved.has(name) &&
-              candidate[candidate.length - 1] < 16;
-            assertStrictEquals(pool.claim(candidate), expected, `claim ${name}`);
-            if (expected) model.add(name);
-          }
+          assertStrictEquals(pool.inUse, model.size);
         }
-        assertStrictEquals(pool.inUse, model.size);
-      }
-    });
-  }
-});
+      });
+    }
+  }));

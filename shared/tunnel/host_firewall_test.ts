@@ -1,3 +1,4 @@
+import { fuzz } from "../../tests/support/bytes.ts";
 import { assert, assertEquals, assertStrictEquals } from "../../tests/support/assert.ts";
 import {
   buildIcmpv4Echo,
@@ -252,23 +253,24 @@ Deno.test("parseHostService() reads udp/PORT, tcp/FIRST-LAST and ping", async (t
   }
 });
 
-Deno.test("HostFirewall.check() never throws on random and mutated packets", () => {
-  const fw = firewall({
-    allow: [{ protocol: "udp", firstPort: 1, lastPort: 65535 }, { protocol: "ping" }],
-    clientToClient: true,
-  });
-  const seeds = [udp("198.18.100.1"), udp("fd00:100::1"), tcp("198.18.1.2", 80), ping("::1")];
-  const seen = new Set<string>();
-  for (let i = 0; i < 5000; i++) {
-    const packet = seeds[i % seeds.length].slice();
-    for (let m = 1 + Math.floor(Math.random() * 3); m > 0; m--) {
-      packet[Math.floor(Math.random() * packet.length)] = Math.floor(Math.random() * 256);
+Deno.test("HostFirewall.check() never throws on random and mutated packets", () =>
+  fuzz((random) => {
+    const fw = firewall({
+      allow: [{ protocol: "udp", firstPort: 1, lastPort: 65535 }, { protocol: "ping" }],
+      clientToClient: true,
+    });
+    const seeds = [udp("198.18.100.1"), udp("fd00:100::1"), tcp("198.18.1.2", 80), ping("::1")];
+    const seen = new Set<string>();
+    for (let i = 0; i < 5000; i++) {
+      const packet = seeds[i % seeds.length].slice();
+      for (let m = 1 + Math.floor(random() * 3); m > 0; m--) {
+        packet[Math.floor(random() * packet.length)] = Math.floor(random() * 256);
+      }
+      const verdict = fw.check(packet);
+      seen.add(verdict === TO_CLIENT ? "to client" : verdict.ok ? "forward" : verdict.reason);
     }
-    const verdict = fw.check(packet);
-    seen.add(verdict === TO_CLIENT ? "to client" : verdict.ok ? "forward" : verdict.reason);
-  }
-  assert(seen.has("forward") && seen.has("relay host"), [...seen].join(", "));
-});
+    assert(seen.has("forward") && seen.has("relay host"), [...seen].join(", "));
+  }));
 
 Deno.test("HostFirewall allows services at the gateways it is given, not at the pool's first host", () => {
   // A relay whose TUN took the pool's network address: services answer there; .1 stays closed.

@@ -8,7 +8,7 @@ import {
   buildIpv6Udp,
 } from "../../tests/support/packet_builder.ts";
 import { type IpAddressRange, type IpPrefix, parseIp, parsePrefix } from "../ip/ip_address.ts";
-import { hex } from "../../tests/support/bytes.ts";
+import { fuzz, hex } from "../../tests/support/bytes.ts";
 import { validateIpPacket } from "../ip/ip_header.ts";
 import {
   checkFromClient,
@@ -279,54 +279,58 @@ Deno.test("checkFromRelay() accepts only packets for the client's own addresses"
   });
 });
 
-Deno.test("policy checks never throw on random and mutated packets", () => {
-  const reasons = new Set<string>([
-    "malformed",
-    "source not assigned",
-    "link-local destination",
-    "destination not routed",
-    "protocol not allowed",
-    "destination not assigned",
-    "IPv4 options",
-    "zero TTL",
-    "bad fragment",
-    "bad extension headers",
-    "hop-by-hop options",
-    "routing header type 0",
-  ]);
-  const seeds = [
-    udp4("198.18.0.2", "203.0.113.1"),
-    udp6("fd00:0:0:2::1", "2001:db8::1"),
-    buildIcmpv6Echo({ src: "fd00:0:0:2::1", dst: "2001:db8::1" }),
-  ];
-  const scoped: ClientPolicy = {
-    addresses: FULL_TUNNEL.addresses,
-    routes: [range("::", "ffff::", 6), range("0.0.0.0", "1.0.0.0", 17)],
-  };
-  let forwarded = 0;
-  for (let i = 0; i < 5000; i++) {
-    let packet: Uint8Array;
-    if (i % 2 === 0) {
-      packet = crypto.getRandomValues(new Uint8Array(Math.floor(Math.random() * 90)));
-    } else {
-      packet = seeds[i % seeds.length].slice();
-      for (let m = Math.floor(Math.random() * 3); m > 0; m--) {
-        packet[Math.floor(Math.random() * packet.length)] = Math.floor(Math.random() * 256);
+Deno.test("policy checks never throw on random and mutated packets", () =>
+  fuzz((random) => {
+    const reasons = new Set<string>([
+      "malformed",
+      "source not assigned",
+      "link-local destination",
+      "destination not routed",
+      "protocol not allowed",
+      "destination not assigned",
+      "IPv4 options",
+      "zero TTL",
+      "bad fragment",
+      "bad extension headers",
+      "hop-by-hop options",
+      "routing header type 0",
+    ]);
+    const seeds = [
+      udp4("198.18.0.2", "203.0.113.1"),
+      udp6("fd00:0:0:2::1", "2001:db8::1"),
+      buildIcmpv6Echo({ src: "fd00:0:0:2::1", dst: "2001:db8::1" }),
+    ];
+    const scoped: ClientPolicy = {
+      addresses: FULL_TUNNEL.addresses,
+      routes: [range("::", "ffff::", 6), range("0.0.0.0", "1.0.0.0", 17)],
+    };
+    let forwarded = 0;
+    for (let i = 0; i < 5000; i++) {
+      let packet: Uint8Array;
+      if (i % 2 === 0) {
+        packet = random.fill(new Uint8Array(Math.floor(random() * 90)));
+      } else {
+        packet = seeds[i % seeds.length].slice();
+        for (let m = Math.floor(random() * 3); m > 0; m--) {
+          packet[Math.floor(random() * packet.length)] = Math.floor(random() * 256);
+        }
+      }
+      for (
+        const verdict of [
+          checkFromClient(packet, FULL_TUNNEL),
+          checkFromClient(packet, scoped),
+          checkFromRelay(packet, FULL_TUNNEL),
+        ]
+      ) {
+        if (verdict.ok) forwarded++;
+        else assert(reasons.has(verdict.reason), verdict.reason);
       }
     }
-    for (
-      const verdict of [
-        checkFromClient(packet, FULL_TUNNEL),
-        checkFromClient(packet, scoped),
-        checkFromRelay(packet, FULL_TUNNEL),
-      ]
-    ) {
-      if (verdict.ok) forwarded++;
-      else assert(reasons.has(verdict.reason), verdict.reason);
-    }
-  }
-  assert(forwarded > 100, `only ${forwarded} forwarded; the fuzz is not reaching the route checks`);
-});
+    assert(
+      forwarded > 100,
+      `only ${forwarded} forwarded; the fuzz is not reaching the route checks`,
+    );
+  }));
 
 // Header rules: every case is a packet from FULL_TUNNEL's client to a routed destination, so
 // only the rule under test can drop it.

@@ -15,7 +15,7 @@
  * Run: deno test --unstable-net --allow-net --allow-read --allow-env tests/integration/hostile_test.ts
  */
 import { assert, assertEquals } from "../support/assert.ts";
-import { hex, prng } from "../support/bytes.ts";
+import { fuzz, hex, type Random } from "../support/bytes.ts";
 import { dialTestServer, testCerts } from "../support/certs.ts";
 import { until, within } from "../support/fake_quic.ts";
 import { InMemoryPacketDevice } from "../support/memory_tun.ts";
@@ -297,11 +297,19 @@ Deno.test({
         await pinger!.more(3, "round trips after (a)");
       });
       await t.step("(b) garbage control streams close only the hostile connections", async () => {
-        await within(phaseB(server, hostiles), "phase (b)", PHASE_MS);
+        await within(
+          fuzz((random) => phaseB(server, hostiles, random), 0xb),
+          "phase (b)",
+          PHASE_MS,
+        );
         await pinger!.more(3, "round trips after (b)");
       });
       await t.step("(c) random datagrams are dropped and counted", async () => {
-        await within(phaseC(server, hostiles), "phase (c)", PHASE_MS);
+        await within(
+          fuzz((random) => phaseC(server, hostiles, random), 0xc),
+          "phase (c)",
+          PHASE_MS,
+        );
         await pinger!.more(3, "round trips after (c)");
       });
       await t.step("(d) 1000 requests with bad headers are all refused", async () => {
@@ -382,8 +390,11 @@ async function phaseA(server: TestRelay, hostiles: { close(): void }[]): Promise
 }
 
 /** (b): control streams of garbage, each on its own connection, then a QPACK dynamic reference. */
-async function phaseB(server: TestRelay, hostiles: { close(): void }[]): Promise<void> {
-  const random = prng(0xb);
+async function phaseB(
+  server: TestRelay,
+  hostiles: { close(): void }[],
+  random: Random,
+): Promise<void> {
   const closes: number[] = [];
   const cases: Uint8Array[] = [
     // 00 CONTROL, then 01 HEADERS, 02 length, 00 00: not SETTINGS first
@@ -435,8 +446,11 @@ async function phaseB(server: TestRelay, hostiles: { close(): void }[]): Promise
 }
 
 /** (c): 2000 random datagrams on a connection with a session, then one truncated datagram. */
-async function phaseC(server: TestRelay, hostiles: { close(): void }[]): Promise<void> {
-  const random = prng(0xc);
+async function phaseC(
+  server: TestRelay,
+  hostiles: { close(): void }[],
+  random: Random,
+): Promise<void> {
   const hostile = await connectClient(server.port);
   hostiles.push(hostile);
   const { session } = await hostile.open();

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../../tests/support/assert.ts";
-import { prng } from "../../../tests/support/bytes.ts";
+import { fuzz } from "../../../tests/support/bytes.ts";
 import {
   buildIcmpv4Echo,
   buildIpv4Udp,
@@ -375,67 +375,65 @@ Deno.test("Coalescer.build() refuses a small buffer and a changed batch, writing
   );
 });
 
-Deno.test("fuzz: coalesce then split gives back every packet, each flow in order", () => {
-  const seed = Date.now() >>> 0;
-  console.log(`coalescer fuzz seed ${seed}`);
-  const random = prng(seed);
-  const int = (n: number) => Math.floor(random() * n);
-  const c = new Coalescer({ maxBatch: 64, udp: true });
-  const out = new Uint8Array(70_000);
-  let merged = 0;
-  for (let round = 0; round < 200; round++) {
-    // A few flows, each a run of segments (sometimes with a FIN, a retransmission,
-    // a pure ACK or a bad checksum), interleaved at random.
-    const flows: Uint8Array[][] = [];
-    for (let f = 0, n = 1 + int(4); f < n; f++) {
-      const v6 = random() < 0.5;
-      const base: TcpPacketOptions = {
-        ...(v6 ? FLOW6 : FLOW4),
-        srcPort: 30000 + f,
-        seq: int(2 ** 32),
-        dontFragment: random() < 0.5,
-        id: v6 ? undefined : int(65536),
-      };
-      const size = 1 + int(1400);
-      const list = stream(base, 1 + int(20), size, 1 + int(size), random() < 0.5);
-      if (random() < 0.3) list[int(list.length)] = buildTcpPacket({ ...base, seq: 1 }); // pure ACK
-      if (random() < 0.2) list.push(list[0]); // retransmission
-      if (random() < 0.2) {
-        const i = int(list.length);
-        list[i] = list[i].slice();
-        list[i][list[i].length - 1] ^= 1; // corrupted payload
+Deno.test("fuzz: coalesce then split gives back every packet, each flow in order", () =>
+  fuzz((random) => {
+    const int = (n: number) => Math.floor(random() * n);
+    const c = new Coalescer({ maxBatch: 64, udp: true });
+    const out = new Uint8Array(70_000);
+    let merged = 0;
+    for (let round = 0; round < 200; round++) {
+      // A few flows, each a run of segments (sometimes with a FIN, a retransmission,
+      // a pure ACK or a bad checksum), interleaved at random.
+      const flows: Uint8Array[][] = [];
+      for (let f = 0, n = 1 + int(4); f < n; f++) {
+        const v6 = random() < 0.5;
+        const base: TcpPacketOptions = {
+          ...(v6 ? FLOW6 : FLOW4),
+          srcPort: 30000 + f,
+          seq: int(2 ** 32),
+          dontFragment: random() < 0.5,
+          id: v6 ? undefined : int(65536),
+        };
+        const size = 1 + int(1400);
+        const list = stream(base, 1 + int(20), size, 1 + int(size), random() < 0.5);
+        if (random() < 0.3) list[int(list.length)] = buildTcpPacket({ ...base, seq: 1 }); // pure ACK
+        if (random() < 0.2) list.push(list[0]); // retransmission
+        if (random() < 0.2) {
+          const i = int(list.length);
+          list[i] = list[i].slice();
+          list[i][list[i].length - 1] ^= 1; // corrupted payload
+        }
+        flows.push(list);
       }
-      flows.push(list);
+      const order: Uint8Array[] = [];
+      const cursors = flows.map(() => 0);
+      while (order.length < 64 && cursors.some((c, f) => c < flows[f].length)) {
+        const f = int(flows.length);
+        if (cursors[f] < flows[f].length) order.push(flows[f][cursors[f]++]);
+      }
+      const b = batch(order);
+      const writes = c.coalesce(b.bytes, b.offsets, b.lengths, b.count);
+      const back: Uint8Array[] = [];
+      for (let w = 0; w < writes; w++) {
+        const n = c.build(w, b.bytes, b.offsets, b.lengths, out, 0);
+        if (c.packetCount(w) > 1) merged++;
+        back.push(...unpack({ bytes: out.slice(0, n), packets: c.packetCount(w) }));
+      }
+      // Same packets; within each flow (source port) the same order.
+      assertEquals(back.length, order.length, `round ${round}`);
+      const key = (p: Uint8Array) => {
+        const ip = p[0] >> 4 === 6 ? 40 : 20;
+        return `${p[0] >> 4}:${(p[ip] << 8) | p[ip + 1]}`;
+      };
+      const byFlow = (list: Uint8Array[]) => {
+        const m = new Map<string, Uint8Array[]>();
+        for (const p of list) m.set(key(p), [...(m.get(key(p)) ?? []), p]);
+        return m;
+      };
+      const want = byFlow(order);
+      for (const [k, got] of byFlow(back)) {
+        assertEquals(got, want.get(k), `round ${round} flow ${k}`);
+      }
     }
-    const order: Uint8Array[] = [];
-    const cursors = flows.map(() => 0);
-    while (order.length < 64 && cursors.some((c, f) => c < flows[f].length)) {
-      const f = int(flows.length);
-      if (cursors[f] < flows[f].length) order.push(flows[f][cursors[f]++]);
-    }
-    const b = batch(order);
-    const writes = c.coalesce(b.bytes, b.offsets, b.lengths, b.count);
-    const back: Uint8Array[] = [];
-    for (let w = 0; w < writes; w++) {
-      const n = c.build(w, b.bytes, b.offsets, b.lengths, out, 0);
-      if (c.packetCount(w) > 1) merged++;
-      back.push(...unpack({ bytes: out.slice(0, n), packets: c.packetCount(w) }));
-    }
-    // Same packets; within each flow (source port) the same order.
-    assertEquals(back.length, order.length, `seed ${seed} round ${round}`);
-    const key = (p: Uint8Array) => {
-      const ip = p[0] >> 4 === 6 ? 40 : 20;
-      return `${p[0] >> 4}:${(p[ip] << 8) | p[ip + 1]}`;
-    };
-    const byFlow = (list: Uint8Array[]) => {
-      const m = new Map<string, Uint8Array[]>();
-      for (const p of list) m.set(key(p), [...(m.get(key(p)) ?? []), p]);
-      return m;
-    };
-    const want = byFlow(order);
-    for (const [k, got] of byFlow(back)) {
-      assertEquals(got, want.get(k), `seed ${seed} round ${round} flow ${k}`);
-    }
-  }
-  assert(merged > 100, `only ${merged} merged writes`);
-});
+    assert(merged > 100, `only ${merged} merged writes`);
+  }));

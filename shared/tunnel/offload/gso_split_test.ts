@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../../tests/support/assert.ts";
-import { prng } from "../../../tests/support/bytes.ts";
+import { fuzz } from "../../../tests/support/bytes.ts";
 import { buildIpv4, buildIpv4Udp, buildIpv6Udp } from "../../../tests/support/packet_builder.ts";
 import {
   asPartialChecksum,
@@ -329,77 +329,77 @@ Deno.test("planGsoSplit() and writeGsoSegment() reject malformed input with Offl
   });
 });
 
-Deno.test("fuzz: the splitter throws only OffloadError and writes only its segment", () => {
-  const seed = Date.now() >>> 0;
-  console.log(`gso_split fuzz seed ${seed}`);
-  const random = prng(seed);
-  const int = (n: number) => Math.floor(random() * n);
-  const { packet: tcp4 } = tcpSuperPacket(TCP4, 5000, 1448, TCP_ACK | TCP_FIN);
-  const { packet: tcp6 } = tcpSuperPacket(TCP6, 5000, 1428, TCP_ACK | TCP_PSH);
-  const { packet: udp4 } = udpSuperPacket(false, 900, 5, 33);
-  const { packet: udp6 } = udpSuperPacket(true, 900, 5, 33);
-  const seeds = [tcp4, tcp6, udp4, udp6];
-  const types = [0, 1, 3, 4, 5, 0x81, 0x84, int(256)];
-  const plan: GsoPlan = emptyGsoPlan();
-  const out = new Uint8Array(70_000);
-  let splits = 0;
-  let segments = 0;
-  for (let round = 0; round < 3000; round++) {
-    let packet: Uint8Array;
-    if (round % 10 === 0) {
-      packet = new Uint8Array(int(200));
-      for (let i = 0; i < packet.length; i++) packet[i] = int(256);
-    } else {
-      packet = seeds[int(seeds.length)].slice(0, int(6000));
-      for (let m = int(4); m > 0; m--) if (packet.length > 0) packet[int(packet.length)] = int(256);
-    }
-    const h = hdr({
-      flags: int(4),
-      gsoType: types[int(types.length)],
-      hdrLen: int(200),
-      gsoSize: random() < 0.1 ? int(8) : int(2000),
-      csumStart: random() < 0.8 ? [20, 40][int(2)] : int(100),
-      csumOffset: random() < 0.8 ? [6, 16][int(2)] : int(40),
-    });
-    const limit = random() < 0.2 ? int(2000) : 1500;
-    const input = packet.slice();
-    try {
-      planGsoSplit(h, packet, 0, packet.length, limit, plan);
-    } catch (error) {
-      if (!(error instanceof OffloadError)) {
-        throw new Error(`seed ${seed} round ${round}: ${error}`);
+Deno.test("fuzz: the splitter throws only OffloadError and writes only its segment", () =>
+  fuzz((random) => {
+    const int = (n: number) => Math.floor(random() * n);
+    const { packet: tcp4 } = tcpSuperPacket(TCP4, 5000, 1448, TCP_ACK | TCP_FIN);
+    const { packet: tcp6 } = tcpSuperPacket(TCP6, 5000, 1428, TCP_ACK | TCP_PSH);
+    const { packet: udp4 } = udpSuperPacket(false, 900, 5, 33);
+    const { packet: udp6 } = udpSuperPacket(true, 900, 5, 33);
+    const seeds = [tcp4, tcp6, udp4, udp6];
+    const types = [0, 1, 3, 4, 5, 0x81, 0x84, int(256)];
+    const plan: GsoPlan = emptyGsoPlan();
+    const out = new Uint8Array(70_000);
+    let splits = 0;
+    let segments = 0;
+    for (let round = 0; round < 3000; round++) {
+      let packet: Uint8Array;
+      if (round % 10 === 0) {
+        packet = new Uint8Array(int(200));
+        for (let i = 0; i < packet.length; i++) packet[i] = int(256);
+      } else {
+        packet = seeds[int(seeds.length)].slice(0, int(6000));
+        for (let m = int(4); m > 0; m--) {
+          if (packet.length > 0) packet[int(packet.length)] = int(256);
+        }
       }
-      continue;
-    }
-    splits++;
-    for (let i = 0; i < Math.min(plan.segmentCount, 50); i++) {
-      const offset = int(100);
-      const end = offset + (random() < 0.1 ? int(limit) : limit);
-      out.fill(0x5a, 0, 2200);
-      let n = 0;
+      const h = hdr({
+        flags: int(4),
+        gsoType: types[int(types.length)],
+        hdrLen: int(200),
+        gsoSize: random() < 0.1 ? int(8) : int(2000),
+        csumStart: random() < 0.8 ? [20, 40][int(2)] : int(100),
+        csumOffset: random() < 0.8 ? [6, 16][int(2)] : int(40),
+      });
+      const limit = random() < 0.2 ? int(2000) : 1500;
+      const input = packet.slice();
       try {
-        n = writeGsoSegment(plan, packet, 0, i, out, offset, end);
+        planGsoSplit(h, packet, 0, packet.length, limit, plan);
       } catch (error) {
         if (!(error instanceof OffloadError)) {
-          throw new Error(`seed ${seed} round ${round} segment ${i}: ${error}`);
+          throw new Error(`round ${round}: ${error}`);
+        }
+        continue;
+      }
+      splits++;
+      for (let i = 0; i < Math.min(plan.segmentCount, 50); i++) {
+        const offset = int(100);
+        const end = offset + (random() < 0.1 ? int(limit) : limit);
+        out.fill(0x5a, 0, 2200);
+        let n = 0;
+        try {
+          n = writeGsoSegment(plan, packet, 0, i, out, offset, end);
+        } catch (error) {
+          if (!(error instanceof OffloadError)) {
+            throw new Error(`round ${round} segment ${i}: ${error}`);
+          }
+        }
+        segments++;
+        assert(n <= limit && offset + n <= end, `round ${round}: ${n} bytes`);
+        for (let b = 0; b < 2200; b++) {
+          if ((b < offset || b >= offset + n) && out[b] !== 0x5a) {
+            throw new Error(`round ${round}: byte ${b} written outside the segment`);
+          }
+        }
+        // An untouched GSO super-packet comes out as correct packets.
+        if (n > 0 && h.gsoType !== VIRTIO_NET_HDR_GSO_NONE && input.length === packet.length) {
+          const segment = out.slice(offset, offset + n);
+          if (seeds.some((s) => s.length === packet.length && s.every((b, k) => b === packet[k]))) {
+            assertEquals(packetProblem(segment), undefined, `round ${round}`);
+          }
         }
       }
-      segments++;
-      assert(n <= limit && offset + n <= end, `seed ${seed} round ${round}: ${n} bytes`);
-      for (let b = 0; b < 2200; b++) {
-        if ((b < offset || b >= offset + n) && out[b] !== 0x5a) {
-          throw new Error(`seed ${seed} round ${round}: byte ${b} written outside the segment`);
-        }
-      }
-      // An untouched GSO super-packet comes out as correct packets.
-      if (n > 0 && h.gsoType !== VIRTIO_NET_HDR_GSO_NONE && input.length === packet.length) {
-        const segment = out.slice(offset, offset + n);
-        if (seeds.some((s) => s.length === packet.length && s.every((b, k) => b === packet[k]))) {
-          assertEquals(packetProblem(segment), undefined, `seed ${seed} round ${round}`);
-        }
-      }
+      assertEquals(packet, input, `round ${round}: the input was modified`);
     }
-    assertEquals(packet, input, `seed ${seed} round ${round}: the input was modified`);
-  }
-  assert(splits > 100 && segments > 100, `only ${splits} plans and ${segments} segments`);
-});
+    assert(splits > 100 && segments > 100, `only ${splits} plans and ${segments} segments`);
+  }));

@@ -18,6 +18,7 @@ import {
 import { LibcError } from "./libc.ts";
 import { addAddress, setLinkUp } from "./netlink.ts";
 import { injectTunFault, openTun, type TunDevice, type TunOptions } from "./tun_linux.ts";
+import { checkPacketDeviceContract } from "../tests/support/packet_device_contract.ts";
 
 const ROOT_ONLY = { ignore: !IS_ROOT };
 
@@ -67,6 +68,46 @@ async function readUdp(device: PacketDevice, text: string): Promise<Uint8Array> 
   };
   return await withTimeout(read(), 3000, `"${text}" from ${device.name}`);
 }
+
+Deno.test({
+  name: "the real TUN keeps the PacketDevice contract" + (IS_ROOT ? "" : " (skipped: needs root)"),
+  ...ROOT_ONLY,
+  fn: (t) =>
+    withAddressedTun({ mtu: 1400 }, async (device, subnet) => {
+      const local = { 4: v4(subnet, 1), 6: v6(subnet, 1) };
+      const peer = { 4: v4(subnet, 9), 6: v6(subnet, 9) };
+      const sender = Deno.listenDatagram({ transport: "udp", hostname: "::", port: 0 });
+      try {
+        await checkPacketDeviceContract(t, {
+          device,
+          name: device.name,
+          mtu: 1400,
+          local: (version) => local[version],
+          peer: (version) => peer[version],
+          arrive: async (version, payload) => {
+            // The kernel routes it into the TUN: the peer is on the TUN's subnet.
+            const hostname = version === 4
+              ? `198.19.${subnet}.9`
+              : `fd00:${subnet.toString(16)}::9`;
+            await sender.send(payload, { transport: "udp", hostname, port: 5555 });
+          },
+          listen: (version) => {
+            const hostname = version === 4
+              ? `198.19.${subnet}.1`
+              : `fd00:${subnet.toString(16)}::1`;
+            const socket = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
+            return {
+              port: (socket.addr as Deno.NetAddr).port,
+              next: async () => (await socket.receive())[0],
+              close: () => socket.close(),
+            };
+          },
+        });
+      } finally {
+        sender.close();
+      }
+    }),
+});
 
 Deno.test("openTun() rejects bad names and options before touching the kernel", () => {
   assertThrows(

@@ -32,24 +32,18 @@ Deno.test("writeHttpDatagramHeader() writes the quarter stream ID and context ID
   });
 });
 
-Deno.test("parseContextId() reads the context ID of an HTTP Datagram Payload", async (t) => {
-  await t.step("context 0 and a packet", () => {
-    const payload = hex("00 45000014");
-    assertEquals([parseContextId(payload), contextIdSize(payload)], [0, 1]);
-  });
-  await t.step("2-byte context ID 256", () => {
-    const payload = hex("4100 ff");
-    assertEquals([parseContextId(payload), contextIdSize(payload)], [256, 2]);
-  });
-  await t.step("non-minimal 0 (4000) is context 0 (RFC 9000 §16)", () => {
-    assertEquals(parseContextId(hex("4000 45")), 0);
-  });
-  await t.step("empty payload is malformed", () => {
-    assertEquals(parseContextId(new Uint8Array(0)), MALFORMED_CONTEXT_ID);
-  });
-  await t.step("truncated context ID is malformed", () => {
-    assertEquals(parseContextId(hex("c0 00")), MALFORMED_CONTEXT_ID);
-  });
+Deno.test("parseContextId() reads the context ID of an HTTP Datagram Payload", () => {
+  // [payload, context id, its size]; a missing or truncated id is MALFORMED_CONTEXT_ID
+  const cases: [string, number, number][] = [
+    ["00 45000014", CONTEXT_ID_IP_PACKET, 1], // context 0, then an IPv4 packet
+    ["4100 ff", 256, 2],
+    ["4000 45", 0, 2], // a non-minimal 0 is still context 0 (RFC 9000 §16)
+  ];
+  for (const [bytes, id, size] of cases) {
+    assertEquals([parseContextId(hex(bytes)), contextIdSize(hex(bytes))], [id, size], bytes);
+  }
+  assertEquals(parseContextId(new Uint8Array(0)), MALFORMED_CONTEXT_ID);
+  assertEquals(parseContextId(hex("c0 00")), MALFORMED_CONTEXT_ID);
 });
 
 Deno.test("writeHttpDatagramHeader() round trips through the quarter stream and context ID readers", () =>

@@ -43,6 +43,26 @@ export const IFF_TUN = 0x0001;
 export const IFF_NO_PI = 0x1000;
 /** Allow several fds (queues) on one interface. */
 export const IFF_MULTI_QUEUE = 0x0100;
+/** A 10-byte `struct virtio_net_hdr` in front of every packet read and written (offloads). */
+export const IFF_VNET_HDR = 0x4000;
+/**
+ * `_IOW('T', 208, unsigned int)`: the offloads the reader handles; the
+ * `TUN_F_*` flags are passed by value. TSO without `TUN_F_CSUM` is EINVAL,
+ * an unknown flag (USO before Linux 6.2) too.
+ */
+export const TUNSETOFFLOAD = 0x400454d0;
+/** `_IOW('T', 220, int)`: `virtio_net_hdr` fields little endian (takes a pointer to an int). */
+export const TUNSETVNETLE = 0x400454dc;
+/** `TUNSETOFFLOAD`: the reader completes partial checksums (CHECKSUM_PARTIAL). */
+export const TUN_F_CSUM = 0x01;
+/** `TUNSETOFFLOAD`: the reader splits TCP over IPv4 super-packets. */
+export const TUN_F_TSO4 = 0x02;
+/** `TUNSETOFFLOAD`: the reader splits TCP over IPv6 super-packets. */
+export const TUN_F_TSO6 = 0x04;
+/** `TUNSETOFFLOAD`: the reader splits UDP over IPv4 super-packets (Linux 6.2+). */
+export const TUN_F_USO4 = 0x20;
+/** `TUNSETOFFLOAD`: the reader splits UDP over IPv6 super-packets (Linux 6.2+). */
+export const TUN_F_USO6 = 0x40;
 /** `SIOCGIFINDEX`: interface name to index. */
 export const SIOCGIFINDEX = 0x8933;
 /** `SIOCGIFMTU`: get the MTU. */

@@ -34,6 +34,16 @@
  * ring count as drops. A write ring that keeps dropping for
  * {@linkcode RING_FULL_WARN_MS} is logged at warn level. `stats` counts both.
  *
+ * Offloads ({@linkcode TunOptions.offload}): the TUN is opened with
+ * `IFF_VNET_HDR` and `TUNSETOFFLOAD` (checksum, TSO4, TSO6, and USO4/USO6
+ * where the kernel has them), so the kernel hands the reader TCP (and UDP)
+ * super-packets of up to 64 KiB and takes them from the writer: the reader
+ * worker splits what it reads into packets no larger than the session's
+ * limit ({@linkcode TunDevice.setPacketLimit}), the writer worker merges
+ * consecutive segments of a flow into super-packets. `readBatch()` and
+ * `writePacket()` see plain IP packets either way. A kernel that refuses
+ * the offloads gets the TUN without them (`offload` says which).
+ *
  * Needs `--allow-ffi`, `--allow-read` (to load the worker modules) and
  * CAP_NET_ADMIN.
  *
@@ -46,7 +56,15 @@ import {
   IFF_MULTI_QUEUE,
   IFF_NO_PI,
   IFF_TUN,
+  IFF_VNET_HDR,
+  TUN_F_CSUM,
+  TUN_F_TSO4,
+  TUN_F_TSO6,
+  TUN_F_USO4,
+  TUN_F_USO6,
   TUNSETIFF,
+  TUNSETOFFLOAD,
+  TUNSETVNETLE,
 } from "./_struct.ts";
 import {
   check,
@@ -80,7 +98,10 @@ import {
   CONSUMER_WAITING,
   ERRNO,
   ERRNO_EXCEPTION,
+  OFFLOAD_ERRORS,
+  PACKET_LIMIT,
   PRODUCER_WAITING,
+  SUPER_PACKETS,
   type TunWorkerStart,
   type TunWorkerStopped,
 } from "./tun_worker.ts";
@@ -90,9 +111,11 @@ import {
   type TunWriterStart,
   type TunWriterStopped,
   W_LAST_ERRNO,
+  W_MERGED,
   W_REFUSED64,
   W_SLOT_HEADER_BYTES,
   W_SPILL_TAIL,
+  W_SUPER_WRITES,
   W_WRITTEN64,
   WRITER_WAITING,
 } from "./tun_writer_worker.ts";
@@ -164,6 +187,14 @@ const STOP_TIMEOUT_MS = 1000;
 const QUIET_WRITE_MS = 1;
 /** errno EMSGSIZE: a packet longer than 65535 bytes. */
 const EMSGSIZE = 90;
+/** Bytes of the `virtio_net_hdr` in front of each packet with offloads (legacy layout). */
+const VNET_HDR_BYTES = 10;
+
+/**
+ * Which offloads a TUN has: `"off"` (plain packets), `"tso"` (checksum, TCP
+ * over IPv4 and IPv6), `"tso+uso"` (and UDP, Linux 6.2+).
+ */
+export type TunOffload = "off" | "tso" | "tso+uso";
 
 /** Fields of a log line (structurally `LogFields` of shared/log.ts). */
 export type TunLogFields = Record<string, string | number | boolean>;
@@ -205,6 +236,13 @@ export interface TunOptions {
   readonly writeSpillBytes?: number;
   /** Receives worker restarts (error) and a write ring that stays full (warn); default: none. */
   readonly log?: TunLog;
+  /**
+   * Ask the kernel for offloads (`IFF_VNET_HDR` + `TUNSETOFFLOAD`): TCP and
+   * UDP super-packets are split on reads and built on writes. Falls back to
+   * a TUN without them when the kernel refuses (logged at warn); default
+   * false.
+   */
+  readonly offload?: boolean;
 }
 
 /** Counters of a {@linkcode TunDevice}, since it was opened. */
@@ -239,6 +277,14 @@ export interface TunStats {
    * watchdog period ({@linkcode WATCHDOG_MS}) without one.
    */
   readonly writeRingFullEpisodes: number;
+  /** Offloads: GSO super-packets read from the kernel and split. */
+  readonly readSuperPackets: number;
+  /** Offloads: reads dropped because their `virtio_net_hdr` or packet could not be split. */
+  readonly readOffloadErrors: number;
+  /** Offloads: super-packets the writer merged and wrote. */
+  readonly writeSuperPackets: number;
+  /** Offloads: packets that went into those super-packets. */
+  readonly writeMergedPackets: number;
 }
 
 /** A TUN interface; structurally a `PacketDevice` from `shared/`, plus counters. */
@@ -249,6 +295,15 @@ export interface TunDevice {
   readonly mtu: number;
   /** Free bytes in front of every packet returned by `readBatch()` (see {@linkcode TunOptions}). */
   readonly headroom: number;
+  /** The offloads the kernel granted ({@linkcode TunOptions.offload}). */
+  readonly offload: TunOffload;
+  /**
+   * With offloads: the largest TCP segment, bytes, that the reader makes
+   * from a super-packet (the session's packet limit; at most the MTU the
+   * device was opened with). UDP datagrams and plain packets keep their
+   * size. Ignored without offloads (the kernel sends at most the MTU).
+   */
+  setPacketLimit(bytes: number): void;
   /**
    * Resolves with the next batch of one or more IP packets. Each Uint8Array is a
    * view into a SharedArrayBuffer and valid until the next call. Resolves null
@@ -308,12 +363,18 @@ export function injectTunFault(device: TunDevice, fault: TunFault): void {
  * {@linkcode openTun}; the caller closes the fd.
  *
  * @param options.blocking keep the fd blocking (default: O_NONBLOCK)
+ * @param options.vnetHdr IFF_VNET_HDR: a `virtio_net_hdr` in front of every packet
  */
 export function openTunFd(
   name: string,
-  options: { readonly multiQueue?: boolean; readonly blocking?: boolean } = {},
+  options: {
+    readonly multiQueue?: boolean;
+    readonly blocking?: boolean;
+    readonly vnetHdr?: boolean;
+  } = {},
 ): { fd: number; name: string } {
-  const flags = IFF_TUN | IFF_NO_PI | (options.multiQueue ? IFF_MULTI_QUEUE : 0);
+  const flags = IFF_TUN | IFF_NO_PI | (options.multiQueue ? IFF_MULTI_QUEUE : 0) |
+    (options.vnetHdr ? IFF_VNET_HDR : 0);
   const ifreq = encodeIfreq(name, { flags });
   const openFlags = O_RDWR | O_CLOEXEC | (options.blocking ? 0 : O_NONBLOCK);
   const fd = check(
@@ -365,7 +426,15 @@ export function openTun(name: string, options: TunOptions = {}): TunDevice {
         "from 65536 to 2^30",
     );
   }
-  const opened = openTunFd(name, { multiQueue: options.multiQueue });
+  let opened: { fd: number; name: string };
+  let offload: TunOffload = "off";
+  if (options.offload) {
+    const granted = openOffloadTun(name, options.multiQueue ?? false, options.log);
+    opened = granted.opened;
+    offload = granted.offload;
+  } else {
+    opened = openTunFd(name, { multiQueue: options.multiQueue });
+  }
   let wakeFd = -1;
   try {
     let mtu: number;
@@ -391,12 +460,43 @@ export function openTun(name: string, options: TunOptions = {}): TunDevice {
       writeSlots,
       spillBytes,
       log: options.log,
+      offload,
     });
   } catch (error) {
     closeQuietly(wakeFd);
     closeQuietly(opened.fd);
     throw error;
   }
+}
+
+/**
+ * Opens the TUN with IFF_VNET_HDR and asks for checksum, TSO and USO
+ * offloads, then without USO (before Linux 6.2 an unknown flag is EINVAL);
+ * when the kernel refuses both, reopens it without IFF_VNET_HDR.
+ */
+function openOffloadTun(
+  name: string,
+  multiQueue: boolean,
+  log: TunLog | undefined,
+): { opened: { fd: number; name: string }; offload: TunOffload } {
+  const opened = openTunFd(name, { multiQueue, vnetHdr: true });
+  const c = libc();
+  // The virtio_net_hdr codec is little endian; this makes a big-endian host agree.
+  c.ioctl(opened.fd, BigInt(TUNSETVNETLE), new Int32Array([1]));
+  const tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+  if (c.ioctlValue(opened.fd, BigInt(TUNSETOFFLOAD), BigInt(tso | TUN_F_USO4 | TUN_F_USO6)) === 0) {
+    return { opened, offload: "tso+uso" };
+  }
+  if (c.ioctlValue(opened.fd, BigInt(TUNSETOFFLOAD), BigInt(tso)) === 0) {
+    return { opened, offload: "tso" };
+  }
+  const code = errno();
+  closeQuietly(opened.fd);
+  log?.warn("TUN offloads refused by the kernel, continuing without them", {
+    tun: opened.name,
+    error: new LibcError("TUNSETOFFLOAD", code).message,
+  });
+  return { opened: openTunFd(name, { multiQueue }), offload: "off" };
 }
 
 function isPowerOfTwo(value: number, min: number, max: number): boolean {
@@ -416,6 +516,7 @@ interface LinuxTunSetup {
   readonly writeSlots: number;
   readonly spillBytes: number;
   readonly log: TunLog | undefined;
+  readonly offload: TunOffload;
 }
 
 /** The main thread's watch on one worker: has it moved since the last look? */
@@ -465,6 +566,11 @@ class RestartPolicy {
   }
 }
 
+/** A counter word of a control block, read as unsigned 32 bits. */
+function counter(control: Int32Array<SharedArrayBuffer>, index: number): number {
+  return Atomics.load(control, index) >>> 0;
+}
+
 /** Why a worker needs a restart, or undefined when it is fine. */
 function workerTrouble(
   control: Int32Array<SharedArrayBuffer>,
@@ -489,7 +595,17 @@ class LinuxTun implements TunDevice {
   readonly mtu: number;
   readonly headroom: number;
   readonly writer: TunWriterMode;
+  readonly offload: TunOffload;
   readonly #setup: LinuxTunSetup;
+  /** With offloads: a virtio_net_hdr (all zero) and room for a packet, for writes on this thread. */
+  readonly #frame: Uint8Array<ArrayBuffer> | undefined;
+  /** PACKET_LIMIT for every reader ring, bytes (0: the slot capacity). */
+  #packetLimit = 0;
+  /** Offload counters of rings retired by a restart. */
+  #retiredSuper = 0;
+  #retiredOffloadErrors = 0;
+  #retiredSuperWrites = 0;
+  #retiredMerged = 0;
   readonly #log: TunLog | undefined;
   #reader: ReaderRing;
   /** The writer worker's ring, with writer "worker". */
@@ -525,6 +641,10 @@ class LinuxTun implements TunDevice {
     this.mtu = setup.mtu;
     this.headroom = setup.headroom;
     this.writer = setup.writer;
+    this.offload = setup.offload;
+    this.#frame = setup.offload === "off"
+      ? undefined
+      : new Uint8Array(VNET_HDR_BYTES + MAX_WRITE_PACKET_BYTES);
     this.#log = setup.log;
     this.#writerRing = setup.writer === "worker" ? this.#newWriterRing() : undefined;
     try {
@@ -550,7 +670,19 @@ class LinuxTun implements TunDevice {
       readerRestarts: this.#readerRestarts.count,
       writerRestarts: this.#writerRestarts.count,
       writeRingFullEpisodes: this.#fullEpisodes,
+      readSuperPackets: this.#retiredSuper + counter(this.#reader.control, SUPER_PACKETS),
+      readOffloadErrors: this.#retiredOffloadErrors +
+        counter(this.#reader.control, OFFLOAD_ERRORS),
+      writeSuperPackets: this.#retiredSuperWrites +
+        (ring ? counter(ring.control, W_SUPER_WRITES) : 0),
+      writeMergedPackets: this.#retiredMerged + (ring ? counter(ring.control, W_MERGED) : 0),
     };
+  }
+
+  setPacketLimit(bytes: number): void {
+    if (!Number.isInteger(bytes) || bytes < 0) return;
+    this.#packetLimit = Math.min(bytes, 0x7fffffff);
+    Atomics.store(this.#reader.control, PACKET_LIMIT, this.#packetLimit);
   }
 
   async readBatch(): Promise<Uint8Array[] | null> {
@@ -607,8 +739,19 @@ class LinuxTun implements TunDevice {
       }
       return false;
     }
-    const written = libc().write(this.#setup.fd, packet, BigInt(packet.length));
-    if (written === BigInt(packet.length)) {
+    let written: bigint;
+    let size: number;
+    const frame = this.#frame;
+    if (frame === undefined) {
+      size = packet.length;
+      written = libc().write(this.#setup.fd, packet, BigInt(size));
+    } else {
+      // An all-zero virtio_net_hdr: a plain packet, nothing for the kernel to do.
+      frame.set(packet, VNET_HDR_BYTES);
+      size = VNET_HDR_BYTES + packet.length;
+      written = libc().write(this.#setup.fd, frame, BigInt(size));
+    }
+    if (written === BigInt(size)) {
       this.#writtenPackets++;
       return true;
     }
@@ -654,15 +797,18 @@ class LinuxTun implements TunDevice {
 
   #newReaderRing(): ReaderRing {
     const s = this.#setup;
-    return new ReaderRing(
+    const ring = new ReaderRing(
       s.fd,
       s.wakeFd,
       s.name,
       s.slotCount,
       s.headroom,
       s.mtu,
+      s.offload !== "off",
       (ring, exception) => this.#onReaderEnded(ring, exception),
     );
+    Atomics.store(ring.control, PACKET_LIMIT, this.#packetLimit);
+    return ring;
   }
 
   #newWriterRing(): WriterRing {
@@ -674,6 +820,7 @@ class LinuxTun implements TunDevice {
       capacity,
       s.writeSlots,
       s.spillBytes,
+      s.offload,
       (ring, exception) => this.#onWriterEnded(ring, exception),
     );
   }
@@ -769,6 +916,8 @@ class LinuxTun implements TunDevice {
     }
     const state = old.describe();
     old.retire();
+    this.#retiredSuper += counter(old.control, SUPER_PACKETS);
+    this.#retiredOffloadErrors += counter(old.control, OFFLOAD_ERRORS);
     this.#reader = fresh;
     this.#readerRestarts.record(now);
     this.#log?.error("TUN reader worker restarted", {
@@ -800,6 +949,8 @@ class LinuxTun implements TunDevice {
     this.#retiredWritten += old.written;
     this.#retiredRefused += old.refused;
     this.#retiredErrno = old.lastErrno || this.#retiredErrno;
+    this.#retiredSuperWrites += counter(old.control, W_SUPER_WRITES);
+    this.#retiredMerged += counter(old.control, W_MERGED);
     this.#writerRing = fresh;
     this.#writerRestarts.record(now);
     this.#log?.error("TUN writer worker restarted", {
@@ -852,6 +1003,7 @@ class ReaderRing {
     slotCount: number,
     headroom: number,
     capacity: number,
+    vnetHdr: boolean,
     onEnded: (ring: ReaderRing, exception: string | undefined) => void,
   ) {
     this.#mask = slotCount - 1;
@@ -880,6 +1032,7 @@ class ReaderRing {
       stride: this.#stride,
       headroom,
       capacity,
+      vnetHdr,
     };
     this.worker.postMessage(start);
   }
@@ -966,6 +1119,7 @@ class WriterRing {
     capacity: number,
     slotCount: number,
     spillBytes: number,
+    offload: TunOffload,
     onEnded: (ring: WriterRing, exception: string | undefined) => void,
   ) {
     this.#slotCount = slotCount;
@@ -995,6 +1149,8 @@ class WriterRing {
       slotCount,
       stride: this.#stride,
       spillBytes,
+      vnetHdr: offload !== "off",
+      udpOffload: offload === "tso+uso",
     };
     this.worker.postMessage(start);
   }

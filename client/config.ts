@@ -47,6 +47,8 @@ export interface ClientConfig {
   readonly logLevel: LogLevel;
   /** Where to write the counters as JSON every 2 s (needs `--allow-write` for it). */
   readonly statusFile?: string;
+  /** Ask the kernel for TUN offloads (`--tun-offload on`, the default); see ffi/tun_linux.ts. */
+  readonly tunOffload: boolean;
 }
 
 /** `--help` text; every option is listed here and in docs/. */
@@ -70,6 +72,9 @@ Options:
                        carries, about 1412 on a 1500-byte path; 1280 minimum)
   --mode MODE          datagram (default: IP packets in HTTP Datagrams) or
                        stream (IP packets in DATAGRAM capsules: reliable, ordered)
+  --tun-offload on|off TUN segmentation offloads: the kernel hands over and
+                       takes 64 KB TCP super-packets, split and merged in the
+                       TUN workers (default on; off for a kernel that misbehaves)
   --log-level LEVEL    debug, info, warn or error (default info;
                        environment MASQUE_LOG_LEVEL)
   --status-file FILE   write the counters (packets, drops by reason and place)
@@ -139,6 +144,7 @@ export function parseClientConfig(
         tun: { type: "string" },
         mtu: { type: "string" },
         mode: { type: "string" },
+        "tun-offload": { type: "string" },
         "log-level": { type: "string" },
         "status-file": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -172,6 +178,10 @@ export function parseClientConfig(
   if (mode !== "datagram" && mode !== "stream") {
     errors.push(`--mode must be datagram or stream, not "${mode}"`);
   }
+  const tunOffload = values["tun-offload"] ?? "on";
+  if (tunOffload !== "on" && tunOffload !== "off") {
+    errors.push(`--tun-offload must be on or off, not "${tunOffload}"`);
+  }
   const logText = values["log-level"] ?? env.MASQUE_LOG_LEVEL ?? "info";
   const logLevel = parseLogLevel(logText);
   if (!logLevel) errors.push(`--log-level must be debug, info, warn or error, not "${logText}"`);
@@ -195,6 +205,7 @@ export function parseClientConfig(
       mode: mode as PacketMode,
       logLevel: logLevel!,
       statusFile: values["status-file"],
+      tunOffload: tunOffload === "on",
     }),
   };
 }

@@ -148,3 +148,15 @@ Deno.test("parseClientConfig() refuses --relay templates RFC 9484 §3 forbids, c
     });
   }
 });
+
+Deno.test("parseClientConfig() reads --tun-offload, on by default", () => {
+  const on = parseClientConfig(["--relay", "https://relay.example"]);
+  assert(on.ok === true);
+  assertEquals(on.config.tunOffload, true);
+  const off = parseClientConfig(["--relay", "https://relay.example", "--tun-offload", "off"]);
+  assert(off.ok === true);
+  assertEquals(off.config.tunOffload, false);
+  const bad = parseClientConfig(["--relay", "https://relay.example", "--tun-offload", "maybe"]);
+  assert(bad.ok === false);
+  assertEquals(bad.errors, ['--tun-offload must be on or off, not "maybe"']);
+});

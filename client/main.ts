@@ -140,6 +140,7 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     const tun = openTun(config.tunName, {
       mtu: follow ? Math.max(mtu, AUTO_MTU_MAX) : mtu,
       log,
+      offload: config.tunOffload,
     });
     cleanups.push(() => tun.close());
     setLinkMtu(tun.name, mtu);
@@ -150,7 +151,15 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
       addRoute(route, tun.name);
       cleanups.push(() => deleteRoute(route, tun.name));
     }
-    log.info("tunnel up", { tun: tun.name, mtu });
+    log.info("tunnel up", { tun: tun.name, mtu, offload: tun.offload });
+    // With offloads, TCP super-packets are cut to what the session carries
+    // (it can shrink below the MTU, or grow with path MTU discovery).
+    tun.setPacketLimit(session.maxPacketSize);
+    const limitTimer = setInterval(
+      () => tun.setPacketLimit(session.maxPacketSize),
+      MTU_FOLLOW_INTERVAL_MS,
+    );
+    cleanups.unshift(() => clearInterval(limitTimer));
 
     pump = new ClientPump(tun, session, { addresses, routes: ranges }, log);
     const stop = new Promise<string>((resolve) => {
@@ -239,6 +248,10 @@ function tunCounters(stats: TunStats): Record<string, number> {
     tunWriteRingFullEpisodes: stats.writeRingFullEpisodes,
     tunReaderRestarts: stats.readerRestarts,
     tunWriterRestarts: stats.writerRestarts,
+    tunReadSuperPackets: stats.readSuperPackets,
+    tunReadOffloadErrors: stats.readOffloadErrors,
+    tunWriteSuperPackets: stats.writeSuperPackets,
+    tunWriteMergedPackets: stats.writeMergedPackets,
   };
 }
 

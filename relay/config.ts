@@ -64,6 +64,8 @@ export interface RelayConfig {
   readonly allowRelayHost: readonly HostService[];
   /** Let clients reach each other's addresses; default false. */
   readonly allowClientToClient: boolean;
+  /** Ask the kernel for TUN offloads (`--tun-offload on`, the default); see ffi/tun_linux.ts. */
+  readonly tunOffload: boolean;
 }
 
 const D = DEFAULT_RELAY_LIMITS;
@@ -92,6 +94,9 @@ Options:
   --tun NAME           TUN device name (default mvpn-relay)
   --mtu N              TUN MTU in bytes (default 1500; packets too big for a
                        client's QUIC path get ICMP Packet Too Big)
+  --tun-offload on|off TUN segmentation offloads: the kernel hands over and
+                       takes 64 KB TCP super-packets, split and merged in the
+                       TUN workers (default on; off for a kernel that misbehaves)
   --nat                masquerade the pools on egress with nftables
                        (run with --allow-run=nft); removed on exit. The
                        same table drops what clients send to the relay
@@ -184,6 +189,7 @@ export function parseRelayConfig(
         "max-pending-address-requests": { type: "string" },
         "allow-relay-host": { type: "string", multiple: true },
         "allow-client-to-client": { type: "boolean" },
+        "tun-offload": { type: "string" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -194,6 +200,10 @@ export function parseRelayConfig(
   if (values.help) return { ok: "help" };
   const errors: string[] = [];
   const port = parseInteger(values.port ?? "4433", "--port", 1, 65535, errors);
+  const tunOffload = values["tun-offload"] ?? "on";
+  if (tunOffload !== "on" && tunOffload !== "off") {
+    errors.push(`--tun-offload must be on or off, not "${tunOffload}"`);
+  }
   const mtu = parseInteger(values.mtu ?? "1500", "--mtu", 1280, 65535, errors);
   const maxSessions = parseInteger(
     values["max-sessions"] ?? "1024",
@@ -319,6 +329,7 @@ export function parseRelayConfig(
       limits: Object.freeze(limits),
       allowRelayHost: Object.freeze(allowRelayHost),
       allowClientToClient: values["allow-client-to-client"] ?? false,
+      tunOffload: tunOffload === "on",
     }),
   };
 }

@@ -226,3 +226,15 @@ Deno.test("parseRelayConfig() reads the firewall options", async (t) => {
     ]);
   });
 });
+
+Deno.test("parseRelayConfig() reads --tun-offload, on by default", () => {
+  const on = parseRelayConfig(["--dev-certs", "./dev-certs"]);
+  assert(on.ok === true);
+  assertEquals(on.config.tunOffload, true);
+  const off = parseRelayConfig(["--dev-certs", "./dev-certs", "--tun-offload", "off"]);
+  assert(off.ok === true);
+  assertEquals(off.config.tunOffload, false);
+  const bad = parseRelayConfig(["--dev-certs", "./dev-certs", "--tun-offload", "yes"]);
+  assert(bad.ok === false);
+  assertEquals(bad.errors, ['--tun-offload must be on or off, not "yes"']);
+});

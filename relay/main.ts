@@ -22,6 +22,23 @@ import { openTun, TUN_TX_QUEUE_PACKETS } from "../ffi/tun_linux.ts";
 import { addAddress, setLinkMtu, setLinkTxQueueLength, setLinkUp } from "../ffi/netlink.ts";
 import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
 
+/** How often the TUN's packet limit follows the sessions' datagram limits, milliseconds. */
+const PACKET_LIMIT_INTERVAL_MS = 1000;
+
+/**
+ * The largest packet a datagram-mode session carries now, bytes, or 0 (the
+ * TUN's own MTU) when no session is in datagram mode.
+ */
+function largestPacketLimit(relay: Relay): number {
+  let largest = 0;
+  for (const entry of relay.sessions) {
+    if (entry.session.mode === "datagram") {
+      largest = Math.max(largest, entry.session.maxPacketSize);
+    }
+  }
+  return largest;
+}
+
 async function main(): Promise<number> {
   const parsed = parseRelayConfig(Deno.args, {
     MASQUE_LOG_LEVEL: Deno.env.get("MASQUE_LOG_LEVEL"),
@@ -76,7 +93,7 @@ async function loadCerts(config: RelayConfig, log: Logger): Promise<{ cert: stri
 
 async function run(config: RelayConfig, log: Logger): Promise<number> {
   const { cert, key } = await loadCerts(config, log);
-  const tun = openTun(config.tunName, { mtu: config.mtu, log });
+  const tun = openTun(config.tunName, { mtu: config.mtu, log, offload: config.tunOffload });
   const cleanups: (() => void | Promise<void>)[] = [() => tun.close()];
   const cleanup = async () => {
     while (cleanups.length > 0) {
@@ -136,11 +153,23 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       pools: [config.pool4, config.pool6].filter((p) => p !== undefined).map(formatPrefix)
         .join(","),
       tunAddresses: relay.gatewayAddresses.map(formatPrefix).join(","),
+      tunOffload: tun.offload,
       routes: config.routes.map(formatPrefix).join(","),
       allowRelayHost: config.allowRelayHost.map(formatHostService).join(",") || "none",
       allowClientToClient: config.allowClientToClient,
     });
     relay.runTun().catch((error) => log.error("TUN loop failed", { error: String(error) }));
+    if (tun.offload !== "off") {
+      // TCP super-packets from the TUN are cut to the largest datagram-mode
+      // session limit; a session with a smaller one gets ICMP Packet Too Big
+      // as without offloads (one shared limit: the reader does not look up
+      // destinations).
+      const timer = setInterval(
+        () => tun.setPacketLimit(largestPacketLimit(relay)),
+        PACKET_LIMIT_INTERVAL_MS,
+      );
+      cleanups.push(() => clearInterval(timer));
+    }
     if (config.statusFile) {
       const file = config.statusFile;
       let statusFailed = false;

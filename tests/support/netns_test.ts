@@ -129,6 +129,23 @@ Deno.test("tcp_blast.ts client", async (t) => {
     }
   });
 
+  await t.step("--receive gets the same stream from a --send server, checked", async () => {
+    const server = await startTool([`${TOOLS}tcp_blast.ts`, "server", "--port", "0", "--send"]);
+    try {
+      const small = await runTcpBlastClient(["--host", "127.0.0.1", "--port", `${server.port}`]
+        .concat(["--bytes", "3", "--receive"]));
+      assertEquals(small.code, 0, small.stderr);
+      assertEquals(small.result.ok, true);
+      assertEquals(small.result.sha256, await sha256Hex(FIRST_PSEUDO_RANDOM_BYTES.slice(0, 3)));
+      const big = await runTcpBlastClient(["--host", "::1", "--port", `${server.port}`]
+        .concat(["--bytes", "1000003", "--receive", "--seed", "7"]));
+      assertEquals(big.code, 0, big.stderr);
+      assertEquals([big.result.ok, big.result.bytes], [true, 1000003]);
+    } finally {
+      await server.stop();
+    }
+  });
+
   await t.step("exits 1 when nothing listens", async () => {
     const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = closed.addr.port;

@@ -46,6 +46,10 @@ export interface RelayStatus {
     readerRestarts: number;
     writerRestarts: number;
     writeRingFullEpisodes: number;
+    readSuperPackets: number;
+    readOffloadErrors: number;
+    writeSuperPackets: number;
+    writeMergedPackets: number;
   };
 }
 

@@ -3,8 +3,8 @@
  * benchmark.
  *
  * ```
- * deno run --allow-net tcp_blast.ts server --port N [--host ::]
- * deno run --allow-net tcp_blast.ts client --host H --port N --bytes N [--seed S] [--timeout-ms 60000]
+ * deno run --allow-net tcp_blast.ts server --port N [--host ::] [--send]
+ * deno run --allow-net tcp_blast.ts client --host H --port N --bytes N [--seed S] [--timeout-ms 60000] [--receive]
  * ```
  *
  * The server prints `{"ready":true,"port":N}` once listening. For each
@@ -17,6 +17,12 @@
  * and compares it with its own. It prints
  * `{"ok":true,"bytes":N,"sha256":"...","seconds":S,"mbps":M}` or
  * `{"ok":false,"error":"..."}` and exits 1 (also after `--timeout-ms`).
+ *
+ * The other direction: a server started with `--send` reads one line
+ * `BYTES SEED\n` from each connection and sends that many bytes of the
+ * same stream, then closes; a client with `--receive` asks for `--bytes`,
+ * hashes what arrives and compares it with the digest of the stream it
+ * computes itself (and the count). Same output.
  *
  * @module
  */
@@ -73,6 +79,78 @@ async function receive(conn: Deno.TcpConn): Promise<void> {
     console.log(JSON.stringify({ received, sha256 }));
   } catch (error) {
     console.error(`tcp_blast server: connection failed after ${received} bytes: ${error}`);
+  } finally {
+    conn.close();
+  }
+}
+
+async function serveSending(hostname: string, port: number): Promise<void> {
+  const listener = Deno.listen({ hostname, port, transport: "tcp" });
+  console.log(JSON.stringify({ ready: true, port: listener.addr.port }));
+  for await (const conn of listener) void sendRequested(conn);
+}
+
+/** Reads `BYTES SEED\n` (at most 64 bytes) and sends that much of the stream. */
+async function sendRequested(conn: Deno.TcpConn): Promise<void> {
+  const line = new Uint8Array(64);
+  let length = 0;
+  let sent = 0;
+  try {
+    while (!line.subarray(0, length).includes(0x0a)) {
+      if (length === line.length) throw new Error("request line longer than 64 bytes");
+      const n = await conn.read(line.subarray(length));
+      if (n === null) throw new Error("closed before the request line");
+      length += n;
+    }
+    const [bytes, seed] = new TextDecoder().decode(line.subarray(0, line.indexOf(0x0a)))
+      .split(" ").map(Number);
+    if (!Number.isSafeInteger(bytes) || bytes < 0 || !Number.isSafeInteger(seed)) {
+      throw new Error("bad request line");
+    }
+    const words = new Uint32Array(BLOCK_BYTES / 4);
+    const block = new Uint8Array(words.buffer);
+    let state = seed;
+    for (; sent < bytes; sent += BLOCK_BYTES) {
+      state = xorshift32Fill(words, state);
+      await writeAll(conn, block.subarray(0, Math.min(BLOCK_BYTES, bytes - sent)));
+    }
+    console.log(JSON.stringify({ sent: bytes }));
+  } catch (error) {
+    console.error(`tcp_blast server: sending failed after ${sent} bytes: ${error}`);
+  } finally {
+    conn.close();
+  }
+}
+
+async function download(hostname: string, port: number, bytes: number, seed: number) {
+  const started = performance.now();
+  const conn = await Deno.connect({ hostname, port, transport: "tcp" });
+  try {
+    await writeAll(conn, new TextEncoder().encode(`${bytes} ${seed}\n`));
+    const hash = createHash("sha256");
+    const buffer = new Uint8Array(256 * 1024);
+    let received = 0;
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      hash.update(buffer.subarray(0, n));
+      received += n;
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const sha256 = hash.digest("hex");
+    const expected = createHash("sha256");
+    const words = new Uint32Array(BLOCK_BYTES / 4);
+    const block = new Uint8Array(words.buffer);
+    let state = seed;
+    for (let done = 0; done < bytes; done += BLOCK_BYTES) {
+      state = xorshift32Fill(words, state);
+      expected.update(block.subarray(0, Math.min(BLOCK_BYTES, bytes - done)));
+    }
+    const want = expected.digest("hex");
+    if (received !== bytes) throw new Error(`received ${received} bytes, asked for ${bytes}`);
+    if (sha256 !== want) throw new Error(`received digest ${sha256} differs from ${want}`);
+    const mbps = Number((bytes * 8 / seconds / 1e6).toFixed(2));
+    return { ok: true, bytes, sha256, seconds: Number(seconds.toFixed(3)), mbps };
   } finally {
     conn.close();
   }
@@ -142,11 +220,13 @@ if (import.meta.main) {
       bytes: { type: "string" },
       seed: { type: "string" },
       "timeout-ms": { type: "string" },
+      send: { type: "boolean" },
+      receive: { type: "boolean" },
     },
   });
   const port = integer("port", values.port);
   if (positionals[0] === "server") {
-    await serve(values.host ?? "::", port);
+    await (values.send ? serveSending : serve)(values.host ?? "::", port);
   } else if (positionals[0] === "client") {
     if (values.host === undefined) fail("client needs --host");
     const bytes = integer("bytes", values.bytes);
@@ -157,7 +237,8 @@ if (import.meta.main) {
       timeoutMs,
     );
     try {
-      console.log(JSON.stringify(await send(values.host, port, bytes, seed)));
+      const transfer = values.receive ? download : send;
+      console.log(JSON.stringify(await transfer(values.host, port, bytes, seed)));
     } catch (error) {
       fail(
         `transfer to ${values.host}:${port} failed: ${errorMessage(error)}`,
@@ -166,6 +247,9 @@ if (import.meta.main) {
       clearTimeout(timer);
     }
   } else {
-    fail("usage: tcp_blast.ts server --port N [--host H] | client --host H --port N --bytes N");
+    fail(
+      "usage: tcp_blast.ts server --port N [--host H] [--send] | " +
+        "client --host H --port N --bytes N [--receive]",
+    );
   }
 }

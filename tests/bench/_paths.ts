@@ -44,6 +44,18 @@ export interface PathSetup {
   readonly relayInterface?: string;
   /** Drop counters of the project's client and relay (tunnel paths only). */
   readonly processDrops?: () => Promise<ProcessDrops>;
+  /**
+   * Tunnel paths: starts one more client (in the client namespace, on TUN
+   * `tun`) that routes `target` (a prefix of the target's address that no
+   * other client routes) through the tunnel.
+   */
+  readonly addClient?: (name: string, tun: string, target: string) => Promise<MeasuredProcess>;
+}
+
+/** How the project's client and relay are started. */
+export interface TunnelOptions {
+  /** `--tun-offload` for both. */
+  readonly tunOffload: "on" | "off";
 }
 
 /** Packets the project's processes dropped, by place, since they started. */
@@ -85,6 +97,7 @@ export function setupPath(
   topo: Topology,
   name: PathName,
   wireguardGo?: WireguardGoBuild,
+  tunnel: TunnelOptions = { tunOffload: "on" },
 ): Promise<PathSetup> {
   switch (name) {
     case "direct":
@@ -96,7 +109,7 @@ export function setupPath(
       return setupWireguard(topo, wireguardGo.command);
     case "datagram":
     case "stream":
-      return setupTunnel(topo, name);
+      return setupTunnel(topo, name, tunnel);
   }
 }
 
@@ -106,9 +119,14 @@ async function setupDirect(topo: Topology): Promise<PathSetup> {
   return { name: "direct", processes: [], mtu: 1500, clientInterface: topo.interfaces.client };
 }
 
-async function setupTunnel(topo: Topology, mode: "datagram" | "stream"): Promise<PathSetup> {
-  const relay = await startRelay(topo);
-  const client = await startClient(topo, relay, { mode, targets: TARGET_NET4 });
+async function setupTunnel(
+  topo: Topology,
+  mode: "datagram" | "stream",
+  tunnel: TunnelOptions,
+): Promise<PathSetup> {
+  const args = ["--tun-offload", tunnel.tunOffload];
+  const relay = await startRelay(topo, args);
+  const client = await startClient(topo, relay, { mode, targets: TARGET_NET4, extraArgs: args });
   return {
     name: mode,
     processes: [
@@ -130,6 +148,16 @@ async function setupTunnel(topo: Topology, mode: "datagram" | "stream"): Promise
         clientPacketsOut: Number(c.packetsOut),
         relayPacketsIn: r.stats.packetsFromClients + policy,
       };
+    },
+    addClient: async (name, tun, target) => {
+      const more = await startClient(topo, relay, {
+        mode,
+        name,
+        tun,
+        targets: target,
+        extraArgs: args,
+      });
+      return { role: "client", pid: more.process.pid, process: more.process };
     },
   };
 }

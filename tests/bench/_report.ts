@@ -139,6 +139,36 @@ export interface ScaleSummary {
   readonly relayCpuSeconds: number;
 }
 
+/**
+ * The many-clients measure (datagram mode): one TCP stream per client,
+ * first from one client alone, then from `clients` at once, each way.
+ * CPU is in percent of one core over the run (200 = both cores of two).
+ */
+export interface ClientsSummary {
+  readonly ok: boolean;
+  readonly error?: string;
+  readonly clients: number;
+  readonly seconds: number;
+  readonly oneMbps: { readonly up: number; readonly down: number };
+  readonly manyMbps: { readonly up: number; readonly down: number };
+  /** Each client's share in the run with all of them, Mbit/s. */
+  readonly perClientMbps: { readonly up: readonly number[]; readonly down: readonly number[] };
+  /** The relay process, all threads. */
+  readonly relayCpu: CpuPair;
+  /** The relay's main thread (QUIC, TLS and the JS packet path). */
+  readonly relayMainThreadCpu: CpuPair;
+  /** All client processes together. */
+  readonly clientsCpu: CpuPair;
+  /** The whole machine (every process and the kernel), percent of all its cores. */
+  readonly machineBusy: CpuPair;
+}
+
+/** CPU in percent of one core: with one client and with all, for the uploads and the downloads. */
+export interface CpuPair {
+  readonly up: { readonly one: number; readonly many: number };
+  readonly down: { readonly one: number; readonly many: number };
+}
+
 /** Everything one run of the benchmark measured; written as JSON to bench-results/. */
 export interface BenchReport {
   readonly startedAt: string;
@@ -161,6 +191,7 @@ export interface BenchReport {
   };
   readonly paths: readonly PathSummary[];
   readonly scale?: ScaleSummary;
+  readonly clients?: ClientsSummary;
 }
 
 interface Row {
@@ -349,6 +380,43 @@ export function formatScaleTable(scale: ScaleSummary): string {
   ];
   if (!scale.ok) body.push(["error", scale.error ?? "unknown"]);
   return markdownTable(["scale measure", "value"], body);
+}
+
+/** The many-clients table: one client against all of them at once, each direction. */
+export function formatClientsTable(c: ClientsSummary): string {
+  const n = c.clients;
+  const ratio = (many: number, one: number) =>
+    one > 0 && Number.isFinite(many) ? `${(many / one).toFixed(2)}×` : "—";
+  const cpu = (pair: { one: number; many: number }) =>
+    `${formatNumber(pair.one, 0)} → ${formatNumber(pair.many, 0)}`;
+  const cpuRow = (label: string, pair: CpuPair) => [label, cpu(pair.up), cpu(pair.down)];
+  const body: string[][] = [
+    ["one client, Mbit/s", formatNumber(c.oneMbps.up, 0), formatNumber(c.oneMbps.down, 0)],
+    [
+      `${n} clients at once, total Mbit/s`,
+      formatNumber(c.manyMbps.up, 0),
+      formatNumber(c.manyMbps.down, 0),
+    ],
+    [
+      `${n} clients ÷ one`,
+      ratio(c.manyMbps.up, c.oneMbps.up),
+      ratio(c.manyMbps.down, c.oneMbps.down),
+    ],
+    [
+      "each client, Mbit/s",
+      c.perClientMbps.up.map((v) => formatNumber(v, 0)).join(" / "),
+      c.perClientMbps.down.map((v) => formatNumber(v, 0)).join(" / "),
+    ],
+    cpuRow("relay CPU, % of a core (one → all)", c.relayCpu),
+    cpuRow("relay main thread, % of a core", c.relayMainThreadCpu),
+    cpuRow("clients' CPU, % of a core", c.clientsCpu),
+    cpuRow("machine busy, % of all cores", c.machineBusy),
+  ];
+  if (!c.ok) body.push(["error", c.error ?? "unknown", ""]);
+  return markdownTable(
+    [`datagram mode, ${n} clients, one TCP stream each (${c.seconds} s)`, "up", "down"],
+    body,
+  );
 }
 
 function markdownTable(header: string[], body: string[][]): string {

@@ -26,11 +26,17 @@ export const HELP = `deno task bench [options]    (needs root; see docs/performa
                          PATH). Ratios are against the fastest of them, e.g.
                          --wireguard-go /usr/bin/wireguard-go
                          --wireguard-go ../shared/bin/wireguard-go-0.0.20250522
+  --clients N            datagram mode: also N clients at once, one TCP stream
+                         each, against one client (default 4; 0 skips; at most 8)
+  --tun-offload on|off   passed to the project's client and relay (default on)
   --no-scale             skip the scale measure
   --chart FILE           also write the chart here (default docs/bench-chart.svg
                          for a full run, none for --quick)
   -h, --help             this text
 `;
+
+/** Most clients of the many-clients measure (each routes its own prefix length to the target). */
+export const MAX_CLIENTS = 8;
 
 /** What one run of the benchmark measures. */
 export interface Settings {
@@ -49,6 +55,10 @@ export interface Settings {
   readonly wireguardGo: readonly string[];
   readonly scale: boolean;
   readonly chart: string | undefined;
+  /** Clients at once in the many-clients measure (datagram mode); 0: not measured. */
+  readonly clients: number;
+  /** `--tun-offload` for the project's client and relay. */
+  readonly tunOffload: "on" | "off";
 }
 
 /**
@@ -72,6 +82,8 @@ export function parseSettings(args: readonly string[], root: string): Settings |
       paths: { type: "string" },
       "wireguard-go": { type: "string", multiple: true },
       "no-scale": { type: "boolean" },
+      clients: { type: "string" },
+      "tun-offload": { type: "string" },
       chart: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -91,6 +103,12 @@ export function parseSettings(args: readonly string[], root: string): Settings |
     }
   }
   const wireguardGo = values["wireguard-go"] ?? ["wireguard-go"];
+  const tunOffload = values["tun-offload"] ?? "on";
+  if (tunOffload !== "on" && tunOffload !== "off") {
+    throw new Error(`--tun-offload must be on or off, not "${tunOffload}"`);
+  }
+  const clients = int(values.clients, 4, "clients", 0);
+  if (clients > MAX_CLIENTS) throw new Error(`--clients must be at most ${MAX_CLIENTS}`);
   if (wireguardGo.some((p) => p.trim() === "")) throw new Error("--wireguard-go: empty path");
   return {
     quick,
@@ -105,5 +123,7 @@ export function parseSettings(args: readonly string[], root: string): Settings |
     wireguardGo,
     scale: !values["no-scale"],
     chart: values.chart ?? (quick ? undefined : `${root}docs/bench-chart.svg`),
+    clients,
+    tunOffload,
   };
 }

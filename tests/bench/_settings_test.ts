@@ -37,3 +37,16 @@ Deno.test("parseSettings: --quick defaults, --paths order and errors", () => {
   assertThrows(() => parse(["--wg", "x"]), Error, "Unknown option '--wg'");
   assertEquals(parseSettings(["-h"], "/repo/"), "help");
 });
+
+Deno.test("parseSettings: --clients and --tun-offload", () => {
+  const defaults = parse([]);
+  assertEquals([defaults.clients, defaults.tunOffload], [4, "on"]);
+  const set = parse(["--clients", "0", "--tun-offload", "off"]);
+  assertEquals([set.clients, set.tunOffload], [0, "off"]);
+  assertThrows(() => parse(["--clients", "9"]), Error, "--clients must be at most 8");
+  assertThrows(
+    () => parse(["--tun-offload", "maybe"]),
+    Error,
+    '--tun-offload must be on or off, not "maybe"',
+  );
+});

@@ -52,6 +52,7 @@ import { describeWireguardGoBuilds, planPaths } from "./_wireguard_go.ts";
 import type { PathPlan, WireguardGoBuild, WireguardGoProbe } from "./_wireguard_go.ts";
 import {
   DROP_RATE_MBPS,
+  formatClientsTable,
   formatDropTable,
   formatScaleTable,
   formatSoakTable,
@@ -60,6 +61,7 @@ import {
 } from "./_report.ts";
 import type {
   BenchReport,
+  ClientsSummary,
   DropPlaces,
   PathSummary,
   PingSummary,
@@ -95,6 +97,22 @@ const PING_CHECK_ATTEMPTS = 10;
 const SCALE_POOL4 = "198.18.128.0/17";
 const SCALE_PER_CONNECTION = 50;
 const SCALE_CONCURRENCY = 16;
+/**
+ * The many-clients measure: every client routes the target's address
+ * through its own TUN with a prefix of its own (a route exists once per
+ * prefix in the shared client namespace); iperf3 picks the tunnel with
+ * `--bind-dev`. The first client is the path's own (198.18.1.0/24).
+ */
+const EXTRA_CLIENT_TARGETS = [
+  "198.18.1.2/32",
+  "198.18.1.2/31",
+  "198.18.1.0/30",
+  "198.18.1.0/29",
+  "198.18.1.0/28",
+  "198.18.1.0/27",
+  "198.18.1.0/26",
+];
+const CLIENTS_BASE_PORT = 5301;
 /** The relay writes its status file every 2 s. */
 const STATUS_SETTLE_MS = 2_500;
 const FULL_DEADLINE_MS = 10 * 60_000;
@@ -145,6 +163,16 @@ async function readProc(path: string): Promise<string | undefined> {
 
 async function readCpu(pid: number): Promise<CpuTicks | undefined> {
   const text = await readProc(`/proc/${pid}/stat`);
+  try {
+    return text === undefined ? undefined : parseProcStat(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU ticks of thread `tid` of process `pid` (the main thread has tid = pid). */
+async function readThreadCpu(pid: number, tid: number): Promise<CpuTicks | undefined> {
+  const text = await readProc(`/proc/${pid}/task/${tid}/stat`);
   try {
     return text === undefined ? undefined : parseProcStat(text);
   } catch {
@@ -536,6 +564,8 @@ function sumDrops(repeats: RepeatResult[]): { udpDrops?: DropPlaces } {
 }
 
 let currentTopology: Topology | undefined;
+/** The many-clients measure, taken on the datagram path's topology. */
+let clientsMeasure: ClientsSummary | undefined;
 
 async function withTopology<T>(id: string, body: (topo: Topology) => Promise<T>): Promise<T> {
   // The process id keeps two benches on one machine out of each other's namespaces.
@@ -569,7 +599,7 @@ async function measurePath(plan: PathPlan, settings: Settings): Promise<PathSumm
   try {
     await withTopology(plan.topologyId, async (topo) => {
       log(`${label}: setting up`);
-      setup = await setupPath(topo, name, plan.wireguardGo);
+      setup = await setupPath(topo, name, plan.wireguardGo, { tunOffload: settings.tunOffload });
       await checkPing(topo);
       const iperf = new Iperf(topo);
       await iperf.start();
@@ -595,6 +625,17 @@ async function measurePath(plan: PathPlan, settings: Settings): Promise<PathSumm
             `${soak.relay.slopeMiBPerMin.toFixed(2)} MiB/min`,
         );
       }
+      if (name === "datagram" && settings.clients > 1 && setup.addClient) {
+        log(`${name}: ${settings.clients} clients at once`);
+        clientsMeasure = await measureClients(topo, setup, settings);
+        log(
+          `${name}: one client ${clientsMeasure.oneMbps.up.toFixed(0)}/${
+            clientsMeasure.oneMbps.down.toFixed(0)
+          } Mbit/s, ${settings.clients} at once ${clientsMeasure.manyMbps.up.toFixed(0)}/${
+            clientsMeasure.manyMbps.down.toFixed(0)
+          } Mbit/s up/down`,
+        );
+      }
       const dead = [];
       for (const p of setup.processes) {
         peaks.set(p.role, await readStatusBytes(p.pid, "VmHWM"));
@@ -606,6 +647,146 @@ async function measurePath(plan: PathPlan, settings: Settings): Promise<PathSumm
   } catch (error) {
     log(`${label}: FAILED: ${errorMessage(error)}`);
     return summarize(plan, setup, repeats, cpu, peaks, soak, errorMessage(error));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Many clients
+
+/**
+ * One TCP stream per client, first from the path's own client alone, then
+ * from `settings.clients` clients at once (the others started here), up and
+ * then down; with the CPU of the relay, its main thread and the clients.
+ */
+async function measureClients(
+  topo: Topology,
+  setup: PathSetup,
+  settings: Settings,
+): Promise<ClientsSummary> {
+  const n = settings.clients;
+  const seconds = settings.tcpSeconds;
+  const relay = setup.processes.find((p) => p.role === "relay")!;
+  const clients: { tun: string; process: MeasuredProcess }[] = [{
+    tun: setup.clientInterface,
+    process: setup.processes.find((p) => p.role === "client")!,
+  }];
+  const servers: Process[] = [];
+  const nan = { one: NaN, many: NaN };
+  const empty: ClientsSummary = {
+    ok: false,
+    clients: n,
+    seconds,
+    oneMbps: { up: NaN, down: NaN },
+    manyMbps: { up: NaN, down: NaN },
+    perClientMbps: { up: [], down: [] },
+    relayCpu: { up: nan, down: nan },
+    relayMainThreadCpu: { up: nan, down: nan },
+    clientsCpu: { up: nan, down: nan },
+    machineBusy: { up: nan, down: nan },
+  };
+  try {
+    for (let i = 1; i < n; i++) {
+      const tun = `mvpnb${i}`;
+      clients.push({
+        tun,
+        process: await setup.addClient!(`client${i + 1}`, tun, EXTRA_CLIENT_TARGETS[i - 1]),
+      });
+    }
+    for (let i = 0; i < n; i++) {
+      const server = topo.spawn("target", [
+        ...["iperf3", "-s", "-p", String(CLIENTS_BASE_PORT + i), "--forceflush"],
+      ], { name: `iperf3-server-${i + 1}` });
+      servers.push(server);
+      await server.waitForLog(/Server listening/, 5_000);
+    }
+    const cpuOf = async () => {
+      const relayTicks = await readCpu(relay.pid);
+      const mainTicks = await readThreadCpu(relay.pid, relay.pid);
+      const clientTicks = await Promise.all(clients.map((c) => readCpu(c.process.pid)));
+      const total = (t: CpuTicks | undefined) => t ? t.user + t.system : NaN;
+      // The machine: the first line of /proc/stat, busy and all ticks of every CPU.
+      const cpuLine = (await readProc("/proc/stat"))?.split("\n", 1)[0].trim().split(/\s+/)
+        .slice(1).map(Number) ?? [];
+      const idle = (cpuLine[3] ?? NaN) + (cpuLine[4] ?? 0);
+      const all = cpuLine.slice(0, 8).reduce((a, b) => a + b, 0);
+      return {
+        at: performance.now(),
+        relay: total(relayTicks),
+        main: total(mainTicks),
+        clients: clientTicks.reduce((sum, t) => sum + total(t), 0),
+        machineBusy: all - idle,
+        machineAll: all,
+      };
+    };
+    type Sample = Awaited<ReturnType<typeof cpuOf>>;
+    const percent = (a: Sample, b: Sample, pick: (s: Sample) => number) =>
+      (100 * (pick(b) - pick(a)) / clockTicks) / ((b.at - a.at) / 1000);
+    const run = async (count: number, reverse: boolean) => {
+      const before = await cpuOf();
+      const results = await Promise.all(
+        clients.slice(0, count).map(async (c, i) => {
+          const { stdout } = await topo.run("client", [
+            ...["iperf3", "-c", topo.target4, "-p", String(CLIENTS_BASE_PORT + i), "-J"],
+            ...["--connect-timeout", "3000", "--bind-dev", c.tun, "-t", String(seconds)],
+            ...(reverse ? ["-R"] : []),
+          ], { check: false, timeoutMs: seconds * 1000 + IPERF_SLACK_MS });
+          try {
+            return parseIperfTcp(stdout).bitsPerSecond / 1e6;
+          } catch (error) {
+            log(`  client ${i + 1} via ${c.tun}: iperf3 failed: ${errorText(error)}`);
+            return NaN;
+          }
+        }),
+      );
+      const after = await cpuOf();
+      return {
+        mbps: results,
+        machine: 100 * (after.machineBusy - before.machineBusy) /
+          (after.machineAll - before.machineAll),
+        relay: percent(before, after, (s) => s.relay),
+        main: percent(before, after, (s) => s.main),
+        clients: percent(before, after, (s) => s.clients),
+      };
+    };
+    const oneUp = await run(1, false);
+    const manyUp = await run(n, false);
+    const oneDown = await run(1, true);
+    const manyDown = await run(n, true);
+    const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
+    const failed = [...manyUp.mbps, ...manyDown.mbps, oneUp.mbps[0], oneDown.mbps[0]]
+      .some((v) => Number.isNaN(v));
+    return {
+      ok: !failed,
+      ...(failed ? { error: "an iperf3 run failed (see the log)" } : {}),
+      clients: n,
+      seconds,
+      oneMbps: { up: oneUp.mbps[0], down: oneDown.mbps[0] },
+      manyMbps: { up: sum(manyUp.mbps), down: sum(manyDown.mbps) },
+      perClientMbps: { up: manyUp.mbps, down: manyDown.mbps },
+      relayCpu: {
+        up: { one: oneUp.relay, many: manyUp.relay },
+        down: { one: oneDown.relay, many: manyDown.relay },
+      },
+      relayMainThreadCpu: {
+        up: { one: oneUp.main, many: manyUp.main },
+        down: { one: oneDown.main, many: manyDown.main },
+      },
+      clientsCpu: {
+        up: { one: oneUp.clients, many: manyUp.clients },
+        down: { one: oneDown.clients, many: manyDown.clients },
+      },
+      machineBusy: {
+        up: { one: oneUp.machine, many: manyUp.machine },
+        down: { one: oneDown.machine, many: manyDown.machine },
+      },
+    } satisfies ClientsSummary;
+  } catch (error) {
+    log(`clients: FAILED: ${errorText(error)}`);
+    return { ...empty, error: errorText(error) };
+  } finally {
+    for (const server of servers) server.kill("SIGKILL");
+    for (const c of clients.slice(1)) c.process.process.kill("SIGTERM");
+    await Promise.all(clients.slice(1).map((c) => c.process.process.status));
   }
 }
 
@@ -775,7 +956,10 @@ function plannedSeconds(settings: Settings, plans: readonly PathPlan[]): number 
       : settings.baselineRepeats;
     // The traced UDP run waits twice for the tunnel processes' status files.
     const tracing = p === "datagram" || p === "stream" ? (2 * STATUS_SETTLE_MS) / 1000 : 0;
-    total += 6 + repeats * (perRepeat + tracing) + (p === "datagram" ? settings.soakSeconds : 0);
+    // The many-clients measure: its clients start, then 4 TCP runs.
+    const clients = settings.clients > 1 ? 5 * settings.clients + 4 * (settings.tcpSeconds + 1) : 0;
+    total += 6 + repeats * (perRepeat + tracing) +
+      (p === "datagram" ? settings.soakSeconds + clients : 0);
   }
   return total + (settings.scale ? 15 + settings.sessions / 40 : 0);
 }
@@ -868,6 +1052,7 @@ async function main(): Promise<number> {
     },
     paths: summaries,
     ...(scale ? { scale } : {}),
+    ...(clientsMeasure ? { clients: clientsMeasure } : {}),
   };
 
   await Deno.mkdir(RESULTS_DIR, { recursive: true });
@@ -888,6 +1073,7 @@ async function main(): Promise<number> {
   console.log(formatTable(report));
   for (const p of summaries) if (p.soak) console.log(`\n${formatSoakTable(p.soak)}`);
   if (summaries.some((p) => p.udpDrops)) console.log(`\n${formatDropTable(report)}`);
+  if (clientsMeasure) console.log(`\n${formatClientsTable(clientsMeasure)}`);
   if (scale) console.log(`\n${formatScaleTable(scale)}`);
   console.log(
     `\nJSON: ${jsonFile}${settings.chart ? `\nchart: ${settings.chart}` : ""}\n`,

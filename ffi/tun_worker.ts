@@ -71,8 +71,8 @@ import {
   planGsoSplit,
   TCP_CHECKSUM_OFFSET,
   writeGsoSegment,
-} from "../shared/tunnel/offload/gso_split.ts";
-import { IP_PROTOCOL_TCP } from "../shared/packet/ip_header.ts";
+} from "../shared/ip/offload/gso_split.ts";
+import { IP_PROTOCOL_TCP } from "../shared/ip/ip_header.ts";
 import {
   emptyVirtioNetHdr,
   OffloadError,
@@ -83,7 +83,7 @@ import {
   VIRTIO_NET_HDR_GSO_TCPV6,
   VIRTIO_NET_HDR_LENGTH,
   type VirtioNetHdr,
-} from "../shared/tunnel/offload/virtio_net_hdr.ts";
+} from "../shared/ip/offload/virtio_net_hdr.ts";
 
 /** Index of the CONSUMER_WAITING word. */
 export const CONSUMER_WAITING = 4;

@@ -77,8 +77,8 @@ import {
   type WorkerStopped,
 } from "./_worker.ts";
 import { errno, libc } from "./libc.ts";
-import { Coalescer } from "../shared/tunnel/offload/coalescer.ts";
-import { OffloadError, VIRTIO_NET_HDR_LENGTH } from "../shared/tunnel/offload/virtio_net_hdr.ts";
+import { Coalescer } from "../shared/ip/offload/coalescer.ts";
+import { OffloadError, VIRTIO_NET_HDR_LENGTH } from "../shared/ip/offload/virtio_net_hdr.ts";
 
 /** Index of the WRITER_WAITING word. */
 export const WRITER_WAITING = 4;

@@ -733,7 +733,7 @@ async function measureClients(
           try {
             return parseIperfTcp(stdout).bitsPerSecond / 1e6;
           } catch (error) {
-            log(`  client ${i + 1} via ${c.tun}: iperf3 failed: ${errorText(error)}`);
+            log(`  client ${i + 1} via ${c.tun}: iperf3 failed: ${errorMessage(error)}`);
             return NaN;
           }
         }),
@@ -781,8 +781,8 @@ async function measureClients(
       },
     } satisfies ClientsSummary;
   } catch (error) {
-    log(`clients: FAILED: ${errorText(error)}`);
-    return { ...empty, error: errorText(error) };
+    log(`clients: FAILED: ${errorMessage(error)}`);
+    return { ...empty, error: errorMessage(error) };
   } finally {
     for (const server of servers) server.kill("SIGKILL");
     for (const c of clients.slice(1)) c.process.process.kill("SIGTERM");

@@ -14,17 +14,13 @@
  *
  * @module
  */
-import { Coalescer } from "../../shared/tunnel/offload/coalescer.ts";
-import {
-  emptyGsoPlan,
-  planGsoSplit,
-  writeGsoSegment,
-} from "../../shared/tunnel/offload/gso_split.ts";
+import { Coalescer } from "../../shared/ip/offload/coalescer.ts";
+import { emptyGsoPlan, planGsoSplit, writeGsoSegment } from "../../shared/ip/offload/gso_split.ts";
 import {
   emptyVirtioNetHdr,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_TCPV4,
-} from "../../shared/tunnel/offload/virtio_net_hdr.ts";
+} from "../../shared/ip/offload/virtio_net_hdr.ts";
 import {
   asPartialChecksum,
   buildTcpPacket,

@@ -41,8 +41,8 @@
  *
  * @module
  */
-import { checksumAdd, checksumFinish, internetChecksum } from "../../ip/checksum.ts";
-import { IP_PROTOCOL_TCP, IP_PROTOCOL_UDP } from "../../ip/ip_header.ts";
+import { checksumAdd, checksumFinish, internetChecksum } from "../checksum.ts";
+import { IP_PROTOCOL_TCP, IP_PROTOCOL_UDP } from "../ip_header.ts";
 import {
   pseudoHeaderSum,
   TCP_ACK,

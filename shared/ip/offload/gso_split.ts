@@ -28,8 +28,8 @@
  *
  * @module
  */
-import { checksumAdd, checksumAdd16, checksumAdd32, checksumFinish } from "../../ip/checksum.ts";
-import { IP_PROTOCOL_TCP, IP_PROTOCOL_UDP } from "../../ip/ip_header.ts";
+import { checksumAdd, checksumAdd16, checksumAdd32, checksumFinish } from "../checksum.ts";
+import { IP_PROTOCOL_TCP, IP_PROTOCOL_UDP } from "../ip_header.ts";
 import {
   OffloadError,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,

@@ -24,7 +24,10 @@ import { clientSettings, SETTINGS_H3_DATAGRAM } from "../shared/h3/settings.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
 import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
-import { openConnectIpSession } from "../shared/masque/connect_ip_session.ts";
+import {
+  MAX_DATAGRAM_HEADROOM,
+  openConnectIpSession,
+} from "../shared/masque/connect_ip_session.ts";
 import type { ConnectIpSession, SessionEnd } from "../shared/masque/connect_ip_session.ts";
 import type { IpAddressRange } from "../shared/ip/ip_address.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
@@ -141,6 +144,8 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
       mtu: follow ? Math.max(mtu, AUTO_MTU_MAX) : mtu,
       log,
       offload: config.tunOffload,
+      // Room for the HTTP Datagram header in front of each packet read.
+      headroom: MAX_DATAGRAM_HEADROOM,
     });
     cleanups.push(() => tun.close());
     setLinkMtu(tun.name, mtu);

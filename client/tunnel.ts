@@ -130,7 +130,8 @@ export class ClientPump {
       this.#count(this.stats.droppedOut, problem);
       return true;
     }
-    const result = this.#session.sendPacket(packet);
+    // Into the TUN slot's headroom: the datagram goes out without a copy.
+    const result = this.#session.sendPacket(packet, this.#tun.headroom ?? 0);
     if (result === "sent") {
       this.stats.packetsOut++;
     } else if (result === "too_big") {

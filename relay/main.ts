@@ -14,6 +14,7 @@ import { installNat } from "./nat.ts";
 import { quicListenLimits } from "./limits.ts";
 import { serveListener } from "./listener.ts";
 import { Relay } from "./relay.ts";
+import { MAX_DATAGRAM_HEADROOM } from "../shared/masque/connect_ip_session.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
 import { formatPrefix } from "../shared/ip/ip_address.ts";
@@ -93,7 +94,13 @@ async function loadCerts(config: RelayConfig, log: Logger): Promise<{ cert: stri
 
 async function run(config: RelayConfig, log: Logger): Promise<number> {
   const { cert, key } = await loadCerts(config, log);
-  const tun = openTun(config.tunName, { mtu: config.mtu, log, offload: config.tunOffload });
+  const tun = openTun(config.tunName, {
+    mtu: config.mtu,
+    log,
+    offload: config.tunOffload,
+    // Room for the HTTP Datagram header in front of each packet read.
+    headroom: MAX_DATAGRAM_HEADROOM,
+  });
   const cleanups: (() => void | Promise<void>)[] = [() => tun.close()];
   const cleanup = async () => {
     while (cleanups.length > 0) {

@@ -633,7 +633,8 @@ export class Relay {
       this.stats.droppedNoSession++;
       return;
     }
-    const result = entry.session.sendPacket(packet);
+    // Into the TUN slot's headroom: the datagram goes out without a copy.
+    const result = entry.session.sendPacket(packet, this.#tun.headroom ?? 0);
     if (result === "sent") {
       this.stats.packetsToClients++;
     } else if (result === "too_big") {

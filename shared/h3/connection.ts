@@ -443,7 +443,9 @@ export class H3Connection {
    * connection is closing. Datagrams are unreliable (RFC 9297 §2): when the
    * send queue is full (see {@linkcode H3ConnectionOptions.maxDatagramsQueued})
    * this one is dropped, counted in `stats.datagramsQueueFull`, and true is
-   * returned all the same. Never throws.
+   * returned all the same. Never throws. The caller may reuse `datagram`
+   * as soon as this returns: the connection's `sendDatagram` is done with
+   * it by then (see {@linkcode QuicConnLike.sendDatagram}).
    */
   sendRawDatagram(datagram: Uint8Array): boolean {
     if (this.#closing || datagram.length > this.#conn.maxDatagramSize) return false;

@@ -31,6 +31,12 @@ export interface QuicConnLike {
   createUnidirectionalStream(): Promise<QuicSendStreamLike>;
   readonly incomingBidirectionalStreams: ReadableStream<QuicBidiStreamLike>;
   readonly incomingUnidirectionalStreams: ReadableStream<QuicReceiveStreamLike>;
+  /**
+   * Queues one QUIC datagram. Must be done reading `data` when it returns
+   * (callers reuse the buffer at once): Deno's op copies the bytes
+   * (`buf.to_vec()`) while the call runs, since deno_core polls an async op
+   * once at the call; `tests/integration/datagram_copy_test.ts` checks it.
+   */
   sendDatagram(data: Uint8Array): Promise<void>;
   readDatagram(): Promise<Uint8Array>;
   /** Largest QUIC datagram payload that can be sent now, in bytes. */

@@ -45,6 +45,17 @@ import {
   writeHttpDatagramHeader,
 } from "./http_datagram.ts";
 
+const EMPTY_SCRATCH = new Uint8Array(0);
+/** Smallest datagram scratch buffer, bytes: a full-size Ethernet packet and any header. */
+const MIN_SCRATCH_BYTES = 2048;
+/**
+ * The most bytes an HTTP Datagram header for IP packets takes: a quarter
+ * stream id (a varint of up to 8 bytes) and context id 0 (1 byte), rounded
+ * up to 16. A TUN that leaves this much headroom in front of each packet
+ * lets {@linkcode ConnectIpSession.sendPacket} send it without a copy.
+ */
+export const MAX_DATAGRAM_HEADROOM = 16;
+
 /** How IP packets are carried; see the module docs. */
 export type PacketMode = "datagram" | "stream";
 
@@ -134,6 +145,12 @@ export class ConnectIpSession {
   readonly #maxPacketsQueued: number;
   /** Stream mode: packet writes that have not settled yet. */
   #packetsQueued = 0;
+  /**
+   * Datagram mode: where a packet without headroom is put behind its HTTP
+   * Datagram header. Reused for every such packet: `sendRawDatagram` is done
+   * with the bytes when it returns (see `QuicConnLike.sendDatagram`).
+   */
+  #scratch = EMPTY_SCRATCH;
   readonly #packetWritten = () => {
     this.#packetsQueued--;
   };
@@ -219,8 +236,16 @@ export class ConnectIpSession {
    * {@linkcode ConnectIpSessionOptions.maxPacketsQueued} writes are
    * unsettled (counted in `stats.queueFull`), in datagram mode as
    * `H3Connection.sendRawDatagram` decides. Never throws.
+   *
+   * @param headroom bytes in front of `packet` in its buffer that this call
+   *   may overwrite (a TUN ring slot's headroom, see
+   *   {@linkcode MAX_DATAGRAM_HEADROOM}). In datagram mode, when they hold
+   *   the HTTP Datagram header, the header is written there and the
+   *   datagram sent from the packet's own buffer; otherwise the packet is
+   *   copied behind the header into a buffer the session reuses. Either way
+   *   nothing is allocated per packet but a view. Default 0.
    */
-  sendPacket(packet: Uint8Array): SendResult {
+  sendPacket(packet: Uint8Array, headroom = 0): SendResult {
     if (this.#closed || !this.#stream.writable) return "closed";
     if (packet.length > this.maxPacketSize) {
       this.stats.tooBig++;
@@ -230,9 +255,21 @@ export class ConnectIpSession {
       // quarter stream id, context id 0, then the packet (RFC 9484 §6)
       const qsid = this.#stream.quarterStreamId;
       const header = httpDatagramHeaderSize(qsid, CONTEXT_ID_IP_PACKET);
-      const datagram = new Uint8Array(header + packet.length);
+      let datagram: Uint8Array;
+      if (headroom >= header && packet.byteOffset >= header) {
+        datagram = new Uint8Array(
+          packet.buffer,
+          packet.byteOffset - header,
+          header + packet.length,
+        );
+      } else {
+        if (this.#scratch.length < header + packet.length) {
+          this.#scratch = new Uint8Array(Math.max(MIN_SCRATCH_BYTES, header + packet.length));
+        }
+        this.#scratch.set(packet, header);
+        datagram = this.#scratch.subarray(0, header + packet.length);
+      }
       writeHttpDatagramHeader(datagram, 0, qsid, CONTEXT_ID_IP_PACKET);
-      datagram.set(packet, header);
       if (!this.#stream.connection.sendRawDatagram(datagram)) return "closed";
     } else {
       if (this.#packetsQueued >= this.#maxPacketsQueued) {

@@ -15,6 +15,12 @@ export interface PacketDevice {
   readonly name: string;
   /** The link MTU in bytes: the largest IP packet (header included) the device carries. */
   readonly mtu: number;
+  /**
+   * Bytes in front of each packet `readBatch()` returns that the reader may
+   * overwrite until the next call (the TUN leaves room there for the HTTP
+   * Datagram header, see `ConnectIpSession.sendPacket`); 0 or absent: none.
+   */
+  readonly headroom?: number;
   /** Resolves with the next batch of one or more packets; each Uint8Array is valid until the next call to readBatch(). Resolves null once the device is closed. */
   readBatch(): Promise<Uint8Array[] | null>;
   /** Writes one IP packet; returns false (and counts) when the kernel refused it. Synchronous, never throws for a bad packet. */

@@ -47,17 +47,18 @@ export function natRuleset(
   ].join("\n");
 }
 
-function nft(args: string[], stdin?: string): Promise<void> {
-  return run("nft", args, stdin);
+async function nft(args: string[], stdin?: string): Promise<void> {
+  await run("nft", args, stdin);
 }
 
-async function run(command: string, args: string[], stdin?: string): Promise<void> {
+/** Runs `command` and returns its standard output; throws with its standard error when it fails. */
+async function run(command: string, args: string[], stdin?: string): Promise<string> {
   let child;
   try {
     child = new Deno.Command(command, {
       args,
       stdin: stdin === undefined ? "null" : "piped",
-      stdout: "null",
+      stdout: "piped",
       stderr: "piped",
     }).spawn();
   } catch (error) {
@@ -71,17 +72,37 @@ async function run(command: string, args: string[], stdin?: string): Promise<voi
     await writer.write(new TextEncoder().encode(stdin));
     await writer.close();
   }
-  const { code, stderr } = await child.output();
+  const { code, stdout, stderr } = await child.output();
   if (code !== 0) {
     throw new Error(
       `${command} ${args.join(" ")} failed: ${new TextDecoder().decode(stderr).trim()}`,
     );
   }
+  return new TextDecoder().decode(stdout);
 }
 
-/** Turns on IPv4 and IPv6 forwarding with sysctl (Deno refuses writes under /proc). */
+/**
+ * Turns on IPv4 and IPv6 forwarding with sysctl (Deno refuses writes under
+ * /proc), writing only what is off: in a container /proc/sys is read-only and
+ * the runtime sets them (compose.yaml's `sysctls`), and under systemd with
+ * `ProtectKernelTunables=` /etc/sysctl.d does.
+ */
 async function enableForwarding(): Promise<void> {
-  await run("sysctl", ["-q", "-w", ...FORWARDING_SYSCTLS.map((name) => `${name}=1`)]);
+  const off: string[] = [];
+  for (const name of FORWARDING_SYSCTLS) {
+    const value = await run("sysctl", ["-n", name]).catch(() => "");
+    if (value.trim() !== "1") off.push(name);
+  }
+  if (off.length === 0) return;
+  try {
+    await run("sysctl", ["-q", "-w", ...off.map((name) => `${name}=1`)]);
+  } catch (error) {
+    throw new Error(
+      `${error instanceof Error ? error.message : error} (set ${
+        off.map((name) => `${name}=1`).join(" ")
+      } before the relay starts: /etc/sysctl.d, or \`sysctls:\` in a container)`,
+    );
+  }
 }
 
 /**

@@ -1,0 +1,119 @@
+# Images of masque-vpn: `relay`, `client`, and `app` (the code alone: the
+# certificate init service and the compose project's target server use it).
+#
+#   docker build --target relay  -t masque-vpn-relay:dev .
+#   docker build --target client -t masque-vpn-client:dev .
+#   docker build --target app    -t masque-vpn-app:dev .
+#
+# Build arguments: DENO_VERSION (default 2.9.6), DEBIAN_IMAGE (default
+# debian:bookworm-slim). Deno comes from its npm package (@deno/linux-*-glibc,
+# the binary the `deno` npm package installs): the build takes
+# deploy/docker/deno-cache/<package>-<version>.tgz when it is there (put it
+# there with `npm pack`; see docs/deploy.md) and otherwise fetches it with npm
+# in a throwaway stage. The code's dependencies are cached at build time, so a
+# container starts without network access (`--cached-only`).
+#
+# Without Docker's default bridge (the test engines here), build with the
+# classic builder and host networking:
+#   DOCKER_BUILDKIT=0 docker build --network host --target relay ...
+# No `# syntax=` line: BuildKit would pull its frontend image.
+
+ARG DEBIAN_IMAGE=debian:bookworm-slim
+
+# --- the Deno binary --------------------------------------------------------
+FROM ${DEBIAN_IMAGE} AS deno
+ARG DENO_VERSION=2.9.6
+COPY deploy/docker/deno-cache/ /tmp/deno-cache/
+RUN set -eu; \
+    case "$(dpkg --print-architecture)" in \
+      amd64) pkg=linux-x64-glibc ;; \
+      arm64) pkg=linux-arm64-glibc ;; \
+      *) echo "no Deno build for $(dpkg --print-architecture)" >&2; exit 1 ;; \
+    esac; \
+    tgz="/tmp/deno-cache/$pkg-$DENO_VERSION.tgz"; \
+    if [ ! -s "$tgz" ]; then \
+      echo "deploy/docker/deno-cache/$pkg-$DENO_VERSION.tgz missing: fetching @deno/$pkg@$DENO_VERSION with npm"; \
+      apt-get update -q; \
+      apt-get install -y -q --no-install-recommends ca-certificates npm; \
+      (cd /tmp/deno-cache && npm pack --silent "@deno/$pkg@$DENO_VERSION" && \
+        mv "deno-$pkg-$DENO_VERSION.tgz" "$tgz"); \
+    fi; \
+    tar -xzf "$tgz" -C /tmp package/deno; \
+    install -m 0755 /tmp/package/deno /usr/local/bin/deno; \
+    /usr/local/bin/deno --version | grep -q "^deno $DENO_VERSION "
+
+# --- what every image shares ------------------------------------------------
+FROM ${DEBIAN_IMAGE} AS base
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    DENO_DIR=/opt/deno-dir \
+    DENO_NO_UPDATE_CHECK=1 \
+    DENO_NO_PROMPT=1 \
+    NO_COLOR=1
+COPY --from=deno /usr/local/bin/deno /usr/local/bin/deno
+# A user for what needs no privileges (the target server); the relay and the
+# client run as root with every capability dropped but NET_ADMIN (compose.yaml).
+RUN useradd --system --uid 10001 --user-group --no-create-home \
+      --home-dir /nonexistent --shell /usr/sbin/nologin masque
+WORKDIR /opt/masque-vpn
+
+# --- the code, its dependencies cached --------------------------------------
+FROM base AS app
+COPY deno.json ./
+COPY shared/ shared/
+COPY ffi/ ffi/
+COPY relay/ relay/
+COPY client/ client/
+COPY deploy/docker/*.ts deploy/docker/
+COPY tests/e2e/tools/http_server.ts tests/e2e/tools/udp_echo.ts tests/e2e/tools/
+RUN deno cache relay/main.ts client/main.ts deploy/docker/*.ts tests/e2e/tools/*.ts \
+    && mkdir -p "$DENO_DIR" && chmod -R a+rX "$DENO_DIR" /opt/masque-vpn
+CMD ["deno", "--version"]
+
+# --- relay ------------------------------------------------------------------
+# nftables for --nat, procps for sysctl, iproute2 to look at the TUN.
+FROM base AS relay
+RUN apt-get update -q \
+    && apt-get install -y -q --no-install-recommends nftables procps iproute2 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=app /opt/deno-dir /opt/deno-dir
+COPY --from=app /opt/masque-vpn /opt/masque-vpn
+RUN mkdir -p /run/masque-vpn /etc/masque-vpn
+# The permissions of `deno task relay:nat` (deno.json), but for --allow-write:
+# /run/masque-vpn (the status file) instead of ./dev-certs.
+ENTRYPOINT ["deno", "run", "--cached-only", "--unstable-net", "--allow-net", "--allow-ffi", \
+    "--allow-read", "--allow-write=/run/masque-vpn", "--allow-run=nft,sysctl", \
+    "--allow-env=MASQUE_LOG_LEVEL", "relay/main.ts", "--status-file", "/run/masque-vpn/status.json"]
+# Certificate and key mounted at /etc/masque-vpn/tls/ (compose.yaml, docs/deploy.md).
+CMD ["--port", "443", "--nat", "--cert", "/etc/masque-vpn/tls/server.pem", \
+    "--key", "/etc/masque-vpn/tls/server-key.pem"]
+# Alive while the relay rewrites its status file (every 2 s). With the admin
+# endpoint of issue 11 this becomes: --url http://127.0.0.1:9464/healthz
+HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["deno", "run", "--cached-only", "--allow-read=/run/masque-vpn", \
+        "deploy/docker/healthcheck.ts", "--status-file", "/run/masque-vpn/status.json"]
+EXPOSE 443/udp
+
+# --- client -----------------------------------------------------------------
+# iproute2 and iputils-ping to look at and try the tunnel. ping loses its
+# file capability (cap_net_raw): in a container without CAP_NET_RAW such a
+# binary cannot even be executed (EPERM), while without it ping uses ICMP
+# datagram sockets, which Docker allows (net.ipv4.ping_group_range).
+FROM base AS client
+RUN apt-get update -q \
+    && apt-get install -y -q --no-install-recommends iproute2 iputils-ping \
+    && rm -rf /var/lib/apt/lists/* \
+    && cp /usr/bin/ping /usr/bin/ping.plain && mv /usr/bin/ping.plain /usr/bin/ping
+COPY --from=app /opt/deno-dir /opt/deno-dir
+COPY --from=app /opt/masque-vpn /opt/masque-vpn
+RUN mkdir -p /run/masque-vpn /etc/masque-vpn
+# The permissions of `deno task client` (deno.json), plus --allow-write for
+# the status file.
+ENTRYPOINT ["deno", "run", "--cached-only", "--unstable-net", "--allow-net", "--allow-ffi", \
+    "--allow-read", "--allow-write=/run/masque-vpn", "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL", \
+    "client/main.ts", "--status-file", "/run/masque-vpn/status.json"]
+CMD ["--help"]
+# Alive while the tunnel is up: the client writes its status file every 2 s
+# from the moment its TUN and routes are in place.
+HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["deno", "run", "--cached-only", "--allow-read=/run/masque-vpn", \
+        "deploy/docker/healthcheck.ts", "--status-file", "/run/masque-vpn/status.json"]

@@ -192,28 +192,25 @@ async function startEngine(logDir: string): Promise<DockerEngine> {
   const host = `unix://${base}/docker.sock`;
   await Deno.mkdir(logDir, { recursive: true });
   const logFile = `${logDir}/dockerd.log`;
-  const log = await Deno.open(logFile, { write: true, create: true, truncate: true });
-  const child = new Deno.Command("dockerd", {
-    args: [
-      "--iptables=false",
-      "--ip6tables=false",
-      "--ip-forward=false",
-      "--ip-masq=false",
-      "--bridge=none",
-      `--data-root=${base}/data`,
-      `--exec-root=${base}/exec`,
-      `--pidfile=${base}/dockerd.pid`,
-      `--host=${host}`,
-    ],
+  const args = [
+    "--iptables=false",
+    "--ip6tables=false",
+    "--ip-forward=false",
+    "--ip-masq=false",
+    "--bridge=none",
+    `--data-root=${base}/data`,
+    `--exec-root=${base}/exec`,
+    `--pidfile=${base}/dockerd.pid`,
+    `--host=${host}`,
+  ];
+  // The shell execs dockerd with both output streams appended to the log file.
+  const child = new Deno.Command("sh", {
+    args: ["-c", 'log="$1"; shift; exec dockerd "$@" >>"$log" 2>&1', "sh", logFile, ...args],
     stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
+    stdout: "null",
+    stderr: "null",
   }).spawn();
-  // Both streams into the log file; done resolves when dockerd has exited and both are drained.
-  const done = Promise.all([
-    child.stdout.pipeTo(log.writable, { preventClose: true }),
-    child.stderr.pipeTo(log.writable, { preventClose: true }),
-  ]).catch(() => {}).finally(() => log.close());
+  const done = child.status.then(() => {});
   const engine = new Engine(host, { child, base, done, logFile });
   let exited = false;
   child.status.then(() => exited = true);
@@ -543,4 +540,61 @@ async function exists(path: string): Promise<boolean> {
 
 function lastLines(text: string, count = LAST_LINES): string {
   return text.trimEnd().split("\n").slice(-count).join("\n");
+}
+
+/**
+ * Drops what the engine's internal networks would otherwise let through the
+ * host: forwarding from or to their bridges, and packets from them to the
+ * host. An engine started with `--iptables=false` installs none of Docker's
+ * isolation rules, and still gives containers on internal networks a default
+ * route to the host's bridge address. An nftables table `masque_docker_<id>`;
+ * the returned function deletes it.
+ */
+export async function isolateNetworks(
+  engine: DockerEngine,
+  networks: readonly string[],
+): Promise<() => Promise<void>> {
+  const bridges: string[] = [];
+  for (const network of networks) {
+    const { stdout } = await engine.docker([
+      "network",
+      "inspect",
+      "--format",
+      "{{json .}}",
+      network,
+    ]);
+    const info: { Id: string; Options?: Record<string, string> } = JSON.parse(stdout);
+    bridges.push(info.Options?.["com.docker.network.bridge.name"] ?? `br-${info.Id.slice(0, 12)}`);
+  }
+  const table = `masque_docker_${crypto.randomUUID().slice(0, 8)}`;
+  // Per bridge, "in one, out of another": with br_netfilter (which Docker loads) packets
+  // bridged between two containers of one network also pass the forward hook, in and out
+  // of the same bridge; those stay allowed.
+  const forward = bridges.flatMap((bridge) => [
+    `    iifname "${bridge}" oifname != "${bridge}" drop`,
+    `    oifname "${bridge}" iifname != "${bridge}" drop`,
+  ]);
+  const ruleset = [
+    `table inet ${table} {`,
+    "  chain forward {",
+    "    type filter hook forward priority filter - 10; policy accept;",
+    ...forward,
+    "  }",
+    "  chain input {",
+    "    type filter hook input priority filter - 10; policy accept;",
+    ...bridges.map((bridge) => `    iifname "${bridge}" drop`),
+    "  }",
+    "}",
+    "",
+  ].join("\n");
+  const file = await Deno.makeTempFile({ prefix: "mvpn-nft-" });
+  try {
+    await Deno.writeTextFile(file, ruleset);
+    await run(["nft", "-f", file]);
+  } finally {
+    await Deno.remove(file).catch(() => {});
+  }
+  return async () => {
+    await run(["nft", "delete", "table", "inet", table], { check: false });
+  };
 }

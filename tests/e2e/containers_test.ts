@@ -1,0 +1,324 @@
+/**
+ * End to end in containers: builds the images, brings `compose.yaml` up, and
+ * checks from the client container, through the tunnel, IPv4 and IPv6 ping,
+ * an HTTP GET whose body matches its SHA-256, and a UDP echo; that the
+ * client has no other path to the target; and that the compose project's own
+ * `check` service passed. Everything is taken down afterwards, also on
+ * failure.
+ *
+ * Uses the Docker engine `DOCKER_HOST` names when one answers, else starts
+ * its own (`tests/support/docker.ts`: no default bridge, no iptables), and
+ * builds `debian:bookworm-slim` with debootstrap when the engine lacks it (the
+ * root file system is cached). Skipped, with the reason, where Docker cannot
+ * run; with `MASQUE_REQUIRE_DOCKER=1` (CI) that is a failure instead.
+ *
+ * About 2 to 4 minutes: base image (cached after the first run), three image
+ * builds, the project up, the checks, down.
+ */
+import { assert, assertEquals, assertMatch } from "../support/assert.ts";
+import {
+  buildImages,
+  composeCommand,
+  type DockerEngine,
+  dockerSkipReason,
+  ensureBaseImage,
+  ensureDenoPackage,
+  IMAGE_TAGS,
+  imageSize,
+  isolateNetworks,
+  openEngine,
+  run,
+} from "../support/docker.ts";
+
+const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+const required = Deno.env.get("MASQUE_REQUIRE_DOCKER") === "1";
+const skipReason = await dockerSkipReason();
+if (skipReason !== undefined) {
+  const message = `container e2e test: Docker cannot run here: ${skipReason}`;
+  console.warn(required ? `${message} (MASQUE_REQUIRE_DOCKER=1: failing)` : `${message}; skipped`);
+}
+
+/** Addresses of one run; random /24s so that parallel runs and other engines do not collide. */
+function projectAddresses() {
+  const bytes = crypto.getRandomValues(new Uint8Array(2));
+  const a = 16 + bytes[0] % 120;
+  const b = 136 + bytes[1] % 120;
+  return {
+    MASQUE_CLIENT_NET4: `198.19.${a}.0/24`,
+    MASQUE_CLIENT_NET6: `fd00:19:${a.toString(16)}::/64`,
+    MASQUE_TARGET_NET4: `198.19.${b}.0/24`,
+    MASQUE_TARGET_NET6: `fd00:19:${b.toString(16)}::/64`,
+    MASQUE_TARGET4: `198.19.${b}.10`,
+    MASQUE_TARGET6: `fd00:19:${b.toString(16)}::10`,
+    MASQUE_POOL4: "198.18.64.0/24",
+    MASQUE_POOL6: "fd00:64::/64",
+  };
+}
+
+class Project {
+  readonly name = `mvpne2e${crypto.randomUUID().slice(0, 8)}`;
+  readonly vars = projectAddresses();
+  readonly #engine: DockerEngine;
+  readonly #compose: string[];
+
+  constructor(engine: DockerEngine, compose: string[]) {
+    this.#engine = engine;
+    this.#compose = compose;
+  }
+
+  compose(args: string[], timeoutMs = 180_000, check = true) {
+    return run([...this.#compose, "-p", this.name, "-f", `${ROOT}/compose.yaml`, ...args], {
+      env: { ...this.#engine.env, ...this.vars },
+      timeoutMs,
+      check,
+    });
+  }
+
+  /** The container id of `service`. */
+  async container(service: string): Promise<string> {
+    const id = (await this.compose(["ps", "-q", service])).stdout.trim();
+    if (!id) throw new Error(`no container for service ${service}`);
+    return id;
+  }
+
+  /** Runs a command in the running container of `service`. */
+  async exec(service: string, cmd: string[], timeoutMs = 60_000) {
+    return await this.#engine.docker(["exec", await this.container(service), ...cmd], {
+      check: false,
+      timeoutMs,
+    });
+  }
+
+  network(name: string): string {
+    return `${this.name}_${name}`;
+  }
+}
+
+/** Deno code run in the client container: GET /bytes and hash the body. */
+function httpGetCode(url: string): string {
+  return `
+    const response = await fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(20000) });
+    const body = new Uint8Array(await response.arrayBuffer());
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
+    const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+    console.log(JSON.stringify({ status: response.status, length: body.length, sha256: hex,
+      header: response.headers.get("x-sha256") }));`;
+}
+
+/** Deno code run in the client container: one UDP datagram to the echo server, print the answer. */
+function udpEchoCode(host: string, text: string): string {
+  return `
+    import dgram from "node:dgram";
+    const socket = dgram.createSocket(${JSON.stringify(host.includes(":") ? "udp6" : "udp4")});
+    const timer = setTimeout(() => { console.log("timeout"); Deno.exit(1); }, 5000);
+    socket.on("message", (message) => {
+      clearTimeout(timer);
+      console.log(new TextDecoder().decode(message));
+      socket.close();
+    });
+    socket.send(${JSON.stringify(text)}, 7007, ${JSON.stringify(host)});`;
+}
+
+function received(pingOutput: string): number | undefined {
+  const match = /(\d+) received/.exec(pingOutput);
+  return match ? Number(match[1]) : undefined;
+}
+
+Deno.test({
+  name: "containers: compose project: the client reaches the target through the tunnel only",
+  ignore: skipReason !== undefined && !required,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async (t) => {
+  if (skipReason !== undefined) throw new Error(`Docker cannot run here: ${skipReason}`);
+  const started = performance.now();
+  const seconds = () => Math.round((performance.now() - started) / 100) / 10;
+  const timings: Record<string, number> = {};
+  const logDir = await Deno.makeTempDir({ prefix: "mvpn-containers-" });
+  const engine = await openEngine({ logDir });
+  const compose = (await composeCommand())!;
+  let project: Project | undefined;
+  let unisolate: (() => Promise<void>) | undefined;
+  let failed = false;
+  try {
+    const base = await ensureBaseImage(engine);
+    timings.baseImage = seconds();
+    await ensureDenoPackage();
+    const builds = await buildImages(engine);
+    timings.build = seconds();
+    const sizes: Record<string, string> = {};
+    for (const [name, tag] of Object.entries(IMAGE_TAGS)) {
+      sizes[name] = `${((await imageSize(engine, tag)) / 1e6).toFixed(0)} MB`;
+    }
+    console.log(
+      `containers: engine ${engine.owned ? "started here" : engine.host}, compose ${
+        compose.join(" ")
+      }, base image ${base}, builds ${JSON.stringify(builds)} s, sizes ${JSON.stringify(sizes)}`,
+    );
+
+    project = new Project(engine, compose);
+    const p = project;
+    await p.compose(["up", "-d", "--no-build"]);
+    // Before any check: an engine without iptables does not isolate internal networks itself.
+    if (engine.owned) {
+      unisolate = await isolateNetworks(engine, [p.network("client-net"), p.network("target-net")]);
+    }
+    timings.up = seconds();
+    const check = await p.container("check");
+    const waited = await engine.docker(["wait", check], { timeoutMs: 120_000 });
+    const checkLog = await engine.docker(["logs", check]);
+    timings.checkService = seconds();
+    const target4 = p.vars.MASQUE_TARGET4;
+    const target6 = p.vars.MASQUE_TARGET6;
+
+    const results = [
+      await t.step("the compose project's check service passed", () => {
+        assertEquals(waited.stdout.trim(), "0", checkLog.stdout + checkLog.stderr);
+        assertMatch(checkLog.stdout, /all 6 checks passed/);
+      }),
+      await t.step("IPv4 and IPv6 ping from the client container", async () => {
+        for (const target of [target4, target6]) {
+          const ping = await p.exec("client", [
+            "ping",
+            "-n",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            target,
+          ]);
+          assertEquals(received(ping.stdout), 3, `ping ${target}: ${ping.stdout}${ping.stderr}`);
+        }
+      }),
+      await t.step("HTTP GET through the tunnel: 2 MB whose SHA-256 matches", async () => {
+        for (const host of [target4, `[${target6}]`]) {
+          const url = `http://${host}:8080/bytes?n=2000000&seed=7`;
+          const got = await p.exec("client", ["deno", "eval", httpGetCode(url)]);
+          assertEquals(got.code, 0, got.stderr);
+          const answer = JSON.parse(got.stdout);
+          assertEquals(answer.status, 200);
+          assertEquals(answer.length, 2_000_000);
+          assertMatch(answer.sha256, /^[0-9a-f]{64}$/);
+          assertEquals(answer.sha256, answer.header, `body hash vs x-sha256 for ${url}`);
+        }
+      }),
+      await t.step("UDP echo through the tunnel", async () => {
+        for (const target of [target4, target6]) {
+          const text = `containers-${crypto.randomUUID()}`;
+          const echo = await p.exec("client", ["deno", "eval", udpEchoCode(target, text)]);
+          assertEquals(echo.stdout.trim(), text, `UDP echo from ${target}: ${echo.stderr}`);
+        }
+      }),
+      await t.step("the relay counts the session", async () => {
+        const status = await p.exec("relay", ["cat", "/run/masque-vpn/status.json"]);
+        const parsed = JSON.parse(status.stdout);
+        assert(parsed.sessions.length >= 1, `relay sessions: ${status.stdout}`);
+        assert(parsed.stats.packetsFromClients > 0, `relay stats: ${status.stdout}`);
+      }),
+      await t.step("no other path from the client to the target", async () => {
+        // No network in common.
+        const networksOf = async (service: string) =>
+          Object.keys(
+            JSON.parse(
+              (await engine.docker([
+                "inspect",
+                "--format",
+                "{{json .NetworkSettings.Networks}}",
+                await p.container(service),
+              ])).stdout,
+            ),
+          );
+        const clientNets = await networksOf("client");
+        const targetNets = await networksOf("target");
+        assertEquals(clientNets.filter((n) => targetNets.includes(n)), [], "shared networks");
+        // The probes below can see an answer: the relay answers them on the client's network.
+        const control = await p.exec("client", [
+          "ping",
+          "-n",
+          "-c",
+          "1",
+          "-W",
+          "2",
+          "-I",
+          "eth0",
+          "relay",
+        ]);
+        assertEquals(received(control.stdout), 1, `control: ping -I eth0 relay: ${control.stdout}`);
+        // The client's kernel routes the target into the TUN ...
+        for (const target of [target4, target6]) {
+          const route = await p.exec("client", ["ip", "route", "get", target]);
+          assertMatch(route.stdout, /dev mvpn0/, `route to ${target}`);
+          // ... and nothing answers through the underlay interface.
+          const ping = await p.exec("client", [
+            "ping",
+            "-n",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "-I",
+            "eth0",
+            target,
+          ]);
+          assert(
+            ping.code !== 0 && !received(ping.stdout),
+            `ping -I eth0 ${target}: ${ping.stdout}`,
+          );
+        }
+        // A container on the client's network without the tunnel cannot reach it either
+        // (though it reaches the relay).
+        for (const target of [target4, target6, "relay"]) {
+          const outsider = await engine.docker([
+            "run",
+            "--rm",
+            "--network",
+            p.network("client-net"),
+            "--sysctl",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "--cap-drop",
+            "ALL",
+            "--entrypoint",
+            "ping",
+            IMAGE_TAGS.client,
+            ...["-n", "-c", "2", "-W", "1", target],
+          ], { check: false, timeoutMs: 60_000 });
+          if (target === "relay") {
+            assertEquals(
+              received(outsider.stdout),
+              2,
+              `control: ${outsider.stdout}${outsider.stderr}`,
+            );
+          } else {
+            assert(
+              outsider.code !== 0 && !received(outsider.stdout),
+              `a container on client-net reached ${target}: ${outsider.stdout}${outsider.stderr}`,
+            );
+          }
+        }
+      }),
+    ];
+    timings.checks = seconds();
+    failed = results.includes(false);
+  } catch (error) {
+    failed = true;
+    throw error;
+  } finally {
+    if (project && failed) {
+      const logs = await project.compose(["logs", "--no-color", "--tail", "40"], 60_000, false)
+        .catch((error) => ({ stdout: "", stderr: String(error) }));
+      console.error(`--- compose logs (last lines)\n${logs.stdout}${logs.stderr}`);
+    }
+    if (project) {
+      await project.compose(["down", "-v", "--timeout", "5"], 120_000, false)
+        .catch((error) => console.error(`compose down failed: ${error}`));
+    }
+    await unisolate?.();
+    await engine.stop();
+    timings.down = seconds();
+    console.log(`containers: seconds since start ${JSON.stringify(timings)}`);
+    if (failed) console.error(`containers: dockerd log kept in ${logDir}`);
+    else await Deno.remove(logDir, { recursive: true }).catch(() => {});
+  }
+});

@@ -58,7 +58,7 @@ WORKDIR /opt/masque-vpn
 
 # --- the code, its dependencies cached --------------------------------------
 FROM base AS app
-COPY deno.json ./
+COPY deno.json deno.lock ./
 COPY shared/ shared/
 COPY ffi/ ffi/
 COPY relay/ relay/

@@ -18,9 +18,9 @@ Deno.test("setUpDevCerts() gives the relay its key (0600) and the client only th
       names: ["relay"],
     };
     assertEquals(await setUpDevCerts(options), { created: true });
-    const list = async (path: string) => [...Deno.readDirSync(path)].map((e) => e.name).sort();
-    assertEquals(await list(options.relayDir), ["server-key.pem", "server.pem"]);
-    assertEquals(await list(options.clientDir), ["ca.pem"]);
+    const list = (path: string) => [...Deno.readDirSync(path)].map((e) => e.name).sort();
+    assertEquals(list(options.relayDir), ["server-key.pem", "server.pem"]);
+    assertEquals(list(options.clientDir), ["ca.pem"]);
     assertEquals((await Deno.stat(`${options.relayDir}/server-key.pem`)).mode! & 0o777, 0o600);
     assertEquals((await Deno.stat(`${options.caDir}/ca-key.pem`)).mode! & 0o777, 0o600);
     const ca = await Deno.readTextFile(`${options.clientDir}/ca.pem`);

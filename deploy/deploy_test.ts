@@ -1,0 +1,285 @@
+/**
+ * Offline checks of the deployment files: the images, units and manifests
+ * run the programs with the permissions of their `deno task`s; `compose.yaml`
+ * keeps its networks internal and privileges where needed; the systemd units
+ * pass `systemd-analyze verify` (where systemd is installed); the Kubernetes
+ * manifests validate against the API schemas of `kubernetes-models`.
+ */
+import { parse as parseYaml, parseAllDocuments } from "npm:yaml@2.9.1";
+import { ConfigMap } from "npm:kubernetes-models@5.1.0/v1/ConfigMap";
+import { Namespace } from "npm:kubernetes-models@5.1.0/v1/Namespace";
+import { Service } from "npm:kubernetes-models@5.1.0/v1/Service";
+import { Deployment } from "npm:kubernetes-models@5.1.0/apps/v1/Deployment";
+import { assert, assertEquals, assertMatch } from "../tests/support/assert.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const read = (path: string) => Deno.readTextFileSync(`${ROOT}/${path}`);
+
+/** The permission flags (`--allow-*`, `--unstable-*`) and entry file of a `deno run` command. */
+function permissions(words: readonly string[]): { flags: string[]; main: string } {
+  const flags = words.filter((w) => w.startsWith("--allow-") || w.startsWith("--unstable-"));
+  const main = words.find((w) => w.endsWith("/main.ts"));
+  if (!main) throw new Error(`no main.ts in ${words.join(" ")}`);
+  return { flags: flags.sort(), main };
+}
+
+/** `deno.json` task permissions with `--allow-write=...` replaced by `write`. */
+function taskPermissions(task: string, write: string): string[] {
+  const tasks: Record<string, string> = JSON.parse(read("deno.json")).tasks;
+  const flags = permissions(tasks[task].split(/\s+/)).flags.filter((f) =>
+    !f.startsWith("--allow-write")
+  );
+  return [...flags, `--allow-write=${write}`].sort();
+}
+
+/** The JSON array of each Dockerfile `ENTRYPOINT`, by stage. */
+function dockerfileEntrypoints(): Map<string, string[]> {
+  const text = read("Dockerfile").replace(/\\\n\s*/g, "");
+  const entrypoints = new Map<string, string[]>();
+  let stage = "";
+  for (const line of text.split("\n")) {
+    const from = /^FROM \S+ AS (\S+)/.exec(line);
+    if (from) stage = from[1];
+    if (line.startsWith("ENTRYPOINT ")) entrypoints.set(stage, JSON.parse(line.slice(11)));
+  }
+  return entrypoints;
+}
+
+/** `ExecStart=` of a systemd unit, split into words. */
+function execStart(unit: string): string[] {
+  const line = read(unit).split("\n").find((l) => l.startsWith("ExecStart="));
+  if (!line) throw new Error(`${unit} has no ExecStart=`);
+  return line.slice("ExecStart=".length).split(/\s+/);
+}
+
+Deno.test("images and systemd units run relay and client with the permissions of their tasks", () => {
+  const entrypoints = dockerfileEntrypoints();
+  const relay = entrypoints.get("relay")!;
+  const client = entrypoints.get("client")!;
+  assertEquals(permissions(relay), {
+    flags: taskPermissions("relay:nat", "/run/masque-vpn"),
+    main: "relay/main.ts",
+  });
+  assertEquals(permissions(client), {
+    flags: taskPermissions("client", "/run/masque-vpn"),
+    main: "client/main.ts",
+  });
+  assertEquals(permissions(execStart("deploy/systemd/masque-relay.service")), {
+    flags: taskPermissions("relay:nat", "/run/masque-vpn"),
+    main: "relay/main.ts",
+  });
+  assertEquals(permissions(execStart("deploy/systemd/masque-client.service")), {
+    flags: taskPermissions("client", "/run/masque-vpn-client"),
+    main: "client/main.ts",
+  });
+  // Dependencies come from the image's or the install's cache, never from the network.
+  for (const words of [relay, client, execStart("deploy/systemd/masque-relay.service")]) {
+    assert(words.includes("--cached-only"), words.join(" "));
+  }
+});
+
+interface ComposeService {
+  image?: string;
+  init?: boolean;
+  read_only?: boolean;
+  cap_add?: string[];
+  cap_drop?: string[];
+  devices?: string[];
+  security_opt?: string[];
+  networks?: Record<string, unknown>;
+  network_mode?: string;
+  user?: string;
+}
+
+Deno.test("compose.yaml: internal networks in the test ranges, NET_ADMIN and the TUN only for relay and client", () => {
+  const compose = parseYaml(read("compose.yaml"), { merge: true }) as {
+    services: Record<string, ComposeService>;
+    networks: Record<string, { internal: boolean; ipam: { config: { subnet: string }[] } }>;
+  };
+  assertEquals(Object.keys(compose.services).sort(), [
+    "certs",
+    "check",
+    "client",
+    "relay",
+    "target",
+  ]);
+  for (const [name, network] of Object.entries(compose.networks)) {
+    assertEquals(network.internal, true, `${name} is internal`);
+    const subnets = network.ipam.config.map((c) =>
+      c.subnet.replace(/^\$\{[A-Z0-9_]+:-(.*)\}$/, "$1")
+    );
+    assertEquals(subnets.length, 2);
+    assertMatch(subnets[0], /^198\.1[89]\./, `${name} IPv4 in 198.18.0.0/15`);
+    assertMatch(subnets[1], /^fd/, `${name} IPv6 in fd00::/8`);
+  }
+  for (const [name, service] of Object.entries(compose.services)) {
+    assertEquals(service.init, true, `${name}: init reaps children`);
+    assertEquals(service.read_only, true, `${name}: read-only root`);
+    assertEquals(service.cap_drop, ["ALL"], `${name}: drops every capability`);
+    assertEquals(service.security_opt, ["no-new-privileges:true"], name);
+    const privileged = name === "relay" || name === "client";
+    assertEquals(service.cap_add, privileged ? ["NET_ADMIN"] : undefined, `${name}: cap_add`);
+    assertEquals(service.devices, privileged ? ["/dev/net/tun"] : undefined, `${name}: devices`);
+  }
+  const { relay, client, target, check, certs } = compose.services;
+  assertEquals(Object.keys(relay.networks!).sort(), ["client-net", "target-net"]);
+  assertEquals(Object.keys(client.networks!), ["client-net"]);
+  assertEquals(Object.keys(target.networks!), ["target-net"]);
+  assertEquals(check.network_mode, "service:client");
+  assertEquals(certs.network_mode, "none");
+  assertEquals(target.user, "10001:10001");
+});
+
+Deno.test(".dockerignore keeps tests, dev certificates and bench results out of the images", () => {
+  const lines = read(".dockerignore").split("\n").filter((l) => l && !l.startsWith("#"));
+  assertEquals(lines[0], "*", "everything is out unless listed");
+  for (const kept of lines.filter((l) => l.startsWith("!"))) {
+    assert(!/^!tests\/?$|^!dev-certs|^!bench-results|^!\.git/.test(kept), `${kept} let in`);
+  }
+  for (const excluded of ["**/*_test.ts", "**/dev-certs/", "**/bench-results/"]) {
+    assert(lines.includes(excluded), `${excluded} excluded`);
+  }
+});
+
+const systemdAnalyze = await new Deno.Command("sh", {
+  args: ["-c", "command -v systemd-analyze"],
+  stdout: "null",
+  stderr: "null",
+}).output().then((o) => o.success, () => false);
+if (!systemdAnalyze) {
+  console.warn("systemd unit verification skipped: no systemd-analyze (apt-get install systemd)");
+}
+
+Deno.test({
+  name: "systemd units: systemd-analyze verify accepts them without a warning",
+  ignore: !systemdAnalyze,
+}, async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "mvpn-units-" });
+  // verify checks that ExecStart's program exists; point it at this Deno when
+  // /usr/local/bin/deno (where docs/deploy.md installs it) is not there.
+  const deno = await Deno.stat("/usr/local/bin/deno").then(
+    () => "/usr/local/bin/deno",
+    () => Deno.execPath(),
+  );
+  const verify = async (names: string[]) => {
+    const out = await new Deno.Command("systemd-analyze", {
+      args: ["verify", "--man=no", ...names.map((name) => `${dir}/${name}`)],
+      stdout: "piped",
+      stderr: "piped",
+      env: { SYSTEMD_LOG_COLOR: "0" },
+    }).output();
+    return {
+      code: out.code,
+      text: new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr),
+    };
+  };
+  try {
+    const units = ["masque-relay.service", "masque-client.service"];
+    for (const unit of units) {
+      const text = read(`deploy/systemd/${unit}`).replaceAll("/usr/local/bin/deno", deno);
+      await Deno.writeTextFile(`${dir}/${unit}`, text);
+    }
+    await t.step("both units", async () => {
+      const result = await verify(units);
+      assertEquals(result.code, 0, result.text);
+      assertEquals(result.text.trim(), "", "no warnings");
+    });
+    await t.step("control: a unit with a mistake is reported", async () => {
+      const broken = read("deploy/systemd/masque-relay.service")
+        .replaceAll("/usr/local/bin/deno", deno)
+        .replace("NoNewPrivileges=yes", "NoNewPrivileges=yes\nRestrictAddressFamilies=AF_BOGUS");
+      await Deno.writeTextFile(`${dir}/broken.service`, broken);
+      assertMatch((await verify(["broken.service"])).text, /Failed to parse address family/);
+    });
+    await t.step("each unit has what the deployment guide relies on", () => {
+      for (const unit of units) {
+        const text = read(`deploy/systemd/${unit}`);
+        for (
+          const line of [
+            "AmbientCapabilities=CAP_NET_ADMIN",
+            "CapabilityBoundingSet=CAP_NET_ADMIN",
+            "User=masque-vpn",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK AF_UNIX",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "DeviceAllow=/dev/net/tun rw",
+          ]
+        ) {
+          assert(text.split("\n").includes(line), `${unit}: ${line}`);
+        }
+      }
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// deno-lint-ignore no-explicit-any
+const MODELS: Record<string, new (data: any) => { validate(): void }> = {
+  "v1/Namespace": Namespace,
+  "v1/ConfigMap": ConfigMap,
+  "v1/Service": Service,
+  "apps/v1/Deployment": Deployment,
+};
+
+interface Manifest {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string };
+  // deno-lint-ignore no-explicit-any
+  spec?: any;
+}
+
+function manifests(): Manifest[] {
+  const dir = `${ROOT}/deploy/kubernetes`;
+  const files = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".yaml"));
+  return files.sort().flatMap((file) =>
+    parseAllDocuments(Deno.readTextFileSync(`${dir}/${file}`)).map((doc) => {
+      if (doc.errors.length > 0) throw new Error(`${file}: ${doc.errors[0].message}`);
+      return doc.toJS() as Manifest;
+    })
+  );
+}
+
+Deno.test("kubernetes manifests validate against the API schemas (offline; not run on a cluster)", async (t) => {
+  const all = manifests();
+  await t.step("every document is a known kind that validates", () => {
+    for (const manifest of all) {
+      const Model = MODELS[`${manifest.apiVersion}/${manifest.kind}`];
+      assert(Model, `no schema for ${manifest.apiVersion} ${manifest.kind}`);
+      new Model(manifest).validate();
+      if (manifest.kind !== "Namespace") assertEquals(manifest.metadata.namespace, "masque-vpn");
+    }
+  });
+  await t.step("control: a schema violation is reported", () => {
+    const deployment = structuredClone(all.find((m) => m.kind === "Deployment")!);
+    deployment.spec.template.spec.containers[0].ports[0].containerPort = "443";
+    let message = "";
+    try {
+      new Deployment(deployment).validate();
+    } catch (error) {
+      message = String(error);
+    }
+    assertMatch(message, /containerPort must be integer/);
+  });
+  await t.step("the relay pod: NET_ADMIN only, the TUN, probes, one replica, UDP 443", () => {
+    const deployment = all.find((m) => m.kind === "Deployment")!;
+    const pod = deployment.spec.template.spec;
+    const relay = pod.containers[0];
+    assertEquals(relay.securityContext.capabilities, { drop: ["ALL"], add: ["NET_ADMIN"] });
+    assertEquals(relay.securityContext.allowPrivilegeEscalation, false);
+    assert(relay.livenessProbe && relay.readinessProbe, "probes");
+    assert(
+      relay.volumeMounts.some((m: { mountPath: string }) => m.mountPath === "/dev/net/tun"),
+      "TUN mounted",
+    );
+    assertEquals(deployment.spec.replicas, 1);
+    assertEquals(deployment.spec.strategy.type, "Recreate");
+    const service = all.find((m) => m.kind === "Service")!;
+    assertEquals(service.spec.ports[0].protocol, "UDP");
+    assertEquals(service.spec.ports[0].port, 443);
+  });
+});

@@ -283,3 +283,75 @@ Deno.test("kubernetes manifests validate against the API schemas (offline; not r
     assertEquals(service.spec.ports[0].port, 443);
   });
 });
+
+async function commandWorks(cmd: string[]): Promise<boolean> {
+  return await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "null", stderr: "null" })
+    .output().then((o) => o.success, () => false);
+}
+
+async function output(cmd: string[], env?: Record<string, string>) {
+  const out = await new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    stdout: "piped",
+    stderr: "piped",
+    env,
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  return { code: out.code, text };
+}
+
+const canCheckNft = Deno.uid() === 0 && await commandWorks(["nft", "--version"]) &&
+  await commandWorks(["ip", "-V"]);
+if (!canCheckNft) console.warn("host firewall check skipped: needs root, nft and ip");
+
+Deno.test({
+  name: "deploy/nftables/masque-relay.nft passes `nft -c` (in a namespace of its own)",
+  ignore: !canCheckNft,
+}, async () => {
+  const ns = `mvpn-nftcheck-${crypto.randomUUID().slice(0, 8)}`;
+  await output(["ip", "netns", "add", ns]);
+  try {
+    const file = `${ROOT}/deploy/nftables/masque-relay.nft`;
+    const good = await output(["ip", "netns", "exec", ns, "nft", "-c", "-f", file]);
+    assertEquals(good.code, 0, good.text);
+    const broken = await Deno.makeTempFile({ suffix: ".nft" });
+    await Deno.writeTextFile(
+      broken,
+      read("deploy/nftables/masque-relay.nft").replace("udp dport 443", "udp dport 99999"),
+    );
+    const bad = await output(["ip", "netns", "exec", ns, "nft", "-c", "-f", broken]);
+    await Deno.remove(broken);
+    assert(bad.code !== 0, "control: a wrong port is refused");
+  } finally {
+    await output(["ip", "netns", "del", ns]);
+  }
+});
+
+const composeV1 = await commandWorks(["docker-compose", "version"]);
+if (!composeV1) {
+  console.warn("compose file check skipped: no docker-compose (apt-get install docker-compose)");
+}
+
+Deno.test({
+  name: "compose files pass `docker-compose config` (v1, Debian 12's)",
+  ignore: !composeV1,
+}, async () => {
+  for (const file of ["compose.yaml", "deploy/compose.relay.yaml"]) {
+    const result = await output(["docker-compose", "-f", `${ROOT}/${file}`, "config", "-q"], {
+      DOCKER_HOST: "unix:///nonexistent.sock",
+    });
+    assertEquals(result.code, 0, `${file}: ${result.text}`);
+  }
+});
+
+Deno.test("docs/deploy.md marks every command block with what runs it or why nothing here can", () => {
+  const text = read("docs/deploy.md");
+  const blocks = [...text.matchAll(/```sh\n([^\n]*)\n/g)].map((m) => m[1]);
+  assert(blocks.length >= 8, `${blocks.length} command blocks`);
+  for (const first of blocks) {
+    assertMatch(
+      first,
+      /^# (run by: \S|needs the real Internet|needs a real server|not yet: issue \d+)/,
+    );
+  }
+});

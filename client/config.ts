@@ -1,22 +1,38 @@
 /**
- * The client's configuration: flags over environment over defaults, parsed
- * by a pure function into a frozen, typed config or a list of clear errors.
+ * The client's options, declared once in {@linkcode CLIENT_OPTIONS}: from
+ * that table come its flags, the environment it reads, `--help` and the
+ * README's table. {@linkcode parseClientConfig} layers flags over
+ * environment over defaults into a frozen, typed config or a list of clear
+ * errors.
  *
  * @module
  */
 
 import { errorMessage } from "../shared/errors.ts";
-import { parseArgs } from "node:util";
 import type { LogLevel } from "../shared/log.ts";
-import { parseLogLevel } from "../shared/log.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
 import {
   DEFAULT_URI_TEMPLATE,
   parseConnectIpTemplate,
 } from "../shared/masque/connect_ip_request.ts";
 import type { PacketMode } from "../shared/masque/connect_ip_session.ts";
-import { parseCidr, parseInteger } from "../shared/cli.ts";
-import type { ParseResult } from "../shared/cli.ts";
+import {
+  cidr,
+  envNames,
+  INTERFACE_NAME,
+  list,
+  LOG_LEVEL_OPTION,
+  oneOf,
+  type OptionValues,
+  parseInteger,
+  parseProgramOptions,
+  type ParseResult,
+  renderHelp,
+  single,
+  TEXT,
+  TUN_OFFLOAD_OPTION,
+  type ValueType,
+} from "../shared/options.ts";
 
 /** The client's configuration. */
 export interface ClientConfig {
@@ -51,36 +67,13 @@ export interface ClientConfig {
   readonly tunOffload: boolean;
 }
 
-/** `--help` text; every option is listed here and in docs/. */
-export const CLIENT_HELP = `masque-vpn client: tunnels IP traffic to a CONNECT-IP relay over HTTP/3.
-
-Usage: deno task client --relay https://HOST[:PORT][/TEMPLATE] [options]
-
-Options:
-  --relay URL          the relay's URI template (RFC 9484 §3), e.g.
-                       https://relay.example/vpn (no variables: any target),
-                       https://relay.example/masque{?target,ipproto};
-                       only HOST[:PORT]: default path ${DEFAULT_URI_TEMPLATE}
-                       (default port 443)
-  --ca FILE            trust this CA (PEM) in addition to the system roots
-  --server-name NAME   name to check in the relay's certificate (default: URL host)
-  --route CIDR         send this network through the tunnel (repeatable);
-                       default: environment TARGET_CIDRS (comma-separated),
-                       else every route the relay advertises
-  --tun NAME           TUN device name (default mvpn0)
-  --mtu N|auto         TUN MTU in bytes (default auto: what the QUIC path
-                       carries, about 1412 on a 1500-byte path; 1280 minimum)
-  --mode MODE          datagram (default: IP packets in HTTP Datagrams) or
-                       stream (IP packets in DATAGRAM capsules: reliable, ordered)
-  --tun-offload on|off TUN segmentation offloads: the kernel hands over and
-                       takes 64 KB TCP super-packets, split and merged in the
-                       TUN workers (default on; off for a kernel that misbehaves)
-  --log-level LEVEL    debug, info, warn or error (default info;
-                       environment MASQUE_LOG_LEVEL)
-  --status-file FILE   write the counters (packets, drops by reason and place)
-                       as JSON every 2 s; run with --allow-write=FILE
-  -h, --help           show this help
-`;
+/** Where to reach the relay, from `--relay`. */
+interface RelayUrl {
+  readonly relayHost: string;
+  readonly relayPort: number;
+  readonly authority: string;
+  readonly template: string;
+}
 
 /**
  * Reads `--relay`, the relay's URI template (RFC 9484 §3): an absolute
@@ -88,15 +81,13 @@ Options:
  * the `:authority` to send, normalized as RFC 9110 §4.2.3 asks (host in
  * lowercase, no `:443`). Without a path, or with only `/`, it is the default
  * template `https://HOST:PORT/.well-known/masque/ip/{target}/{ipproto}/`.
- * Returns an error message otherwise.
+ * Returns an error message, which starts with `name`, otherwise.
  */
-function parseRelayUrl(
-  text: string,
-): { relayHost: string; relayPort: number; authority: string; template: string } | string {
+function parseRelayUrl(text: string, name: string): RelayUrl | string {
   const separator = text.indexOf("://");
-  if (separator <= 0) return `--relay must be a URL like https://relay.example:4433, not "${text}"`;
+  if (separator <= 0) return `${name} must be a URL like https://relay.example:4433, not "${text}"`;
   const scheme = text.slice(0, separator).toLowerCase();
-  if (scheme !== "https") return `--relay must be an https URL, not "${scheme}:"`;
+  if (scheme !== "https") return `${name} must be an https URL, not "${scheme}:"`;
   let end = separator + 3;
   while (end < text.length && !"/?#".includes(text[end])) end++;
   const rest = text.slice(end);
@@ -104,15 +95,15 @@ function parseRelayUrl(
   try {
     parseConnectIpTemplate(template);
   } catch (error) {
-    return `--relay: ${errorMessage(error)}`;
+    return `${name}: ${errorMessage(error)}`;
   }
   const written = text.slice(separator + 3, end);
-  if (written.includes("@")) return `--relay must not carry user information, not "${written}"`;
+  if (written.includes("@")) return `${name} must not carry user information, not "${written}"`;
   let url: URL;
   try {
     url = new URL(`https://${written}/`);
   } catch {
-    return `--relay has an invalid host or port: "${written}"`;
+    return `${name} has an invalid host or port: "${written}"`;
   }
   return {
     relayHost: url.hostname.replace(/^\[(.*)\]$/, "$1"),
@@ -122,90 +113,127 @@ function parseRelayUrl(
   };
 }
 
+/** `--relay`: the relay's URI template, read by {@linkcode parseRelayUrl}. */
+const RELAY_URL: ValueType<RelayUrl> = {
+  kind: "https URI template",
+  parse(text, name, errors) {
+    const relay = parseRelayUrl(text, name);
+    if (typeof relay !== "string") return relay;
+    errors.push(relay);
+    return undefined;
+  },
+};
+
+/** `--mtu`: `auto` or bytes from the IPv6 minimum up. */
+const MTU: ValueType<number | "auto"> = {
+  kind: "auto or integer 1280..65535",
+  parse: (text, name, errors) =>
+    text === "auto" ? "auto" : parseInteger(text, name, 1280, 65535, errors),
+};
+
 /**
- * Parses the client's arguments and environment (`TARGET_CIDRS`,
- * `MASQUE_LOG_LEVEL`).
+ * Every client option, by the key its config file will use, in the order of
+ * `--help` and the README. Errors are reported in this order.
+ */
+export const CLIENT_OPTIONS = {
+  relay: single({
+    flag: "relay",
+    valueName: "URL",
+    type: RELAY_URL,
+    required: "e.g. --relay https://relay.example:4433",
+    help: "the relay's URI template (RFC 9484 §3), e.g. `https://relay.example/vpn`; only " +
+      `\`https://HOST[:PORT]\`: the default template \`${DEFAULT_URI_TEMPLATE}\` on that ` +
+      "host, port 443 if not given",
+  }),
+  ca: single({
+    flag: "ca",
+    valueName: "FILE",
+    type: TEXT,
+    help: "also trust this CA (PEM); the system roots are always trusted",
+  }),
+  serverName: single({
+    flag: "server-name",
+    valueName: "NAME",
+    type: TEXT,
+    defaultText: "the URL's host",
+    help: "name checked in the relay's certificate",
+  }),
+  tun: single({
+    flag: "tun",
+    valueName: "NAME",
+    type: INTERFACE_NAME,
+    default: "mvpn0",
+    help: "TUN device name",
+  }),
+  mtu: single({
+    flag: "mtu",
+    valueName: "N|auto",
+    type: MTU,
+    default: "auto",
+    help: "TUN MTU, bytes; `auto`: what the QUIC path carries (at least 1280), raised as " +
+      "path MTU discovery goes on (about 1414 on a 1500-byte path); 1500 in stream mode",
+  }),
+  routes: list({
+    flag: "route",
+    valueName: "CIDR",
+    type: cidr(),
+    env: "TARGET_CIDRS",
+    defaultText: "all the relay advertises",
+    help: "send this network through the tunnel",
+  }),
+  mode: single({
+    flag: "mode",
+    valueName: "MODE",
+    type: oneOf(["datagram", "stream"]),
+    default: "datagram",
+    help: "`datagram`: packets in HTTP Datagrams; `stream`: DATAGRAM capsules on the " +
+      "request stream (reliable, ordered)",
+  }),
+  tunOffload: TUN_OFFLOAD_OPTION,
+  logLevel: LOG_LEVEL_OPTION,
+  statusFile: single({
+    flag: "status-file",
+    valueName: "FILE",
+    type: TEXT,
+    help: "write the counters (packets, drops by reason and place) as JSON every 2 s; " +
+      "needs `--allow-write=FILE` added to the command",
+  }),
+};
+
+/** The environment variables the client reads; `main.ts` passes exactly these. */
+export const CLIENT_ENV: readonly string[] = Object.freeze(envNames(CLIENT_OPTIONS));
+
+/** `--help` text, from {@linkcode CLIENT_OPTIONS}. */
+export const CLIENT_HELP: string = renderHelp(CLIENT_OPTIONS, {
+  title: "masque-vpn client: tunnels IP traffic to a CONNECT-IP relay over HTTP/3.",
+  usage: "Usage: deno task client --relay https://HOST[:PORT][/TEMPLATE] [options]",
+  groups: [{ heading: "Options" }],
+});
+
+/** The config from values that all read without error. */
+function buildClient(v: OptionValues<typeof CLIENT_OPTIONS>): ClientConfig {
+  return Object.freeze({
+    ...v.relay,
+    serverName: v.serverName ?? v.relay.relayHost,
+    caFile: v.ca,
+    tunName: v.tun,
+    mtu: v.mtu,
+    routes: v.routes ?? Object.freeze([]),
+    mode: v.mode,
+    logLevel: v.logLevel,
+    statusFile: v.statusFile,
+    tunOffload: v.tunOffload === "on",
+  });
+}
+
+/**
+ * Parses the client's arguments and environment (the variables in
+ * {@linkcode CLIENT_ENV}). Returns the config, the list of every error
+ * found, `"help"` or `"version"`.
  */
 export function parseClientConfig(
   args: readonly string[],
   env: Readonly<Record<string, string | undefined>> = {},
 ): ParseResult<ClientConfig> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: [...args],
-      strict: true,
-      allowPositionals: false,
-      options: {
-        relay: { type: "string" },
-        ca: { type: "string" },
-        "server-name": { type: "string" },
-        route: { type: "string", multiple: true },
-        tun: { type: "string" },
-        mtu: { type: "string" },
-        mode: { type: "string" },
-        "tun-offload": { type: "string" },
-        "log-level": { type: "string" },
-        "status-file": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (error) {
-    return { ok: false, errors: [errorMessage(error)] };
-  }
-  if (values.help) return { ok: "help" };
-  const errors: string[] = [];
-  let relayHost = "";
-  let relayPort = 443;
-  let template = "";
-  let authority = "";
-  if (values.relay === undefined) {
-    errors.push("--relay URL is required, e.g. --relay https://relay.example:4433");
-  } else {
-    const relay = parseRelayUrl(values.relay);
-    if (typeof relay === "string") errors.push(relay);
-    else ({ relayHost, relayPort, authority, template } = relay);
-  }
-  const mtu = (values.mtu ?? "auto") === "auto"
-    ? "auto"
-    : parseInteger(values.mtu!, "--mtu", 1280, 65535, errors);
-  const routeTexts = values.route ??
-    (env.TARGET_CIDRS ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
-  const routes = routeTexts.map((r) =>
-    parseCidr(r, values.route ? "--route" : "TARGET_CIDRS", errors)
-  );
-  const mode = values.mode ?? "datagram";
-  if (mode !== "datagram" && mode !== "stream") {
-    errors.push(`--mode must be datagram or stream, not "${mode}"`);
-  }
-  const tunOffload = values["tun-offload"] ?? "on";
-  if (tunOffload !== "on" && tunOffload !== "off") {
-    errors.push(`--tun-offload must be on or off, not "${tunOffload}"`);
-  }
-  const logText = values["log-level"] ?? env.MASQUE_LOG_LEVEL ?? "info";
-  const logLevel = parseLogLevel(logText);
-  if (!logLevel) errors.push(`--log-level must be debug, info, warn or error, not "${logText}"`);
-  const tunName = values.tun ?? "mvpn0";
-  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tunName)) {
-    errors.push(`--tun must be 1-15 letters, digits, '-', '_' or '.', not "${tunName}"`);
-  }
-  if (errors.length > 0) return { ok: false, errors };
-  return {
-    ok: true,
-    config: Object.freeze({
-      relayHost,
-      relayPort,
-      authority,
-      template,
-      serverName: values["server-name"] ?? relayHost,
-      caFile: values.ca,
-      tunName,
-      mtu: mtu! as number | "auto",
-      routes: Object.freeze(routes as IpPrefix[]),
-      mode: mode as PacketMode,
-      logLevel: logLevel!,
-      statusFile: values["status-file"],
-      tunOffload: tunOffload === "on",
-    }),
-  };
+  return parseProgramOptions({ table: CLIENT_OPTIONS, build: buildClient }, args, env);
 }

@@ -7,7 +7,8 @@
  */
 
 import { errorMessage } from "../shared/errors.ts";
-import { CLIENT_HELP, parseClientConfig } from "./config.ts";
+import { VERSION } from "../shared/version.ts";
+import { CLIENT_ENV, CLIENT_HELP, parseClientConfig } from "./config.ts";
 import type { ClientConfig } from "./config.ts";
 import {
   AUTO_MTU_MAX,
@@ -46,12 +47,14 @@ import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
 const ASSIGNMENT_TIMEOUT_MS = 10_000;
 
 async function main(): Promise<number> {
-  const parsed = parseClientConfig(Deno.args, {
-    TARGET_CIDRS: Deno.env.get("TARGET_CIDRS"),
-    MASQUE_LOG_LEVEL: Deno.env.get("MASQUE_LOG_LEVEL"),
-  });
+  const env = Object.fromEntries(CLIENT_ENV.map((name) => [name, Deno.env.get(name)]));
+  const parsed = parseClientConfig(Deno.args, env);
   if (parsed.ok === "help") {
     console.log(CLIENT_HELP);
+    return 0;
+  }
+  if (parsed.ok === "version") {
+    console.log(`masque-vpn client ${VERSION} (Deno ${Deno.version.deno})`);
     return 0;
   }
   if (!parsed.ok) {

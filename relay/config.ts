@@ -1,17 +1,34 @@
 /**
- * The relay's configuration: flags over environment over defaults, parsed
- * by a pure function into a frozen, typed config or a list of clear errors.
+ * The relay's options, declared once in {@linkcode RELAY_OPTIONS}: from that
+ * table come its flags, the environment it reads, `--help` and the README's
+ * tables. {@linkcode parseRelayConfig} layers flags over environment over
+ * defaults into a frozen, typed config or a list of clear errors.
  *
  * @module
  */
 
 import { errorMessage } from "../shared/errors.ts";
-import { parseArgs } from "node:util";
-import { parseCidr, parseInteger, type ParseResult } from "../shared/cli.ts";
+import {
+  cidr,
+  envNames,
+  integer,
+  INTERFACE_NAME,
+  list,
+  LOG_LEVEL_OPTION,
+  type OptionValues,
+  parseCidr,
+  parseProgramOptions,
+  type ParseResult,
+  renderHelp,
+  single,
+  TEXT,
+  toggle,
+  TUN_OFFLOAD_OPTION,
+  type ValueType,
+} from "../shared/options.ts";
 import type { LogLevel } from "../shared/log.ts";
-import { parseLogLevel } from "../shared/log.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
-import { formatPrefix } from "../shared/ip/ip_address.ts";
+import { formatPrefix, parsePrefix } from "../shared/ip/ip_address.ts";
 import {
   DEFAULT_URI_TEMPLATE,
   parseConnectIpTemplate,
@@ -70,266 +87,362 @@ export interface RelayConfig {
 
 const D = DEFAULT_RELAY_LIMITS;
 
-/** `--help` text; every option is listed here and in docs/. */
-export const RELAY_HELP = `masque-vpn relay: serves CONNECT-IP (RFC 9484) over HTTP/3.
+/** A client pool: an IPv4 or IPv6 prefix no longer than `maxLength`, or `none`. */
+function pool(version: 4 | 6, maxLength: number): ValueType<IpPrefix | "none"> {
+  return {
+    kind: `IPv${version} prefix of /${maxLength} or larger, or none`,
+    parse(text, name, errors) {
+      if (text === "none") return "none";
+      const prefix = parseCidr(text, name, errors, version);
+      if (prefix && prefix.prefixLength > maxLength) {
+        errors.push(`${name} must be /${maxLength} or larger`);
+        return undefined;
+      }
+      return prefix;
+    },
+  };
+}
 
-Usage: deno task relay [options]
+/** A service on the relay host: `udp/PORT`, `tcp/FIRST-LAST`, `ping`. */
+const HOST_SERVICE: ValueType<HostService> = {
+  kind: "udp/PORT, tcp/PORT, udp/FIRST-LAST, tcp/FIRST-LAST or ping",
+  parse(text, name, errors) {
+    const service = parseHostService(text);
+    if (typeof service !== "string") return service;
+    errors.push(name + service.slice("--allow-relay-host".length));
+    return undefined;
+  },
+};
 
-Options:
-  --host ADDR          address to listen on (default ::, all addresses)
-  --port N             UDP port (default 4433; 443 in production)
-  --cert FILE          server certificate chain, PEM
-  --key FILE           server private key, PEM
-  --dev-certs DIR      use (or create when missing) a development CA and server
-                       certificate in DIR; clients trust DIR/ca.pem with --ca
-  --dev-cert-name NAME DNS name or IP address for the created certificate
-                       (repeatable; default localhost, 127.0.0.1, ::1)
-  --pool4 CIDR|none    IPv4 client pool (default 10.100.0.0/24)
-  --pool6 CIDR|none    IPv6 client pool (default fd6d:6173:7175::/64); each
-                       client gets one address from each pool, and while
-                       either pool is used up new clients get 503; none
-                       turns a family off (sessions get the other one only)
-  --route CIDR         route advertised to clients (repeatable; default
-                       0.0.0.0/0 and ::/0, each if its pool is on)
-  --tun NAME           TUN device name (default mvpn-relay)
-  --mtu N              TUN MTU in bytes (default 1500; packets too big for a
-                       client's QUIC path get ICMP Packet Too Big)
-  --tun-offload on|off TUN segmentation offloads: the kernel hands over and
-                       takes 64 KB TCP super-packets, split and merged in the
-                       TUN workers (default on; off for a kernel that misbehaves)
-  --nat                masquerade the pools on egress with nftables
-                       (run with --allow-run=nft); removed on exit. The
-                       same table drops what clients send to the relay
-                       host, a second time
-  --template T         URI template (RFC 9484 §3) requests must match: a path
-                       or https:// URL, with {target} and {ipproto} in the
-                       path or query, {?target,ipproto}, or no variable
-                       (e.g. /vpn); default ${DEFAULT_URI_TEMPLATE}
-  --max-sessions N     most concurrent sessions (default 1024)
-  --status-file FILE   write a JSON status (sessions, counters) every 2 s
-  --idle-timeout SEC   end a session whose client is silent this long
-                       (default 30; clients send keep-alives every 1 s)
-  --allow-relay-host S let clients reach service S on the relay host at its
-                       TUN (gateway) addresses: udp/PORT, tcp/PORT,
-                       udp/FIRST-LAST, tcp/FIRST-LAST or ping (repeatable;
-                       default none: every address of the relay host is
-                       closed to clients)
-  --allow-client-to-client
-                       let clients reach each other's addresses (default:
-                       dropped)
+/** A URI template (RFC 9484 §3): a path or an https URL. */
+const TEMPLATE: ValueType<string> = {
+  kind: "URI template",
+  parse(text, name, errors) {
+    try {
+      parseConnectIpTemplate(text);
+      return text;
+    } catch (error) {
+      errors.push(`${name}: ${errorMessage(error)}`);
+      return undefined;
+    }
+  },
+};
 
-Limits (what one peer, or all together, can make the relay hold):
-  --max-connections N  open connections plus handshakes; more are refused
-                       (default ${D.maxConnections})
-  --max-connections-per-source N
-                       open connections from one IPv4 address or IPv6 /64;
-                       more are closed with H3_EXCESSIVE_LOAD (default ${D.maxConnectionsPerSource})
-  --max-handshakes N   connections in the QUIC handshake at once; more are
-                       refused (default ${D.maxHandshakes})
-  --max-requests-per-connection N
-                       concurrent request streams per connection, so
-                       sessions per connection (default ${D.maxRequestsPerConnection})
-  --max-uni-streams N  concurrent unidirectional streams per connection
-                       (control, QPACK, GREASE; default ${D.maxUnidirectionalStreams})
-  --sessionless-timeout SEC
-                       close a connection with no session for this long
-                       (default ${D.sessionlessTimeoutMs / 1000})
-  --address-request-rate N
-                       ADDRESS_ASSIGN answers per second per session; requests
-                       that arrive meanwhile are merged (default ${D.addressRequestsPerSecond})
-  --address-request-burst N
-                       answers at once before the rate applies (default ${D.addressRequestBurst})
-  --max-pending-address-requests N
-                       requested addresses waiting for an answer before the
-                       session is closed (default ${D.maxPendingAddressRequests})
-  --log-level LEVEL    debug, info, warn or error (default info;
-                       environment MASQUE_LOG_LEVEL)
-  -h, --help           show this help
-`;
+const LIMITS = "limits";
 
 /**
- * Parses the relay's arguments and environment. Returns the config, the
- * list of every error found, or `"help"`.
+ * Every relay option, by the key its config file will use, in the order of
+ * `--help` and the README. Errors are reported in this order.
+ */
+export const RELAY_OPTIONS = {
+  host: single({
+    flag: "host",
+    valueName: "ADDR",
+    type: TEXT,
+    default: "::",
+    defaultText: "`::`, all addresses",
+    help: "address to listen on",
+  }),
+  port: single({
+    flag: "port",
+    valueName: "N",
+    type: integer(1, 65535),
+    default: 4433,
+    help: "UDP port; 443 in production",
+  }),
+  cert: single({
+    flag: "cert",
+    valueName: "FILE",
+    type: TEXT,
+    help: "server certificate chain, PEM; with `--key`",
+  }),
+  key: single({ flag: "key", valueName: "FILE", type: TEXT, help: "server private key, PEM" }),
+  devCerts: single({
+    flag: "dev-certs",
+    valueName: "DIR",
+    type: TEXT,
+    help: "use, or create when missing, a development CA and server certificate in DIR; " +
+      "clients trust DIR/ca.pem with `--ca`",
+  }),
+  devCertNames: list({
+    flag: "dev-cert-name",
+    valueName: "NAME",
+    type: TEXT,
+    default: ["localhost", "127.0.0.1", "::1"],
+    help: "DNS name or IP address for the created certificate",
+  }),
+  pool4: single({
+    flag: "pool4",
+    valueName: "CIDR|none",
+    type: pool(4, 30),
+    default: "10.100.0.0/24",
+    help: "IPv4 client pool; each client gets one address from each pool, the relay's TUN " +
+      "the first host; while a pool is used up new clients get 503; `none`: no IPv4",
+  }),
+  pool6: single({
+    flag: "pool6",
+    valueName: "CIDR|none",
+    type: pool(6, 126),
+    default: "fd6d:6173:7175::/64",
+    help: "IPv6 client pool, likewise; `none`: no IPv6; at least one pool stays on",
+  }),
+  routes: list({
+    flag: "route",
+    valueName: "CIDR",
+    type: cidr(),
+    defaultText: "0.0.0.0/0 and ::/0, each if its pool is on",
+    help: "route advertised to clients, of a family with a pool",
+  }),
+  tun: single({
+    flag: "tun",
+    valueName: "NAME",
+    type: INTERFACE_NAME,
+    default: "mvpn-relay",
+    help: "TUN device name",
+  }),
+  mtu: single({
+    flag: "mtu",
+    valueName: "N",
+    type: integer(1280, 65535),
+    default: 1500,
+    help: "TUN MTU, bytes; packets too big for a client's QUIC path get ICMP Packet Too Big",
+  }),
+  tunOffload: TUN_OFFLOAD_OPTION,
+  nat: toggle({
+    flag: "nat",
+    help: "masquerade the pools on egress with nftables (use `deno task relay:nat`, which " +
+      "adds `--allow-run=nft,sysctl`); removed on exit. The same table drops what clients " +
+      "send to the relay host, a second time",
+  }),
+  template: single({
+    flag: "template",
+    valueName: "T",
+    type: TEMPLATE,
+    default: DEFAULT_URI_TEMPLATE,
+    defaultText: `\`${DEFAULT_URI_TEMPLATE}\``,
+    help: "URI template (RFC 9484 §3) requests must match: a path or `https://` URL, with " +
+      "{target} and {ipproto} in the path or query, `{?target,ipproto}`, or no variable " +
+      "(`/vpn`)",
+  }),
+  maxSessions: single({
+    flag: "max-sessions",
+    valueName: "N",
+    type: integer(1, 1e6),
+    default: 1024,
+    help: "most concurrent sessions; more get 503",
+  }),
+  idleTimeout: single({
+    flag: "idle-timeout",
+    valueName: "SEC",
+    type: integer(1, 3600),
+    default: 30,
+    help: "end a session whose client is silent this long; clients send keep-alives every 1 s",
+  }),
+  allowRelayHost: list({
+    flag: "allow-relay-host",
+    valueName: "S",
+    type: HOST_SERVICE,
+    default: [],
+    defaultText: "none",
+    help: "let clients reach service S on the relay host at its TUN (gateway) addresses: " +
+      "`udp/PORT`, `tcp/PORT`, `udp/FIRST-LAST`, `tcp/FIRST-LAST` or `ping`; " +
+      "every other address of the relay host is closed to clients",
+  }),
+  allowClientToClient: toggle({
+    flag: "allow-client-to-client",
+    help: "let clients reach each other's addresses; otherwise such packets are dropped",
+  }),
+  statusFile: single({
+    flag: "status-file",
+    valueName: "FILE",
+    type: TEXT,
+    help: "write a JSON status (sessions, counters) every 2 s",
+  }),
+  logLevel: LOG_LEVEL_OPTION,
+  maxConnections: single({
+    flag: "max-connections",
+    valueName: "N",
+    type: integer(1, 1e6),
+    default: D.maxConnections,
+    group: LIMITS,
+    help: "open connections plus connections in the handshake; more are refused before " +
+      "the handshake",
+  }),
+  maxConnectionsPerSource: single({
+    flag: "max-connections-per-source",
+    valueName: "N",
+    type: integer(1, 1e6),
+    default: D.maxConnectionsPerSource,
+    group: LIMITS,
+    help: "open connections from one IPv4 address or IPv6 /64; more are closed after the " +
+      "handshake with `H3_EXCESSIVE_LOAD`",
+  }),
+  maxHandshakes: single({
+    flag: "max-handshakes",
+    valueName: "N",
+    type: integer(1, 1e6),
+    default: D.maxHandshakes,
+    group: LIMITS,
+    help: "connections in the QUIC handshake at once; more are refused",
+  }),
+  maxRequestsPerConnection: single({
+    flag: "max-requests-per-connection",
+    valueName: "N",
+    type: integer(1, 1000),
+    default: D.maxRequestsPerConnection,
+    group: LIMITS,
+    help: "concurrent request streams per connection (QUIC stream limit), so sessions per " +
+      "connection",
+  }),
+  maxUniStreams: single({
+    flag: "max-uni-streams",
+    valueName: "N",
+    type: integer(1, 100),
+    default: D.maxUnidirectionalStreams,
+    group: LIMITS,
+    help: "concurrent unidirectional streams per connection (control, QPACK encoder and " +
+      "decoder, GREASE); at least 3",
+  }),
+  sessionlessTimeout: single({
+    flag: "sessionless-timeout",
+    valueName: "SEC",
+    type: integer(1, 3600),
+    default: D.sessionlessTimeoutMs / 1000,
+    group: LIMITS,
+    help: "close a connection that has had no session this long (from the handshake, or " +
+      "from the end of its last session)",
+  }),
+  addressRequestRate: single({
+    flag: "address-request-rate",
+    valueName: "N",
+    type: integer(1, 1000),
+    default: D.addressRequestsPerSecond,
+    group: LIMITS,
+    help: "ADDRESS_ASSIGN answers per second per session; ADDRESS_REQUESTs that arrive " +
+      "meanwhile are merged into the next answer",
+  }),
+  addressRequestBurst: single({
+    flag: "address-request-burst",
+    valueName: "N",
+    type: integer(1, 1000),
+    default: D.addressRequestBurst,
+    group: LIMITS,
+    help: "answers at once before the rate applies",
+  }),
+  maxPendingAddressRequests: single({
+    flag: "max-pending-address-requests",
+    valueName: "N",
+    type: integer(1, 10_000),
+    default: D.maxPendingAddressRequests,
+    group: LIMITS,
+    help: "requested addresses of one session waiting for their answer; one more closes " +
+      "the session",
+  }),
+};
+
+/** `--help` text, from {@linkcode RELAY_OPTIONS}. */
+export const RELAY_HELP: string = renderHelp(RELAY_OPTIONS, {
+  title: "masque-vpn relay: serves CONNECT-IP (RFC 9484) over HTTP/3.",
+  usage: "Usage: deno task relay [options]",
+  groups: [
+    { heading: "Options" },
+    { id: LIMITS, heading: "Limits (what one peer, or all together, can make the relay hold)" },
+  ],
+});
+
+/** The environment variables the relay reads; `main.ts` passes exactly these. */
+export const RELAY_ENV: readonly string[] = Object.freeze(envNames(RELAY_OPTIONS));
+
+/** Errors that involve several options. */
+function checkRelay(
+  v: Partial<OptionValues<typeof RELAY_OPTIONS>>,
+  name: { readonly [K in keyof OptionValues<typeof RELAY_OPTIONS>]: string },
+): string[] {
+  const errors: string[] = [];
+  if (v.maxUniStreams !== undefined && v.maxUniStreams < 3) {
+    errors.push(`${name.maxUniStreams} must be at least 3 (control and two QPACK streams)`);
+  }
+  if (v.pool4 === "none" && v.pool6 === "none") {
+    errors.push(`${name.pool4} and ${name.pool6} cannot both be none`);
+  }
+  for (const route of v.routes ?? []) {
+    const off = route.version === 4 ? v.pool4 === "none" : v.pool6 === "none";
+    if (off) {
+      const pool = route.version === 4 ? name.pool4 : name.pool6;
+      errors.push(
+        `${name.routes} ${
+          formatPrefix(route)
+        } is IPv${route.version}, but ${pool} is none: clients get no IPv${route.version} address to use it`,
+      );
+    }
+  }
+  if ((v.cert === undefined) !== (v.key === undefined)) {
+    errors.push(`${name.cert} and ${name.key} go together`);
+  }
+  if (v.cert === undefined && v.devCerts === undefined) {
+    errors.push("Give --cert and --key, or --dev-certs DIR for a development certificate");
+  }
+  if (v.cert !== undefined && v.devCerts !== undefined) {
+    errors.push(`Give either ${name.cert}/${name.key} or ${name.devCerts}, not both`);
+  }
+  return errors;
+}
+
+/** The config from values that all read without error. */
+function buildRelay(v: OptionValues<typeof RELAY_OPTIONS>): RelayConfig {
+  const pool4 = v.pool4 === "none" ? undefined : v.pool4;
+  const pool6 = v.pool6 === "none" ? undefined : v.pool6;
+  const routes = v.routes ?? [
+    ...(pool4 ? [parsePrefix("0.0.0.0/0")] : []),
+    ...(pool6 ? [parsePrefix("::/0")] : []),
+  ];
+  return Object.freeze({
+    host: v.host,
+    port: v.port,
+    certFile: v.cert,
+    keyFile: v.key,
+    devCertsDir: v.devCerts,
+    devCertNames: v.devCertNames,
+    pool4,
+    pool6,
+    routes: Object.freeze(routes),
+    tunName: v.tun,
+    mtu: v.mtu,
+    nat: v.nat,
+    template: v.template,
+    maxSessions: v.maxSessions,
+    logLevel: v.logLevel,
+    statusFile: v.statusFile,
+    idleTimeoutMs: v.idleTimeout * 1000,
+    limits: Object.freeze({
+      maxConnections: v.maxConnections,
+      maxConnectionsPerSource: v.maxConnectionsPerSource,
+      maxHandshakes: v.maxHandshakes,
+      maxRequestsPerConnection: v.maxRequestsPerConnection,
+      maxUnidirectionalStreams: v.maxUniStreams,
+      sessionlessTimeoutMs: v.sessionlessTimeout * 1000,
+      addressRequestsPerSecond: v.addressRequestRate,
+      addressRequestBurst: v.addressRequestBurst,
+      maxPendingAddressRequests: v.maxPendingAddressRequests,
+    }),
+    allowRelayHost: v.allowRelayHost,
+    allowClientToClient: v.allowClientToClient,
+    tunOffload: v.tunOffload === "on",
+  });
+}
+
+/**
+ * Parses the relay's arguments and environment (the variables in
+ * {@linkcode RELAY_ENV}). Returns the config, the list of every error found,
+ * `"help"` or `"version"`.
  */
 export function parseRelayConfig(
   args: readonly string[],
   env: Readonly<Record<string, string | undefined>> = {},
 ): ParseResult<RelayConfig> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: [...args],
-      strict: true,
-      allowPositionals: false,
-      options: {
-        host: { type: "string" },
-        port: { type: "string" },
-        cert: { type: "string" },
-        key: { type: "string" },
-        "dev-certs": { type: "string" },
-        "dev-cert-name": { type: "string", multiple: true },
-        pool4: { type: "string" },
-        pool6: { type: "string" },
-        route: { type: "string", multiple: true },
-        tun: { type: "string" },
-        mtu: { type: "string" },
-        nat: { type: "boolean" },
-        template: { type: "string" },
-        "max-sessions": { type: "string" },
-        "status-file": { type: "string" },
-        "idle-timeout": { type: "string" },
-        "max-connections": { type: "string" },
-        "max-connections-per-source": { type: "string" },
-        "max-handshakes": { type: "string" },
-        "max-requests-per-connection": { type: "string" },
-        "max-uni-streams": { type: "string" },
-        "sessionless-timeout": { type: "string" },
-        "address-request-rate": { type: "string" },
-        "address-request-burst": { type: "string" },
-        "max-pending-address-requests": { type: "string" },
-        "allow-relay-host": { type: "string", multiple: true },
-        "allow-client-to-client": { type: "boolean" },
-        "tun-offload": { type: "string" },
-        "log-level": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (error) {
-    return { ok: false, errors: [errorMessage(error)] };
-  }
-  if (values.help) return { ok: "help" };
-  const errors: string[] = [];
-  const port = parseInteger(values.port ?? "4433", "--port", 1, 65535, errors);
-  const tunOffload = values["tun-offload"] ?? "on";
-  if (tunOffload !== "on" && tunOffload !== "off") {
-    errors.push(`--tun-offload must be on or off, not "${tunOffload}"`);
-  }
-  const mtu = parseInteger(values.mtu ?? "1500", "--mtu", 1280, 65535, errors);
-  const maxSessions = parseInteger(
-    values["max-sessions"] ?? "1024",
-    "--max-sessions",
-    1,
-    1e6,
-    errors,
+  return parseProgramOptions(
+    { table: RELAY_OPTIONS, check: checkRelay, build: buildRelay },
+    args,
+    env,
   );
-  const idleTimeout = parseInteger(
-    values["idle-timeout"] ?? "30",
-    "--idle-timeout",
-    1,
-    3600,
-    errors,
-  );
-  const limit = (flag: string, fallback: number, max: number) =>
-    parseInteger(
-      (values as Record<string, string | undefined>)[flag] ?? String(fallback),
-      `--${flag}`,
-      1,
-      max,
-      errors,
-    );
-  const limits: RelayLimits = {
-    maxConnections: limit("max-connections", D.maxConnections, 1e6)!,
-    maxConnectionsPerSource: limit("max-connections-per-source", D.maxConnectionsPerSource, 1e6)!,
-    maxHandshakes: limit("max-handshakes", D.maxHandshakes, 1e6)!,
-    maxRequestsPerConnection: limit(
-      "max-requests-per-connection",
-      D.maxRequestsPerConnection,
-      1000,
-    )!,
-    maxUnidirectionalStreams: limit("max-uni-streams", D.maxUnidirectionalStreams, 100)!,
-    sessionlessTimeoutMs: limit("sessionless-timeout", D.sessionlessTimeoutMs / 1000, 3600)! *
-      1000,
-    addressRequestsPerSecond: limit("address-request-rate", D.addressRequestsPerSecond, 1000)!,
-    addressRequestBurst: limit("address-request-burst", D.addressRequestBurst, 1000)!,
-    maxPendingAddressRequests: limit(
-      "max-pending-address-requests",
-      D.maxPendingAddressRequests,
-      10_000,
-    )!,
-  };
-  if (limits.maxUnidirectionalStreams < 3) {
-    errors.push("--max-uni-streams must be at least 3 (control and two QPACK streams)");
-  }
-  const pool4Text = values.pool4 ?? "10.100.0.0/24";
-  const pool6Text = values.pool6 ?? "fd6d:6173:7175::/64";
-  const pool4 = pool4Text === "none" ? undefined : parseCidr(pool4Text, "--pool4", errors, 4);
-  const pool6 = pool6Text === "none" ? undefined : parseCidr(pool6Text, "--pool6", errors, 6);
-  if (pool4 && pool4.prefixLength > 30) errors.push("--pool4 must be /30 or larger");
-  if (pool6 && pool6.prefixLength > 126) errors.push("--pool6 must be /126 or larger");
-  if (pool4Text === "none" && pool6Text === "none") {
-    errors.push("--pool4 and --pool6 cannot both be none");
-  }
-  const defaultRoutes = [
-    ...(pool4Text === "none" ? [] : ["0.0.0.0/0"]),
-    ...(pool6Text === "none" ? [] : ["::/0"]),
-  ];
-  const routes = (values.route ?? defaultRoutes).map((r) => parseCidr(r, "--route", errors));
-  for (const route of routes) {
-    const off = route?.version === 4 ? pool4Text === "none" : pool6Text === "none";
-    if (route && off) {
-      errors.push(
-        `--route ${
-          formatPrefix(route)
-        } is IPv${route.version}, but --pool${route.version} is none: clients get no IPv${route.version} address to use it`,
-      );
-    }
-  }
-  const logText = values["log-level"] ?? env.MASQUE_LOG_LEVEL ?? "info";
-  const logLevel = parseLogLevel(logText);
-  if (!logLevel) errors.push(`--log-level must be debug, info, warn or error, not "${logText}"`);
-  const tunName = values.tun ?? "mvpn-relay";
-  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tunName)) {
-    errors.push(`--tun must be 1-15 letters, digits, '-', '_' or '.', not "${tunName}"`);
-  }
-  const certFile = values.cert;
-  const keyFile = values.key;
-  const devCertsDir = values["dev-certs"];
-  if ((certFile === undefined) !== (keyFile === undefined)) {
-    errors.push("--cert and --key go together");
-  }
-  if (certFile === undefined && devCertsDir === undefined) {
-    errors.push("Give --cert and --key, or --dev-certs DIR for a development certificate");
-  }
-  if (certFile !== undefined && devCertsDir !== undefined) {
-    errors.push("Give either --cert/--key or --dev-certs, not both");
-  }
-  const allowRelayHost: HostService[] = [];
-  for (const text of values["allow-relay-host"] ?? []) {
-    const service = parseHostService(text);
-    if (typeof service === "string") errors.push(service);
-    else allowRelayHost.push(service);
-  }
-  const template = values.template ?? DEFAULT_URI_TEMPLATE;
-  try {
-    parseConnectIpTemplate(template);
-  } catch (error) {
-    errors.push(`--template: ${errorMessage(error)}`);
-  }
-  if (errors.length > 0) return { ok: false, errors };
-  return {
-    ok: true,
-    config: Object.freeze({
-      host: values.host ?? "::",
-      port: port!,
-      certFile,
-      keyFile,
-      devCertsDir,
-      devCertNames: Object.freeze(values["dev-cert-name"] ?? ["localhost", "127.0.0.1", "::1"]),
-      pool4,
-      pool6,
-      routes: Object.freeze(routes as IpPrefix[]),
-      tunName,
-      mtu: mtu!,
-      nat: values.nat ?? false,
-      template,
-      maxSessions: maxSessions!,
-      logLevel: logLevel!,
-      statusFile: values["status-file"],
-      idleTimeoutMs: idleTimeout! * 1000,
-      limits: Object.freeze(limits),
-      allowRelayHost: Object.freeze(allowRelayHost),
-      allowClientToClient: values["allow-client-to-client"] ?? false,
-      tunOffload: tunOffload === "on",
-    }),
-  };
 }

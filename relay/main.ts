@@ -6,7 +6,8 @@
  */
 
 import { errorMessage } from "../shared/errors.ts";
-import { parseRelayConfig, RELAY_HELP } from "./config.ts";
+import { VERSION } from "../shared/version.ts";
+import { parseRelayConfig, RELAY_ENV, RELAY_HELP } from "./config.ts";
 import type { RelayConfig } from "./config.ts";
 import { loadOrCreateDevCerts } from "./dev_certs.ts";
 import { hostInputChain, watchHostAddresses } from "./firewall.ts";
@@ -41,11 +42,14 @@ function largestPacketLimit(relay: Relay): number {
 }
 
 async function main(): Promise<number> {
-  const parsed = parseRelayConfig(Deno.args, {
-    MASQUE_LOG_LEVEL: Deno.env.get("MASQUE_LOG_LEVEL"),
-  });
+  const env = Object.fromEntries(RELAY_ENV.map((name) => [name, Deno.env.get(name)]));
+  const parsed = parseRelayConfig(Deno.args, env);
   if (parsed.ok === "help") {
     console.log(RELAY_HELP);
+    return 0;
+  }
+  if (parsed.ok === "version") {
+    console.log(`masque-vpn relay ${VERSION} (Deno ${Deno.version.deno})`);
     return 0;
   }
   if (!parsed.ok) {

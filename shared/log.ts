@@ -75,8 +75,3 @@ export function createLogger(options: LoggerOptions, base: LogFields = {}): Logg
 
 /** A logger that drops everything. */
 export const nullLogger: Logger = createLogger({ level: "error", write: () => {} });
-
-/** Parses a level name, or returns undefined. */
-export function parseLogLevel(text: string): LogLevel | undefined {
-  return (LOG_LEVELS as readonly string[]).includes(text) ? text as LogLevel : undefined;
-}

@@ -1,5 +1,5 @@
 import { assertEquals } from "../tests/support/assert.ts";
-import { createLogger, formatLogLine, parseLogLevel } from "./log.ts";
+import { createLogger, formatLogLine } from "./log.ts";
 
 const time = new Date("2026-11-25T12:00:00.000Z");
 
@@ -22,9 +22,4 @@ Deno.test("createLogger() writes at or above its level, with inherited fields", 
   assertEquals(lines, ["2026-11-25T12:00:00.000Z INFO  up session=7 addr=10.0.0.2"]);
   assertEquals(log.enabled("debug"), false);
   assertEquals(log.enabled("error"), true);
-});
-
-Deno.test("parseLogLevel() accepts only known levels", () => {
-  assertEquals(parseLogLevel("debug"), "debug");
-  assertEquals(parseLogLevel("verbose"), undefined);
 });

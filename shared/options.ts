@@ -332,8 +332,9 @@ export interface CommandLine {
 
 /**
  * Reads the command line against a table. Every problem is listed, not just
- * the first: an unknown option (with the nearest known one), a flag without
- * its value, a value given to a switch, an argument that is not an option.
+ * the first: an unknown option (with the nearest known one; the argument
+ * after it is taken as its value), a flag without its value, a value given
+ * to a switch, an argument that is not an option.
  */
 export function flagSource(table: OptionTable, args: readonly string[]): CommandLine {
   const byFlag = new Map(Object.values(table).map((option) => [option.flag, option]));
@@ -348,9 +349,13 @@ export function flagSource(table: OptionTable, args: readonly string[]): Command
     allowPositionals: true,
     tokens: true,
   });
+  // The argument after an unknown option is taken as its value, not reported again.
+  let afterUnknown = -1;
   for (const token of tokens) {
     if (token.kind === "positional") {
-      errors.push(`Unexpected argument "${token.value}": options start with --`);
+      if (token.index !== afterUnknown) {
+        errors.push(`Unexpected argument "${token.value}": options start with --`);
+      }
       continue;
     }
     if (token.kind !== "option") continue;
@@ -360,6 +365,7 @@ export function flagSource(table: OptionTable, args: readonly string[]): Command
     const option = byFlag.get(token.name);
     const raw = token.rawName;
     if (option === undefined) {
+      if (token.value === undefined) afterUnknown = token.index + 1;
       const near = nearestFlag(token.name, [...byFlag.keys(), "help", "version"]);
       errors.push(`Unknown option ${raw}${near ? ` (did you mean --${near}?)` : ""}`);
     } else if (option.valueName === undefined) {

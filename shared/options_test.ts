@@ -63,9 +63,12 @@ function parse(args: string[], env: Record<string, string> = {}) {
 
 Deno.test("parseProgramOptions() reports command-line mistakes, each named", async (t) => {
   const cases: [string, string[], string[]][] = [
-    ["unknown flag, with the nearest known one", ["--prot", "1"], [
+    ["unknown flag, with the nearest known one; its value not reported again", ["--prot", "1"], [
       "Unknown option --prot (did you mean --port?)",
-      'Unexpected argument "1": options start with --',
+    ]],
+    ["unknown flag with an inline value, then a stray argument", ["--prot=1", "2"], [
+      "Unknown option --prot (did you mean --port?)",
+      'Unexpected argument "2": options start with --',
     ]],
     ["unknown flag, nothing near", ["--bogus"], ["Unknown option --bogus"]],
     ["unknown short flag", ["-x"], ["Unknown option -x"]],

@@ -353,6 +353,22 @@ export const RELAY_HELP: string = renderHelp(RELAY_OPTIONS, {
 /** The environment variables the relay reads; `main.ts` passes exactly these. */
 export const RELAY_ENV: readonly string[] = Object.freeze(envNames(RELAY_OPTIONS));
 
+/**
+ * Parses the relay's arguments and environment (the variables in
+ * {@linkcode RELAY_ENV}). Returns the config, the list of every error found,
+ * `"help"` or `"version"`.
+ */
+export function parseRelayConfig(
+  args: readonly string[],
+  env: Readonly<Record<string, string | undefined>> = {},
+): ParseResult<RelayConfig> {
+  return parseProgramOptions(
+    { table: RELAY_OPTIONS, check: checkRelay, build: buildRelay },
+    args,
+    env,
+  );
+}
+
 /** Errors that involve several options. */
 function checkRelay(
   v: Partial<OptionValues<typeof RELAY_OPTIONS>>,
@@ -429,20 +445,4 @@ function buildRelay(v: OptionValues<typeof RELAY_OPTIONS>): RelayConfig {
     allowClientToClient: v.allowClientToClient,
     tunOffload: v.tunOffload === "on",
   });
-}
-
-/**
- * Parses the relay's arguments and environment (the variables in
- * {@linkcode RELAY_ENV}). Returns the config, the list of every error found,
- * `"help"` or `"version"`.
- */
-export function parseRelayConfig(
-  args: readonly string[],
-  env: Readonly<Record<string, string | undefined>> = {},
-): ParseResult<RelayConfig> {
-  return parseProgramOptions(
-    { table: RELAY_OPTIONS, check: checkRelay, build: buildRelay },
-    args,
-    env,
-  );
 }

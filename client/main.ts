@@ -25,10 +25,8 @@ import { clientSettings, SETTINGS_H3_DATAGRAM } from "../shared/h3/settings.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
 import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
-import {
-  MAX_DATAGRAM_HEADROOM,
-  openConnectIpSession,
-} from "../shared/masque/connect_ip_session.ts";
+import { MAX_DATAGRAM_HEADROOM } from "../shared/masque/connect_ip_session.ts";
+import { openConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
 import type { ConnectIpSession, SessionEnd } from "../shared/masque/connect_ip_session.ts";
 import type { IpAddressRange } from "../shared/ip/ip_address.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";

@@ -40,8 +40,8 @@ import { LogLimiter } from "../shared/rate_limit.ts";
 import { DEFAULT_RELAY_LIMITS } from "./limits.ts";
 import type { RelayLimits } from "./limits.ts";
 import type { ConnectIpScope } from "../shared/masque/connect_ip_request.ts";
-import { answerRequest } from "../shared/masque/connect_ip_session.ts";
-import type { ConnectIpSession } from "../shared/masque/connect_ip_session.ts";
+import { answerRequest } from "../shared/masque/h3_connect_ip.ts";
+import type { H3ConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
 import type { IpAddressRange } from "../shared/ip/ip_address.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
 import { createPrefix, formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
@@ -139,7 +139,7 @@ interface ConnectionState {
 /** One client session as the relay tracks it. */
 export interface RelaySession {
   readonly id: number;
-  readonly session: ConnectIpSession;
+  readonly session: H3ConnectIpSession;
   readonly addresses: readonly IpPrefix[];
   readonly routes: readonly IpAddressRange[];
   readonly remote: string;
@@ -493,9 +493,7 @@ export class Relay {
             pendingCapsuleWrites: answer.session.pendingCapsuleWrites,
           });
           // run() ends the session (only it) with this message when a
-          // handler throws, and stops reading first. Aborting the stream
-          // from here instead would leave run() reading a cancelled stream,
-          // which the H3 layer takes for a truncated frame: a connection error.
+          // handler throws, and the message is the reason it logs.
           throw new Error(
             `Too many ADDRESS_REQUESTs: more than ${limit} requested addresses waiting for an answer`,
           );

@@ -4,6 +4,11 @@
  * (RFC 9297 §2), which its {@linkcode H3Connection} routes to it by quarter
  * stream id.
  *
+ * After an extended CONNECT it is the transport of a CONNECT-IP session:
+ * it has the shape of `ConnectStream` (`shared/masque/connect_stream.ts`),
+ * with its DATA frames as the body and {@linkcode H3RequestStream.datagrams}
+ * as the datagram channel.
+ *
  * @module
  */
 
@@ -16,6 +21,7 @@ import {
   h3ErrorName,
 } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { ByteBudget } from "./byte_budget.ts";
 import type { H3Connection } from "./connection.ts";
 import {
   encodeFrame,
@@ -35,6 +41,7 @@ import type { HeaderField } from "./qpack.ts";
 import type { QuicBidiStreamLike } from "./quic.ts";
 import { quarterStreamId } from "./quarter_stream.ts";
 import { StreamReader } from "./stream_reader.ts";
+import { encodeVarintInto, varintSize } from "./varint.ts";
 
 const textEncoder = new TextEncoder();
 
@@ -58,6 +65,8 @@ export class H3RequestStream {
   #writeFailed = false;
   /** This side abandoned the stream (abort()): reads end in a stream error. */
   #aborted = false;
+  /** This stream's HTTP Datagrams (RFC 9297 §2). */
+  readonly datagrams: H3Datagrams;
 
   constructor(
     h3: H3Connection,
@@ -85,6 +94,7 @@ export class H3RequestStream {
     });
     this.#log = log;
     this.#maxFieldSectionSize = maxFieldSectionSize;
+    this.datagrams = new H3Datagrams(h3, this);
   }
 
   /** The QUIC stream id. */
@@ -100,6 +110,21 @@ export class H3RequestStream {
   /** The connection this stream belongs to. */
   get connection(): H3Connection {
     return this.#h3;
+  }
+
+  /** The connection's budget of bytes held between reads (a session's partial capsule counts in it). */
+  get bufferBudget(): ByteBudget {
+    return this.#h3.bufferBudget;
+  }
+
+  /**
+   * Closes the connection when `error` is an HTTP/3 connection error (an
+   * {@linkcode H3Error} with `connection` set: RFC 9114 §8), such as the
+   * budget's H3_EXCESSIVE_LOAD from a session's capsule parser; other errors
+   * concern only this stream and are left to its owner.
+   */
+  fail(error: unknown): void {
+    this.#closeOnConnectionError(error);
   }
 
   /** The request headers (server) or response headers (client) read so far. */
@@ -333,14 +358,53 @@ export class H3RequestStream {
     return undefined;
   }
 
-  /** Receives this stream's HTTP Datagrams (payload after the quarter stream id). */
-  onDatagram(handler: (payload: Uint8Array) => void): void {
-    this.#h3.registerDatagramHandler(this.quarterStreamId, handler);
-  }
-
   /** Logs with this stream's id. */
   get log(): Logger {
     return this.#log.with({ stream: this.#streamId });
+  }
+}
+
+/**
+ * The HTTP Datagrams of one request stream (RFC 9297 §2.1): each QUIC
+ * datagram starts with the stream's quarter stream id, written here in
+ * place in front of the session's payload.
+ */
+export class H3Datagrams {
+  readonly #h3: H3Connection;
+  readonly #stream: H3RequestStream;
+  readonly #quarterStreamId: number;
+  /** Bytes of the quarter stream id varint in front of each payload. */
+  readonly prefixLength: number;
+
+  constructor(h3: H3Connection, stream: H3RequestStream) {
+    this.#h3 = h3;
+    this.#stream = stream;
+    this.#quarterStreamId = stream.quarterStreamId;
+    this.prefixLength = varintSize(this.#quarterStreamId);
+  }
+
+  /** The largest payload a QUIC datagram carries now, bytes (the path's limit minus the prefix). */
+  get maxPayloadSize(): number {
+    return Math.max(0, this.#h3.maxDatagramSize - this.prefixLength);
+  }
+
+  /**
+   * Writes the quarter stream id into the first {@linkcode prefixLength}
+   * bytes of `buffer` and sends it as one QUIC datagram; the connection is
+   * done with `buffer` when this returns (`QuicConnLike.sendDatagram`). See
+   * `DatagramChannel.send` for the results; a full send queue drops the
+   * datagram and counts it in the connection's `datagramsQueueFull`.
+   */
+  send(buffer: Uint8Array): "sent" | "too_big" | "closed" {
+    if (!this.#stream.writable) return "closed";
+    if (buffer.length > this.#h3.maxDatagramSize) return "too_big";
+    encodeVarintInto(buffer, 0, this.#quarterStreamId);
+    return this.#h3.sendRawDatagram(buffer) ? "sent" : "closed";
+  }
+
+  /** Receives this stream's datagrams (payload after the quarter stream id) until the stream ends. */
+  onDatagram(handler: (payload: Uint8Array) => void): void {
+    this.#h3.registerDatagramHandler(this.#quarterStreamId, handler);
   }
 }
 

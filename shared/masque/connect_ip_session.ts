@@ -1,25 +1,25 @@
 /**
- * A CONNECT-IP session (RFC 9484) on an HTTP/3 request stream: opening it
- * (client), answering it (server), and moving IP packets and capsules.
+ * A CONNECT-IP session (RFC 9484): IP packets and capsules on the stream of
+ * an accepted request, through the {@linkcode ConnectStream} seam, so the
+ * same session runs over any transport that implements it (HTTP/3 today:
+ * `shared/masque/h3_connect_ip.ts` opens and answers requests).
  *
  * Packets travel in one of two modes:
  * - `"datagram"`: each IP packet is an HTTP Datagram (RFC 9297 §2) with
- *   context id 0 (RFC 9484 §6) in a QUIC DATAGRAM frame: unreliable,
- *   unordered, no head-of-line blocking; limited by the QUIC datagram size.
+ *   context id 0 (RFC 9484 §6): unreliable, unordered, no head-of-line
+ *   blocking; limited by the transport's datagram size.
  * - `"stream"`: each IP packet is a DATAGRAM capsule (RFC 9297 §3.5) on the
  *   request stream: reliable and ordered, up to 65535 bytes.
  *
- * A side sends in datagram mode only when the peer's SETTINGS_H3_DATAGRAM
- * is 1; a client in stream mode advertises 0, so the relay answers with
- * capsules. Both modes are always accepted on receipt.
+ * The mode this side sends in is decided outside the session (over HTTP/3,
+ * from the peer's SETTINGS_H3_DATAGRAM) and passed in. Both modes are
+ * always accepted on receipt when the transport has datagrams.
  *
  * @module
  */
 
-import { CapsuleError, errorMessage, H3Error } from "../errors.ts";
-import type { H3RequestStream } from "../h3/request_stream.ts";
-import type { H3Connection } from "../h3/connection.ts";
-import { SETTINGS_ENABLE_CONNECT_PROTOCOL, SETTINGS_H3_DATAGRAM } from "../h3/settings.ts";
+import { CapsuleError, errorMessage } from "../errors.ts";
+import { encodeVarintInto, varintSize } from "../h3/varint.ts";
 import type { Logger } from "../log.ts";
 import { nullLogger } from "../log.ts";
 import {
@@ -29,20 +29,12 @@ import {
   writeDatagramCapsuleHeader,
 } from "./capsule.ts";
 import type { Capsule } from "./capsule.ts";
-import {
-  buildConnectIpRequest,
-  buildConnectIpResponse,
-  isCapsuleProtocolEnabled,
-  parseConnectIpRequest,
-} from "./connect_ip_request.ts";
-import type { ConnectIpScope } from "./connect_ip_request.ts";
+import type { ConnectStream, DatagramChannel } from "./connect_stream.ts";
 import {
   CONTEXT_ID_IP_PACKET,
   contextIdSize,
-  httpDatagramHeaderSize,
   MALFORMED_CONTEXT_ID,
   parseContextId,
-  writeHttpDatagramHeader,
 } from "./http_datagram.ts";
 
 const EMPTY_SCRATCH = new Uint8Array(0);
@@ -55,6 +47,8 @@ const MIN_SCRATCH_BYTES = 2048;
  * lets {@linkcode ConnectIpSession.sendPacket} send it without a copy.
  */
 export const MAX_DATAGRAM_HEADROOM = 16;
+/** Bytes of context id 0 in front of an IP packet (a one-byte varint). */
+const IP_CONTEXT_ID_SIZE = varintSize(CONTEXT_ID_IP_PACKET);
 
 /** How IP packets are carried; see the module docs. */
 export type PacketMode = "datagram" | "stream";
@@ -106,6 +100,7 @@ export interface ConnectIpSessionStats {
 
 /** Options of the {@linkcode ConnectIpSession} constructor. */
 export interface ConnectIpSessionOptions {
+  /** The mode this side sends in; `"datagram"` needs a stream with datagrams. */
   readonly mode: PacketMode;
   readonly log?: Logger;
   /** Largest capsule accepted from the peer, bytes (see `CapsuleParser`). */
@@ -134,11 +129,14 @@ export interface SessionEnd {
 }
 
 /**
- * One CONNECT-IP session. Call {@linkcode run} with handlers to receive;
+ * One CONNECT-IP session on a {@linkcode ConnectStream} of type `S` (which
+ * {@linkcode stream} returns as such, so a caller that made it keeps its
+ * transport's own API). Call {@linkcode run} with handlers to receive;
  * {@linkcode sendPacket} and {@linkcode sendCapsule} to send.
  */
-export class ConnectIpSession {
-  readonly #stream: H3RequestStream;
+export class ConnectIpSession<S extends ConnectStream = ConnectStream> {
+  readonly #stream: S;
+  readonly #datagrams: DatagramChannel | undefined;
   readonly #mode: PacketMode;
   readonly #log: Logger;
   readonly #maxCapsuleSize?: number;
@@ -147,8 +145,8 @@ export class ConnectIpSession {
   #packetsQueued = 0;
   /**
    * Datagram mode: where a packet without headroom is put behind its HTTP
-   * Datagram header. Reused for every such packet: `sendRawDatagram` is done
-   * with the bytes when it returns (see `QuicConnLike.sendDatagram`).
+   * Datagram header. Reused for every such packet: `DatagramChannel.send`
+   * is done with the bytes when it returns.
    */
   #scratch = EMPTY_SCRATCH;
   readonly #packetWritten = () => {
@@ -176,13 +174,22 @@ export class ConnectIpSession {
     queueFull: 0,
   };
 
-  constructor(stream: H3RequestStream, options: ConnectIpSessionOptions) {
+  /**
+   * Starts receiving the stream's datagrams at once (before a server's 2xx
+   * lets the client send). Throws when `options.mode` is `"datagram"` and
+   * the stream has no datagrams.
+   */
+  constructor(stream: S, options: ConnectIpSessionOptions) {
     this.#stream = stream;
+    this.#datagrams = stream.datagrams;
     this.#mode = options.mode;
+    if (this.#mode === "datagram" && this.#datagrams === undefined) {
+      throw new Error("Cannot run a session in datagram mode: the transport has no datagrams");
+    }
     this.#log = options.log ?? nullLogger;
     this.#maxCapsuleSize = options.maxCapsuleSize;
     this.#maxPacketsQueued = options.maxPacketsQueued ?? DEFAULT_MAX_PACKETS_QUEUED;
-    stream.onDatagram((payload) => this.#receiveDatagramPayload(payload));
+    this.#datagrams?.onDatagram((payload) => this.#receiveDatagramPayload(payload));
   }
 
   /** The mode this side sends in. */
@@ -190,20 +197,20 @@ export class ConnectIpSession {
     return this.#mode;
   }
 
-  /** The request stream carrying the session. */
-  get stream(): H3RequestStream {
+  /** The stream carrying the session. */
+  get stream(): S {
     return this.#stream;
   }
 
   /**
    * The largest IP packet that {@linkcode sendPacket} can send now, bytes:
-   * the QUIC datagram limit minus the quarter stream id and context id in
-   * datagram mode, 65535 in stream mode.
+   * the datagram payload limit minus the context id in datagram mode (over
+   * HTTP/3: the QUIC datagram limit minus the quarter stream id and context
+   * id), 65535 in stream mode.
    */
   get maxPacketSize(): number {
-    if (this.#mode === "stream") return 65535;
-    const header = httpDatagramHeaderSize(this.#stream.quarterStreamId, CONTEXT_ID_IP_PACKET);
-    return Math.max(0, this.#stream.connection.maxDatagramSize - header);
+    if (this.#datagrams === undefined || this.#mode === "stream") return 65535;
+    return Math.max(0, this.#datagrams.maxPayloadSize - IP_CONTEXT_ID_SIZE);
   }
 
   /** Whether the session has ended. */
@@ -234,15 +241,17 @@ export class ConnectIpSession {
    * When the send queue is full the packet is dropped and `"sent"` returned
    * all the same: in stream mode when
    * {@linkcode ConnectIpSessionOptions.maxPacketsQueued} writes are
-   * unsettled (counted in `stats.queueFull`), in datagram mode as
-   * `H3Connection.sendRawDatagram` decides. Never throws.
+   * unsettled (counted in `stats.queueFull`), in datagram mode as the
+   * transport's {@linkcode DatagramChannel.send} decides. Never throws.
    *
    * @param headroom bytes in front of `packet` in its buffer that this call
    *   may overwrite (a TUN ring slot's headroom, see
-   *   {@linkcode MAX_DATAGRAM_HEADROOM}). In datagram mode, when they hold
-   *   the HTTP Datagram header, the header is written there and the
+   *   {@linkcode MAX_DATAGRAM_HEADROOM}). In datagram mode the datagram is
+   *   `prefix | context id | packet`, the prefix being the transport's
+   *   (`DatagramChannel.prefixLength`, filled in place by `send`): when the
+   *   headroom holds prefix and context id they are written there and the
    *   datagram sent from the packet's own buffer; otherwise the packet is
-   *   copied behind the header into a buffer the session reuses. Either way
+   *   copied behind them into a buffer the session reuses. Either way
    *   nothing is allocated per packet but a view. Default 0.
    */
   sendPacket(packet: Uint8Array, headroom = 0): SendResult {
@@ -251,10 +260,10 @@ export class ConnectIpSession {
       this.stats.tooBig++;
       return "too_big";
     }
-    if (this.#mode === "datagram") {
-      // quarter stream id, context id 0, then the packet (RFC 9484 §6)
-      const qsid = this.#stream.quarterStreamId;
-      const header = httpDatagramHeaderSize(qsid, CONTEXT_ID_IP_PACKET);
+    const datagrams = this.#datagrams;
+    if (this.#mode === "datagram" && datagrams !== undefined) {
+      // the transport's prefix, context id 0, then the packet (RFC 9484 §6)
+      const header = datagrams.prefixLength + IP_CONTEXT_ID_SIZE;
       let datagram: Uint8Array;
       if (headroom >= header && packet.byteOffset >= header) {
         datagram = new Uint8Array(
@@ -269,8 +278,13 @@ export class ConnectIpSession {
         this.#scratch.set(packet, header);
         datagram = this.#scratch.subarray(0, header + packet.length);
       }
-      writeHttpDatagramHeader(datagram, 0, qsid, CONTEXT_ID_IP_PACKET);
-      if (!this.#stream.connection.sendRawDatagram(datagram)) return "closed";
+      encodeVarintInto(datagram, datagrams.prefixLength, CONTEXT_ID_IP_PACKET);
+      const sent = datagrams.send(datagram);
+      if (sent !== "sent") {
+        // too_big: the limit shrank since maxPacketSize was read (path MTU)
+        if (sent === "too_big") this.stats.tooBig++;
+        return sent;
+      }
     } else {
       if (this.#packetsQueued >= this.#maxPacketsQueued) {
         this.stats.queueFull++;
@@ -324,7 +338,7 @@ export class ConnectIpSession {
     // A partial capsule kept between reads counts in the connection's budget.
     const parser = new CapsuleParser({
       maxCapsuleSize: this.#maxCapsuleSize,
-      budget: this.#stream.connection.bufferBudget,
+      budget: this.#stream.bufferBudget,
     });
     try {
       // Not `for await`: its loop variable would pin each chunk's read buffer
@@ -337,10 +351,11 @@ export class ConnectIpSession {
       return this.#end({ reason: "closed", message: "peer ended the stream" });
     } catch (error) {
       const message = errorMessage(error);
-      if (error instanceof H3Error && error.connection) {
-        this.#stream.connection.fail(error);
-      } else if (error instanceof CapsuleError) {
+      if (error instanceof CapsuleError) {
         this.#log.warn("malformed capsule, closing session", { error: message });
+      } else {
+        // The transport closes its connection if this is a connection error.
+        this.#stream.fail(error);
       }
       return this.#end({ reason: "error", message });
     } finally {
@@ -372,185 +387,9 @@ export class ConnectIpSession {
     return end;
   }
 
-  /** Ends the session: FIN on the request stream, no more datagrams. */
+  /** Ends the session: FIN on the stream, no more datagrams. */
   async close(): Promise<void> {
     this.#closed = true;
     await this.#stream.end();
   }
-}
-
-/** A relay refused or failed a connect-ip request. */
-export class ConnectIpError extends Error {
-  /** The HTTP status the relay answered, when it answered. */
-  readonly status?: number;
-  constructor(message: string, status?: number) {
-    super(message);
-    this.name = "ConnectIpError";
-    this.status = status;
-  }
-}
-
-/** Options of {@linkcode openConnectIpSession}. */
-export interface OpenConnectIpOptions {
-  /** `:authority` of the request, e.g. `relay.example:443`. */
-  readonly authority: string;
-  /** `:path` expanded from the URI template. */
-  readonly path: string;
-  readonly mode: PacketMode;
-  readonly log?: Logger;
-}
-
-/**
- * Client side: waits for the relay's SETTINGS, checks that it enables
- * extended CONNECT (RFC 9220 §3) and, in datagram mode, HTTP Datagrams
- * (RFC 9297 §2.1.1), sends the connect-ip request (RFC 9484 §4) and waits
- * for a 2xx. Throws {@linkcode ConnectIpError} with a clear message.
- */
-export async function openConnectIpSession(
-  h3: H3Connection,
-  options: OpenConnectIpOptions,
-): Promise<ConnectIpSession> {
-  let settings;
-  try {
-    settings = await h3.peerSettings;
-  } catch (error) {
-    throw new ConnectIpError(
-      `Cannot open connect-ip session: no SETTINGS from the relay (${errorMessage(error)})`,
-    );
-  }
-  if (settings.get(SETTINGS_ENABLE_CONNECT_PROTOCOL) !== 1) {
-    throw new ConnectIpError(
-      "Cannot open connect-ip session: the relay does not enable extended CONNECT " +
-        "(SETTINGS_ENABLE_CONNECT_PROTOCOL is not 1)",
-    );
-  }
-  const datagrams = settings.get(SETTINGS_H3_DATAGRAM) === 1;
-  if (options.mode === "datagram" && !datagrams) {
-    throw new ConnectIpError(
-      "Cannot open connect-ip session in datagram mode: the relay does not enable HTTP " +
-        "Datagrams (SETTINGS_H3_DATAGRAM is not 1); try --mode stream",
-    );
-  }
-  let stream: H3RequestStream;
-  let status: number;
-  try {
-    stream = await h3.request(
-      buildConnectIpRequest({ authority: options.authority, path: options.path }),
-    );
-    status = await stream.readResponse();
-  } catch (error) {
-    throw new ConnectIpError(`Cannot open connect-ip session: ${errorMessage(error)}`);
-  }
-  if (status < 200 || status >= 300) {
-    stream.abort();
-    throw new ConnectIpError(
-      `Cannot open connect-ip session: the relay answered ${status}`,
-      status,
-    );
-  }
-  if (!isCapsuleProtocolEnabled(stream.headers)) {
-    stream.abort();
-    throw new ConnectIpError(
-      "Cannot open connect-ip session: the response lacks capsule-protocol: ?1",
-      status,
-    );
-  }
-  return new ConnectIpSession(stream, { mode: options.mode, log: options.log });
-}
-
-/**
- * What the server's `authorize` callback decides for a parsed request. A
- * refusal's `reason` becomes the response body (default "request refused").
- */
-export type AuthorizeResult = { readonly accept: true } | {
-  readonly accept: false;
-  readonly status: number;
-  readonly reason?: string;
-};
-
-/** Options of {@linkcode answerRequest}. */
-export interface AnswerRequestOptions {
-  /** URI template the relay serves (default RFC 9484's well-known path). */
-  readonly template?: string;
-  /** The authority the relay answers for; other authorities get 400. */
-  readonly authority?: string;
-  /** Decides whether a well-formed connect-ip request is served. */
-  readonly authorize?: (scope: ConnectIpScope, request: H3RequestStream) => AuthorizeResult;
-  readonly log?: Logger;
-}
-
-/** The outcome of {@linkcode answerRequest}. */
-export type AnswerResult =
-  | { readonly session: ConnectIpSession; readonly scope: ConnectIpScope }
-  | { readonly session: undefined; readonly status: number; readonly reason: string };
-
-/**
- * Server side: answers one request. A valid connect-ip request that
- * `authorize` accepts gets 200 with `capsule-protocol: ?1` and becomes a
- * session. Anything else gets a proper HTTP/3 response, checked in this
- * order: 400 for a malformed message whatever its method (RFC 9114 §4.1.2,
- * §4.3.1: bad field names or values, misplaced or missing pseudo-headers, a
- * plain CONNECT with `:scheme` or `:path` per §4.4); 405 for a plain CONNECT;
- * 404 for other methods; then the status from the request parser (400, 501)
- * or from `authorize` for bad or refused connect-ip requests.
- *
- * A valid connect-ip request waits for the peer's SETTINGS (they decide the
- * packet mode) before `authorize` is called, so nothing is reserved for a
- * peer that has not sent them; if the connection closes first (for example
- * at its SETTINGS time limit), the stream is abandoned and this rejects.
- */
-export async function answerRequest(
-  request: H3RequestStream,
-  options: AnswerRequestOptions = {},
-): Promise<AnswerResult> {
-  const method = request.header(":method");
-  const protocol = request.header(":protocol");
-  const refuse = async (status: number, reason: string): Promise<AnswerResult> => {
-    await request.respond(status, [["content-type", "text/plain"]], `${reason}\n`)
-      .catch(() => {});
-    return { session: undefined, status, reason };
-  };
-  if (method === "CONNECT" && protocol === undefined) {
-    // RFC 9114 §4.4: a plain CONNECT carries neither :scheme nor :path.
-    if (request.header(":scheme") !== undefined || request.header(":path") !== undefined) {
-      return await refuse(400, "malformed CONNECT: :scheme and :path without :protocol");
-    }
-  }
-  // The parser checks every field line before it looks at the method, so a
-  // 400 from it is a malformed message, which wins over 404 and 405.
-  const parsed = parseConnectIpRequest(request.headers, {
-    template: options.template,
-    authority: options.authority,
-  });
-  if (!parsed.ok && parsed.status === 400) return await refuse(400, parsed.reason);
-  if (method === "CONNECT" && protocol === undefined) {
-    return await refuse(405, "plain CONNECT is not supported; use connect-ip");
-  }
-  if (method !== "CONNECT") {
-    // RFC 9114 §4.3.1: other requests need a non-empty :scheme and :path.
-    if (!request.header(":scheme") || !request.header(":path")) {
-      return await refuse(400, "malformed request: missing :scheme or :path");
-    }
-    return await refuse(404, "not found");
-  }
-  if (!parsed.ok) return await refuse(parsed.status, parsed.reason);
-  // Nothing is reserved for a peer whose SETTINGS have not arrived: authorize
-  // runs only after them. The wait is bounded by the connection's SETTINGS
-  // time limit, which closes the connection and rejects peerSettings.
-  let settings;
-  try {
-    settings = await request.connection.peerSettings;
-  } catch (error) {
-    request.abort();
-    throw new Error(`Cannot answer request: no SETTINGS from the peer (${errorMessage(error)})`);
-  }
-  const decision = options.authorize?.(parsed.scope, request) ?? { accept: true };
-  if (!decision.accept) {
-    return await refuse(decision.status, decision.reason ?? "request refused");
-  }
-  const mode: PacketMode = settings.get(SETTINGS_H3_DATAGRAM) === 1 ? "datagram" : "stream";
-  // The session registers for datagrams before the 200 lets the client send.
-  const session = new ConnectIpSession(request, { mode, log: options.log });
-  await request.writeHeaders(buildConnectIpResponse(200));
-  return { session, scope: parsed.scope };
 }

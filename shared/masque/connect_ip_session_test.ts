@@ -1,151 +1,32 @@
 /**
  * CONNECT-IP sessions (RFC 9484) over real H3Connections on the in-memory
- * QUIC pair: opening and answering, both packet modes, what is dropped and
- * counted, malformed capsules ending one session only, the datagram size
- * limit, and the statuses of refused requests.
+ * QUIC pair: both packet modes, what is dropped and counted, malformed
+ * capsules ending one session only, the datagram size limit; and over a
+ * fake ConnectStream, which is all a session needs of its transport.
+ * `h3_connect_ip_test.ts` tests opening and answering the request.
  */
 import { assert, assertEquals, assertRejects } from "../../tests/support/assert.ts";
 import { hex } from "../../tests/support/bytes.ts";
-import { createFakeQuicPair, readAll, until, within } from "../../tests/support/fake_quic.ts";
-import type { FakeQuicOptions } from "../../tests/support/fake_quic.ts";
-import { H3_FRAME_UNEXPECTED } from "../errors.ts";
-import { H3Connection } from "../h3/connection.ts";
-import { encodeFrame, FRAME_HEADERS } from "../h3/frame.ts";
-import { encodeFieldSection } from "../h3/qpack.ts";
+import { until, within } from "../../tests/support/fake_quic.ts";
 import type { HeaderField } from "../h3/qpack.ts";
-import {
-  clientSettings,
-  serverSettings,
-  SETTINGS_ENABLE_CONNECT_PROTOCOL,
-  SETTINGS_H3_DATAGRAM,
-} from "../h3/settings.ts";
-import type { Settings } from "../h3/settings.ts";
-import { formatPrefix, parsePrefix } from "../ip/ip_address.ts";
+import { parsePrefix } from "../ip/ip_address.ts";
 import type { Capsule } from "./capsule.ts";
-import { buildConnectIpRequest, DEFAULT_URI_TEMPLATE } from "./connect_ip_request.ts";
+import { DEFAULT_MAX_PACKETS_QUEUED } from "./connect_ip_session.ts";
 import {
-  answerRequest,
-  ConnectIpError,
-  DEFAULT_MAX_PACKETS_QUEUED,
-  openConnectIpSession,
-} from "./connect_ip_session.ts";
-import type {
-  AnswerRequestOptions,
-  AnswerResult,
-  ConnectIpSession,
-  PacketMode,
-  SessionEnd,
-} from "./connect_ip_session.ts";
+  clientWithDatagrams,
+  collect,
+  packet,
+  setupH3Sessions,
+} from "../../tests/support/h3_sessions.ts";
 
-/** RFC 9484 §4.6's default template expanded for any target and protocol. */
-const ANY_PATH = "/.well-known/masque/ip/*/*/";
-
-/** A stand-in IPv4 packet: version/IHL 0x45 then `rest`. */
-const packet = (...rest: number[]) => new Uint8Array([0x45, ...rest]);
-
-interface Setup {
-  client: H3Connection;
-  server: H3Connection;
-  clientConn: ReturnType<typeof createFakeQuicPair>[0];
-  serverConn: ReturnType<typeof createFakeQuicPair>[1];
-  answers: AnswerResult[];
-  /** Opens a session from the client and returns both ends. */
-  open(
-    mode: PacketMode,
-    path?: string,
-  ): Promise<{ client: ConnectIpSession; server: ConnectIpSession }>;
-}
-
-/** A client and a server H3Connection; the server answers each request with answerRequest(). */
-async function setup(
-  options: FakeQuicOptions & {
-    clientSettings?: Settings;
-    serverSettings?: Settings;
-    answer?: AnswerRequestOptions;
-  } = {},
-): Promise<Setup> {
-  const [clientConn, serverConn] = createFakeQuicPair(options);
-  const answers: AnswerResult[] = [];
-  const server = new H3Connection(serverConn, {
-    role: "server",
-    settings: options.serverSettings,
-    onRequest: (request) => {
-      answerRequest(request, options.answer).then((answer) => answers.push(answer));
-    },
-  });
-  const client = new H3Connection(clientConn, {
-    role: "client",
-    settings: options.clientSettings,
-  });
-  await Promise.all([server.start(), client.start()]);
-  const open = async (mode: PacketMode, path = ANY_PATH) => {
-    const before = answers.length;
-    const session = await within(
-      openConnectIpSession(client, { authority: "localhost", path, mode }),
-      "openConnectIpSession",
-    );
-    await until(() => answers.length > before, "the server's answer");
-    const answer = answers[before];
-    assert(answer.session !== undefined, "the server refused the session");
-    return { client: session, server: answer.session };
-  };
-  return { client, server, clientConn, serverConn, answers, open };
-}
-
-/** Runs `session`, collecting packets (copied) and capsules. */
-function collect(session: ConnectIpSession) {
-  const packets: Uint8Array[] = [];
-  const capsules: Capsule[] = [];
-  const end: Promise<SessionEnd> = session.run({
-    onPacket: (p) => packets.push(p.slice()),
-    onCapsule: (c) => capsules.push(c),
-  });
-  return { packets, capsules, end };
-}
-
-/** A client settings map with SETTINGS_H3_DATAGRAM = `value`. */
-function clientWithDatagrams(value: 0 | 1): Settings {
-  const settings = clientSettings();
-  settings.set(SETTINGS_H3_DATAGRAM, value);
-  return settings;
-}
-
-Deno.test("openConnectIpSession() and answerRequest() set up a session", async (t) => {
-  await t.step("any target, any protocol", async () => {
-    const s = await setup();
-    const { client, server } = await s.open("datagram");
-    assertEquals(client.mode, "datagram");
-    assertEquals(server.mode, "datagram");
-    assertEquals(client.stream.header(":status"), "200");
-    assertEquals(client.stream.header("capsule-protocol"), "?1");
-    assertEquals(client.stream.streamId, 0n);
-    assertEquals(server.stream.streamId, 0n);
-    const answer = s.answers[0];
-    assert(answer.session !== undefined);
-    assertEquals(answer.scope, { target: { kind: "any" }, ipProtocol: "any" });
-    s.client.close();
-  });
-  await t.step("a scoped request: 198.18.0.0/15, UDP", async () => {
-    const s = await setup();
-    // %2F is the percent-encoded "/" of the prefix (RFC 9484 §4.6)
-    await s.open("datagram", "/.well-known/masque/ip/198.18.0.0%2F15/17/");
-    const answer = s.answers[0];
-    assert(answer.session !== undefined);
-    assert(answer.scope.target.kind === "prefix");
-    assertEquals(formatPrefix(answer.scope.target.prefix), "198.18.0.0/15");
-    assertEquals(answer.scope.ipProtocol, 17);
-    s.client.close();
-  });
-  await t.step("the server answers in the mode the client's SETTINGS allow", async () => {
-    const s = await setup({ clientSettings: clientWithDatagrams(0) });
-    const { client, server } = await s.open("stream");
-    assertEquals([client.mode, server.mode], ["stream", "stream"]);
-    s.client.close();
-  });
-});
+import { assertThrows } from "../../tests/support/assert.ts";
+import { createConnectStreamPair } from "../../tests/support/fake_connect_stream.ts";
+import { H3_EXCESSIVE_LOAD, H3Error } from "../errors.ts";
+import { ByteBudget } from "../h3/byte_budget.ts";
+import { ConnectIpSession } from "./connect_ip_session.ts";
 
 Deno.test("packets travel as HTTP Datagrams with context id 0 in datagram mode (RFC 9484 §6)", async () => {
-  const s = await setup();
+  const s = await setupH3Sessions();
   const a = await s.open("datagram");
   const b = await s.open("datagram");
   const [aClient, aServer, bServer] = [collect(a.client), collect(a.server), collect(b.server)];
@@ -176,7 +57,7 @@ Deno.test("packets travel as HTTP Datagrams with context id 0 in datagram mode (
 
 Deno.test("packets travel as DATAGRAM capsules in stream mode (RFC 9297 §3.5)", async (t) => {
   await t.step("both sides in stream mode", async () => {
-    const s = await setup({ clientSettings: clientWithDatagrams(0) });
+    const s = await setupH3Sessions({ clientSettings: clientWithDatagrams(0) });
     const { client, server } = await s.open("stream");
     const [c, v] = [collect(client), collect(server)];
     for (let i = 0; i < 10; i++) assertEquals(client.sendPacket(packet(i)), "sent");
@@ -190,7 +71,7 @@ Deno.test("packets travel as DATAGRAM capsules in stream mode (RFC 9297 §3.5)",
     s.client.close();
   });
   await t.step("a hand-built DATAGRAM capsule", async () => {
-    const s = await setup({ clientSettings: clientWithDatagrams(0) });
+    const s = await setupH3Sessions({ clientSettings: clientWithDatagrams(0) });
     const { client, server } = await s.open("stream");
     const v = collect(server);
     // 00 DATAGRAM capsule, 05 length, 00 context id 0, 45 01 02 03 the packet
@@ -201,7 +82,7 @@ Deno.test("packets travel as DATAGRAM capsules in stream mode (RFC 9297 §3.5)",
   });
   await t.step("a stream-mode client with a datagram-mode server", async () => {
     // The client sends capsules but allows datagrams, so the server sends datagrams.
-    const s = await setup();
+    const s = await setupH3Sessions();
     const { client, server } = await s.open("stream");
     assertEquals([client.mode, server.mode], ["stream", "datagram"]);
     const [c, v] = [collect(client), collect(server)];
@@ -215,7 +96,7 @@ Deno.test("packets travel as DATAGRAM capsules in stream mode (RFC 9297 §3.5)",
 });
 
 Deno.test("datagrams with an unknown or malformed context id are counted and dropped (RFC 9484 §6)", async () => {
-  const s = await setup();
+  const s = await setupH3Sessions();
   const { client, server } = await s.open("datagram");
   const v = collect(server);
   // 00 quarter stream id 0; 02 context id 2, unknown; payload
@@ -274,7 +155,7 @@ Deno.test("a malformed capsule ends only its session (RFC 9297 §3.3)", async (t
   ];
   for (const [name, bytes, message] of cases) {
     await t.step(name, async () => {
-      const s = await setup();
+      const s = await setupH3Sessions();
       const bad = await s.open("datagram");
       const good = await s.open("datagram");
       const [badClient, badServer] = [collect(bad.client), collect(bad.server)];
@@ -306,7 +187,7 @@ Deno.test("a malformed capsule ends only its session (RFC 9297 §3.3)", async (t
     });
   }
   await t.step("a stream that ends inside a capsule", async () => {
-    const s = await setup();
+    const s = await setupH3Sessions();
     const { client, server } = await s.open("datagram");
     const v = collect(server);
     // 01 ADDRESS_ASSIGN, 0a length, then only 3 of its 10 bytes, then FIN
@@ -320,7 +201,7 @@ Deno.test("a malformed capsule ends only its session (RFC 9297 §3.3)", async (t
     s.client.close();
   });
   await t.step("an unknown capsule type is skipped (RFC 9297 §3.2)", async () => {
-    const s = await setup();
+    const s = await setupH3Sessions();
     const { client, server } = await s.open("datagram");
     const v = collect(server);
     // 17 unknown type 0x17, 03 length, 3 bytes; then a DATAGRAM capsule 00 03 00 45 07
@@ -333,7 +214,7 @@ Deno.test("a malformed capsule ends only its session (RFC 9297 §3.3)", async (t
 });
 
 Deno.test("a session ends cleanly when the peer ends its stream", async () => {
-  const s = await setup();
+  const s = await setupH3Sessions();
   const { client, server } = await s.open("datagram");
   const v = collect(server);
   await client.close();
@@ -347,7 +228,7 @@ Deno.test("a session ends cleanly when the peer ends its stream", async () => {
 });
 
 Deno.test("capsules reach onCapsule; DATAGRAM capsules do not", async () => {
-  const s = await setup();
+  const s = await setupH3Sessions();
   const { client, server } = await s.open("datagram");
   const c = collect(client);
   await server.sendCapsule({
@@ -370,7 +251,7 @@ Deno.test("capsules reach onCapsule; DATAGRAM capsules do not", async () => {
 
 Deno.test("maxPacketSize is the datagram limit minus the quarter stream id and context id", async (t) => {
   await t.step("quarter stream id 0: 1 + 1 header bytes", async () => {
-    const s = await setup({ maxDatagramSize: 1200 });
+    const s = await setupH3Sessions({ maxDatagramSize: 1200 });
     const { client } = await s.open("datagram");
     assertEquals(client.maxPacketSize, 1198);
     s.clientConn.maxDatagramSize = 100;
@@ -380,7 +261,7 @@ Deno.test("maxPacketSize is the datagram limit minus the quarter stream id and c
     s.client.close();
   });
   await t.step("quarter stream id 64: a 2-byte varint", async () => {
-    const s = await setup({ maxDatagramSize: 1200 });
+    const s = await setupH3Sessions({ maxDatagramSize: 1200 });
     // Streams 0..252 (quarter ids 0..63) carry refused GETs; stream 256 is quarter id 64.
     const get: HeaderField[] = [
       [":method", "GET"],
@@ -404,7 +285,10 @@ Deno.test("maxPacketSize is the datagram limit minus the quarter stream id and c
     s.client.close();
   });
   await t.step("stream mode: 65535", async () => {
-    const s = await setup({ maxDatagramSize: 1200, clientSettings: clientWithDatagrams(0) });
+    const s = await setupH3Sessions({
+      maxDatagramSize: 1200,
+      clientSettings: clientWithDatagrams(0),
+    });
     const { client } = await s.open("stream");
     assertEquals(client.maxPacketSize, 65535);
     s.client.close();
@@ -412,7 +296,7 @@ Deno.test("maxPacketSize is the datagram limit minus the quarter stream id and c
 });
 
 Deno.test("sendPacket() in stream mode drops and counts packets past maxPacketsQueued until writes settle", async () => {
-  const s = await setup({ clientSettings: clientWithDatagrams(0) });
+  const s = await setupH3Sessions({ clientSettings: clientWithDatagrams(0) });
   const { client, server } = await s.open("stream");
   const v = collect(server);
   const numbered = (i: number) => packet(i >> 8, i & 0xff);
@@ -451,7 +335,7 @@ Deno.test("sendPacket() in stream mode drops and counts packets past maxPacketsQ
 });
 
 Deno.test("pendingCapsuleWrites counts sendCapsule() writes until they settle, failed or not", async () => {
-  const s = await setup();
+  const s = await setupH3Sessions();
   const { client, server } = await s.open("datagram");
   const v = collect(server);
   const capsule: Capsule = {
@@ -473,7 +357,7 @@ Deno.test("pendingCapsuleWrites counts sendCapsule() writes until they settle, f
 
 Deno.test("sendPacket() reports too_big and closed", async (t) => {
   await t.step("datagram mode", async () => {
-    const s = await setup({ maxDatagramSize: 200 });
+    const s = await setupH3Sessions({ maxDatagramSize: 200 });
     const { client, server } = await s.open("datagram");
     const v = collect(server);
     const fits = new Uint8Array(client.maxPacketSize).fill(0x45);
@@ -490,7 +374,7 @@ Deno.test("sendPacket() reports too_big and closed", async (t) => {
     s.client.close();
   });
   await t.step("stream mode", async () => {
-    const s = await setup({ clientSettings: clientWithDatagrams(0) });
+    const s = await setupH3Sessions({ clientSettings: clientWithDatagrams(0) });
     const { client, server } = await s.open("stream");
     const v = collect(server);
     const biggest = new Uint8Array(65535).fill(0x45);
@@ -501,7 +385,7 @@ Deno.test("sendPacket() reports too_big and closed", async (t) => {
     s.client.close();
   });
   await t.step("after the connection closed", async () => {
-    const s = await setup();
+    const s = await setupH3Sessions();
     const { client } = await s.open("datagram");
     s.serverConn.close({ closeCode: 0x100, reason: "" });
     await within(s.client.closed, "the close");
@@ -510,312 +394,8 @@ Deno.test("sendPacket() reports too_big and closed", async (t) => {
   });
 });
 
-Deno.test("answerRequest() answers other requests with proper statuses", async (t) => {
-  const authorized: string[] = [];
-  const s = await setup({
-    answer: {
-      authorize: (scope) => {
-        authorized.push(JSON.stringify(scope));
-        if (scope.ipProtocol === 6) return { accept: false, status: 403 };
-        if (scope.ipProtocol === 17) {
-          return { accept: false, status: 503, reason: "address pool exhausted" };
-        }
-        return { accept: true };
-      },
-    },
-  });
-  const ask = async (headers: HeaderField[]) => {
-    const before = s.answers.length;
-    const stream = await s.client.request(headers, { end: true });
-    const status = await within(stream.readResponse(), "the response");
-    let body = "";
-    for await (const chunk of stream.readBody()) body += new TextDecoder().decode(chunk);
-    await until(() => s.answers.length > before, "the answer");
-    return { status, body, answer: s.answers[before] };
-  };
-  const connectIp = (path: string): HeaderField[] =>
-    buildConnectIpRequest({ authority: "localhost", path });
-  const cases: [string, HeaderField[], number, string][] = [
-    [
-      "GET is 404",
-      [[":method", "GET"], [":scheme", "https"], [":authority", "localhost"], [":path", "/"]],
-      404,
-      "not found",
-    ],
-    [
-      "plain CONNECT is 405 (RFC 9114 §4.4)",
-      [[":method", "CONNECT"], [":authority", "198.18.0.1:443"]],
-      405,
-      "plain CONNECT is not supported; use connect-ip",
-    ],
-    [
-      "plain CONNECT with :path is malformed: 400 (RFC 9114 §4.4)",
-      [[":method", "CONNECT"], [":authority", "198.18.0.1:443"], [":path", "/"]],
-      400,
-      "malformed CONNECT: :scheme and :path without :protocol",
-    ],
-    [
-      "an uppercase field name is malformed: 400 whatever the method (RFC 9114 §4.2)",
-      [["Upper", "x"], [":method", "CONNECT"]],
-      400,
-      'uppercase header name "Upper"',
-    ],
-    [
-      "a pseudo-header after a regular field is malformed: 400 on a GET (RFC 9114 §4.3)",
-      [[":method", "GET"], ["accept", "*/*"], [":scheme", "https"], [":path", "/"]],
-      400,
-      "pseudo-header :scheme after a regular header",
-    ],
-    [
-      "no field lines at all: 400, not 404 (RFC 9114 §4.3.1)",
-      [],
-      400,
-      "missing :method",
-    ],
-    [
-      "a GET without :path is malformed: 400 (RFC 9114 §4.3.1)",
-      [[":method", "GET"], [":scheme", "https"], [":authority", "localhost"]],
-      400,
-      "malformed request: missing :scheme or :path",
-    ],
-    [
-      "another :protocol is 501",
-      [
-        [":method", "CONNECT"],
-        [":protocol", "connect-udp"],
-        [":scheme", "https"],
-        [":authority", "localhost"],
-        [":path", "/.well-known/masque/udp/198.18.0.1/53/"],
-        ["capsule-protocol", "?1"],
-      ],
-      501,
-      'unsupported :protocol "connect-udp"',
-    ],
-    [
-      "a path outside the template is 400",
-      connectIp("/vpn"),
-      400,
-      `path "/vpn" does not match template "${DEFAULT_URI_TEMPLATE}"`,
-    ],
-    [
-      "an ipproto above 255 is 400",
-      connectIp("/.well-known/masque/ip/*/256/"),
-      400,
-      'ipproto "256" is not 0..255 or "*"',
-    ],
-    [
-      "a request authorize() refuses gets its status: 403",
-      connectIp("/.well-known/masque/ip/*/6/"),
-      403,
-      "request refused",
-    ],
-    [
-      "a refusal with a reason gets its status and the reason as body: 503",
-      connectIp("/.well-known/masque/ip/*/17/"),
-      503,
-      "address pool exhausted",
-    ],
-  ];
-  for (const [name, headers, status, reason] of cases) {
-    await t.step(name, async () => {
-      const got = await ask(headers);
-      assertEquals(got.status, status);
-      assertEquals(got.body, `${reason}\n`);
-      assertEquals(got.answer, { session: undefined, status, reason });
-    });
-  }
-  // authorize() saw only the well-formed connect-ip request.
-  assertEquals(authorized, [
-    '{"target":{"kind":"any"},"ipProtocol":6}',
-    '{"target":{"kind":"any"},"ipProtocol":17}',
-  ]);
-  assertEquals(s.serverConn.closeInfo, undefined);
-  s.client.close();
-});
-
-Deno.test("openConnectIpSession() fails clearly", async (t) => {
-  await t.step("the relay refuses: ConnectIpError with the status", async () => {
-    const s = await setup({ answer: { authorize: () => ({ accept: false, status: 403 }) } });
-    const error = await assertRejects(
-      () =>
-        openConnectIpSession(s.client, {
-          authority: "localhost",
-          path: ANY_PATH,
-          mode: "datagram",
-        }),
-      ConnectIpError,
-      "Cannot open connect-ip session: the relay answered 403",
-    );
-    assertEquals(error.status, 403);
-    s.client.close();
-  });
-  await t.step("the relay does not enable extended CONNECT", async () => {
-    const settings = serverSettings();
-    settings.delete(SETTINGS_ENABLE_CONNECT_PROTOCOL);
-    const s = await setup({ serverSettings: settings });
-    await assertRejects(
-      () =>
-        openConnectIpSession(s.client, { authority: "localhost", path: ANY_PATH, mode: "stream" }),
-      ConnectIpError,
-      "the relay does not enable extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL is not 1)",
-    );
-    s.client.close();
-  });
-  await t.step("datagram mode when the relay does not enable HTTP Datagrams", async () => {
-    const settings = serverSettings();
-    settings.set(SETTINGS_H3_DATAGRAM, 0);
-    const s = await setup({ serverSettings: settings });
-    await assertRejects(
-      () =>
-        openConnectIpSession(s.client, {
-          authority: "localhost",
-          path: ANY_PATH,
-          mode: "datagram",
-        }),
-      ConnectIpError,
-      "SETTINGS_H3_DATAGRAM is not 1); try --mode stream",
-    );
-    s.client.close();
-  });
-  await t.step("the connection closes before SETTINGS", async () => {
-    const [clientConn, serverConn] = createFakeQuicPair();
-    const client = new H3Connection(clientConn, { role: "client" });
-    await client.start();
-    serverConn.close({ closeCode: 0x10a, reason: "no" });
-    await assertRejects(
-      () =>
-        openConnectIpSession(client, { authority: "localhost", path: ANY_PATH, mode: "stream" }),
-      ConnectIpError,
-      'Cannot open connect-ip session: no SETTINGS from the relay (Connection closed before SETTINGS: code 0x10a "no")',
-    );
-  });
-  await t.step("a 200 without capsule-protocol", async () => {
-    const [clientConn, raw] = createFakeQuicPair();
-    const client = new H3Connection(clientConn, { role: "client" });
-    await client.start();
-    // 00 control stream; 04 SETTINGS 04 length; 08 01 extended CONNECT; 33 01 datagrams
-    await raw.openUni(hex("00 0404 0801 3301"));
-    const bidi = raw.incomingBidirectionalStreams.getReader();
-    const opening = openConnectIpSession(client, {
-      authority: "localhost",
-      path: ANY_PATH,
-      mode: "datagram",
-    });
-    const { value: request } = await within(bidi.read(), "the request");
-    assert(request !== undefined);
-    const writer = request.writable.getWriter();
-    // 01 HEADERS, 03 length, 00 00 prefix, d9 static 25 `:status 200`
-    await writer.write(hex("01 03 0000 d9"));
-    await assertRejects(
-      () => opening,
-      ConnectIpError,
-      "Cannot open connect-ip session: the response lacks capsule-protocol: ?1",
-    );
-    // The client gave up on the stream: its request HEADERS, then FIN; and STOP_SENDING.
-    const sent = await readAll(request.readable.getReader());
-    assertEquals(sent[0], 0x01);
-    await assertRejects(() => within(writer.closed, "STOP_SENDING"), Error, "STOP_SENDING");
-    raw.close();
-  });
-});
-
-Deno.test("a connection error on a session's stream closes the whole connection", async () => {
-  const [raw, serverConn] = createFakeQuicPair();
-  const ends: Promise<SessionEnd>[] = [];
-  const server = new H3Connection(serverConn, {
-    role: "server",
-    onRequest: async (request) => {
-      const answer = await answerRequest(request);
-      if (answer.session) ends.push(answer.session.run({ onPacket: () => {} }));
-    },
-  });
-  await server.start();
-  // The client's control stream: 00, SETTINGS 04 02: 33 01 (datagrams on).
-  await raw.openUni(hex("00 0402 3301"));
-  const headers = encodeFieldSection(
-    buildConnectIpRequest({ authority: "localhost", path: ANY_PATH }),
-  );
-  const { reader, writer } = await raw.openBidi(encodeFrame(FRAME_HEADERS, headers));
-  const { value: response } = await within(reader.read(), "the response");
-  // 01 HEADERS frame, its length, 00 00, d9 `:status 200`, then capsule-protocol
-  assertEquals(response?.subarray(2, 5), hex("0000 d9"));
-  await until(() => ends.length === 1, "the session");
-  // 04 SETTINGS, 00 length: a frame that is a connection error on a request stream
-  await writer.write(hex("04 00"));
-  assertEquals(await within(ends[0], "the session's end"), {
-    reason: "error",
-    message: "Unexpected SETTINGS frame on a request stream",
-  });
-  const info = await within(raw.closed, "the close");
-  assertEquals(info, {
-    closeCode: H3_FRAME_UNEXPECTED,
-    reason: "Unexpected SETTINGS frame on a request stream",
-  });
-});
-
-Deno.test("answerRequest() calls authorize only once the peer's SETTINGS have arrived", async (t) => {
-  /** A server that answers with answerRequest(), facing a raw client that sends no SETTINGS yet. */
-  async function serverWithoutClientSettings(settingsTimeoutMs: number) {
-    const [clientConn, serverConn] = createFakeQuicPair();
-    const authorized: number[] = [];
-    const answers: Promise<AnswerResult>[] = [];
-    const server = new H3Connection(serverConn, {
-      role: "server",
-      settingsTimeoutMs,
-      onRequest: (request) => {
-        const answer = answerRequest(request, {
-          authorize: () => {
-            authorized.push(Number(request.streamId));
-            return { accept: true };
-          },
-        });
-        answer.catch(() => {});
-        answers.push(answer);
-      },
-    });
-    await server.start();
-    // Requests on raw streams: HEADERS of a connect-ip request, the stream left open.
-    const block = encodeFieldSection(
-      buildConnectIpRequest({ authority: "localhost", path: ANY_PATH }),
-    );
-    const request = encodeFrame(FRAME_HEADERS, block);
-    const streams = [];
-    for (let i = 0; i < 5; i++) streams.push(await clientConn.openBidi(request));
-    await until(() => answers.length === 5, "the five requests to reach answerRequest");
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    return { server, clientConn, authorized, answers, streams };
-  }
-
-  await t.step("requests before SETTINGS wait; SETTINGS let them through", async () => {
-    const s = await serverWithoutClientSettings(5000);
-    assertEquals(s.authorized, []);
-    // 00 CONTROL; 04 SETTINGS, 02 length; 33 01 SETTINGS_H3_DATAGRAM = 1
-    await s.clientConn.openUni(hex("00 0402 3301"));
-    const answers = await within(Promise.all(s.answers), "the answers");
-    assertEquals(s.authorized, [0, 4, 8, 12, 16]);
-    assert(answers.every((a) => a.session?.mode === "datagram"));
-    s.clientConn.close();
-  });
-  await t.step(
-    "no SETTINGS before the time limit: nothing authorized, every answer rejects",
-    async () => {
-      const s = await serverWithoutClientSettings(100);
-      const results = await within(Promise.allSettled(s.answers), "the answers", 3000);
-      assertEquals(s.authorized, []);
-      for (const result of results) {
-        assert(result.status === "rejected");
-        assertEquals(
-          String(result.reason),
-          "Error: Cannot answer request: no SETTINGS from the peer (No SETTINGS from the peer within 100 ms)",
-        );
-      }
-      assertEquals((await within(s.clientConn.closed, "the close")).closeCode, 0x10a);
-    },
-  );
-});
-
 Deno.test("a session's partial capsule counts in its connection's budget", async () => {
-  const s = await setup({ maxChunkSize: 1 });
+  const s = await setupH3Sessions({ maxChunkSize: 1 });
   const { client, server } = await s.open("stream");
   const got = collect(server);
   const budget = s.server.bufferBudget;
@@ -831,4 +411,61 @@ Deno.test("a session's partial capsule counts in its connection's budget", async
   assertEquals(got.packets[0], hex("45 01 02 03 04 05 06 07 08"));
   assertEquals(budget.used, 0);
   s.clientConn.close();
+});
+
+Deno.test("a session needs only a ConnectStream: prefix | context id | packet in one buffer", async (t) => {
+  await t.step("datagram mode leaves the transport's prefix free in front", async () => {
+    const [a, b] = createConnectStreamPair({ prefixLength: 3, maxPayloadSize: 100 });
+    const client = new ConnectIpSession(a, { mode: "datagram" });
+    const server = collect(new ConnectIpSession(b, { mode: "datagram" }));
+    // The payload limit minus the one-byte context id.
+    assertEquals(client.maxPacketSize, 99);
+    assertEquals(client.sendPacket(packet(1, 2)), "sent");
+    // ee ee ee: the fake transport's prefix; 00 context id 0; the packet
+    assertEquals(a.datagrams!.datagramsSent, [hex("eeeeee 00 450102")]);
+    await until(() => server.packets.length === 1, "the packet");
+    assertEquals(server.packets, [packet(1, 2)]);
+    assertEquals(client.sendPacket(new Uint8Array(100).fill(0x45)), "too_big");
+    assertEquals(client.stats.tooBig, 1);
+    await client.close();
+    assertEquals(client.sendPacket(packet(3)), "closed");
+    assertEquals(await within(server.end, "the end"), {
+      reason: "closed",
+      message: "peer ended the stream",
+    });
+  });
+  await t.step("a transport without datagrams carries packets in capsules only", async () => {
+    const [a, b] = createConnectStreamPair({ datagrams: false });
+    assertThrows(
+      () => new ConnectIpSession(a, { mode: "datagram" }),
+      Error,
+      "Cannot run a session in datagram mode: the transport has no datagrams",
+    );
+    const client = new ConnectIpSession(a, { mode: "stream" });
+    const server = collect(new ConnectIpSession(b, { mode: "stream" }));
+    assertEquals(client.maxPacketSize, 65535);
+    assertEquals(client.sendPacket(packet(7)), "sent");
+    await until(() => server.packets.length === 1, "the packet");
+    assertEquals(server.packets, [packet(7)]);
+    assertEquals(server.capsules, []);
+  });
+  await t.step("errors that are not a malformed capsule go to the transport's fail()", async () => {
+    // A budget of 2 bytes and a partial capsule of 6: the budget's connection error.
+    const [a, b] = createConnectStreamPair({ bufferBudget: new ByteBudget(2) });
+    const server = collect(new ConnectIpSession(b, { mode: "datagram" }));
+    // 00 DATAGRAM, 0a length 10, then 4 of its bytes
+    await a.writeData(hex("00 0a 00450102"));
+    const end = await within(server.end, "the end");
+    assertEquals(end.reason, "error");
+    assertEquals(b.failures.length, 1);
+    assert(b.failures[0] instanceof H3Error && b.failures[0].code === H3_EXCESSIVE_LOAD);
+    assertEquals(b.aborted, true);
+    // A malformed capsule ends the session but is not the transport's business.
+    const [c, d] = createConnectStreamPair();
+    const other = collect(new ConnectIpSession(d, { mode: "datagram" }));
+    // 01 ADDRESS_ASSIGN, 07 length; 00 request id, 04 IPv4, c6120002, 21 prefix length 33
+    await c.writeData(hex("01 07 00 04 c6120002 21"));
+    assertEquals((await within(other.end, "the end")).reason, "error");
+    assertEquals(d.failures, []);
+  });
 });

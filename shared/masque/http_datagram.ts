@@ -12,42 +12,18 @@
  * }
  * ```
  *
- * Readers allocate nothing; writers let callers keep headroom in front of a
- * packet and write the header in place.
+ * Readers allocate nothing. The session writes the context id in front of
+ * each packet (`connect_ip_session.ts`), and the HTTP/3 stream writes the
+ * quarter stream id in front of that, both in place in one buffer
+ * (`H3Datagrams` in `shared/h3/request_stream.ts`).
  *
  * @module
  */
 
-import {
-  decodeVarint,
-  encodeVarintInto,
-  varintSize,
-  varintSizeFromFirstByte,
-} from "../h3/varint.ts";
+import { decodeVarint, varintSizeFromFirstByte } from "../h3/varint.ts";
 
 /** The context ID whose payload is a full IP packet (RFC 9484 §6). */
 export const CONTEXT_ID_IP_PACKET = 0;
-
-/** The size in bytes of the quarter stream ID and context ID in front of a payload. */
-export function httpDatagramHeaderSize(quarterStreamId: number, contextId: number): number {
-  return varintSize(quarterStreamId) + varintSize(contextId);
-}
-
-/**
- * Writes the quarter stream ID and context ID at `offset` and returns the
- * offset just after them, where the payload goes. Callers that read packets
- * at an offset of {@linkcode httpDatagramHeaderSize} bytes can send the
- * datagram without copying the packet. Throws a `VarintError` when `buf`
- * has no room.
- */
-export function writeHttpDatagramHeader(
-  buf: Uint8Array,
-  offset: number,
-  quarterStreamId: number,
-  contextId: number,
-): number {
-  return encodeVarintInto(buf, encodeVarintInto(buf, offset, quarterStreamId), contextId);
-}
 
 /** What {@linkcode parseContextId} returns for a payload without a whole context ID. */
 export const MALFORMED_CONTEXT_ID = -1;

@@ -29,7 +29,7 @@ import { parseArgs } from "node:util";
 import { H3Connection } from "../../shared/h3/connection.ts";
 import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
 import { DEFAULT_URI_TEMPLATE } from "../../shared/masque/connect_ip_request.ts";
-import { openConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
+import { openConnectIpSession } from "../../shared/masque/h3_connect_ip.ts";
 import type { ConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
 import { percentile } from "./_measure.ts";
 

@@ -13,12 +13,12 @@ import {
   SETTINGS_H3_DATAGRAM,
 } from "../../shared/h3/settings.ts";
 import type { Settings } from "../../shared/h3/settings.ts";
+import { ConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
 import {
   answerRequest,
   ConnectIpError,
-  ConnectIpSession,
   openConnectIpSession,
-} from "../../shared/masque/connect_ip_session.ts";
+} from "../../shared/masque/h3_connect_ip.ts";
 import type { PacketMode } from "../../shared/masque/connect_ip_session.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
 import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";

@@ -38,7 +38,7 @@ import { encodeSettingsFrame, serverSettings } from "../../shared/h3/settings.ts
 import { encodeCapsule } from "../../shared/masque/capsule.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
 import { buildConnectIpRequest } from "../../shared/masque/connect_ip_request.ts";
-import { ConnectIpError } from "../../shared/masque/connect_ip_session.ts";
+import { ConnectIpError } from "../../shared/masque/h3_connect_ip.ts";
 import { formatPrefix, parsePrefix } from "../../shared/ip/ip_address.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };

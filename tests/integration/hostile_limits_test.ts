@@ -32,7 +32,7 @@ import { encodeFrame, encodeFrameHeader, FRAME_HEADERS } from "../../shared/h3/f
 import { encodeFieldSection } from "../../shared/h3/qpack.ts";
 import { createLogger } from "../../shared/log.ts";
 import { buildConnectIpRequest } from "../../shared/masque/connect_ip_request.ts";
-import { openConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
+import { openConnectIpSession } from "../../shared/masque/h3_connect_ip.ts";
 import type { ConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
 import { parsePrefix } from "../../shared/ip/ip_address.ts";
 

@@ -39,7 +39,7 @@ import {
   buildConnectIpRequest,
   expandConnectIpPath,
 } from "../../shared/masque/connect_ip_request.ts";
-import { ConnectIpError, openConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
+import { ConnectIpError, openConnectIpSession } from "../../shared/masque/h3_connect_ip.ts";
 import type { ConnectIpSession, SessionEnd } from "../../shared/masque/connect_ip_session.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
 import { formatIp, parsePrefix } from "../../shared/ip/ip_address.ts";

@@ -14,7 +14,7 @@ import { H3Connection } from "../../shared/h3/connection.ts";
 import { createLogger, nullLogger } from "../../shared/log.ts";
 import type { Logger } from "../../shared/log.ts";
 import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
-import { ConnectIpError, openConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
+import { ConnectIpError, openConnectIpSession } from "../../shared/masque/h3_connect_ip.ts";
 import type { ConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
 import { formatIp, formatPrefix, parsePrefix } from "../../shared/ip/ip_address.ts";

@@ -33,7 +33,7 @@ import {
   answerRequest,
   ConnectIpError,
   openConnectIpSession,
-} from "../../shared/masque/connect_ip_session.ts";
+} from "../../shared/masque/h3_connect_ip.ts";
 import {
   buildConnectIpRequest,
   expandConnectIpPath,

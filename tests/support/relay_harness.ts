@@ -21,7 +21,7 @@ import { Relay } from "../../relay/relay.ts";
 import { H3Connection } from "../../shared/h3/connection.ts";
 import { createLogger } from "../../shared/log.ts";
 import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
-import { openConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
+import { openConnectIpSession } from "../../shared/masque/h3_connect_ip.ts";
 import type { ConnectIpSession, SessionEnd } from "../../shared/masque/connect_ip_session.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
 import { formatIp, parsePrefix } from "../../shared/ip/ip_address.ts";

@@ -19,7 +19,7 @@ import { parseArgs } from "node:util";
 import { H3Connection } from "../../../shared/h3/connection.ts";
 import { clientSettings, SETTINGS_H3_DATAGRAM } from "../../../shared/h3/settings.ts";
 import { expandConnectIpPath } from "../../../shared/masque/connect_ip_request.ts";
-import { openConnectIpSession } from "../../../shared/masque/connect_ip_session.ts";
+import { openConnectIpSession } from "../../../shared/masque/h3_connect_ip.ts";
 import {
   CapsuleParser,
   datagramCapsuleHeaderSize,

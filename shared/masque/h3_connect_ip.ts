@@ -1,0 +1,208 @@
+/**
+ * CONNECT-IP over HTTP/3 (RFC 9484 §4 with RFC 9220's extended CONNECT):
+ * the client opens the request ({@linkcode openConnectIpSession}), the
+ * server answers it ({@linkcode answerRequest}); each side gets a
+ * {@linkcode ConnectIpSession} on the request stream, which is the
+ * session's `ConnectStream` (`connect_stream.ts`). The packet mode comes from here:
+ * the peer's SETTINGS_H3_DATAGRAM (RFC 9297 §2.1.1) decides it, not the
+ * session.
+ *
+ * Another transport (HTTP/2 extended CONNECT, RFC 8441) gets a file like
+ * this one that makes a `ConnectStream` of its own stream.
+ *
+ * @module
+ */
+
+import { errorMessage } from "../errors.ts";
+import type { H3Connection } from "../h3/connection.ts";
+import type { H3RequestStream } from "../h3/request_stream.ts";
+import { SETTINGS_ENABLE_CONNECT_PROTOCOL, SETTINGS_H3_DATAGRAM } from "../h3/settings.ts";
+import type { Logger } from "../log.ts";
+import {
+  buildConnectIpRequest,
+  buildConnectIpResponse,
+  isCapsuleProtocolEnabled,
+  parseConnectIpRequest,
+} from "./connect_ip_request.ts";
+import type { ConnectIpScope } from "./connect_ip_request.ts";
+import { ConnectIpSession } from "./connect_ip_session.ts";
+import type { PacketMode } from "./connect_ip_session.ts";
+
+/** A session on an HTTP/3 request stream. */
+export type H3ConnectIpSession = ConnectIpSession<H3RequestStream>;
+
+/** A relay refused or failed a connect-ip request. */
+export class ConnectIpError extends Error {
+  /** The HTTP status the relay answered, when it answered. */
+  readonly status?: number;
+  constructor(message: string, status?: number) {
+    super(message);
+    this.name = "ConnectIpError";
+    this.status = status;
+  }
+}
+
+/** Options of {@linkcode openConnectIpSession}. */
+export interface OpenConnectIpOptions {
+  /** `:authority` of the request, e.g. `relay.example:443`. */
+  readonly authority: string;
+  /** `:path` expanded from the URI template. */
+  readonly path: string;
+  readonly mode: PacketMode;
+  readonly log?: Logger;
+}
+
+/**
+ * Client side: waits for the relay's SETTINGS, checks that it enables
+ * extended CONNECT (RFC 9220 §3) and, in datagram mode, HTTP Datagrams
+ * (RFC 9297 §2.1.1), sends the connect-ip request (RFC 9484 §4) and waits
+ * for a 2xx. Throws {@linkcode ConnectIpError} with a clear message.
+ */
+export async function openConnectIpSession(
+  h3: H3Connection,
+  options: OpenConnectIpOptions,
+): Promise<H3ConnectIpSession> {
+  let settings;
+  try {
+    settings = await h3.peerSettings;
+  } catch (error) {
+    throw new ConnectIpError(
+      `Cannot open connect-ip session: no SETTINGS from the relay (${errorMessage(error)})`,
+    );
+  }
+  if (settings.get(SETTINGS_ENABLE_CONNECT_PROTOCOL) !== 1) {
+    throw new ConnectIpError(
+      "Cannot open connect-ip session: the relay does not enable extended CONNECT " +
+        "(SETTINGS_ENABLE_CONNECT_PROTOCOL is not 1)",
+    );
+  }
+  const datagrams = settings.get(SETTINGS_H3_DATAGRAM) === 1;
+  if (options.mode === "datagram" && !datagrams) {
+    throw new ConnectIpError(
+      "Cannot open connect-ip session in datagram mode: the relay does not enable HTTP " +
+        "Datagrams (SETTINGS_H3_DATAGRAM is not 1); try --mode stream",
+    );
+  }
+  let stream: H3RequestStream;
+  let status: number;
+  try {
+    stream = await h3.request(
+      buildConnectIpRequest({ authority: options.authority, path: options.path }),
+    );
+    status = await stream.readResponse();
+  } catch (error) {
+    throw new ConnectIpError(`Cannot open connect-ip session: ${errorMessage(error)}`);
+  }
+  if (status < 200 || status >= 300) {
+    stream.abort();
+    throw new ConnectIpError(
+      `Cannot open connect-ip session: the relay answered ${status}`,
+      status,
+    );
+  }
+  if (!isCapsuleProtocolEnabled(stream.headers)) {
+    stream.abort();
+    throw new ConnectIpError(
+      "Cannot open connect-ip session: the response lacks capsule-protocol: ?1",
+      status,
+    );
+  }
+  return new ConnectIpSession(stream, { mode: options.mode, log: options.log });
+}
+
+/**
+ * What the server's `authorize` callback decides for a parsed request. A
+ * refusal's `reason` becomes the response body (default "request refused").
+ */
+export type AuthorizeResult = { readonly accept: true } | {
+  readonly accept: false;
+  readonly status: number;
+  readonly reason?: string;
+};
+
+/** Options of {@linkcode answerRequest}. */
+export interface AnswerRequestOptions {
+  /** URI template the relay serves (default RFC 9484's well-known path). */
+  readonly template?: string;
+  /** The authority the relay answers for; other authorities get 400. */
+  readonly authority?: string;
+  /** Decides whether a well-formed connect-ip request is served. */
+  readonly authorize?: (scope: ConnectIpScope, request: H3RequestStream) => AuthorizeResult;
+  readonly log?: Logger;
+}
+
+/** The outcome of {@linkcode answerRequest}. */
+export type AnswerResult =
+  | { readonly session: H3ConnectIpSession; readonly scope: ConnectIpScope }
+  | { readonly session: undefined; readonly status: number; readonly reason: string };
+
+/**
+ * Server side: answers one request. A valid connect-ip request that
+ * `authorize` accepts gets 200 with `capsule-protocol: ?1` and becomes a
+ * session. Anything else gets a proper HTTP/3 response, checked in this
+ * order: 400 for a malformed message whatever its method (RFC 9114 §4.1.2,
+ * §4.3.1: bad field names or values, misplaced or missing pseudo-headers, a
+ * plain CONNECT with `:scheme` or `:path` per §4.4); 405 for a plain CONNECT;
+ * 404 for other methods; then the status from the request parser (400, 501)
+ * or from `authorize` for bad or refused connect-ip requests.
+ *
+ * A valid connect-ip request waits for the peer's SETTINGS (they decide the
+ * packet mode) before `authorize` is called, so nothing is reserved for a
+ * peer that has not sent them; if the connection closes first (for example
+ * at its SETTINGS time limit), the stream is abandoned and this rejects.
+ */
+export async function answerRequest(
+  request: H3RequestStream,
+  options: AnswerRequestOptions = {},
+): Promise<AnswerResult> {
+  const method = request.header(":method");
+  const protocol = request.header(":protocol");
+  const refuse = async (status: number, reason: string): Promise<AnswerResult> => {
+    await request.respond(status, [["content-type", "text/plain"]], `${reason}\n`)
+      .catch(() => {});
+    return { session: undefined, status, reason };
+  };
+  if (method === "CONNECT" && protocol === undefined) {
+    // RFC 9114 §4.4: a plain CONNECT carries neither :scheme nor :path.
+    if (request.header(":scheme") !== undefined || request.header(":path") !== undefined) {
+      return await refuse(400, "malformed CONNECT: :scheme and :path without :protocol");
+    }
+  }
+  // The parser checks every field line before it looks at the method, so a
+  // 400 from it is a malformed message, which wins over 404 and 405.
+  const parsed = parseConnectIpRequest(request.headers, {
+    template: options.template,
+    authority: options.authority,
+  });
+  if (!parsed.ok && parsed.status === 400) return await refuse(400, parsed.reason);
+  if (method === "CONNECT" && protocol === undefined) {
+    return await refuse(405, "plain CONNECT is not supported; use connect-ip");
+  }
+  if (method !== "CONNECT") {
+    // RFC 9114 §4.3.1: other requests need a non-empty :scheme and :path.
+    if (!request.header(":scheme") || !request.header(":path")) {
+      return await refuse(400, "malformed request: missing :scheme or :path");
+    }
+    return await refuse(404, "not found");
+  }
+  if (!parsed.ok) return await refuse(parsed.status, parsed.reason);
+  // Nothing is reserved for a peer whose SETTINGS have not arrived: authorize
+  // runs only after them. The wait is bounded by the connection's SETTINGS
+  // time limit, which closes the connection and rejects peerSettings.
+  let settings;
+  try {
+    settings = await request.connection.peerSettings;
+  } catch (error) {
+    request.abort();
+    throw new Error(`Cannot answer request: no SETTINGS from the peer (${errorMessage(error)})`);
+  }
+  const decision = options.authorize?.(parsed.scope, request) ?? { accept: true };
+  if (!decision.accept) {
+    return await refuse(decision.status, decision.reason ?? "request refused");
+  }
+  const mode: PacketMode = settings.get(SETTINGS_H3_DATAGRAM) === 1 ? "datagram" : "stream";
+  // The session registers for datagrams before the 200 lets the client send.
+  const session = new ConnectIpSession(request, { mode, log: options.log });
+  await request.writeHeaders(buildConnectIpResponse(200));
+  return { session, scope: parsed.scope };
+}

@@ -45,6 +45,8 @@ import {
   H3_STREAM_CREATION_ERROR,
   H3Error,
 } from "../errors.ts";
+import { CounterRegistry } from "../counters.ts";
+import type { Counter } from "../counters.ts";
 import type { Logger } from "../log.ts";
 import { nullLogger } from "../log.ts";
 import { ByteBudget, DEFAULT_MAX_BUFFERED_BYTES } from "./byte_budget.ts";
@@ -87,7 +89,12 @@ export const STREAM_TYPE_PUSH = 0x01;
 export const STREAM_TYPE_QPACK_ENCODER = 0x02;
 export const STREAM_TYPE_QPACK_DECODER = 0x03;
 
-/** Counters of one connection, for logs and metrics. */
+/**
+ * The values of an {@linkcode H3Connection}'s counters
+ * ({@linkcode H3Connection.stats}): this connection's own, or, when
+ * connections share a registry (`H3ConnectionOptions.counters`), the totals
+ * of all of them.
+ */
 export interface H3ConnectionStats {
   datagramsIn: number;
   datagramsOut: number;
@@ -106,10 +113,65 @@ export interface H3ConnectionStats {
   streamReads: number;
   /** Request streams closed because their HEADERS did not arrive within `headersTimeoutMs`. */
   headersTimeouts: number;
-  /** 1 when the connection closed because SETTINGS did not arrive within `settingsTimeoutMs`. */
+  /** Connections closed because SETTINGS did not arrive within `settingsTimeoutMs`. */
   settingsTimeouts: number;
-  /** 1 when the connection closed because the peer passed `maxBufferedBytes`. */
+  /** Connections closed because the peer passed `maxBufferedBytes`. */
   bufferBudgetExceeded: number;
+}
+
+/**
+ * The counters an {@linkcode H3Connection} adds to, resolved once from a
+ * {@linkcode CounterRegistry} (names in `docs/architecture.md`, "Errors").
+ */
+export class H3Counters {
+  readonly datagramsIn: Counter;
+  readonly datagramsOut: Counter;
+  readonly datagramsUnroutable: Counter;
+  readonly datagramsMalformed: Counter;
+  readonly datagramsQueueFull: Counter;
+  readonly requestStreams: Counter;
+  readonly streamReads: Counter;
+  readonly headersTimeouts: Counter;
+  readonly settingsTimeouts: Counter;
+  readonly bufferBudgetExceeded: Counter;
+
+  constructor(registry: CounterRegistry) {
+    const datagrams = registry.counter("h3_datagrams_total", {
+      help: "HTTP/3 datagrams received from and sent to peers",
+      labels: [{ name: "direction", values: ["received", "sent"] }],
+    });
+    this.datagramsIn = datagrams.child("received");
+    this.datagramsOut = datagrams.child("sent");
+    const dropped = registry.counter("h3_datagrams_dropped_total", {
+      help:
+        "HTTP/3 datagrams dropped: for no stream taking them, malformed, or at a full send queue",
+      labels: [{ name: "reason", values: ["unroutable", "malformed", "queue full"] }],
+    });
+    this.datagramsUnroutable = dropped.child("unroutable");
+    this.datagramsMalformed = dropped.child("malformed");
+    this.datagramsQueueFull = dropped.child("queue full");
+    const one = (name: string, help: string) => registry.counter(name, { help }).child();
+    this.requestStreams = one(
+      "h3_request_streams_total",
+      "HTTP/3 request streams opened or accepted",
+    );
+    this.streamReads = one(
+      "h3_stream_reads_total",
+      "Reads that delivered bytes from peers' streams",
+    );
+    this.headersTimeouts = one(
+      "h3_headers_timeouts_total",
+      "Request streams closed for no HEADERS within the time limit",
+    );
+    this.settingsTimeouts = one(
+      "h3_settings_timeouts_total",
+      "Connections closed for no SETTINGS within the time limit",
+    );
+    this.bufferBudgetExceeded = one(
+      "h3_buffer_budget_exceeded_total",
+      "Connections closed for holding more bytes between reads than their budget",
+    );
+  }
 }
 
 /** Timers for the connection's time limits; tests pass a fake clock. */
@@ -178,6 +240,11 @@ export interface H3ConnectionOptions {
   readonly settingsTimeoutMs?: number;
   /** Timers to use instead of the global ones (tests). */
   readonly timers?: H3Timers;
+  /**
+   * The registry to count in, shared with the process's other connections
+   * (default: a registry of this connection's own).
+   */
+  readonly counters?: CounterRegistry;
 }
 
 /** The limits among {@linkcode H3ConnectionOptions}, for a server's configuration. */
@@ -243,19 +310,8 @@ export class H3Connection {
     this.#datagramsQueued--;
   };
   readonly #closed: Promise<QuicCloseInfoLike>;
-  /** Counters, updated as the connection runs. */
-  readonly stats: H3ConnectionStats = {
-    datagramsIn: 0,
-    datagramsOut: 0,
-    datagramsUnroutable: 0,
-    datagramsMalformed: 0,
-    datagramsQueueFull: 0,
-    requestStreams: 0,
-    streamReads: 0,
-    headersTimeouts: 0,
-    settingsTimeouts: 0,
-    bufferBudgetExceeded: 0,
-  };
+  /** The counters this connection adds to. */
+  readonly counters: H3Counters;
 
   constructor(conn: QuicConnLike, options: H3ConnectionOptions) {
     this.#conn = conn;
@@ -264,9 +320,10 @@ export class H3Connection {
     this.#onRequest = options.onRequest;
     this.#maxFieldSectionSize = options.maxFieldSectionSize;
     this.#maxDatagramsQueued = options.maxDatagramsQueued ?? DEFAULT_MAX_DATAGRAMS_QUEUED;
+    this.counters = new H3Counters(options.counters ?? new CounterRegistry());
     this.#budget = new ByteBudget(options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES, {
       onExceeded: () => {
-        this.stats.bufferBudgetExceeded = 1;
+        this.counters.bufferBudgetExceeded.value++;
       },
     });
     this.#headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
@@ -295,6 +352,23 @@ export class H3Connection {
   }
 
   readonly #closeHandlers: ((info: QuicCloseInfoLike) => void)[] = [];
+
+  /** The values of {@linkcode counters} now (see {@linkcode H3ConnectionStats}). */
+  get stats(): H3ConnectionStats {
+    const c = this.counters;
+    return {
+      datagramsIn: c.datagramsIn.value,
+      datagramsOut: c.datagramsOut.value,
+      datagramsUnroutable: c.datagramsUnroutable.value,
+      datagramsMalformed: c.datagramsMalformed.value,
+      datagramsQueueFull: c.datagramsQueueFull.value,
+      requestStreams: c.requestStreams.value,
+      streamReads: c.streamReads.value,
+      headersTimeouts: c.headersTimeouts.value,
+      settingsTimeouts: c.settingsTimeouts.value,
+      bufferBudgetExceeded: c.bufferBudgetExceeded.value,
+    };
+  }
 
   /** The role this side plays. */
   get role(): "client" | "server" {
@@ -347,7 +421,7 @@ export class H3Connection {
     if (!this.#sawSettings && !this.#closing) {
       this.#cancelSettingsTimer = this.#timers.schedule(() => {
         this.#cancelSettingsTimer = undefined;
-        this.stats.settingsTimeouts = 1;
+        this.counters.settingsTimeouts.value++;
         this.fail(
           new H3Error(
             H3_MISSING_SETTINGS,
@@ -387,7 +461,7 @@ export class H3Connection {
     }
     const stream = await this.#conn.createBidirectionalStream();
     const request = new H3RequestStream(this, stream, this.#log, this.#maxFieldSectionSize);
-    this.stats.requestStreams++;
+    this.counters.requestStreams.value++;
     await request.writeHeaders(headers);
     if (options.end) await request.end();
     return request;
@@ -450,10 +524,10 @@ export class H3Connection {
   sendRawDatagram(datagram: Uint8Array): boolean {
     if (this.#closing || datagram.length > this.#conn.maxDatagramSize) return false;
     if (this.#datagramsQueued >= this.#maxDatagramsQueued) {
-      this.stats.datagramsQueueFull++;
+      this.counters.datagramsQueueFull.value++;
       return true;
     }
-    this.stats.datagramsOut++;
+    this.counters.datagramsOut.value++;
     this.#datagramsQueued++;
     // Rejected only when the connection is gone; close() reports that.
     this.#conn.sendDatagram(datagram).then(this.#datagramSent, this.#datagramSent);
@@ -475,13 +549,13 @@ export class H3Connection {
       } catch {
         return; // connection closed
       }
-      this.stats.datagramsIn++;
+      this.counters.datagramsIn.value++;
       let qsid: number;
       try {
         qsid = parseQuarterStreamId(datagram);
       } catch (error) {
         // RFC 9297 §2.1: a datagram that cannot be parsed is a connection error.
-        this.stats.datagramsMalformed++;
+        this.counters.datagramsMalformed.value++;
         this.fail(
           error instanceof H3Error ? error : new H3Error(H3_DATAGRAM_ERROR, errorMessage(error)),
         );
@@ -489,7 +563,7 @@ export class H3Connection {
       }
       const handler = this.#datagramHandlers.get(qsid);
       if (handler === undefined) {
-        this.stats.datagramsUnroutable++;
+        this.counters.datagramsUnroutable.value++;
         continue;
       }
       handler(datagram.subarray(quarterStreamIdSize(datagram)));
@@ -507,7 +581,7 @@ export class H3Connection {
       }
       if (next.done) return;
       const request = new H3RequestStream(this, next.value, this.#log, this.#maxFieldSectionSize);
-      this.stats.requestStreams++;
+      this.counters.requestStreams.value++;
       this.#serveRequest(request);
     }
   }
@@ -517,7 +591,7 @@ export class H3Connection {
     const cancel = this.#timers.schedule(() => {
       this.#headersTimers.delete(cancel);
       timedOut = true;
-      this.stats.headersTimeouts++;
+      this.counters.headersTimeouts.value++;
       this.#log.debug("request stream closed: no HEADERS in time", {
         stream: request.streamId,
         timeoutMs: this.#headersTimeoutMs,
@@ -667,7 +741,7 @@ export class H3Connection {
   #takeTypeBytes(start: StreamStart, read: ReadableStreamReadResult<Uint8Array>): boolean {
     if (read.done) return false;
     const value = read.value;
-    if (value.length > 0) this.stats.streamReads++;
+    if (value.length > 0) this.counters.streamReads.value++;
     let i = 0;
     while (
       i < value.length &&
@@ -691,7 +765,7 @@ export class H3Connection {
     read: ReadableStreamReadResult<Uint8Array>,
   ): boolean {
     if (read.done) return false;
-    this.stats.streamReads++;
+    this.counters.streamReads.value++;
     sink.push(read.value);
     return true;
   }

@@ -18,6 +18,8 @@
  * @module
  */
 
+import { CounterRegistry } from "../counters.ts";
+import type { Counter } from "../counters.ts";
 import { CapsuleError, errorMessage } from "../errors.ts";
 import { encodeVarintInto, varintSize } from "../h3/varint.ts";
 import type { Logger } from "../log.ts";
@@ -75,7 +77,12 @@ export type SendResult = "sent" | "too_big" | "closed";
  */
 export const DEFAULT_MAX_PACKETS_QUEUED = 2048;
 
-/** Counters of one session. */
+/**
+ * One session's own figures, for its entry in the relay's status and its
+ * log lines. Process-wide totals are in the counter registry: packets and
+ * bytes in the pump's counters (`shared/tunnel/pump.ts`), capsules and
+ * dropped datagrams in {@linkcode SessionCounters}.
+ */
 export interface ConnectIpSessionStats {
   packetsIn: number;
   packetsOut: number;
@@ -98,6 +105,37 @@ export interface ConnectIpSessionStats {
   queueFull: number;
 }
 
+/**
+ * The process-wide counters sessions add to, resolved once from a
+ * {@linkcode CounterRegistry}: capsules each way, and datagrams or packets
+ * a session dropped (an unknown or malformed context id, RFC 9484 §6; a
+ * full stream-mode send queue).
+ */
+export class SessionCounters {
+  readonly capsulesIn: Counter;
+  readonly capsulesOut: Counter;
+  readonly unknownContext: Counter;
+  readonly malformedContext: Counter;
+  readonly queueFull: Counter;
+
+  constructor(registry: CounterRegistry) {
+    const capsules = registry.counter("session_capsules_total", {
+      help: "Capsules received from and sent to peers on CONNECT-IP request streams",
+      labels: [{ name: "direction", values: ["received", "sent"] }],
+    });
+    this.capsulesIn = capsules.child("received");
+    this.capsulesOut = capsules.child("sent");
+    const dropped = registry.counter("session_packets_dropped_total", {
+      help: "Packets sessions dropped: an unknown or malformed context id (received), " +
+        "a full stream-mode send queue (sent)",
+      labels: [{ name: "reason", values: ["unknown context", "malformed context", "queue full"] }],
+    });
+    this.unknownContext = dropped.child("unknown context");
+    this.malformedContext = dropped.child("malformed context");
+    this.queueFull = dropped.child("queue full");
+  }
+}
+
 /** Options of the {@linkcode ConnectIpSession} constructor. */
 export interface ConnectIpSessionOptions {
   /** The mode this side sends in; `"datagram"` needs a stream with datagrams. */
@@ -111,6 +149,8 @@ export interface ConnectIpSessionOptions {
    * {@linkcode DEFAULT_MAX_PACKETS_QUEUED}.
    */
   readonly maxPacketsQueued?: number;
+  /** The process's counters (default: counters of this session's own). */
+  readonly counters?: SessionCounters;
 }
 
 /** Callbacks of a running session. */
@@ -141,6 +181,7 @@ export class ConnectIpSession<S extends ConnectStream = ConnectStream> {
   readonly #log: Logger;
   readonly #maxCapsuleSize?: number;
   readonly #maxPacketsQueued: number;
+  readonly #counters: SessionCounters;
   /** Stream mode: packet writes that have not settled yet. */
   #packetsQueued = 0;
   /**
@@ -189,6 +230,7 @@ export class ConnectIpSession<S extends ConnectStream = ConnectStream> {
     this.#log = options.log ?? nullLogger;
     this.#maxCapsuleSize = options.maxCapsuleSize;
     this.#maxPacketsQueued = options.maxPacketsQueued ?? DEFAULT_MAX_PACKETS_QUEUED;
+    this.#counters = options.counters ?? new SessionCounters(new CounterRegistry());
     this.#datagrams?.onDatagram((payload) => this.#receiveDatagramPayload(payload));
   }
 
@@ -222,10 +264,12 @@ export class ConnectIpSession<S extends ConnectStream = ConnectStream> {
     const contextId = parseContextId(payload);
     if (contextId === MALFORMED_CONTEXT_ID) {
       this.stats.malformed++;
+      this.#counters.malformedContext.value++;
       return;
     }
     if (contextId !== CONTEXT_ID_IP_PACKET) {
       this.stats.unknownContext++;
+      this.#counters.unknownContext.value++;
       return;
     }
     const packet = payload.subarray(contextIdSize(payload));
@@ -288,6 +332,7 @@ export class ConnectIpSession<S extends ConnectStream = ConnectStream> {
     } else {
       if (this.#packetsQueued >= this.#maxPacketsQueued) {
         this.stats.queueFull++;
+        this.#counters.queueFull.value++;
         return "sent";
       }
       // DATAGRAM capsule: type, length, context id 0, then the packet
@@ -310,6 +355,7 @@ export class ConnectIpSession<S extends ConnectStream = ConnectStream> {
    */
   async sendCapsule(capsule: Capsule): Promise<void> {
     this.stats.capsulesOut++;
+    this.#counters.capsulesOut.value++;
     this.#capsulesQueued++;
     try {
       await this.#stream.writeData(encodeCapsule(capsule));
@@ -374,6 +420,7 @@ export class ConnectIpSession<S extends ConnectStream = ConnectStream> {
 
   #receiveCapsule(capsule: Capsule): void {
     this.stats.capsulesIn++;
+    this.#counters.capsulesIn.value++;
     if (capsule.type === "datagram") {
       this.#receiveDatagramPayload(capsule.payload);
     } else {

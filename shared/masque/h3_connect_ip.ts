@@ -26,7 +26,7 @@ import {
 } from "./connect_ip_request.ts";
 import type { ConnectIpScope } from "./connect_ip_request.ts";
 import { ConnectIpSession } from "./connect_ip_session.ts";
-import type { PacketMode } from "./connect_ip_session.ts";
+import type { PacketMode, SessionCounters } from "./connect_ip_session.ts";
 
 /** A session on an HTTP/3 request stream. */
 export type H3ConnectIpSession = ConnectIpSession<H3RequestStream>;
@@ -50,6 +50,8 @@ export interface OpenConnectIpOptions {
   readonly path: string;
   readonly mode: PacketMode;
   readonly log?: Logger;
+  /** The counters the session adds to (see `ConnectIpSessionOptions.counters`). */
+  readonly counters?: SessionCounters;
 }
 
 /**
@@ -107,7 +109,11 @@ export async function openConnectIpSession(
       status,
     );
   }
-  return new ConnectIpSession(stream, { mode: options.mode, log: options.log });
+  return new ConnectIpSession(stream, {
+    mode: options.mode,
+    log: options.log,
+    counters: options.counters,
+  });
 }
 
 /**
@@ -129,6 +135,8 @@ export interface AnswerRequestOptions {
   /** Decides whether a well-formed connect-ip request is served. */
   readonly authorize?: (scope: ConnectIpScope, request: H3RequestStream) => AuthorizeResult;
   readonly log?: Logger;
+  /** The counters the session adds to (see `ConnectIpSessionOptions.counters`). */
+  readonly counters?: SessionCounters;
 }
 
 /** The outcome of {@linkcode answerRequest}. */
@@ -202,7 +210,11 @@ export async function answerRequest(
   }
   const mode: PacketMode = settings.get(SETTINGS_H3_DATAGRAM) === 1 ? "datagram" : "stream";
   // The session registers for datagrams before the 200 lets the client send.
-  const session = new ConnectIpSession(request, { mode, log: options.log });
+  const session = new ConnectIpSession(request, {
+    mode,
+    log: options.log,
+    counters: options.counters,
+  });
   await request.writeHeaders(buildConnectIpResponse(200));
   return { session, scope: parsed.scope };
 }

@@ -37,7 +37,8 @@ import {
 } from "../ip/ip_header.ts";
 
 /**
- * Why a packet is not forwarded:
+ * Why a packet is not forwarded (declared here, so that a counter labelled
+ * with the reason has a bounded set of values):
  * - `malformed`: {@linkcode validateIpPacket} rejected it (call it for details);
  * - `source not assigned`: the source is in none of the sender's assigned prefixes;
  * - `link-local destination`: link-local or link-local multicast, never
@@ -56,22 +57,26 @@ import {
  * - `relay host`, `client to client`, `hop limit exceeded`: see
  *   `shared/tunnel/host_firewall.ts`.
  */
-export type DropReason =
-  | "malformed"
-  | "source not assigned"
-  | "link-local destination"
-  | "destination not routed"
-  | "protocol not allowed"
-  | "destination not assigned"
-  | "IPv4 options"
-  | "zero TTL"
-  | "bad fragment"
-  | "bad extension headers"
-  | "hop-by-hop options"
-  | "routing header type 0"
-  | "relay host"
-  | "client to client"
-  | "hop limit exceeded";
+export const DROP_REASONS = [
+  "malformed",
+  "source not assigned",
+  "link-local destination",
+  "destination not routed",
+  "protocol not allowed",
+  "destination not assigned",
+  "IPv4 options",
+  "zero TTL",
+  "bad fragment",
+  "bad extension headers",
+  "hop-by-hop options",
+  "routing header type 0",
+  "relay host",
+  "client to client",
+  "hop limit exceeded",
+] as const;
+
+/** One of {@linkcode DROP_REASONS}. */
+export type DropReason = typeof DROP_REASONS[number];
 
 /** The outcome of a check: forward the packet, or drop it for `reason`. */
 export type Verdict = { readonly ok: true } | { readonly ok: false; readonly reason: DropReason };

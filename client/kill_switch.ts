@@ -12,6 +12,8 @@
  * @module
  */
 
+import { CommandError, runCommand } from "../host/command.ts";
+
 /** Where `nft` runs. */
 export interface NftTarget {
   /** Run inside this named network namespace (`ip netns exec NS nft`; tests). */
@@ -28,35 +30,16 @@ export class NftError extends Error {
 }
 
 async function nft(args: string[], target: NftTarget, stdin?: string): Promise<string> {
-  const command = target.netns ? "ip" : "nft";
-  const fullArgs = target.netns ? ["netns", "exec", target.netns, "nft", ...args] : args;
-  let child;
   try {
-    child = new Deno.Command(command, {
-      args: fullArgs,
-      stdin: stdin === undefined ? "null" : "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    return await runCommand("nft", args, {
+      stdin,
+      netns: target.netns,
+      neededBy: "The kill switch",
+      permissionHint: "add --allow-run=nft",
+    });
   } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) {
-      throw new NftError(`The kill switch needs permission to run ${command}: add --allow-run=nft`);
-    }
-    if (error instanceof Deno.errors.NotFound) {
-      throw new NftError(`The kill switch needs ${command}: install nftables`);
-    }
-    throw error;
+    throw error instanceof CommandError ? new NftError(error.message) : error;
   }
-  if (stdin !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(stdin));
-    await writer.close();
-  }
-  const { code, stdout, stderr } = await child.output();
-  if (code !== 0) {
-    throw new NftError(`nft ${args.join(" ")} failed: ${new TextDecoder().decode(stderr).trim()}`);
-  }
-  return new TextDecoder().decode(stdout);
 }
 
 /**

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { runCommand } from "../host/command.ts";
 import { errorMessage } from "../shared/errors.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
 import { formatPrefix } from "../shared/ip/ip_address.ts";
@@ -47,38 +48,17 @@ export function natRuleset(
   ].join("\n");
 }
 
-async function nft(args: string[], stdin?: string): Promise<void> {
-  await run("nft", args, stdin);
+/** Runs nft or sysctl for --nat and returns its standard output. */
+function run(command: string, args: string[], stdin?: string): Promise<string> {
+  return runCommand(command, args, {
+    stdin,
+    neededBy: "--nat",
+    permissionHint: "use `deno task relay:nat`",
+  });
 }
 
-/** Runs `command` and returns its standard output; throws with its standard error when it fails. */
-async function run(command: string, args: string[], stdin?: string): Promise<string> {
-  let child;
-  try {
-    child = new Deno.Command(command, {
-      args,
-      stdin: stdin === undefined ? "null" : "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-  } catch (error) {
-    if (error instanceof Deno.errors.NotCapable) {
-      throw new Error(`--nat needs permission to run ${command}: use \`deno task relay:nat\``);
-    }
-    throw new Error(`Cannot run ${command}: ${errorMessage(error)}`);
-  }
-  if (stdin !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(stdin));
-    await writer.close();
-  }
-  const { code, stdout, stderr } = await child.output();
-  if (code !== 0) {
-    throw new Error(
-      `${command} ${args.join(" ")} failed: ${new TextDecoder().decode(stderr).trim()}`,
-    );
-  }
-  return new TextDecoder().decode(stdout);
+async function nft(args: string[], stdin?: string): Promise<void> {
+  await run("nft", args, stdin);
 }
 
 /**
@@ -98,7 +78,7 @@ async function enableForwarding(): Promise<void> {
     await run("sysctl", ["-q", "-w", ...off.map((name) => `${name}=1`)]);
   } catch (error) {
     throw new Error(
-      `${error instanceof Error ? error.message : error} (set ${
+      `${errorMessage(error)} (set ${
         off.map((name) => `${name}=1`).join(" ")
       } before the relay starts: /etc/sysctl.d, or \`sysctls:\` in a container)`,
     );

@@ -4,6 +4,9 @@
 // - ffi/ imports nothing in shared/ but shared/ip/ (dependency-free, as
 //   wireguard-go's tun/ uses net/netip);
 // - client/ and relay/ do not import each other;
+// - host/ (what both entry points share: cleanup, signals, status file,
+//   commands, link bring-up) imports shared/ and ffi/, never client/ or
+//   relay/, and nothing in shared/ or ffi/ imports it;
 // - code in shared/ (tests aside) names neither the `Deno` global nor `console`
 //   outside comments and strings: it reaches the world through what callers
 //   pass in.
@@ -105,12 +108,14 @@ export function layerViolations(files: ReadonlyMap<string, string>): Violation[]
       const target = new URL(specifier, new URL(file, "file:///repo/")).pathname.slice(6);
       const to = area(target);
       const problem = (from === "shared" || from === "shared/ip") &&
-          (to === "ffi" || to === "client" || to === "relay")
+          (to === "ffi" || to === "client" || to === "relay" || to === "host")
         ? `shared/ imports ${to}/`
-        : from === "ffi" && to === "shared"
-        ? "ffi/ imports shared/ outside shared/ip/"
+        : from === "ffi" && (to === "shared" || to === "host")
+        ? `ffi/ imports ${to === "host" ? "host/" : "shared/ outside shared/ip/"}`
         : (from === "client" && to === "relay") || (from === "relay" && to === "client")
         ? `${from}/ imports ${to}/`
+        : from === "host" && (to === "client" || to === "relay")
+        ? `host/ imports ${to}/`
         : undefined;
       if (problem) violations.push({ file, line, problem: `${problem}: ${target}` });
     }
@@ -166,6 +171,28 @@ Deno.test("layerViolations() catches each forbidden import and global", async (t
       check("relay/main.ts", 'new Worker(new URL("../client/tunnel.ts", import.meta.url));'),
       ["1: relay/ imports client/: client/tunnel.ts"],
     );
+  });
+  await t.step("host/ between the entry points and the layers", () => {
+    assertEquals(
+      check("relay/main.ts", 'import { CleanupStack } from "../host/lifecycle.ts";'),
+      [],
+    );
+    assertEquals(
+      check("host/link.ts", 'import { TUN_TX_QUEUE_PACKETS } from "../ffi/tun_linux.ts";'),
+      [],
+    );
+    assertEquals(check("host/x.ts", 'import { Client } from "../client/client.ts";'), [
+      "1: host/ imports client/: client/client.ts",
+    ]);
+    assertEquals(
+      check("shared/tunnel/x.ts", 'import { runCommand } from "../../host/command.ts";'),
+      [
+        "1: shared/ imports host/: host/command.ts",
+      ],
+    );
+    assertEquals(check("ffi/x.ts", 'import { bringUpLink } from "../host/link.ts";'), [
+      "1: ffi/ imports host/: host/link.ts",
+    ]);
   });
   await t.step("Deno and console in shared/ code, but not in comments, strings or tests", () => {
     const source = [

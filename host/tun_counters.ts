@@ -1,0 +1,58 @@
+/**
+ * The TUN device's counters (`TunDevice.stats`, kept by `ffi/tun_linux.ts`,
+ * which imports nothing from the registry) as families of a process's
+ * counter registry, read when a snapshot is taken.
+ *
+ * @module
+ */
+
+import type { CounterRegistry } from "../shared/counters.ts";
+import type { TunStats } from "../ffi/tun_linux.ts";
+
+/** The TUN counters' names, help text and fields of {@linkcode TunStats}. */
+const TUN_COUNTERS: readonly [string, string, keyof TunStats][] = [
+  ["tun_read_packets_total", "Packets read from the TUN", "readPackets"],
+  ["tun_read_batches_total", "Non-empty batches read from the TUN", "readBatches"],
+  [
+    "tun_written_packets_total",
+    "Packets the kernel accepted from the TUN writer",
+    "writtenPackets",
+  ],
+  [
+    "tun_write_errors_total",
+    "Packets refused: by the kernel, a closed device, or over 65535 bytes",
+    "writeErrors",
+  ],
+  [
+    "tun_write_drops_total",
+    "Packets the writer ring could not take (full, or left when it closed or restarted)",
+    "writeDrops",
+  ],
+  [
+    "tun_oversize_packets_total",
+    "Packets written that were longer than the TUN MTU",
+    "oversizePackets",
+  ],
+  ["tun_reader_restarts_total", "Restarts of the TUN reader worker", "readerRestarts"],
+  ["tun_writer_restarts_total", "Restarts of the TUN writer worker", "writerRestarts"],
+  [
+    "tun_write_ring_full_episodes_total",
+    "Runs of writer ring drops (each ends after a watchdog period without one)",
+    "writeRingFullEpisodes",
+  ],
+];
+
+/**
+ * Registers the TUN's counters in `registry`, read from `stats()` at each
+ * snapshot (a function, so a TUN opened later or replaced is followed;
+ * zeros while there is none).
+ */
+export function countTun(registry: CounterRegistry, stats: () => TunStats | undefined): void {
+  for (const [name, help, field] of TUN_COUNTERS) {
+    registry.counter(name, { help, collect: () => stats()?.[field] ?? 0 });
+  }
+  registry.gauge("tun_last_write_errno", {
+    help: "errno of the TUN's last refused write, 0 if none",
+    collect: () => stats()?.lastWriteErrno ?? 0,
+  });
+}

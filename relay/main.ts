@@ -7,6 +7,9 @@
 
 import { errorMessage } from "../shared/errors.ts";
 import { VERSION } from "../shared/version.ts";
+import { CleanupStack, untilSignal, writeStatusFile } from "../host/lifecycle.ts";
+import { bringUpLink } from "../host/link.ts";
+import { countTun } from "../host/tun_counters.ts";
 import { parseRelayConfig, RELAY_ENV, RELAY_HELP } from "./config.ts";
 import type { RelayConfig } from "./config.ts";
 import { loadOrCreateDevCerts } from "./dev_certs.ts";
@@ -20,7 +23,7 @@ import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
 import { formatPrefix } from "../shared/ip/ip_address.ts";
 import { formatHostService } from "../shared/tunnel/host_firewall.ts";
-import { openTun, TUN_TX_QUEUE_PACKETS } from "../ffi/tun_linux.ts";
+import { openTun } from "../ffi/tun_linux.ts";
 import { addAddress, setLinkMtu, setLinkTxQueueLength, setLinkUp } from "../ffi/netlink.ts";
 import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
 
@@ -105,18 +108,8 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
     // Room for the HTTP Datagram header in front of each packet read.
     headroom: MAX_DATAGRAM_HEADROOM,
   });
-  const cleanups: (() => void | Promise<void>)[] = [() => tun.close()];
-  const cleanup = async () => {
-    while (cleanups.length > 0) {
-      try {
-        await cleanups.pop()!();
-      } catch (error) {
-        log.warn("cleanup step failed", {
-          error: errorMessage(error),
-        });
-      }
-    }
-  };
+  const cleanups = new CleanupStack(log);
+  cleanups.push(() => tun.close());
   try {
     const relay = new Relay(tun, {
       pool4: config.pool4,
@@ -129,10 +122,13 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       allowClientToClient: config.allowClientToClient,
       log,
     });
-    setLinkMtu(tun.name, config.mtu);
-    setLinkTxQueueLength(tun.name, TUN_TX_QUEUE_PACKETS);
-    for (const prefix of relay.gatewayAddresses) addAddress(tun.name, prefix);
-    setLinkUp(tun.name);
+    countTun(relay.counters, () => tun.stats);
+    bringUpLink(
+      { setLinkMtu, setLinkTxQueueLength, addAddress, setLinkUp },
+      tun.name,
+      config.mtu,
+      relay.gatewayAddresses,
+    );
     const hostWatch = watchHostAddresses(relay, log);
     cleanups.push(() => hostWatch.stop());
     if (config.nat) {
@@ -181,38 +177,19 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       );
       cleanups.push(() => clearInterval(timer));
     }
-    if (config.statusFile) {
-      const file = config.statusFile;
-      let statusFailed = false;
-      const timer = setInterval(() => {
-        const status = { ...relay.status(), tun: tun.stats };
-        Deno.writeTextFile(file, JSON.stringify(status, null, 2) + "\n").then(
-          () => statusFailed = false,
-          (error) => {
-            // Once per run of failures (a missing --allow-write=FILE, say), not every 2 s.
-            if (!statusFailed) log.warn("cannot write status file", { file, error: String(error) });
-            statusFailed = true;
-          },
-        );
-      }, 2000);
-      cleanups.push(() => clearInterval(timer));
-    }
+    if (config.statusFile) writeStatusFile(config.statusFile, () => relay.status(), cleanups, log);
     const accept = serveListener(relay, listener, log);
-    const signal = await new Promise<string>((resolve) => {
-      for (const name of ["SIGINT", "SIGTERM"] as const) {
-        const handler = () => resolve(name);
-        Deno.addSignalListener(name, handler);
-        cleanups.unshift(() => Deno.removeSignalListener(name, handler));
-      }
-      accept.catch((error) => resolve(`listener failed: ${error}`));
-    });
-    log.info("stopping", { why: signal, sessions: relay.sessions.length });
+    const why = await Promise.race([
+      untilSignal(cleanups),
+      accept.then(() => "listener stopped", (error) => `listener failed: ${error}`),
+    ]);
+    log.info("stopping", { why, sessions: relay.sessions.length });
     listener.stop();
     await relay.stop();
     await new Promise((resolve) => setTimeout(resolve, 100));
     return 0;
   } finally {
-    await cleanup();
+    await cleanups.run();
   }
 }
 

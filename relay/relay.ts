@@ -1,33 +1,32 @@
 /**
- * The relay: serves CONNECT-IP sessions on HTTP/3 connections and forwards
- * their packets through one TUN device.
+ * The relay: admits CONNECT-IP requests on HTTP/3 connections and moves
+ * their packets through one TUN device with the shared pump
+ * (`shared/tunnel/pump.ts`, which lists the packet path's stages).
  *
- * Packet path, client to world:
- *   QUIC datagram or DATAGRAM capsule -> session (context 0) ->
- *   policy (source is the session's address, header rules, destination
- *   routed, RFC 9484 §7) -> host firewall (not the relay host, not another
- *   client) -> TUN write -> kernel forwarding and NAT
- *
- * Client to client (`--allow-client-to-client` only):
- *   policy -> host firewall -> owning session, TTL decremented here ->
- *   session.sendPacket; never through the TUN
- *
- * World to client:
- *   TUN read (batch) -> destination address -> owning session ->
- *   session.sendPacket (datagram or capsule) -> QUIC;
- *   too big for the datagram limit -> ICMP Packet Too Big back into the TUN
- *   (RFC 9484 §10.1)
+ * What is the relay's own:
+ * - connections: the handshake, total and per-source limits, and closing
+ *   a connection that has had no session for `sessionlessTimeoutMs`;
+ * - requests: `answerRequest` (HTTP/3), then admission in two steps
+ *   (`relay/sessions.ts`: an asynchronous `authenticate`, a synchronous
+ *   `admit` that reserves the slot and the addresses);
+ * - sessions: ADDRESS_ASSIGN and ROUTE_ADVERTISEMENT, ADDRESS_REQUEST
+ *   answers, and a {@linkcode TunnelPeer} whose inbound policy is RFC 9484
+ *   §7's checks on the client's packets (`checkFromClient`) and then the
+ *   host firewall (not the relay host, not another client unless
+ *   `--allow-client-to-client`);
+ * - routing for the pump: the session that owns a destination address.
  *
  * The kernel decrements TTL when it forwards into or out of the TUN, so the
  * relay itself does only for the packets it passes between clients
- * (RFC 9484 §7).
- *
- * Everything here reaches the world through a {@linkcode PacketDevice} and
- * {@linkcode QuicConnLike}, so tests run it with an in-memory TUN.
+ * (RFC 9484 §7). Everything here reaches the world through a
+ * {@linkcode PacketDevice} and {@linkcode QuicConnLike}, so tests run it
+ * with an in-memory TUN.
  *
  * @module
  */
 
+import { CounterRegistry } from "../shared/counters.ts";
+import type { Counter } from "../shared/counters.ts";
 import { H3Connection } from "../shared/h3/connection.ts";
 import type { QuicConnLike } from "../shared/h3/quic.ts";
 import type { H3Limits } from "../shared/h3/connection.ts";
@@ -40,26 +39,23 @@ import { LogLimiter } from "../shared/rate_limit.ts";
 import { DEFAULT_RELAY_LIMITS } from "./limits.ts";
 import type { RelayLimits } from "./limits.ts";
 import type { ConnectIpScope } from "../shared/masque/connect_ip_request.ts";
+import { SessionCounters } from "../shared/masque/connect_ip_session.ts";
 import { answerRequest } from "../shared/masque/h3_connect_ip.ts";
 import type { H3ConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
+import type { H3RequestStream } from "../shared/h3/request_stream.ts";
 import type { IpAddressRange } from "../shared/ip/ip_address.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
-import { createPrefix, formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
-import {
-  addressKey,
-  decrementHopLimit,
-  destinationKey,
-  readDestination,
-  validateIpPacket,
-} from "../shared/ip/ip_header.ts";
-import { buildPacketTooBig } from "../shared/ip/icmp.ts";
-import { AddressPool } from "../shared/tunnel/address_pool.ts";
+import { formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
+import { addressKey, destinationKey } from "../shared/ip/ip_header.ts";
 import { checkFromClient } from "../shared/tunnel/packet_policy.ts";
-import type { DropReason } from "../shared/tunnel/packet_policy.ts";
-import { HostFirewall, TO_CLIENT } from "../shared/tunnel/host_firewall.ts";
+import { HostFirewall } from "../shared/tunnel/host_firewall.ts";
 import type { HostService } from "../shared/tunnel/host_firewall.ts";
 import type { PacketDevice } from "../shared/tunnel/packet_device.ts";
+import { PumpCounters, TunnelPeer, TunnelPump } from "../shared/tunnel/pump.ts";
+import type { PeerRouter } from "../shared/tunnel/pump.ts";
 import { prefixesToRanges, routesWithin } from "../shared/tunnel/routes.ts";
+import { ALLOW_EVERYONE, Reservation, SessionAdmission } from "./sessions.ts";
+import type { Authenticator, Identity } from "./sessions.ts";
 
 /** What the relay needs from its configuration. */
 export interface RelayOptions {
@@ -79,6 +75,10 @@ export interface RelayOptions {
   readonly allowClientToClient?: boolean;
   /** HTTP/3 limits of each connection (buffered bytes, HEADERS and SETTINGS time limits). */
   readonly h3?: H3Limits;
+  /** Step 1 of admission (`relay/sessions.ts`); default: everyone, as `anonymous`. */
+  readonly authenticator?: Authenticator;
+  /** The registry to count in (default: a new one, {@linkcode Relay.counters}). */
+  readonly counters?: CounterRegistry;
 }
 
 /** The peer address of a QUIC connection, as `Deno.QuicConn.remoteAddr` has it. */
@@ -87,42 +87,66 @@ export interface PeerAddress {
   readonly port: number;
 }
 
-/** Counters of the whole relay. */
-export interface RelayStats {
-  sessionsOpened: number;
-  sessionsClosed: number;
-  sessionsRefused: number;
-  packetsFromClients: number;
-  packetsToClients: number;
-  /** Client packets dropped, by reason (RFC 9484 §7 checks, header rules, host firewall). */
-  droppedFromClients: Record<string, number>;
-  /** Client packets delivered to another client (`--allow-client-to-client`). */
-  packetsBetweenClients: number;
-  /** TUN packets with no session owning their destination. */
-  droppedNoSession: number;
-  /** TUN packets that could not be parsed. */
-  droppedMalformed: number;
-  /** Packet Too Big answers sent. */
-  packetTooBig: number;
-  tunWriteErrors: number;
-  /** Connections that finished the handshake and were admitted. */
-  connectionsAccepted: number;
-  /**
-   * Connections refused, by the limit they would have passed: `handshakes`
-   * and `connections` before the handshake (QUIC refuse), `per-source`
-   * right after it (closed with H3_EXCESSIVE_LOAD).
-   */
-  connectionsRefused: Record<ConnectionRefusal, number>;
-  /** Handshakes that failed or timed out. */
-  handshakesFailed: number;
-  /** Connections closed for having no session for `sessionlessTimeoutMs`. */
-  connectionsSessionless: number;
-  /** ADDRESS_REQUEST capsules received (RFC 9484 §4.7.2). */
-  addressRequests: number;
-  /** ADDRESS_ASSIGN answers sent (each may answer several requests). */
-  addressAnswers: number;
-  /** Sessions closed because too many requested addresses waited for an answer. */
-  addressRequestOverflows: number;
+/**
+ * The relay's own counters, resolved once from its registry: sessions,
+ * connections and ADDRESS_REQUESTs. The packet counters are the pump's
+ * (`PumpCounters`), the HTTP/3 ones the connections' (`H3Counters`).
+ */
+class RelayCounters {
+  readonly sessionsOpened: Counter;
+  readonly sessionsClosed: Counter;
+  readonly sessionsRefused: Counter;
+  readonly connectionsAccepted: Counter;
+  readonly connectionsRefused: Readonly<Record<ConnectionRefusal, Counter>>;
+  readonly handshakesFailed: Counter;
+  readonly connectionsSessionless: Counter;
+  readonly addressRequests: Counter;
+  readonly addressAnswers: Counter;
+  readonly addressRequestOverflows: Counter;
+
+  constructor(registry: CounterRegistry) {
+    const one = (name: string, help: string) => registry.counter(name, { help }).child();
+    this.sessionsOpened = one("relay_sessions_opened_total", "CONNECT-IP sessions opened");
+    this.sessionsClosed = one("relay_sessions_closed_total", "CONNECT-IP sessions closed");
+    this.sessionsRefused = one(
+      "relay_sessions_refused_total",
+      "Requests answered with an error status instead of a session",
+    );
+    this.connectionsAccepted = one(
+      "relay_connections_accepted_total",
+      "QUIC connections that finished the handshake and were admitted",
+    );
+    const refused = registry.counter("relay_connections_refused_total", {
+      help: "Connections refused, by the limit they would have passed: handshakes and " +
+        "connections before the handshake, per-source right after it",
+      labels: [{ name: "limit", values: ["handshakes", "connections", "per-source"] }],
+    });
+    this.connectionsRefused = {
+      handshakes: refused.child("handshakes"),
+      connections: refused.child("connections"),
+      "per-source": refused.child("per-source"),
+    };
+    this.handshakesFailed = one(
+      "relay_handshakes_failed_total",
+      "Handshakes that failed or timed out",
+    );
+    this.connectionsSessionless = one(
+      "relay_connections_sessionless_total",
+      "Connections closed for having no session for sessionlessTimeoutMs",
+    );
+    this.addressRequests = one(
+      "relay_address_requests_total",
+      "ADDRESS_REQUEST capsules received (RFC 9484 §4.7.2)",
+    );
+    this.addressAnswers = one(
+      "relay_address_answers_total",
+      "ADDRESS_ASSIGN answers to ADDRESS_REQUESTs sent (each may answer several)",
+    );
+    this.addressRequestOverflows = one(
+      "relay_address_request_overflows_total",
+      "Sessions closed because too many requested addresses waited for an answer",
+    );
+  }
 }
 
 /** One connection as the relay tracks it. */
@@ -140,19 +164,21 @@ interface ConnectionState {
 export interface RelaySession {
   readonly id: number;
   readonly session: H3ConnectIpSession;
+  readonly identity: Identity;
   readonly addresses: readonly IpPrefix[];
   readonly routes: readonly IpAddressRange[];
   readonly remote: string;
   readonly openedAt: number;
+  /** The session as the pump sees it, with its inbound policy. */
+  readonly peer: TunnelPeer;
 }
 
-/** The relay's state: pools, sessions, and the TUN loop. */
-export class Relay {
-  readonly #tun: PacketDevice;
+/** The relay's state: connections, admission, sessions, and the pump. */
+export class Relay implements PeerRouter {
   readonly #options: RelayOptions;
   readonly #log: Logger;
-  /** The client address pools that are on (one or two). */
-  readonly #pools: readonly AddressPool[];
+  readonly #admission: SessionAdmission;
+  readonly #authenticator: Authenticator;
   /** Address key (of each assigned address) -> session. */
   readonly #byAddress = new Map<number | string, RelaySession>();
   readonly #sessions = new Set<RelaySession>();
@@ -162,44 +188,23 @@ export class Relay {
   /** Repeated log lines about peers (refusals, idle closes) are limited per message. */
   readonly #logLimiter = new LogLimiter({ linesPerWindow: 5, windowMs: 10_000 });
   readonly #firewall: HostFirewall;
-  /**
-   * Requests that `authorize` accepted and that are not yet open sessions.
-   * answerRequest awaits (peer SETTINGS, the 200) between authorizing and
-   * returning, so the session limit counts these too; each is reserved in the
-   * synchronous `authorize` callback and given back when the request ends.
-   * Their addresses are taken from the pools in the same callback.
-   */
-  #pendingSessions = 0;
+  readonly #pump: TunnelPump;
+  readonly #counters: RelayCounters;
+  readonly #sessionCounters: SessionCounters;
   #nextId = 1;
   #stopped = false;
-  readonly stats: RelayStats = {
-    sessionsOpened: 0,
-    sessionsClosed: 0,
-    sessionsRefused: 0,
-    packetsFromClients: 0,
-    packetsToClients: 0,
-    droppedFromClients: {},
-    packetsBetweenClients: 0,
-    droppedNoSession: 0,
-    droppedMalformed: 0,
-    packetTooBig: 0,
-    tunWriteErrors: 0,
-    connectionsAccepted: 0,
-    connectionsRefused: { handshakes: 0, connections: 0, "per-source": 0 },
-    handshakesFailed: 0,
-    connectionsSessionless: 0,
-    addressRequests: 0,
-    addressAnswers: 0,
-    addressRequestOverflows: 0,
-  };
+  /**
+   * Every counter of the relay: its own, the pump's, its connections' and
+   * sessions' (and what `relay/main.ts` adds, such as the TUN's).
+   */
+  readonly counters: CounterRegistry;
 
   constructor(tun: PacketDevice, options: RelayOptions) {
-    this.#tun = tun;
     this.#options = options;
     this.#log = options.log;
     const pools = [options.pool4, options.pool6].filter((p) => p !== undefined);
-    if (pools.length === 0) throw new Error("Cannot start relay: no address pool (pool4 or pool6)");
-    this.#pools = pools.map((prefix) => new AddressPool(prefix));
+    this.#admission = new SessionAdmission({ pools, maxSessions: options.maxSessions });
+    this.#authenticator = options.authenticator ?? ALLOW_EVERYONE;
     this.#limits = Object.freeze({ ...DEFAULT_RELAY_LIMITS, ...options.limits });
     this.#limiter = new ConnectionLimiter(this.#limits);
     this.#firewall = new HostFirewall({
@@ -207,6 +212,33 @@ export class Relay {
       gateways: this.gatewayAddresses.map((prefix) => prefix.address),
       allow: options.allowRelayHost ?? [],
       clientToClient: options.allowClientToClient ?? false,
+    });
+    this.counters = options.counters ?? new CounterRegistry();
+    this.#counters = new RelayCounters(this.counters);
+    this.#sessionCounters = new SessionCounters(this.counters);
+    this.#pump = new TunnelPump({
+      tun,
+      router: this,
+      counters: new PumpCounters(this.counters),
+      log: options.log,
+    });
+    this.counters.gauge("relay_sessions", {
+      help: "CONNECT-IP sessions open",
+      collect: () => this.#sessions.size,
+    });
+    this.counters.gauge("relay_connections", {
+      help: "QUIC connections open and in the handshake",
+      labels: [{ name: "state", values: ["open", "handshaking"] }],
+      collect: () => ({ open: this.#connections.size, handshaking: this.#limiter.handshaking }),
+    });
+    this.counters.gauge("relay_connection_sources", {
+      help: "Sources (IPv4 address or IPv6 /64) with an open connection",
+      collect: () => this.#limiter.sources,
+    });
+    this.counters.gauge("relay_pool_addresses_in_use", {
+      help: "Client addresses assigned or reserved, by pool",
+      labels: [{ name: "pool", values: ["ipv4", "ipv6"] }],
+      collect: () => ({ ipv4: this.#admission.inUse(4), ipv6: this.#admission.inUse(6) }),
     });
   }
 
@@ -242,7 +274,7 @@ export class Relay {
   endHandshake(error?: unknown): void {
     this.#limiter.endHandshake();
     if (error !== undefined) {
-      this.stats.handshakesFailed++;
+      this.#counters.handshakesFailed.value++;
       this.#logLimited("debug", "handshake failed", { error: String(error) });
     }
   }
@@ -270,7 +302,7 @@ export class Relay {
       }
       return undefined;
     }
-    this.stats.connectionsAccepted++;
+    this.#counters.connectionsAccepted.value++;
     try {
       return this.#serve(conn, `${peer.hostname}:${peer.port}`, source);
     } catch (error) {
@@ -280,7 +312,7 @@ export class Relay {
   }
 
   #refused(refusal: ConnectionRefusal, source: string | undefined): void {
-    this.stats.connectionsRefused[refusal]++;
+    this.#counters.connectionsRefused[refusal].value++;
     this.#logLimited("info", "connection refused", {
       limit: refusal,
       source,
@@ -313,17 +345,13 @@ export class Relay {
     return this.#firewall.setHostPrefixes(prefixes);
   }
 
-  #pool(version: 4 | 6): AddressPool | undefined {
-    return this.#pools.find((pool) => pool.prefix.version === version);
-  }
-
   /**
    * The relay's own TUN addresses: the first host of each pool with the
    * pool's prefix length (`198.18.100.1/24`), so the kernel routes the whole
    * pool to the TUN.
    */
   get gatewayAddresses(): readonly IpPrefix[] {
-    return this.#pools.map((pool) => ({
+    return this.#admission.pools.map((pool) => ({
       version: pool.prefix.version,
       address: pool.gateway,
       prefixLength: pool.prefix.prefixLength,
@@ -337,7 +365,7 @@ export class Relay {
 
   /** Addresses in use in each pool. */
   get poolUsage(): { v4: number; v6: number } {
-    return { v4: this.#pool(4)?.inUse ?? 0, v6: this.#pool(6)?.inUse ?? 0 };
+    return { v4: this.#admission.inUse(4), v6: this.#admission.inUse(6) };
   }
 
   /**
@@ -354,11 +382,10 @@ export class Relay {
       ...this.#options.h3,
       role: "server",
       log,
+      counters: this.counters,
       onRequest: (request) => {
-        this.#serveRequest(request, remote, log).catch((error) => {
-          log.warn("request failed", {
-            error: errorMessage(error),
-          });
+        this.#serveRequest(state, request, remote, log).catch((error) => {
+          log.warn("request failed", { error: errorMessage(error) });
         });
       },
     });
@@ -373,9 +400,7 @@ export class Relay {
       log.debug("connection closed", { code: info.closeCode, reason: info.reason });
     });
     h3.start().catch((error) => {
-      log.warn("connection setup failed", {
-        error: errorMessage(error),
-      });
+      log.warn("connection setup failed", { error: errorMessage(error) });
     });
     return h3;
   }
@@ -387,7 +412,7 @@ export class Relay {
     state.timer = setTimeout(() => {
       state.timer = undefined;
       if (state.sessions > 0 || !this.#connections.has(state.h3)) return;
-      this.stats.connectionsSessionless++;
+      this.#counters.connectionsSessionless.value++;
       this.#logLimited("info", "closing connection without a session", {
         seconds: ms / 1000,
         source: state.source,
@@ -397,69 +422,96 @@ export class Relay {
   }
 
   async #serveRequest(
-    request: Parameters<NonNullable<ConstructorParameters<typeof H3Connection>[1]["onRequest"]>>[0],
+    state: ConnectionState,
+    request: H3RequestStream,
     remote: string,
     log: Logger,
   ): Promise<void> {
-    // Reserved in the synchronous authorize callback, so that concurrent
-    // requests cannot all pass the checks: a session slot and one address of
-    // each pool. A request the relay cannot serve gets 503 and no session,
-    // rather than a 200 and a session closed at once.
-    let addresses: IpPrefix[] | undefined;
+    // Admission in two steps (relay/sessions.ts): authenticate may await;
+    // admit reserves the slot and the addresses synchronously right after,
+    // so concurrent requests cannot all pass the limits. A request the relay
+    // cannot serve gets its status and no session, rather than a 200 and a
+    // session closed at once.
+    let reservation: Reservation | undefined;
     let answer: Awaited<ReturnType<typeof answerRequest>>;
     try {
       answer = await answerRequest(request, {
         template: this.#options.template,
         log,
-        authorize: () => {
-          if (this.#sessions.size + this.#pendingSessions >= this.#options.maxSessions) {
-            return { accept: false, status: 503, reason: "session limit reached" };
+        counters: this.#sessionCounters,
+        authorize: async (scope) => {
+          const auth = await this.#authenticator.authenticate({
+            headers: request.headers,
+            scope,
+            remote,
+          });
+          if (!auth.ok) return { accept: false, status: auth.status, reason: auth.reason };
+          if (this.#stopped) return { accept: false, status: 503, reason: "relay stopping" };
+          const admitted = this.#admission.admit(auth.identity, scope);
+          if (!(admitted instanceof Reservation)) {
+            return { accept: false, status: admitted.status, reason: admitted.reason };
           }
-          addresses = this.#allocateAddresses();
-          if (addresses === undefined) {
-            return { accept: false, status: 503, reason: "address pool exhausted" };
-          }
-          this.#pendingSessions++;
+          reservation = admitted;
           return { accept: true };
         },
       });
     } catch (error) {
-      if (addresses !== undefined) this.#releaseAddresses(addresses);
+      reservation?.release();
       throw error;
-    } finally {
-      // From here on the session, if any, counts in #sessions (no await
-      // until #open) or was refused.
-      if (addresses !== undefined) this.#pendingSessions--;
     }
     if (!answer.session) {
-      // answerRequest returns no session only for requests it refused before
-      // or in authorize, which then reserved nothing.
-      this.stats.sessionsRefused++;
+      // Refused before or in authorize, which then reserved nothing.
+      this.#counters.sessionsRefused.value++;
       log.info("request refused", { status: answer.status, reason: answer.reason });
       return;
     }
-    if (addresses === undefined) throw new Error("Cannot open session: no addresses reserved");
-    const routes = this.#routesFor(answer.scope);
+    if (reservation === undefined) throw new Error("Cannot open session: nothing reserved");
+    try {
+      await this.#runSession(state, answer.session, answer.scope, reservation, remote, log);
+    } finally {
+      reservation.release();
+    }
+  }
+
+  async #runSession(
+    state: ConnectionState,
+    session: H3ConnectIpSession,
+    scope: ConnectIpScope,
+    reservation: Reservation,
+    remote: string,
+    log: Logger,
+  ): Promise<void> {
+    const addresses = reservation.addresses;
+    const routes = this.#routesFor(scope);
+    const policy = { addresses, routes };
+    const firewall = this.#firewall;
     const entry: RelaySession = {
       id: this.#nextId++,
-      session: answer.session,
+      session,
+      identity: reservation.identity,
       addresses,
       routes,
       remote,
       openedAt: Date.now(),
+      // RFC 9484 §7's checks on the client's packets, then the host firewall.
+      peer: new TunnelPeer(session, (packet) => {
+        const verdict = checkFromClient(packet, policy);
+        return verdict.ok ? firewall.check(packet) : verdict;
+      }),
     };
-    this.#open(entry);
+    this.#open(state, entry);
     const slog = log.with({ session: entry.id });
     slog.info("session opened", {
-      mode: answer.session.mode,
+      mode: session.mode,
+      user: entry.identity.user,
       addresses: addresses.map(formatPrefix).join(","),
     });
     try {
-      await answer.session.sendCapsule({
+      await session.sendCapsule({
         type: "address_assign",
         addresses: addresses.map((prefix) => ({ requestId: 0, prefix })),
       });
-      await answer.session.sendCapsule({ type: "route_advertisement", ranges: routes });
+      await session.sendCapsule({ type: "route_advertisement", ranges: routes });
     } catch (error) {
       slog.warn("could not send capsules", { error: String(error) });
     }
@@ -469,28 +521,30 @@ export class Relay {
       burst: this.#limits.addressRequestBurst,
       maxPending: this.#limits.maxPendingAddressRequests,
       send: (capsule) => {
-        this.stats.addressAnswers++;
-        return answer.session.sendCapsule(capsule);
+        this.#counters.addressAnswers.value++;
+        return session.sendCapsule(capsule);
       },
       now: () => performance.now(),
       setTimer: (fn, ms) => setTimeout(fn, ms),
       clearTimer: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
     });
-    const end = await answer.session.run({
-      onPacket: (packet) => this.#fromClient(entry, packet, slog),
+    const pump = this.#pump;
+    const peer = entry.peer;
+    const end = await session.run({
+      onPacket: (packet) => pump.receive(peer, packet),
       onCapsule: (capsule) => {
         // ADDRESS_REQUEST: answered from the assignment made up front, at a
         // bounded rate, merged while an answer is unsent (RFC 9484 §4.7.2).
         if (capsule.type !== "address_request") return;
-        this.stats.addressRequests++;
+        this.#counters.addressRequests.value++;
         if (requests.receive(capsule.addresses) === "overflow") {
-          this.stats.addressRequestOverflows++;
+          this.#counters.addressRequestOverflows.value++;
           const limit = this.#limits.maxPendingAddressRequests;
           this.#logLimited("warn", "closing session: too many ADDRESS_REQUESTs waiting", {
             session: entry.id,
             peer: remote,
             limit,
-            pendingCapsuleWrites: answer.session.pendingCapsuleWrites,
+            pendingCapsuleWrites: session.pendingCapsuleWrites,
           });
           // run() ends the session (only it) with this message when a
           // handler throws, and the message is the reason it logs.
@@ -501,33 +555,12 @@ export class Relay {
       },
     });
     requests.close();
-    this.#close(entry);
+    this.#close(state, entry);
     slog.info("session closed", {
       reason: end.message,
-      packetsIn: answer.session.stats.packetsIn,
-      packetsOut: answer.session.stats.packetsOut,
+      packetsIn: session.stats.packetsIn,
+      packetsOut: session.stats.packetsOut,
     });
-  }
-
-  /**
-   * One client address from each pool that is on (a /32 and/or a /128), or
-   * `undefined` with nothing taken when any of them is exhausted.
-   */
-  #allocateAddresses(): IpPrefix[] | undefined {
-    const taken: IpPrefix[] = [];
-    for (const pool of this.#pools) {
-      const address = pool.allocate();
-      if (address === undefined) {
-        this.#releaseAddresses(taken);
-        return undefined;
-      }
-      taken.push(createPrefix(address, address.length * 8));
-    }
-    return taken;
-  }
-
-  #releaseAddresses(addresses: readonly IpPrefix[]): void {
-    for (const prefix of addresses) this.#pool(prefix.version)?.release(prefix.address);
   }
 
   /**
@@ -536,125 +569,53 @@ export class Relay {
    */
   #routesFor(scope: ConnectIpScope): IpAddressRange[] {
     const protocol = scope.ipProtocol === "any" ? 0 : scope.ipProtocol;
+    const versions = new Set(this.#admission.pools.map((pool) => pool.prefix.version));
     const all = prefixesToRanges(
-      this.#options.routes.filter((route) => this.#pool(route.version) !== undefined),
+      this.#options.routes.filter((route) => versions.has(route.version)),
       protocol,
     );
     if (scope.target.kind === "any") return all;
     return prefixesToRanges(routesWithin(all, [scope.target.prefix]), protocol);
   }
 
-  #open(entry: RelaySession): void {
+  #open(state: ConnectionState, entry: RelaySession): void {
     this.#sessions.add(entry);
-    const state = this.#connections.get(entry.session.stream.connection);
-    if (state !== undefined) {
-      state.sessions++;
-      clearTimeout(state.timer);
-      state.timer = undefined;
-    }
+    state.sessions++;
+    clearTimeout(state.timer);
+    state.timer = undefined;
     for (const prefix of entry.addresses) this.#byAddress.set(addressKey(prefix.address), entry);
-    this.stats.sessionsOpened++;
+    this.#counters.sessionsOpened.value++;
   }
 
-  #close(entry: RelaySession): void {
+  #close(state: ConnectionState, entry: RelaySession): void {
     if (!this.#sessions.delete(entry)) return;
     for (const prefix of entry.addresses) {
       const key = addressKey(prefix.address);
       if (this.#byAddress.get(key) === entry) this.#byAddress.delete(key);
     }
-    this.#releaseAddresses(entry.addresses);
-    this.stats.sessionsClosed++;
-    const state = this.#connections.get(entry.session.stream.connection);
-    if (state !== undefined) {
-      state.sessions--;
-      this.#armSessionless(state);
-    }
+    this.#counters.sessionsClosed.value++;
+    state.sessions--;
+    if (this.#connections.has(state.h3)) this.#armSessionless(state);
   }
 
-  #fromClient(entry: RelaySession, packet: Uint8Array, log: Logger): void {
-    const verdict = checkFromClient(packet, entry);
-    if (!verdict.ok) return this.#dropFromClient(verdict.reason, log);
-    const host = this.#firewall.check(packet);
-    if (host === TO_CLIENT) return this.#toOtherClient(entry, packet, log);
-    if (!host.ok) return this.#dropFromClient(host.reason, log);
-    this.stats.packetsFromClients++;
-    if (!this.#tun.writePacket(packet)) this.stats.tunWriteErrors++;
-  }
-
-  #dropFromClient(reason: DropReason, log: Logger): void {
-    this.stats.droppedFromClients[reason] = (this.stats.droppedFromClients[reason] ?? 0) + 1;
-    if (log.enabled("debug")) log.debug("dropped packet from client", { reason });
+  /** The pump's router: the session that owns `packet`'s destination address. */
+  peerFor(packet: Uint8Array): TunnelPeer | undefined {
+    return this.#byAddress.get(destinationKey(packet))?.peer;
   }
 
   /**
-   * Delivers a packet from one client to the session that owns its
-   * destination, as a router between them would: the TTL / Hop Limit is
-   * decremented right before the packet goes into a datagram (RFC 9484 §7),
-   * and a packet that does not fit the receiver's datagram limit is answered
-   * with Packet Too Big to the sender (RFC 9484 §10.1). Not through the TUN:
-   * the kernel would forward it back out of the interface it came in on and
-   * send the sender an ICMP Redirect.
+   * Reads the TUN until it closes (or {@linkcode stop}) and sends each
+   * packet to the session that owns its destination (the pump's outbound
+   * path).
    */
-  #toOtherClient(from: RelaySession, packet: Uint8Array, log: Logger): void {
-    const to = this.#byAddress.get(destinationKey(packet));
-    if (to === undefined) return this.#dropFromClient("destination not assigned", log);
-    if (!decrementHopLimit(packet)) return this.#dropFromClient("hop limit exceeded", log);
-    this.stats.packetsFromClients++;
-    const result = to.session.sendPacket(packet);
-    if (result === "sent") {
-      this.stats.packetsBetweenClients++;
-    } else if (result === "too_big") {
-      const answer = buildPacketTooBig(packet, to.session.maxPacketSize, readDestination(packet));
-      if (answer && from.session.sendPacket(answer) === "sent") this.stats.packetTooBig++;
-    }
-  }
-
-  /**
-   * Reads the TUN until it closes and sends each packet to the session that
-   * owns its destination address.
-   */
-  async runTun(): Promise<void> {
-    for (;;) {
-      const batch = await this.#tun.readBatch();
-      if (batch === null || this.#stopped) return;
-      for (const packet of batch) this.#toClient(packet);
-    }
-  }
-
-  #toClient(packet: Uint8Array): void {
-    if (validateIpPacket(packet) !== undefined) {
-      this.stats.droppedMalformed++;
-      return;
-    }
-    const entry = this.#byAddress.get(destinationKey(packet));
-    if (entry === undefined) {
-      this.stats.droppedNoSession++;
-      return;
-    }
-    // Into the TUN slot's headroom: the datagram goes out without a copy.
-    const result = entry.session.sendPacket(packet, this.#tun.headroom ?? 0);
-    if (result === "sent") {
-      this.stats.packetsToClients++;
-    } else if (result === "too_big") {
-      // From the client's address (the packet's destination): the kernel
-      // routes it back like any client packet, and conntrack relates it to
-      // the flow so NAT applies. An answer from the relay's own address
-      // would be dropped as a martian.
-      const answer = buildPacketTooBig(
-        packet,
-        entry.session.maxPacketSize,
-        readDestination(packet),
-      );
-      if (answer) {
-        this.stats.packetTooBig++;
-        this.#tun.writePacket(answer);
-      }
-    }
+  runTun(): Promise<void> {
+    return this.#pump.runTun();
   }
 
   /** Closes every connection (GOAWAY first) and stops the TUN loop. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#pump.stop();
     for (const state of this.#connections.values()) {
       clearTimeout(state.timer);
       state.timer = undefined;
@@ -665,27 +626,30 @@ export class Relay {
     }));
   }
 
-  /** A JSON-friendly snapshot for the status file and logs. */
+  /**
+   * A JSON-friendly snapshot for the status file: each session, the
+   * gateway addresses and firewall settings, and every counter
+   * ({@linkcode counters}).
+   */
   status(): Record<string, unknown> {
     return {
       sessions: this.sessions.map((s) => ({
         id: s.id,
         remote: s.remote,
+        user: s.identity.user,
         mode: s.session.mode,
         addresses: s.addresses.map(formatPrefix),
         openedAt: new Date(s.openedAt).toISOString(),
         pendingCapsuleWrites: s.session.pendingCapsuleWrites,
         ...s.session.stats,
       })),
-      connections: this.connectionCounts,
-      pools: this.poolUsage,
-      gateway: this.#pools.map((pool) => formatIp(pool.gateway)),
+      gateway: this.#admission.pools.map((pool) => formatIp(pool.gateway)),
       firewall: {
         protected: this.#firewall.protectedAddresses,
         allowRelayHost: this.#firewall.allowed,
         allowClientToClient: this.#options.allowClientToClient ?? false,
       },
-      stats: this.stats,
+      counters: this.counters.snapshot(),
     };
   }
 }

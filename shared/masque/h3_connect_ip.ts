@@ -132,8 +132,17 @@ export interface AnswerRequestOptions {
   readonly template?: string;
   /** The authority the relay answers for; other authorities get 400. */
   readonly authority?: string;
-  /** Decides whether a well-formed connect-ip request is served. */
-  readonly authorize?: (scope: ConnectIpScope, request: H3RequestStream) => AuthorizeResult;
+  /**
+   * Decides whether a well-formed connect-ip request is served; may take its
+   * time (a credential check). Called once the peer's SETTINGS are in, and
+   * a server that reserves something for an accepted request should do so
+   * synchronously at the end of the call, so concurrent requests cannot
+   * all pass its limits (see `relay/sessions.ts`).
+   */
+  readonly authorize?: (
+    scope: ConnectIpScope,
+    request: H3RequestStream,
+  ) => AuthorizeResult | Promise<AuthorizeResult>;
   readonly log?: Logger;
   /** The counters the session adds to (see `ConnectIpSessionOptions.counters`). */
   readonly counters?: SessionCounters;
@@ -204,7 +213,7 @@ export async function answerRequest(
     request.abort();
     throw new Error(`Cannot answer request: no SETTINGS from the peer (${errorMessage(error)})`);
   }
-  const decision = options.authorize?.(parsed.scope, request) ?? { accept: true };
+  const decision = (await options.authorize?.(parsed.scope, request)) ?? { accept: true };
   if (!decision.accept) {
     return await refuse(decision.status, decision.reason ?? "request refused");
   }

@@ -147,15 +147,16 @@ Deno.test({
         assert(maxHandshaking <= relay.limits.maxHandshakes, `${maxHandshaking} handshakes`);
         assertEquals(relay.connectionCounts.open, perSource + 1);
         // Every attempt is accounted for: admitted, refused by a limit, or failed.
-        const s = relay.stats;
-        const refused = s.connectionsRefused;
-        assertEquals(s.connectionsAccepted, perSource + 1);
+        const value = (name: string, ...labels: string[]) => relay.counters.value(name, ...labels);
+        const refused = (limit: string) => value("relay_connections_refused_total", limit);
+        const handshakesFailed = value("relay_handshakes_failed_total");
+        assertEquals(value("relay_connections_accepted_total"), perSource + 1);
         assertEquals(
-          refused.handshakes + refused.connections + refused["per-source"] + s.handshakesFailed,
+          refused("handshakes") + refused("connections") + refused("per-source") + handshakesFailed,
           total - perSource,
         );
-        assertEquals(closes.get(H3_EXCESSIVE_LOAD) ?? 0, refused["per-source"]);
-        assertEquals(failed, refused.handshakes + refused.connections + s.handshakesFailed);
+        assertEquals(closes.get(H3_EXCESSIVE_LOAD) ?? 0, refused("per-source"));
+        assertEquals(failed, refused("handshakes") + refused("connections") + handshakesFailed);
         // Logged, but not once per connection.
         const logged = server.count(/INFO .*connection refused/);
         assert(logged >= 1 && logged <= 30, `${logged} "connection refused" lines`);
@@ -163,7 +164,7 @@ Deno.test({
         assert(pinger.rounds > roundsBefore, "no round trip during the burst");
         console.log(
           `burst: ${held.length} handshakes completed, ${failed} refused before the handshake, ` +
-            `${refused["per-source"]} closed per source, at most ${maxOpen} open at once, ` +
+            `${refused("per-source")} closed per source, at most ${maxOpen} open at once, ` +
             `${logged} log lines, ${pinger.rounds - roundsBefore} round trips meanwhile`,
         );
       } finally {
@@ -314,8 +315,8 @@ Deno.test({
             new Set(relaySession.addresses.map(formatPrefix)),
           );
         }
-        assertEquals(relay.stats.addressRequestOverflows, 1);
-        assertEquals(relay.stats.addressAnswers, answers);
+        assertEquals(relay.counters.value("relay_address_request_overflows_total"), 1);
+        assertEquals(relay.counters.value("relay_address_answers_total"), answers);
         assertEquals(server.count(/WARN .*closing session: too many ADDRESS_REQUESTs waiting/), 1);
         assertEquals(
           server.count(
@@ -376,7 +377,7 @@ Deno.test({
         );
         assertEquals(ids.length, count);
         // Paced, not closed: the session is still up and the good client was served meanwhile.
-        assertEquals(relay.stats.addressRequestOverflows, 0);
+        assertEquals(relay.counters.value("relay_address_request_overflows_total"), 0);
         assert(!s.session.closed);
         assert(pinger.rounds > roundsBefore, "no round trip while the requests came in");
       } finally {
@@ -414,7 +415,7 @@ Deno.test({
         });
         await until(() => answers().length === 3, "the second answer", 5000);
         assertEquals(show(answers()[2]), [`7 ${assigned[0]}`, `6 ${assigned[1]}`]);
-        assertEquals(server.relay.stats.addressRequests, 2);
+        assertEquals(server.relay.counters.value("relay_address_requests_total"), 2);
       } finally {
         client.close();
       }
@@ -441,14 +442,14 @@ Deno.test({
           assertEquals(info.closeCode, H3_NO_ERROR);
           assertEquals(info.reason, "no session for 0.5 s");
         }
-        assertEquals(relay.stats.connectionsSessionless, 2);
+        assertEquals(relay.counters.value("relay_connections_sessionless_total"), 2);
         // Well past the timeout, the connection with a session is still up.
         await new Promise((resolve) => setTimeout(resolve, 1000));
         assertEquals(relay.sessions.length, 2);
         await session.session.close();
         const busyClose = await within(busy.conn.closed, "the close after the session", 5000);
         assertEquals(busyClose.closeCode, H3_NO_ERROR);
-        assertEquals(relay.stats.connectionsSessionless, 3);
+        assertEquals(relay.counters.value("relay_connections_sessionless_total"), 3);
         assertEquals(relay.connectionCounts.open, 1);
         assert(server.count(/INFO .*closing connection without a session/) >= 1);
       } finally {
@@ -529,8 +530,8 @@ Deno.test({
       baseline();
       assertEquals(relay.sessions.length, 1);
       stopper.close();
-      const opened = relay.stats.sessionsOpened;
-      const closedCount = relay.stats.sessionsClosed;
+      const opened = relay.counters.value("relay_sessions_opened_total");
+      const closedCount = relay.counters.value("relay_sessions_closed_total");
       // Every session that opened, other than the good client's, has closed.
       assertEquals(opened - closedCount, 1);
     }),

@@ -14,6 +14,9 @@
  *
  * Run: deno test --unstable-net --allow-net --allow-read --allow-env tests/integration/hostile_test.ts
  */
+import { ANONYMOUS } from "../../relay/sessions.ts";
+import type { Authenticator } from "../../relay/sessions.ts";
+import { nonZero } from "../support/counters.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { fuzz, hex, type Random } from "../support/bytes.ts";
 import { dialTestServer, testCerts } from "../support/certs.ts";
@@ -59,7 +62,9 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** The relay on a QUIC listener, its in-memory TUN, its log lines and its connections. */
-async function startRelay(options: { maxSessions?: number; pool6?: string } = {}) {
+async function startRelay(
+  options: { maxSessions?: number; pool6?: string; authenticator?: Authenticator } = {},
+) {
   const { certPem, keyPem } = await testCerts();
   const tun = new InMemoryPacketDevice({ name: "relay-tun", mtu: 1500 });
   const lines: string[] = [];
@@ -68,6 +73,7 @@ async function startRelay(options: { maxSessions?: number; pool6?: string } = {}
     pool6: parsePrefix(options.pool6 ?? "fd00:100::/64"),
     routes: ["198.18.0.0/15", "fd00::/8"].map(parsePrefix),
     maxSessions: options.maxSessions ?? 100,
+    authenticator: options.authenticator,
     log: createLogger({ level: "debug", write: (line) => lines.push(line) }),
   });
   const tunDone = relay.runTun();
@@ -350,7 +356,7 @@ Deno.test({
 async function phaseA(server: TestRelay, hostiles: { close(): void }[]): Promise<void> {
   const hostile = await connectClient(server.port);
   hostiles.push(hostile);
-  const closedBefore = server.relay.stats.sessionsClosed;
+  const closedBefore = server.relay.counters.value("relay_sessions_closed_total");
   const malformed = [
     // 03 ROUTE_ADVERTISEMENT, 0a length; 04 IPv4, start 198.18.0.2, end 198.18.0.1, 00 any
     "03 0a 04 c6120002 c6120001 00",
@@ -368,7 +374,7 @@ async function phaseA(server: TestRelay, hostiles: { close(): void }[]): Promise
   // The relay ended each session; the hostile client saw its stream end.
   assertEquals(ends.map((e) => e.reason), ["closed", "closed", "closed"]);
   await until(
-    () => server.relay.stats.sessionsClosed === closedBefore + 3,
+    () => server.relay.counters.value("relay_sessions_closed_total") === closedBefore + 3,
     "sessions closed",
     5000,
   );
@@ -459,7 +465,9 @@ async function phaseC(
   assert(h3 !== undefined, "the relay's side of the hostile connection");
   const relaySession = server.relay.sessions.find((s) => s.remote === hostile.remote);
   assert(relaySession !== undefined);
-  const droppedBefore = Object.values(server.relay.stats.droppedFromClients)
+  const droppedBefore = Object.values(
+    nonZero(server.relay.counters, "tunnel_packets_dropped_total", "inbound"),
+  )
     .reduce((a, b) => a + b, 0);
   const writtenBefore = server.tun.written.length;
   const inBefore = h3.stats.datagramsIn;
@@ -494,7 +502,9 @@ async function phaseC(
   assert(
     s.unknownContext > 0 && s.packetsIn > 0 && h3.stats.datagramsUnroutable > unroutableBefore,
   );
-  const droppedAfter = Object.values(server.relay.stats.droppedFromClients)
+  const droppedAfter = Object.values(
+    nonZero(server.relay.counters, "tunnel_packets_dropped_total", "inbound"),
+  )
     .reduce((a, b) => a + b, 0);
   assertEquals(droppedAfter - droppedBefore, s.packetsIn);
   // Nothing from the hostile reached the TUN.
@@ -505,7 +515,7 @@ async function phaseC(
     ).length,
     0,
   );
-  assert(server.count(/DEBUG .*dropped packet from client/) >= s.packetsIn);
+  assert(server.count(/DEBUG .*packet dropped direction=inbound/) >= s.packetsIn);
   assertEquals(h3.closeError, undefined);
 
   // 40: the first byte of a 2-byte quarter stream id, alone: H3_DATAGRAM_ERROR (RFC 9297 §2.1).
@@ -520,7 +530,7 @@ async function phaseC(
 async function phaseD(server: TestRelay, hostiles: { close(): void }[]): Promise<void> {
   const hostile = await connectClient(server.port);
   hostiles.push(hostile);
-  const refusedBefore = server.relay.stats.sessionsRefused;
+  const refusedBefore = server.relay.counters.value("relay_sessions_refused_total");
   const logBefore = server.count(/INFO .*request refused/);
   const total = 1000;
   const statuses = new Map<number, number>();
@@ -543,7 +553,7 @@ async function phaseD(server: TestRelay, hostiles: { close(): void }[]): Promise
   assertEquals(wrong, []);
   assertEquals([...statuses.values()].reduce((a, b) => a + b, 0), total);
   await until(
-    () => server.relay.stats.sessionsRefused === refusedBefore + total,
+    () => server.relay.counters.value("relay_sessions_refused_total") === refusedBefore + total,
     "the refusals to be counted",
     5000,
   );
@@ -589,9 +599,61 @@ Deno.test({
       assertEquals(server.relay.sessions.length, 3);
       assertEquals(server.relay.poolUsage, { v4: 3, v6: 3 });
       // Each refusal is counted and logged.
-      assertEquals(server.relay.stats.sessionsRefused, 17);
+      assertEquals(server.relay.counters.value("relay_sessions_refused_total"), 17);
       assertEquals(server.count(/INFO .*request refused .*status=503/), 17);
     }),
+});
+
+/**
+ * An authenticator that takes its time, as a credential check does: each
+ * request waits 0, 1, 2 or 3 timer turns, so requests that arrived together
+ * finish authenticating in a different order and interleave with each
+ * other's admission.
+ */
+function slowAuthenticator(): Authenticator & { calls: number } {
+  const authenticator = {
+    calls: 0,
+    async authenticate() {
+      const turns = authenticator.calls++ % 4;
+      for (let i = 0; i < turns; i++) await new Promise((resolve) => setTimeout(resolve, 1));
+      return { ok: true as const, identity: ANONYMOUS };
+    },
+  };
+  return authenticator;
+}
+
+Deno.test({
+  name:
+    "the relay's session limit holds against concurrent requests with an authenticator that awaits",
+  ...opts,
+  fn: () => {
+    const authenticator = slowAuthenticator();
+    return race({ maxSessions: 3, authenticator }, (server, opened, refused) => {
+      assertEquals({ opened, refused }, { opened: 3, refused: 17 });
+      assertEquals(authenticator.calls, 20);
+      assertEquals(server.relay.sessions.length, 3);
+      assertEquals(server.relay.poolUsage, { v4: 3, v6: 3 });
+      assertEquals(server.relay.counters.value("relay_sessions_refused_total"), 17);
+      assertEquals(
+        server.count(/INFO .*request refused .*status=503 reason="session limit reached"/),
+        17,
+      );
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "the relay's address pool holds against concurrent requests with an authenticator that awaits",
+  ...opts,
+  fn: () =>
+    race(
+      { pool6: "fd00:100::/126", authenticator: slowAuthenticator() },
+      (server, opened, refused) => {
+        assertEquals({ opened, refused }, { opened: 2, refused: 18 });
+        assertEquals(server.relay.poolUsage, { v4: 2, v6: 2 });
+      },
+    ),
 });
 
 Deno.test({
@@ -604,9 +666,9 @@ Deno.test({
     race({ pool6: "fd00:100::/126" }, (server, opened, refused) => {
       assertEquals({ opened, refused }, { opened: 2, refused: 18 });
       assertEquals(server.relay.sessions.length, 2);
-      assertEquals(server.relay.stats.sessionsOpened, 2);
+      assertEquals(server.relay.counters.value("relay_sessions_opened_total"), 2);
       assertEquals(server.relay.poolUsage, { v4: 2, v6: 2 });
-      assertEquals(server.relay.stats.sessionsRefused, 18);
+      assertEquals(server.relay.counters.value("relay_sessions_refused_total"), 18);
       assertEquals(
         server.count(/INFO .*request refused .*status=503 reason="address pool exhausted"/),
         18,

@@ -5,6 +5,8 @@
  * the firewall around the relay host and between clients.
  * No root needed.
  */
+import type { Authenticator } from "../../relay/sessions.ts";
+import { nonZero } from "../support/counters.ts";
 import { assert, assertEquals, assertRejects } from "../support/assert.ts";
 import { dialTestServer, testCerts } from "../support/certs.ts";
 import { InMemoryPacketDevice } from "../support/memory_tun.ts";
@@ -33,6 +35,7 @@ async function startRelay(
     log?: Logger;
     allowRelayHost?: HostService[];
     allowClientToClient?: boolean;
+    authenticator?: Authenticator;
   } = {},
 ) {
   const { certPem, keyPem } = await testCerts();
@@ -45,6 +48,7 @@ async function startRelay(
     log: options.log ?? nullLogger,
     allowRelayHost: options.allowRelayHost,
     allowClientToClient: options.allowClientToClient,
+    authenticator: options.authenticator,
   });
   relay.runTun();
   const endpoint = new Deno.QuicEndpoint({ hostname: "127.0.0.1", port: 0 });
@@ -172,7 +176,7 @@ Deno.test({
       server.tun.inject(toB, toA);
       assertEquals(await b.nextPacket(), toB);
       assertEquals(await a.nextPacket(), toA);
-      assertEquals(server.relay.stats.packetsToClients, 2);
+      assertEquals(server.relay.counters.value("tunnel_packets_total", "outbound"), 2);
     } finally {
       a.h3.close();
       b.h3.close();
@@ -199,7 +203,7 @@ Deno.test({
       a.session.sendPacket(ok);
       // Only the good packet reaches the TUN; datagrams on one connection arrive in order here.
       assertEquals(await server.tun.nextWritten(), ok);
-      const dropped = server.relay.stats.droppedFromClients;
+      const dropped = nonZero(server.relay.counters, "tunnel_packets_dropped_total", "inbound");
       assertEquals(dropped["source not assigned"], 1);
       assertEquals(dropped["destination not routed"], 1);
       assertEquals(dropped["malformed"], 1);
@@ -236,7 +240,7 @@ Deno.test({
       assertEquals([icmp[20], icmp[21]], [3, 4]);
       const mtu = (icmp[26] << 8) | icmp[27];
       assert(mtu > 1000 && mtu <= limit + 16, `next-hop MTU ${mtu}, limit ${limit}`);
-      assertEquals(server.relay.stats.packetTooBig, 1);
+      assertEquals(server.relay.counters.value("tunnel_packet_too_big_total", "outbound"), 1);
       assertEquals(a.received.length, 0);
     } finally {
       a.h3.close();
@@ -262,7 +266,7 @@ Deno.test({
         await new Promise((r) => setTimeout(r, 50));
       }
       assertEquals(server.relay.poolUsage, { v4: 0, v6: 0 });
-      assertEquals(server.relay.stats.sessionsClosed, 1);
+      assertEquals(server.relay.counters.value("relay_sessions_closed_total"), 1);
       const c = await connect(server.port);
       assertEquals(formatPrefix(parsePrefix(c.v4)), "198.18.100.3/32");
       c.h3.close();
@@ -311,8 +315,8 @@ Deno.test({
         try {
           assertEquals([a.v6, b.v6], ["fd00:100::2", "fd00:100::3"]);
           await assertRejects(() => connect(server.port), ConnectIpError, "the relay answered 503");
-          assertEquals(server.relay.stats.sessionsRefused, 1);
-          assertEquals(server.relay.stats.sessionsOpened, 2);
+          assertEquals(server.relay.counters.value("relay_sessions_refused_total"), 1);
+          assertEquals(server.relay.counters.value("relay_sessions_opened_total"), 2);
           assertEquals(server.relay.poolUsage, { v4: 2, v6: 2 });
           assertEquals(
             lines.filter((l) => /INFO .*request refused .*status=503/.test(l)).length,
@@ -331,7 +335,7 @@ Deno.test({
           assertEquals(d.v6, "fd00:100::2");
           await roundTrip(server, d);
           await roundTrip(server, b);
-          assertEquals(server.relay.stats.sessionsRefused, 1);
+          assertEquals(server.relay.counters.value("relay_sessions_refused_total"), 1);
         } finally {
           a.h3.close();
           b.h3.close();
@@ -351,7 +355,7 @@ Deno.test({
         try {
           assertEquals(a.v4, "198.18.100.2");
           await assertRejects(() => connect(server.port), ConnectIpError, "the relay answered 503");
-          assertEquals(server.relay.stats.sessionsRefused, 1);
+          assertEquals(server.relay.counters.value("relay_sessions_refused_total"), 1);
           assertEquals(server.relay.poolUsage, { v4: 1, v6: 1 });
           await roundTrip(server, a);
           a.h3.close();
@@ -460,7 +464,7 @@ Deno.test({
       // Datagrams on one connection arrive in order here: the last one is the only one written.
       assertEquals(await server.tun.nextWritten(), ok);
       assertEquals(server.tun.written.length, 1);
-      assertEquals(server.relay.stats.droppedFromClients, {
+      assertEquals(nonZero(server.relay.counters, "tunnel_packets_dropped_total", "inbound"), {
         "relay host": 6,
         "client to client": 2,
         "zero TTL": 1,
@@ -471,7 +475,10 @@ Deno.test({
       a.session.sendPacket(toA("198.18.1.2"));
       a.session.sendPacket(toA("198.18.0.1")); // gone from the host: forwarded again
       assertEquals(formatIp(readDestination(await server.tun.nextWritten())), "198.18.0.1");
-      assertEquals(server.relay.stats.droppedFromClients["relay host"], 7);
+      assertEquals(
+        server.relay.counters.value("tunnel_packets_dropped_total", "inbound", "relay host"),
+        7,
+      );
     } finally {
       a.h3.close();
       b.h3.close();
@@ -519,9 +526,9 @@ Deno.test({
       const back = buildIpv4Udp({ src: b.v4, dst: a.v4, srcPort: 7, dstPort: 5000 });
       b.session.sendPacket(back);
       assertEquals((await a.nextPacket()).subarray(20), back.subarray(20));
-      const stats = server.relay.stats;
-      assertEquals(stats.packetsBetweenClients, 3);
-      assertEquals(stats.droppedFromClients, {
+      const counters = server.relay.counters;
+      assertEquals(counters.value("tunnel_packets_between_peers_total"), 3);
+      assertEquals(nonZero(counters, "tunnel_packets_dropped_total", "inbound"), {
         "relay host": 1,
         "hop limit exceeded": 1,
         "destination not assigned": 1,
@@ -530,6 +537,40 @@ Deno.test({
     } finally {
       a.h3.close();
       b.h3.close();
+      server.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "an authenticator's refusal is the answer, and nothing is reserved for it",
+  ...opts,
+  async fn() {
+    const seen: string[] = [];
+    const lines: string[] = [];
+    const server = await startRelay({
+      log: createLogger({ level: "info", write: (line) => lines.push(line) }),
+      authenticator: {
+        async authenticate(request) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          seen.push(
+            `${request.scope.target.kind} ${request.headers.find(([n]) => n === ":protocol")?.[1]}`,
+          );
+          return { ok: false, status: 401, reason: "no credentials" };
+        },
+      },
+    });
+    try {
+      await assertRejects(() => connect(server.port), ConnectIpError, "the relay answered 401");
+      assertEquals(seen, ["any connect-ip"]);
+      assertEquals(server.relay.counters.value("relay_sessions_refused_total"), 1);
+      assertEquals(server.relay.poolUsage, { v4: 0, v6: 0 });
+      assertEquals(
+        lines.filter((l) => /INFO .*request refused .*status=401 reason="no credentials"/.test(l))
+          .length,
+        1,
+      );
+    } finally {
       server.close();
     }
   },

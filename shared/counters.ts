@@ -245,17 +245,18 @@ export class CounterRegistry {
   }
 
   /**
-   * The value of `name` for `labels` (one value per label, in order), 0 when
-   * that child was never counted; undefined when no such family exists.
+   * The value of `name` for `labels` (one value per label, in order, or a
+   * leading part of them: the sum below), 0 when that child was never
+   * counted. Throws when no family has that name.
    */
-  value(name: string, ...labels: string[]): number | undefined {
+  value(name: string, ...labels: string[]): number {
     const family = this.#families.get(name);
-    if (family === undefined) return undefined;
+    if (family === undefined) throw new Error(`Cannot read counter ${name}: not registered`);
     let node: SnapshotValue | undefined = family.snapshot();
     for (const label of labels) {
       node = typeof node === "object" ? node[label] : undefined;
     }
-    return typeof node === "number" ? node : 0;
+    return node === undefined ? 0 : sum(node);
   }
 
   /**
@@ -268,6 +269,13 @@ export class CounterRegistry {
     for (const [name, family] of this.#families) out[name] = family.snapshot();
     return out;
   }
+}
+
+function sum(value: SnapshotValue): number {
+  if (typeof value === "number") return value;
+  let total = 0;
+  for (const child of Object.values(value)) total += sum(child);
+  return total;
 }
 
 function sameLabels(a: readonly LabelSpec[], b: readonly LabelSpec[]): boolean {

@@ -27,7 +27,14 @@ Deno.test("CounterRegistry: children are resolved once and bumped; the snapshot 
   assertEquals(registry.value("packets_dropped_total", "outbound", "no session"), 3);
   assertEquals(registry.value("packets_dropped_total", "inbound", "malformed"), 0);
   assertEquals(registry.value("sessions_opened_total"), 1);
-  assertEquals(registry.value("no_such_total"), undefined);
+  // A leading part of the labels sums what is below it.
+  assertEquals(registry.value("packets_dropped_total", "outbound"), 3);
+  assertEquals(registry.value("packets_dropped_total"), 3);
+  assertThrows(
+    () => registry.value("no_such_total"),
+    Error,
+    "Cannot read counter no_such_total: not registered",
+  );
 });
 
 Deno.test("CounterRegistry: labels are bounded", async (t) => {

@@ -90,10 +90,8 @@ export const STREAM_TYPE_QPACK_ENCODER = 0x02;
 export const STREAM_TYPE_QPACK_DECODER = 0x03;
 
 /**
- * The values of an {@linkcode H3Connection}'s counters
- * ({@linkcode H3Connection.stats}): this connection's own, or, when
- * connections share a registry (`H3ConnectionOptions.counters`), the totals
- * of all of them.
+ * One connection's own counts ({@linkcode H3Connection.stats}); the
+ * process's totals are in its counter registry ({@linkcode H3Counters}).
  */
 export interface H3ConnectionStats {
   datagramsIn: number;
@@ -113,9 +111,9 @@ export interface H3ConnectionStats {
   streamReads: number;
   /** Request streams closed because their HEADERS did not arrive within `headersTimeoutMs`. */
   headersTimeouts: number;
-  /** Connections closed because SETTINGS did not arrive within `settingsTimeoutMs`. */
+  /** 1 when the connection closed because SETTINGS did not arrive within `settingsTimeoutMs`. */
   settingsTimeouts: number;
-  /** Connections closed because the peer passed `maxBufferedBytes`. */
+  /** 1 when the connection closed because the peer passed `maxBufferedBytes`. */
   bufferBudgetExceeded: number;
 }
 
@@ -310,8 +308,21 @@ export class H3Connection {
     this.#datagramsQueued--;
   };
   readonly #closed: Promise<QuicCloseInfoLike>;
-  /** The counters this connection adds to. */
-  readonly counters: H3Counters;
+  /** The process's counters this connection adds to (see `H3ConnectionOptions.counters`). */
+  readonly #counters: H3Counters;
+  /** This connection's own counts, updated as it runs. */
+  readonly stats: H3ConnectionStats = {
+    datagramsIn: 0,
+    datagramsOut: 0,
+    datagramsUnroutable: 0,
+    datagramsMalformed: 0,
+    datagramsQueueFull: 0,
+    requestStreams: 0,
+    streamReads: 0,
+    headersTimeouts: 0,
+    settingsTimeouts: 0,
+    bufferBudgetExceeded: 0,
+  };
 
   constructor(conn: QuicConnLike, options: H3ConnectionOptions) {
     this.#conn = conn;
@@ -320,10 +331,12 @@ export class H3Connection {
     this.#onRequest = options.onRequest;
     this.#maxFieldSectionSize = options.maxFieldSectionSize;
     this.#maxDatagramsQueued = options.maxDatagramsQueued ?? DEFAULT_MAX_DATAGRAMS_QUEUED;
-    this.counters = new H3Counters(options.counters ?? new CounterRegistry());
+    this.#counters = new H3Counters(options.counters ?? new CounterRegistry());
     this.#budget = new ByteBudget(options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES, {
       onExceeded: () => {
-        this.counters.bufferBudgetExceeded.value++;
+        // Once per connection: it closes, and reservations in flight fail too.
+        if (this.stats.bufferBudgetExceeded === 0) this.#counters.bufferBudgetExceeded.value++;
+        this.stats.bufferBudgetExceeded = 1;
       },
     });
     this.#headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
@@ -352,23 +365,6 @@ export class H3Connection {
   }
 
   readonly #closeHandlers: ((info: QuicCloseInfoLike) => void)[] = [];
-
-  /** The values of {@linkcode counters} now (see {@linkcode H3ConnectionStats}). */
-  get stats(): H3ConnectionStats {
-    const c = this.counters;
-    return {
-      datagramsIn: c.datagramsIn.value,
-      datagramsOut: c.datagramsOut.value,
-      datagramsUnroutable: c.datagramsUnroutable.value,
-      datagramsMalformed: c.datagramsMalformed.value,
-      datagramsQueueFull: c.datagramsQueueFull.value,
-      requestStreams: c.requestStreams.value,
-      streamReads: c.streamReads.value,
-      headersTimeouts: c.headersTimeouts.value,
-      settingsTimeouts: c.settingsTimeouts.value,
-      bufferBudgetExceeded: c.bufferBudgetExceeded.value,
-    };
-  }
 
   /** The role this side plays. */
   get role(): "client" | "server" {
@@ -408,6 +404,12 @@ export class H3Connection {
     return this.#conn.maxDatagramSize;
   }
 
+  /** Counts one read of a request stream that delivered bytes (for `H3RequestStream`). */
+  countStreamRead(): void {
+    this.stats.streamReads++;
+    this.#counters.streamReads.value++;
+  }
+
   /** Registers `fn` to run once the connection has closed. */
   onClose(fn: (info: QuicCloseInfoLike) => void): void {
     this.#closeHandlers.push(fn);
@@ -421,7 +423,8 @@ export class H3Connection {
     if (!this.#sawSettings && !this.#closing) {
       this.#cancelSettingsTimer = this.#timers.schedule(() => {
         this.#cancelSettingsTimer = undefined;
-        this.counters.settingsTimeouts.value++;
+        this.stats.settingsTimeouts = 1;
+        this.#counters.settingsTimeouts.value++;
         this.fail(
           new H3Error(
             H3_MISSING_SETTINGS,
@@ -461,7 +464,8 @@ export class H3Connection {
     }
     const stream = await this.#conn.createBidirectionalStream();
     const request = new H3RequestStream(this, stream, this.#log, this.#maxFieldSectionSize);
-    this.counters.requestStreams.value++;
+    this.stats.requestStreams++;
+    this.#counters.requestStreams.value++;
     await request.writeHeaders(headers);
     if (options.end) await request.end();
     return request;
@@ -524,10 +528,12 @@ export class H3Connection {
   sendRawDatagram(datagram: Uint8Array): boolean {
     if (this.#closing || datagram.length > this.#conn.maxDatagramSize) return false;
     if (this.#datagramsQueued >= this.#maxDatagramsQueued) {
-      this.counters.datagramsQueueFull.value++;
+      this.stats.datagramsQueueFull++;
+      this.#counters.datagramsQueueFull.value++;
       return true;
     }
-    this.counters.datagramsOut.value++;
+    this.stats.datagramsOut++;
+    this.#counters.datagramsOut.value++;
     this.#datagramsQueued++;
     // Rejected only when the connection is gone; close() reports that.
     this.#conn.sendDatagram(datagram).then(this.#datagramSent, this.#datagramSent);
@@ -549,13 +555,15 @@ export class H3Connection {
       } catch {
         return; // connection closed
       }
-      this.counters.datagramsIn.value++;
+      this.stats.datagramsIn++;
+      this.#counters.datagramsIn.value++;
       let qsid: number;
       try {
         qsid = parseQuarterStreamId(datagram);
       } catch (error) {
         // RFC 9297 §2.1: a datagram that cannot be parsed is a connection error.
-        this.counters.datagramsMalformed.value++;
+        this.stats.datagramsMalformed++;
+        this.#counters.datagramsMalformed.value++;
         this.fail(
           error instanceof H3Error ? error : new H3Error(H3_DATAGRAM_ERROR, errorMessage(error)),
         );
@@ -563,7 +571,8 @@ export class H3Connection {
       }
       const handler = this.#datagramHandlers.get(qsid);
       if (handler === undefined) {
-        this.counters.datagramsUnroutable.value++;
+        this.stats.datagramsUnroutable++;
+        this.#counters.datagramsUnroutable.value++;
         continue;
       }
       handler(datagram.subarray(quarterStreamIdSize(datagram)));
@@ -581,7 +590,8 @@ export class H3Connection {
       }
       if (next.done) return;
       const request = new H3RequestStream(this, next.value, this.#log, this.#maxFieldSectionSize);
-      this.counters.requestStreams.value++;
+      this.stats.requestStreams++;
+      this.#counters.requestStreams.value++;
       this.#serveRequest(request);
     }
   }
@@ -591,7 +601,8 @@ export class H3Connection {
     const cancel = this.#timers.schedule(() => {
       this.#headersTimers.delete(cancel);
       timedOut = true;
-      this.counters.headersTimeouts.value++;
+      this.stats.headersTimeouts++;
+      this.#counters.headersTimeouts.value++;
       this.#log.debug("request stream closed: no HEADERS in time", {
         stream: request.streamId,
         timeoutMs: this.#headersTimeoutMs,
@@ -741,7 +752,7 @@ export class H3Connection {
   #takeTypeBytes(start: StreamStart, read: ReadableStreamReadResult<Uint8Array>): boolean {
     if (read.done) return false;
     const value = read.value;
-    if (value.length > 0) this.counters.streamReads.value++;
+    if (value.length > 0) this.countStreamRead();
     let i = 0;
     while (
       i < value.length &&
@@ -765,7 +776,7 @@ export class H3Connection {
     read: ReadableStreamReadResult<Uint8Array>,
   ): boolean {
     if (read.done) return false;
-    this.counters.streamReads.value++;
+    this.countStreamRead();
     sink.push(read.value);
     return true;
   }

@@ -230,7 +230,7 @@ export class H3RequestStream {
       if (!boundary) throw new H3Error(H3_FRAME_ERROR, "Request stream ended inside a frame");
       return false;
     }
-    this.#h3.counters.streamReads.value++;
+    this.#h3.countStreamRead();
     this.#frames.push(read.value);
     return true;
   }

@@ -15,7 +15,7 @@
  * @module
  */
 import type { Process, Topology } from "../support/netns.ts";
-import { startClient, startRelay } from "../support/vpn.ts";
+import { counter, startClient, startRelay } from "../support/vpn.ts";
 import type { WireguardGoBuild } from "./_wireguard_go.ts";
 
 /** The paths, in the order they are measured. */
@@ -138,15 +138,16 @@ async function setupTunnel(
     relayInterface: "mvpn-relay",
     processDrops: async () => {
       const [c, r] = await Promise.all([client.status(), relay.status()]);
-      const sum = (record: Record<string, number>) =>
-        Object.values(record).reduce((a, b) => a + b, 0);
-      const policy = sum(r.stats.droppedFromClients);
+      const tunWrite = counter(r, "tunnel_packets_dropped_total", "inbound", "tun write failed");
+      // Every other inbound drop is the relay's policy (RFC 9484 §7, host firewall).
+      const policy = counter(r, "tunnel_packets_dropped_total", "inbound") - tunWrite;
       return {
-        clientQueueFull: Number(c.datagramsQueueFull) + Number(c.streamQueueFull),
-        relayTunWrite: r.stats.tunWriteErrors,
+        clientQueueFull: counter(c, "h3_datagrams_dropped_total", "queue full") +
+          counter(c, "session_packets_dropped_total", "queue full"),
+        relayTunWrite: tunWrite,
         relayPolicy: policy,
-        clientPacketsOut: Number(c.packetsOut),
-        relayPacketsIn: r.stats.packetsFromClients + policy,
+        clientPacketsOut: counter(c, "tunnel_packets_total", "outbound"),
+        relayPacketsIn: counter(r, "tunnel_packets_total", "inbound") + tunWrite + policy,
       };
     },
     addClient: async (name, tun, target) => {

@@ -16,6 +16,7 @@
  * builds, the project up, the checks, down.
  */
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
+import { counter } from "../support/vpn.ts";
 import {
   buildImages,
   composeCommand,
@@ -215,7 +216,10 @@ Deno.test({
         const status = await p.exec("relay", ["cat", "/run/masque-vpn/status.json"]);
         const parsed = JSON.parse(status.stdout);
         assert(parsed.sessions.length >= 1, `relay sessions: ${status.stdout}`);
-        assert(parsed.stats.packetsFromClients > 0, `relay stats: ${status.stdout}`);
+        assert(
+          counter(parsed, "tunnel_packets_total", "inbound") > 0,
+          `relay counters: ${status.stdout}`,
+        );
       }),
       await t.step("no other path from the client to the target", async () => {
         // No network in common.

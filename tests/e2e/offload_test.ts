@@ -10,7 +10,7 @@
 import { assert, assertEquals } from "../support/assert.ts";
 import { createTopology, isRoot } from "../support/netns.ts";
 import type { Topology } from "../support/netns.ts";
-import { startClient, startRelay } from "../support/vpn.ts";
+import { counter, startClient, startRelay } from "../support/vpn.ts";
 import type { ClientProcess, RelayProcess, RelayStatus } from "../support/vpn.ts";
 
 const TOOLS = new URL("./tools/", import.meta.url).pathname;
@@ -61,12 +61,12 @@ async function counters(client: ClientProcess, relay: RelayProcess) {
   const c = await client.status();
   const r: RelayStatus = await relay.status();
   return {
-    clientRead: Number(c.tunReadSuperPackets),
-    clientWritten: Number(c.tunWriteSuperPackets),
-    clientErrors: Number(c.tunReadOffloadErrors),
-    relayRead: r.tun.readSuperPackets,
-    relayWritten: r.tun.writeSuperPackets,
-    relayErrors: r.tun.readOffloadErrors,
+    clientRead: counter(c, "tun_read_super_packets_total"),
+    clientWritten: counter(c, "tun_write_super_packets_total"),
+    clientErrors: counter(c, "tun_read_offload_errors_total"),
+    relayRead: counter(r, "tun_read_super_packets_total"),
+    relayWritten: counter(r, "tun_write_super_packets_total"),
+    relayErrors: counter(r, "tun_read_offload_errors_total"),
   };
 }
 

@@ -11,7 +11,7 @@
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
 import { createTopology, isRoot } from "../support/netns.ts";
 import type { NamespaceRole, Process, Topology } from "../support/netns.ts";
-import { startClient, startRelay } from "../support/vpn.ts";
+import { counter, startClient, startRelay } from "../support/vpn.ts";
 import type { RelayProcess, RelayStatus } from "../support/vpn.ts";
 
 const TOOLS = new URL("./tools/", import.meta.url).pathname;
@@ -106,7 +106,7 @@ async function relayTunAddresses(topo: Topology): Promise<{ v4: string; v6: stri
 /** Polls the relay's status file until `check` holds. */
 async function waitForStatus(
   relay: RelayProcess,
-  check: (s: RelayStatus & { stats: { packetsBetweenClients?: number } }) => boolean,
+  check: (s: RelayStatus) => boolean,
   what: string,
 ): Promise<RelayStatus> {
   const deadline = Date.now() + 10_000;
@@ -220,11 +220,14 @@ Deno.test({
       const status = await waitForStatus(
         relay,
         (s) =>
-          (s.stats.droppedFromClients["relay host"] ?? 0) >= udpAndTcp + 6 &&
-          (s.stats.droppedFromClients["client to client"] ?? 0) >= 4,
+          counter(s, "tunnel_packets_dropped_total", "inbound", "relay host") >= udpAndTcp + 6 &&
+          counter(s, "tunnel_packets_dropped_total", "inbound", "client to client") >= 4,
         "relay-host and client-to-client drops",
       );
-      assertEquals(status.stats.tunWriteErrors, 0);
+      assertEquals(
+        counter(status, "tunnel_packets_dropped_total", "inbound", "tun write failed"),
+        0,
+      );
 
       // The same client still reaches the target behind the relay, and TTL 1 gets
       // Time Exceeded from the relay's kernel, as from any router.
@@ -300,7 +303,7 @@ Deno.test({
       // Two pings each way, both families, relayed by the relay itself.
       await waitForStatus(
         relay,
-        (s) => (s.stats.packetsBetweenClients ?? 0) >= 8,
+        (s) => counter(s, "tunnel_packets_between_peers_total") >= 8,
         "8 packets between clients",
       );
 

@@ -13,7 +13,8 @@
 import { assert, assertEquals } from "../support/assert.ts";
 import { createTopology, isRoot } from "../support/netns.ts";
 import type { Topology } from "../support/netns.ts";
-import { startClient, startRelay } from "../support/vpn.ts";
+import { counter, startClient, startRelay } from "../support/vpn.ts";
+import type { ClientStatus } from "../support/vpn.ts";
 
 const TOOLS = new URL("./tools/", import.meta.url).pathname;
 const ignore = !isRoot();
@@ -120,17 +121,21 @@ Deno.test({
 
       await new Promise((resolve) => setTimeout(resolve, 2500)); // a fresh status file
       const status = await relay.status();
-      console.log(`  relay stats: ${JSON.stringify(status.stats)}`);
-      console.log(`  relay tun: ${JSON.stringify(status.tun)}`);
-      assert(status.stats.packetsFromClients > 1000, "the flood reached the relay");
+      const value = (name: string, ...labels: string[]) => counter(status, name, ...labels);
+      const tunWriteFailed = value("tunnel_packets_dropped_total", "inbound", "tun write failed");
+      console.log(`  relay counters: ${JSON.stringify(status.counters)}`);
+      assert(
+        value("tunnel_packets_total", "inbound") + tunWriteFailed > 1000,
+        "the flood reached the relay",
+      );
       // The status file tells the TUN's story: drops of the writer ring on
       // their own, and no worker had to be restarted.
-      assert(status.tun, "the relay's status file has no tun counters");
-      assert(status.tun.writtenPackets > 1000, JSON.stringify(status.tun));
-      assertEquals(status.tun.writerRestarts, 0);
-      assertEquals(status.tun.readerRestarts, 0);
+      assert("tun_written_packets_total" in status.counters, "no TUN counters in the status file");
+      assert(value("tun_written_packets_total") > 1000, JSON.stringify(status.counters));
+      assertEquals(value("tun_writer_restarts_total"), 0);
+      assertEquals(value("tun_reader_restarts_total"), 0);
       assert(
-        status.tun.writeDrops <= status.stats.tunWriteErrors,
+        value("tun_write_drops_total") <= tunWriteFailed,
         "every ring drop is also a refused writePacket()",
       );
       const log = await Deno.readTextFile(relay.process.logFile);
@@ -139,7 +144,7 @@ Deno.test({
       const drained = lines.filter((line) => line.includes("TUN write ring drains again")).length;
       console.log(`  relay warnings of a full write ring: ${full}`);
       // One warning per run of drops that lasted 1 s or more, each with its end.
-      assert(full <= status.tun.writeRingFullEpisodes, `${full} warnings`);
+      assert(full <= value("tun_write_ring_full_episodes_total"), `${full} warnings`);
       assertEquals(drained, full);
       await flood.status;
     });
@@ -176,9 +181,12 @@ Deno.test({
       ], { check: false });
       assertEquals(big.code, 0, `1400-byte pings failed:\n${big.stdout}${big.stderr}`);
       assert(/ 0% packet loss/.test(big.stdout), big.stdout);
-      const counters = await waitForClientStatus(client, (c) => Number(c.tunOversizePackets) >= 3);
-      assertEquals(counters.tunWriteErrors, 0);
-      assertEquals(counters.tunWriteDrops, 0);
+      const status = await waitForClientStatus(
+        client,
+        (c) => counter(c, "tun_oversize_packets_total") >= 3,
+      );
+      assertEquals(counter(status, "tun_write_errors_total"), 0);
+      assertEquals(counter(status, "tun_write_drops_total"), 0);
     });
   },
 });
@@ -186,8 +194,8 @@ Deno.test({
 /** Polls the client's status file (written every 2 s) until `check` holds. */
 async function waitForClientStatus(
   client: Awaited<ReturnType<typeof startClient>>,
-  check: (counters: Record<string, unknown>) => boolean,
-): Promise<Record<string, unknown>> {
+  check: (status: ClientStatus) => boolean,
+): Promise<ClientStatus> {
   const deadline = Date.now() + 10_000;
   for (;;) {
     const counters = await client.status().catch(() => undefined);

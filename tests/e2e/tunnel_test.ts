@@ -6,8 +6,8 @@
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
 import { createTopology, isRoot } from "../support/netns.ts";
 import type { Topology } from "../support/netns.ts";
-import { startClient, startRelay } from "../support/vpn.ts";
-import type { RelayProcess } from "../support/vpn.ts";
+import { counter, startClient, startRelay } from "../support/vpn.ts";
+import type { RelayProcess, RelayStatus } from "../support/vpn.ts";
 
 const TOOLS = new URL("./tools/", import.meta.url).pathname;
 const ignore = !isRoot();
@@ -134,11 +134,11 @@ for (const mode of ["datagram", "stream"] as const) {
         const minimumAt = (mtu: unknown) => Math.floor((10 * 1024 * 1024) / Number(mtu));
         const counters = await waitFor(
           () => client.status().catch(() => undefined),
-          (c) => Number(c?.packetsOut) >= minimumAt(c?.mtu ?? client.mtu),
+          (c) => counter(c, "tunnel_packets_total", "outbound") >= minimumAt(c?.mtu ?? client.mtu),
           "client status with at least 10 MB / MTU packets out",
         );
         assertEquals(counters?.mode, mode);
-        assertEquals(counters?.tunWriteDrops, 0);
+        assertEquals(counter(counters, "tun_write_drops_total"), 0);
       });
     },
   });
@@ -161,6 +161,9 @@ async function waitFor<T>(
     await new Promise((r) => setTimeout(r, 250));
   }
 }
+
+/** IPv4 pool addresses in use, from a relay status. */
+const poolV4 = (s: RelayStatus) => counter(s, "relay_pool_addresses_in_use", "ipv4");
 
 async function waitForStatus(
   relay: RelayProcess,
@@ -220,10 +223,10 @@ Deno.test({
       const after = await waitForStatus(
         relay,
         (s) =>
-          (s.stats.droppedFromClients["source not assigned"] ?? 0) >=
-            (before.stats.droppedFromClients["source not assigned"] ?? 0) + 3,
+          counter(s, "tunnel_packets_dropped_total", "inbound", "source not assigned") >=
+            counter(before, "tunnel_packets_dropped_total", "inbound", "source not assigned") + 3,
       );
-      assert(after.stats.droppedFromClients["source not assigned"] >= 3);
+      assert(counter(after, "tunnel_packets_dropped_total", "inbound", "source not assigned") >= 3);
     });
   },
 });
@@ -235,15 +238,15 @@ Deno.test({
     await withTopology("e2e-kill", async (topo) => {
       const relay = await startRelay(topo, ["--idle-timeout", "3"]);
       const first = await startClient(topo, relay, { name: "client" });
-      await waitForStatus(relay, (s) => s.pools.v4 === 1 && s.sessions.length === 1);
+      await waitForStatus(relay, (s) => poolV4(s) === 1 && s.sessions.length === 1);
       first.process.kill("SIGKILL");
       await first.process.status;
       // The TUN went away with the process; the relay notices after its idle timeout.
-      const status = await waitForStatus(relay, (s) => s.sessions.length === 0 && s.pools.v4 === 0);
-      assertEquals(status.stats.sessionsClosed, 1);
+      const status = await waitForStatus(relay, (s) => s.sessions.length === 0 && poolV4(s) === 0);
+      assertEquals(counter(status, "relay_sessions_closed_total"), 1);
       const second = await startClient(topo, relay, { name: "client2" });
       // Released addresses are reused oldest-first, after never-used ones: the pool is not leaking.
-      await waitForStatus(relay, (s) => s.pools.v4 === 1 && s.sessions.length === 1);
+      await waitForStatus(relay, (s) => poolV4(s) === 1 && s.sessions.length === 1);
       assert(second.addresses.length === 2);
     });
   },
@@ -265,7 +268,7 @@ Deno.test({
       assert(link.code !== 0, `TUN ${client.tun} still exists:\n${link.stdout}`);
       const left = await topo.run("client", ["ip", "route"]);
       assert(!left.stdout.includes("198.18.1.0/24"), `route left behind:\n${left.stdout}`);
-      await waitForStatus(relay, (s) => s.sessions.length === 0 && s.pools.v4 === 0);
+      await waitForStatus(relay, (s) => s.sessions.length === 0 && poolV4(s) === 0);
     });
   },
 });

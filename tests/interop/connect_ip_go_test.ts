@@ -20,7 +20,8 @@
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
 import { createTopology, haveCommand, isRoot } from "../support/netns.ts";
 import type { Process, Topology } from "../support/netns.ts";
-import { startRelay } from "../support/vpn.ts";
+import { counter, dropReasons, startRelay } from "../support/vpn.ts";
+import type { ClientStatus } from "../support/vpn.ts";
 import { loadOrCreateDevCerts } from "../../relay/dev_certs.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
@@ -159,7 +160,7 @@ async function udpEcho(topo: Topology, host: string, text: string): Promise<stri
  */
 async function packetOverTunMtu(
   topo: Topology,
-  client: { status(): Promise<Record<string, unknown>> },
+  client: { status(): Promise<ClientStatus> },
   address: string,
   bytes: number,
 ): Promise<"arrived" | "dropped at the TUN write"> {
@@ -176,8 +177,10 @@ async function packetOverTunMtu(
     ], { check: false });
     if (r.code === 0) return "arrived";
     last = r.stdout + r.stderr;
-    const status = await client.status().catch(() => ({} as Record<string, unknown>));
-    if (Number(status["droppedIn.tun write failed"] ?? 0) > 0) return "dropped at the TUN write";
+    const status = await client.status().catch(() => undefined);
+    if (counter(status, "tunnel_packets_dropped_total", "inbound", "tun write failed") > 0) {
+      return "dropped at the TUN write";
+    }
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
   throw new Error(`A ${bytes}-byte packet to ${address} neither arrived nor was dropped:\n${last}`);
@@ -218,7 +221,7 @@ async function startCipgoProxy(
 async function startOurClient(
   topo: Topology,
   options: { relay: string; ca: string; args?: string[]; wait?: boolean },
-): Promise<{ process: Process; status(): Promise<Record<string, unknown>> }> {
+): Promise<{ process: Process; status(): Promise<ClientStatus> }> {
   const statusFile = `${topo.logDir}/client-status.json`;
   const process = topo.spawn("client", [
     Deno.execPath(),
@@ -300,7 +303,7 @@ Deno.test({
       await tcpTransfer(topo, topo.target4);
       const status = await waitFor(
         () => relay.status().catch(() => undefined),
-        (s) => s !== undefined && s.stats.packetsFromClients > 700,
+        (s) => s !== undefined && counter(s, "tunnel_packets_total", "inbound") > 700,
         "relay status with the transfer's packets",
       );
       assert(status !== undefined);
@@ -308,7 +311,7 @@ Deno.test({
       assertEquals(status.sessions[0].mode, "datagram");
       // Its TUN also sends IPv6 link-local packets (router solicitations),
       // which RFC 9484 §7 makes the relay drop as "source not assigned".
-      const dropped = Object.keys(status.stats.droppedFromClients);
+      const dropped = Object.keys(dropReasons(status, "inbound"));
       assert(dropped.every((reason) => reason === "source not assigned"), dropped.join());
     });
   },
@@ -357,7 +360,7 @@ Deno.test({
       }
       await waitFor(
         () => relay.status().catch(() => undefined),
-        (s) => s !== undefined && s.stats.sessionsOpened === 3,
+        (s) => s !== undefined && counter(s, "relay_sessions_opened_total") === 3,
         "three sessions in the relay's status",
       );
       server.kill();

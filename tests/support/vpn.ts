@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { SnapshotValue } from "../../shared/counters.ts";
 import type { NamespaceRole, Process, Topology } from "./netns.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
@@ -25,32 +26,59 @@ export interface RelayProcess {
   status(): Promise<RelayStatus>;
 }
 
-/** What the relay writes to its status file. */
+/** The counters in a status file: a `CounterRegistry` snapshot (shared/counters.ts). */
+export type StatusCounters = Record<string, SnapshotValue>;
+
+/** What the relay writes to its status file (`Relay.status()`). */
 export interface RelayStatus {
   sessions: { id: number; addresses: string[]; mode: string }[];
-  pools: { v4: number; v6: number };
-  stats: {
-    droppedFromClients: Record<string, number>;
-    tunWriteErrors: number;
-    packetsFromClients: number;
-    sessionsOpened: number;
-    sessionsClosed: number;
-  };
-  /** The relay TUN's counters (`TunDevice.stats` of ffi/tun_linux.ts). */
-  tun: {
-    writtenPackets: number;
-    writeErrors: number;
-    writeDrops: number;
-    lastWriteErrno: number;
-    oversizePackets: number;
-    readerRestarts: number;
-    writerRestarts: number;
-    writeRingFullEpisodes: number;
-    readSuperPackets: number;
-    readOffloadErrors: number;
-    writeSuperPackets: number;
-    writeMergedPackets: number;
-  };
+  counters: StatusCounters;
+}
+
+/** What the client writes to its status file (`Client.status()`). */
+export interface ClientStatus {
+  tun: string;
+  mtu: number;
+  mode: string;
+  /** The largest IP packet the session carries now, bytes. */
+  maxPacketSize: number;
+  counters: StatusCounters;
+}
+
+/**
+ * One counter of a status file, summed over the labels not given; 0 when
+ * the status has no such counter yet:
+ * `counter(status, "tunnel_packets_dropped_total", "inbound", "relay host")`.
+ */
+export function counter(
+  status: { counters?: StatusCounters } | undefined,
+  name: string,
+  ...labels: string[]
+): number {
+  let node: SnapshotValue | undefined = status?.counters?.[name];
+  for (const label of labels) node = typeof node === "object" ? node[label] : undefined;
+  return node === undefined ? 0 : sum(node);
+}
+
+function sum(value: SnapshotValue): number {
+  return typeof value === "number"
+    ? value
+    : Object.values(value).reduce<number>((total, child) => total + sum(child), 0);
+}
+
+/** The non-zero drop reasons of one direction in a status file, e.g. `{ "relay host": 3 }`. */
+export function dropReasons(
+  status: { counters?: StatusCounters },
+  direction: "outbound" | "inbound",
+): Record<string, number> {
+  const node = (status.counters?.tunnel_packets_dropped_total as Record<string, SnapshotValue>)
+    ?.[direction];
+  const out: Record<string, number> = {};
+  if (typeof node !== "object") return out;
+  for (const [reason, value] of Object.entries(node)) {
+    if (sum(value) !== 0) out[reason] = sum(value);
+  }
+  return out;
 }
 
 /**
@@ -106,8 +134,8 @@ export interface ClientProcess {
   readonly addresses: string[];
   /** MTU the client gave its TUN (from its "tunnel up" line). */
   readonly mtu: number;
-  /** The client's counters as its status file last had them (written every 2 s). */
-  status(): Promise<Record<string, unknown>>;
+  /** The client's status file as last written (every 2 s). */
+  status(): Promise<ClientStatus>;
 }
 
 /** Starts a client in the client namespace; waits until its tunnel is up. */
@@ -164,6 +192,6 @@ export async function startClient(
     tun,
     addresses,
     mtu: Number(up.match(/mtu=(\d+)/)?.[1] ?? NaN),
-    status: async () => JSON.parse(await Deno.readTextFile(statusFile)),
+    status: async () => JSON.parse(await Deno.readTextFile(statusFile)) as ClientStatus,
   };
 }

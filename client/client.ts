@@ -1,0 +1,580 @@
+/**
+ * The client's core, beside the relay's `Relay`: dial the relay, open the
+ * CONNECT-IP session, wait for the assignment, pick the MTU, bring up the
+ * TUN with the addresses and routes, and pump packets until the session or
+ * connection ends. Everything that touches the host is passed in (the QUIC
+ * dialer, the TUN opener, the netlink operations), so a test runs a
+ * `Client` against a `Relay` on 127.0.0.1 with in-memory TUNs and no root.
+ * `client/main.ts` only wires it to the real ones, the config, signals and
+ * the status file.
+ *
+ * Two halves with different lifetimes:
+ * - {@linkcode TunnelHost}: the TUN, its addresses and routes, and the
+ *   pump; long-lived. Its {@linkcode TunnelHooks} are where the full
+ *   tunnel's pieces go (policy routing, kill switch, DNS: issue 14).
+ * - {@linkcode ClientSession}: the QUIC connection, HTTP/3 and the
+ *   session; replaceable. Reconnecting (issue 11) opens a new one, asks
+ *   for the previous addresses with ADDRESS_REQUEST, and points the pump's
+ *   router at its peer, with the host untouched.
+ *
+ * Setup, in order ({@linkcode Client.start}):
+ *   connect -> H3Connection.start -> openConnectIpSession (extended CONNECT)
+ *   -> ADDRESS_ASSIGN + ROUTE_ADVERTISEMENT (RFC 9484 §4.7) -> planRoutes
+ *   -> MTU (`--mtu`, or auto: what the session carries, 1280..1500)
+ *   -> TunnelHost.up: open TUN, MTU, txqueuelen, addresses, link up, routes,
+ *      hooks -> pump: TUN loop, session packets
+ *
+ * @module
+ */
+
+import { bringUpLink } from "../host/link.ts";
+import type { LinkOps } from "../host/link.ts";
+import { CounterRegistry } from "../shared/counters.ts";
+import { errorMessage } from "../shared/errors.ts";
+import { H3Connection } from "../shared/h3/connection.ts";
+import type { QuicCloseInfoLike, QuicConnLike } from "../shared/h3/quic.ts";
+import { describeClose } from "../shared/h3/quic.ts";
+import { clientSettings, SETTINGS_H3_DATAGRAM } from "../shared/h3/settings.ts";
+import type { IpAddressRange, IpPrefix } from "../shared/ip/ip_address.ts";
+import { formatPrefix, parseIp } from "../shared/ip/ip_address.ts";
+import type { Logger } from "../shared/log.ts";
+import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
+import { SessionCounters } from "../shared/masque/connect_ip_session.ts";
+import type { PacketMode, SessionEnd } from "../shared/masque/connect_ip_session.ts";
+import { openConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
+import type { H3ConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
+import type { PacketDevice } from "../shared/tunnel/packet_device.ts";
+import { checkFromRelay } from "../shared/tunnel/packet_policy.ts";
+import { PumpCounters, TunnelPeer, TunnelPump } from "../shared/tunnel/pump.ts";
+import type { PeerRouter } from "../shared/tunnel/pump.ts";
+import { AUTO_MTU_MAX, AUTO_MTU_MIN, autoMtu, describeSessionEnd, planRoutes } from "./tunnel.ts";
+import type { Assignment } from "./tunnel.ts";
+
+/** What the client needs of rtnetlink: `ffi/netlink.ts`'s functions are these. */
+export interface ClientNetlink extends LinkOps {
+  addRoute(prefix: IpPrefix, name: string): void;
+  deleteRoute(prefix: IpPrefix, name: string): void;
+}
+
+/**
+ * The client's TUN: a `PacketDevice`, and with TUN offloads (`ffi/tun_linux.ts`
+ * `TunDevice`) a packet limit for the super-packets it splits, which the
+ * client keeps at what the session carries, and the offloads in use.
+ */
+export interface ClientTun extends PacketDevice {
+  setPacketLimit?(bytes: number): void;
+  readonly offload?: string;
+}
+
+/**
+ * Opens the TUN named `name` with packet slots of `mtu` bytes (the largest
+ * MTU it will get); `client/main.ts` wraps `ffi/tun_linux.ts` `openTun`.
+ */
+export type TunOpener = (name: string, options: { mtu: number; log: Logger }) => ClientTun;
+
+/** A QUIC connection to the relay, with the relay's address (`Deno.QuicConn` is one). */
+export interface DialedConnection extends QuicConnLike {
+  readonly remoteAddr: { readonly hostname: string };
+}
+
+/** What the tunnel is once up, for {@linkcode TunnelHooks}. */
+export interface TunnelInfo {
+  readonly name: string;
+  readonly mtu: number;
+  readonly addresses: readonly IpPrefix[];
+  readonly routes: readonly IpPrefix[];
+}
+
+/**
+ * Steps added to the tunnel's bring-up and teardown (the full tunnel's
+ * policy rules, kill switch and DNS, issue 14). Not run on a session swap.
+ */
+export interface TunnelHooks {
+  /** After the TUN is up with its addresses and routes. A throw fails the setup. */
+  up?(tunnel: TunnelInfo): void | Promise<void>;
+  /** Before the routes go and the TUN closes; run in reverse order of `up`. */
+  down?(): void | Promise<void>;
+}
+
+/** Options of {@linkcode TunnelHost}. */
+export interface TunnelHostOptions {
+  readonly name: string;
+  readonly openTun: TunOpener;
+  readonly netlink: ClientNetlink;
+  readonly log: Logger;
+  readonly hooks?: readonly TunnelHooks[];
+}
+
+/**
+ * The long-lived half of the client: the TUN with its addresses and
+ * routes; see the module docs. {@linkcode down} undoes whatever
+ * {@linkcode up} did, also after a failure half way.
+ */
+export class TunnelHost {
+  readonly #options: TunnelHostOptions;
+  #tun: ClientTun | undefined;
+  #mtu = 0;
+  readonly #routes: IpPrefix[] = [];
+  readonly #hooksUp: TunnelHooks[] = [];
+  #down = false;
+
+  constructor(options: TunnelHostOptions) {
+    this.#options = options;
+  }
+
+  /** The TUN, once {@linkcode up} opened it. */
+  get tun(): ClientTun | undefined {
+    return this.#tun;
+  }
+
+  /** The TUN's link MTU now, bytes (0 before {@linkcode up}). */
+  get mtu(): number {
+    return this.#mtu;
+  }
+
+  /** The routes installed through the TUN. */
+  get routes(): readonly IpPrefix[] {
+    return this.#routes;
+  }
+
+  /**
+   * Opens the TUN with packet slots of `capacity` bytes, brings its link up
+   * with `mtu` and `addresses` (`host/link.ts`), adds `routes`, then runs
+   * the hooks. Throws with what failed; call {@linkcode down} to undo.
+   */
+  async up(
+    addresses: readonly IpPrefix[],
+    routes: readonly IpPrefix[],
+    mtu: number,
+    capacity: number,
+  ): Promise<ClientTun> {
+    if (this.#tun !== undefined || this.#down) throw new Error("Cannot bring the tunnel up twice");
+    const { netlink, log } = this.#options;
+    const tun = this.#options.openTun(this.#options.name, { mtu: capacity, log });
+    this.#tun = tun;
+    bringUpLink(netlink, tun.name, mtu, addresses);
+    this.#mtu = mtu;
+    for (const route of routes) {
+      netlink.addRoute(route, tun.name);
+      this.#routes.push(route);
+    }
+    const info: TunnelInfo = { name: tun.name, mtu, addresses, routes };
+    for (const hooks of this.#options.hooks ?? []) {
+      this.#hooksUp.push(hooks);
+      await hooks.up?.(info);
+    }
+    return tun;
+  }
+
+  /** Sets the TUN's link MTU (`--mtu auto` raising it as the path allows). */
+  setMtu(mtu: number): void {
+    if (this.#tun === undefined) return;
+    this.#options.netlink.setLinkMtu(this.#tun.name, mtu);
+    this.#mtu = mtu;
+  }
+
+  /**
+   * Runs the hooks' `down` (newest first), deletes the routes and closes
+   * the TUN (the kernel then removes the interface and its addresses).
+   * Failures are logged and the rest still done. Idempotent.
+   */
+  async down(): Promise<void> {
+    if (this.#down) return;
+    this.#down = true;
+    const { netlink, log } = this.#options;
+    const step = async (what: string, fn: () => void | Promise<void>) => {
+      try {
+        await fn();
+      } catch (error) {
+        log.warn("cleanup step failed", { step: what, error: errorMessage(error) });
+      }
+    };
+    while (this.#hooksUp.length > 0) {
+      const hooks = this.#hooksUp.pop()!;
+      if (hooks.down) await step("tunnel hook", () => hooks.down!());
+    }
+    const tun = this.#tun;
+    if (tun === undefined) return;
+    while (this.#routes.length > 0) {
+      const route = this.#routes.pop()!;
+      await step(`delete route ${formatPrefix(route)}`, () => netlink.deleteRoute(route, tun.name));
+    }
+    await step("close TUN", () => tun.close());
+  }
+}
+
+/** Options of {@linkcode ClientSession.open}. */
+export interface ClientSessionOptions {
+  readonly connect: () => Promise<DialedConnection>;
+  /** `:authority` of the request. */
+  readonly authority: string;
+  /** URI template of the relay (expanded for any target and protocol). */
+  readonly template: string;
+  readonly mode: PacketMode;
+  readonly log: Logger;
+  /** The registry the connection counts in. */
+  readonly counters: CounterRegistry;
+  /** The session's counters, resolved from the same registry. */
+  readonly sessionCounters: SessionCounters;
+}
+
+/**
+ * The replaceable half of the client: one QUIC connection, HTTP/3 on it,
+ * and the CONNECT-IP session; see the module docs.
+ */
+export class ClientSession {
+  readonly h3: H3Connection;
+  readonly session: H3ConnectIpSession;
+  /** The relay's address (its route is cut out of the tunnel's routes). */
+  readonly relayAddress: Uint8Array | undefined;
+
+  private constructor(h3: H3Connection, session: H3ConnectIpSession, relay: string) {
+    this.h3 = h3;
+    this.session = session;
+    this.relayAddress = parseIp(relay);
+  }
+
+  /**
+   * Dials the relay, starts HTTP/3 (in stream mode advertising
+   * SETTINGS_H3_DATAGRAM = 0, so the relay sends capsules) and opens the
+   * session. Throws a clear error; closes what it opened on failure.
+   */
+  static async open(options: ClientSessionOptions): Promise<ClientSession> {
+    const conn = await options.connect();
+    const settings = new Map(clientSettings());
+    // In stream mode we tell the relay not to send HTTP Datagrams (RFC 9297 §2.1.1).
+    if (options.mode === "stream") settings.set(SETTINGS_H3_DATAGRAM, 0);
+    const h3 = new H3Connection(conn, {
+      role: "client",
+      settings,
+      log: options.log,
+      counters: options.counters,
+    });
+    try {
+      await h3.start();
+      const session = await openConnectIpSession(h3, {
+        authority: options.authority,
+        path: expandConnectIpPath(options.template, {
+          target: { kind: "any" },
+          ipProtocol: "any",
+        }),
+        mode: options.mode,
+        log: options.log,
+        counters: options.sessionCounters,
+      });
+      return new ClientSession(h3, session, conn.remoteAddr.hostname);
+    } catch (error) {
+      h3.close();
+      throw error;
+    }
+  }
+
+  /**
+   * Runs the session, handing its packets to `onPacket`, and resolves once
+   * an ADDRESS_ASSIGN with at least one address (of either family or both)
+   * and a ROUTE_ADVERTISEMENT have arrived (RFC 9484 §4.7); an empty
+   * ADDRESS_ASSIGN assigns nothing yet. `ended` resolves when the session
+   * ends, with why.
+   */
+  run(
+    onPacket: (packet: Uint8Array) => void,
+    timeoutMs: number,
+  ): { assignment: Promise<Assignment>; ended: Promise<SessionEnd> } {
+    let resolve!: (assignment: Assignment) => void;
+    let reject!: (error: Error) => void;
+    const assignment = new Promise<Assignment>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    let addresses: IpPrefix[] | undefined;
+    let routes: IpAddressRange[] | undefined;
+    const timer = setTimeout(() => {
+      const missing = [
+        ...(addresses ? [] : ["an ADDRESS_ASSIGN with an address"]),
+        ...(routes ? [] : ["a ROUTE_ADVERTISEMENT"]),
+      ];
+      reject(
+        new Error(`The relay sent no ${missing.join(" and no ")} within ${timeoutMs / 1000} s`),
+      );
+    }, timeoutMs);
+    const ended = this.session.run({
+      onPacket,
+      onCapsule(capsule) {
+        if (capsule.type === "address_assign" && capsule.addresses.length > 0) {
+          addresses = capsule.addresses.map((a) => a.prefix);
+        } else if (capsule.type === "route_advertisement") {
+          routes = [...capsule.ranges];
+        }
+        if (addresses && routes) {
+          clearTimeout(timer);
+          resolve({ addresses, routes });
+        }
+      },
+    });
+    ended.then((end) => {
+      clearTimeout(timer);
+      reject(new Error(`Session ended before the relay assigned addresses: ${end.message}`));
+    });
+    return { assignment, ended };
+  }
+
+  /** Ends the session (FIN) and closes the connection with H3_NO_ERROR. */
+  async close(): Promise<void> {
+    await this.session.close().catch(() => {});
+    this.h3.close();
+  }
+}
+
+/** How long the client waits for its assignment, milliseconds. */
+export const ASSIGNMENT_TIMEOUT_MS = 10_000;
+/** How long to wait for path MTU discovery to allow 1280-byte packets, milliseconds. */
+export const PMTU_WAIT_MS = 3000;
+/** How often `--mtu auto` compares the TUN MTU with the datagram limit, milliseconds. */
+export const MTU_FOLLOW_INTERVAL_MS = 1000;
+
+/** Options of {@linkcode Client}. */
+export interface ClientOptions {
+  /** Dials the relay (QUIC with ALPN h3); main.ts grows the socket's buffers first. */
+  readonly connect: () => Promise<DialedConnection>;
+  readonly openTun: TunOpener;
+  readonly netlink: ClientNetlink;
+  readonly tunName: string;
+  readonly authority: string;
+  readonly template: string;
+  readonly mode: PacketMode;
+  /** The TUN MTU, bytes, or `"auto"` (see {@linkcode autoMtu}). */
+  readonly mtu: number | "auto";
+  /** The networks to route through the tunnel; empty: every advertised route. */
+  readonly routes: readonly IpPrefix[];
+  readonly log: Logger;
+  /** The registry to count in (default: a new one, {@linkcode Client.counters}). */
+  readonly counters?: CounterRegistry;
+  readonly hooks?: readonly TunnelHooks[];
+  /** Waits, milliseconds (tests shorten them). */
+  readonly timing?: {
+    readonly assignmentTimeoutMs?: number;
+    readonly pmtuWaitMs?: number;
+    readonly mtuFollowIntervalMs?: number;
+  };
+}
+
+/**
+ * The client; see the module docs. {@linkcode start}, then wait for
+ * {@linkcode ended} (or a signal), then {@linkcode stop}.
+ */
+export class Client implements PeerRouter {
+  readonly #options: ClientOptions;
+  readonly #log: Logger;
+  readonly #host: TunnelHost;
+  readonly #pumpCounters: PumpCounters;
+  readonly #sessionCounters: SessionCounters;
+  #session: ClientSession | undefined;
+  #peer: TunnelPeer | undefined;
+  #pump: TunnelPump | undefined;
+  #followTimer: ReturnType<typeof setInterval> | undefined;
+  #ended: Promise<string> | undefined;
+  #stopped = false;
+  /** Every counter of the client: the pump's, HTTP/3's, the session's (and main.ts's TUN). */
+  readonly counters: CounterRegistry;
+
+  constructor(options: ClientOptions) {
+    this.#options = options;
+    this.#log = options.log;
+    this.counters = options.counters ?? new CounterRegistry();
+    this.#pumpCounters = new PumpCounters(this.counters);
+    this.#sessionCounters = new SessionCounters(this.counters);
+    this.#host = new TunnelHost({
+      name: options.tunName,
+      openTun: options.openTun,
+      netlink: options.netlink,
+      log: options.log,
+      hooks: options.hooks,
+    });
+  }
+
+  /** The tunnel's host side (TUN, MTU, routes). */
+  get host(): TunnelHost {
+    return this.#host;
+  }
+
+  /** The current session, once {@linkcode start} opened it. */
+  get session(): ClientSession | undefined {
+    return this.#session;
+  }
+
+  /**
+   * Resolves, once the tunnel is up, with why it ended: the session ended
+   * (by the relay, or a protocol error) or the connection closed. Never
+   * rejects.
+   */
+  get ended(): Promise<string> {
+    if (this.#ended === undefined) throw new Error("Cannot wait for the end: not started");
+    return this.#ended;
+  }
+
+  /** The pump's router: every packet goes to the one session. */
+  peerFor(_packet: Uint8Array): TunnelPeer | undefined {
+    return this.#peer;
+  }
+
+  /**
+   * Sets the tunnel up (see the module docs). Throws a clear error when a
+   * step fails, having undone the steps before it.
+   */
+  async start(): Promise<void> {
+    const options = this.#options;
+    const log = this.#log;
+    const timing = options.timing ?? {};
+    try {
+      const client = await ClientSession.open({
+        connect: options.connect,
+        authority: options.authority,
+        template: options.template,
+        mode: options.mode,
+        log,
+        counters: this.counters,
+        sessionCounters: this.#sessionCounters,
+      });
+      this.#session = client;
+      const session = client.session;
+      log.info("session open", { stream: session.stream.streamId });
+      // The inbound policy: only packets to our assigned addresses (RFC 9484 §7).
+      const policy = { addresses: [] as readonly IpPrefix[] };
+      const peer = new TunnelPeer(session, (packet) => checkFromRelay(packet, policy));
+      const { assignment, ended } = client.run(
+        (packet) => this.#pump?.receive(peer, packet),
+        timing.assignmentTimeoutMs ?? ASSIGNMENT_TIMEOUT_MS,
+      );
+      const assigned = await assignment;
+      policy.addresses = assigned.addresses;
+      // Only for the families the relay assigned an address of (it may assign one).
+      const routes = planRoutes(assigned, options.routes, client.relayAddress);
+      log.info("assigned", {
+        addresses: assigned.addresses.map(formatPrefix).join(","),
+        routes: routes.map(formatPrefix).join(",") || "none",
+      });
+      const mtu = await this.#chooseMtu(timing.pmtuWaitMs ?? PMTU_WAIT_MS);
+      // With --mtu auto the link MTU is raised as the datagram limit grows, so
+      // the TUN's packet slots are sized for the largest MTU auto picks.
+      const follow = options.mtu === "auto" && session.mode === "datagram";
+      const tun = await this.#host.up(
+        assigned.addresses,
+        routes,
+        mtu,
+        follow ? Math.max(mtu, AUTO_MTU_MAX) : mtu,
+      );
+      log.info("tunnel up", { tun: tun.name, mtu, offload: tun.offload });
+      this.#pump = new TunnelPump({ tun, router: this, counters: this.#pumpCounters, log });
+      this.#peer = peer;
+      this.#pump.runTun().catch((error) => {
+        log.warn("TUN loop failed", { error: errorMessage(error) });
+      });
+      this.#follow(follow, timing.mtuFollowIntervalMs ?? MTU_FOLLOW_INTERVAL_MS);
+      this.#ended = Promise.race([
+        ended.then((end) => `session ended: ${describeSessionEnd(end, session)}`),
+        client.h3.closed.then((info: QuicCloseInfoLike) =>
+          `connection closed: ${describeClose(info)}`
+        ),
+      ]);
+    } catch (error) {
+      await this.stop();
+      throw error;
+    }
+  }
+
+  /**
+   * The first TUN MTU: the configured one, or with `auto` the largest packet
+   * the session carries now (datagram mode; raised later as it grows) or
+   * 1500 (stream mode). Waits up to `waitMs` for QUIC's path MTU discovery
+   * when the path does not yet carry 1280 (RFC 9484 §10.1: the tunnel must
+   * carry the IPv6 minimum).
+   */
+  async #chooseMtu(waitMs: number): Promise<number> {
+    const configured = this.#options.mtu;
+    const session = this.#session!.session;
+    if (session.mode === "stream") return configured === "auto" ? AUTO_MTU_MAX : configured;
+    const wanted = configured === "auto" ? AUTO_MTU_MIN : configured;
+    const deadline = Date.now() + waitMs;
+    while (session.maxPacketSize < wanted && Date.now() < deadline && !this.#stopped) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const carried = session.maxPacketSize;
+    if (carried < wanted) {
+      this.#log.warn(
+        "the QUIC path carries smaller packets than the TUN MTU; larger ones get Packet Too Big",
+        { mtu: wanted, maxPacket: carried },
+      );
+    }
+    return configured === "auto" ? autoMtu(carried) : configured;
+  }
+
+  /**
+   * What follows the session's datagram limit every `intervalMs`. With TUN
+   * offloads, the TUN's packet limit: TCP super-packets are cut to what the
+   * session carries (it can shrink below the MTU, or grow with path MTU
+   * discovery). With `mtu` (`--mtu auto` in datagram mode), the link MTU:
+   * QUIC's path MTU discovery keeps raising the datagram limit after the
+   * session opened (from about 1290 to 1414 on a 1500-byte path); the TUN
+   * MTU follows it up, never down (a smaller path gets Packet Too Big).
+   */
+  #follow(followMtu: boolean, intervalMs: number): void {
+    const session = this.#session!.session;
+    const tun = this.#host.tun;
+    tun?.setPacketLimit?.(session.maxPacketSize);
+    if (!followMtu && tun?.setPacketLimit === undefined) return;
+    this.#followTimer = setInterval(() => {
+      tun?.setPacketLimit?.(session.maxPacketSize);
+      if (!followMtu) return;
+      const next = autoMtu(session.maxPacketSize);
+      const mtu = this.#host.mtu;
+      if (next <= mtu) return;
+      try {
+        this.#host.setMtu(next);
+        this.#log.info("TUN MTU raised", { from: mtu, to: next });
+      } catch (error) {
+        this.#log.warn("cannot raise the TUN MTU", { to: next, error: errorMessage(error) });
+      }
+    }, intervalMs);
+  }
+
+  /**
+   * Takes the tunnel down (hooks, routes, TUN) and then ends the session and
+   * the connection. Idempotent.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearInterval(this.#followTimer);
+    this.#pump?.stop();
+    this.#peer = undefined;
+    await this.#host.down();
+    await this.#session?.close();
+  }
+
+  /** The counts the "stopping" log line gives. */
+  summary(): Record<string, number> {
+    const value = (name: string, ...labels: string[]) => this.counters.value(name, ...labels);
+    return {
+      packetsOut: value("tunnel_packets_total", "outbound"),
+      packetsIn: value("tunnel_packets_total", "inbound"),
+      droppedOut: value("tunnel_packets_dropped_total", "outbound"),
+      droppedIn: value("tunnel_packets_dropped_total", "inbound"),
+      packetTooBig: value("tunnel_packet_too_big_total"),
+    };
+  }
+
+  /** A JSON-friendly snapshot for the status file: the tunnel, the session and every counter. */
+  status(): Record<string, unknown> {
+    const session = this.#session?.session;
+    return {
+      tun: this.#host.tun?.name,
+      mtu: this.#host.mtu,
+      mode: session?.mode ?? this.#options.mode,
+      maxPacketSize: session?.maxPacketSize,
+      session: session === undefined
+        ? undefined
+        : { ...session.stats, pendingCapsuleWrites: session.pendingCapsuleWrites },
+      counters: this.counters.snapshot(),
+    };
+  }
+}

@@ -9,38 +9,21 @@
 import type { CounterRegistry } from "../shared/counters.ts";
 import type { TunStats } from "../ffi/tun_linux.ts";
 
-/** The TUN counters' names, help text and fields of {@linkcode TunStats}. */
-const TUN_COUNTERS: readonly [string, string, keyof TunStats][] = [
-  ["tun_read_packets_total", "Packets read from the TUN", "readPackets"],
-  ["tun_read_batches_total", "Non-empty batches read from the TUN", "readBatches"],
-  [
-    "tun_written_packets_total",
-    "Packets the kernel accepted from the TUN writer",
-    "writtenPackets",
-  ],
-  [
-    "tun_write_errors_total",
-    "Packets refused: by the kernel, a closed device, or over 65535 bytes",
-    "writeErrors",
-  ],
-  [
-    "tun_write_drops_total",
-    "Packets the writer ring could not take (full, or left when it closed or restarted)",
-    "writeDrops",
-  ],
-  [
-    "tun_oversize_packets_total",
-    "Packets written that were longer than the TUN MTU",
-    "oversizePackets",
-  ],
-  ["tun_reader_restarts_total", "Restarts of the TUN reader worker", "readerRestarts"],
-  ["tun_writer_restarts_total", "Restarts of the TUN writer worker", "writerRestarts"],
-  [
-    "tun_write_ring_full_episodes_total",
-    "Runs of writer ring drops (each ends after a watchdog period without one)",
-    "writeRingFullEpisodes",
-  ],
-];
+/** Each counter of {@linkcode TunStats}: its name in the registry and its help text. */
+const TUN_COUNTERS: Readonly<Record<Exclude<keyof TunStats, "lastWriteErrno">, string>> = {
+  readPackets: "tun_read_packets_total Packets read from the TUN",
+  readBatches: "tun_read_batches_total Non-empty batches read from the TUN",
+  writtenPackets: "tun_written_packets_total Packets the kernel accepted from the TUN writer",
+  writeErrors:
+    "tun_write_errors_total Packets refused: by the kernel, a closed device, or over 65535 bytes",
+  writeDrops:
+    "tun_write_drops_total Packets the writer ring could not take (full, or left when it closed or restarted)",
+  oversizePackets: "tun_oversize_packets_total Packets written that were longer than the TUN MTU",
+  readerRestarts: "tun_reader_restarts_total Restarts of the TUN reader worker",
+  writerRestarts: "tun_writer_restarts_total Restarts of the TUN writer worker",
+  writeRingFullEpisodes:
+    "tun_write_ring_full_episodes_total Runs of writer ring drops (each ends after a watchdog period without one)",
+};
 
 /**
  * Registers the TUN's counters in `registry`, read from `stats()` at each
@@ -48,8 +31,12 @@ const TUN_COUNTERS: readonly [string, string, keyof TunStats][] = [
  * zeros while there is none).
  */
 export function countTun(registry: CounterRegistry, stats: () => TunStats | undefined): void {
-  for (const [name, help, field] of TUN_COUNTERS) {
-    registry.counter(name, { help, collect: () => stats()?.[field] ?? 0 });
+  for (const [field, text] of Object.entries(TUN_COUNTERS)) {
+    const space = text.indexOf(" ");
+    registry.counter(text.slice(0, space), {
+      help: text.slice(space + 1),
+      collect: () => stats()?.[field as keyof TunStats] ?? 0,
+    });
   }
   registry.gauge("tun_last_write_errno", {
     help: "errno of the TUN's last refused write, 0 if none",

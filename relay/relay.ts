@@ -25,8 +25,8 @@
  * @module
  */
 
-import { CounterRegistry } from "../shared/counters.ts";
-import type { Counter } from "../shared/counters.ts";
+import { counterByLabel, CounterRegistry } from "../shared/counters.ts";
+import type { Collect, Counter, LabelSpec } from "../shared/counters.ts";
 import { H3Connection } from "../shared/h3/connection.ts";
 import type { QuicConnLike } from "../shared/h3/quic.ts";
 import type { H3Limits } from "../shared/h3/connection.ts";
@@ -116,16 +116,14 @@ class RelayCounters {
       "relay_connections_accepted_total",
       "QUIC connections that finished the handshake and were admitted",
     );
-    const refused = registry.counter("relay_connections_refused_total", {
-      help: "Connections refused, by the limit they would have passed: handshakes and " +
+    this.connectionsRefused = counterByLabel(
+      registry,
+      "relay_connections_refused_total",
+      "Connections refused, by the limit they would have passed: handshakes and " +
         "connections before the handshake, per-source right after it",
-      labels: [{ name: "limit", values: ["handshakes", "connections", "per-source"] }],
-    });
-    this.connectionsRefused = {
-      handshakes: refused.child("handshakes"),
-      connections: refused.child("connections"),
-      "per-source": refused.child("per-source"),
-    };
+      "limit",
+      ["handshakes", "connections", "per-source"],
+    );
     this.handshakesFailed = one(
       "relay_handshakes_failed_total",
       "Handshakes that failed or timed out",
@@ -222,24 +220,29 @@ export class Relay implements PeerRouter {
       counters: new PumpCounters(this.counters),
       log: options.log,
     });
-    this.counters.gauge("relay_sessions", {
-      help: "CONNECT-IP sessions open",
-      collect: () => this.#sessions.size,
-    });
-    this.counters.gauge("relay_connections", {
-      help: "QUIC connections open and in the handshake",
-      labels: [{ name: "state", values: ["open", "handshaking"] }],
-      collect: () => ({ open: this.#connections.size, handshaking: this.#limiter.handshaking }),
-    });
-    this.counters.gauge("relay_connection_sources", {
-      help: "Sources (IPv4 address or IPv6 /64) with an open connection",
-      collect: () => this.#limiter.sources,
-    });
-    this.counters.gauge("relay_pool_addresses_in_use", {
-      help: "Client addresses assigned or reserved, by pool",
-      labels: [{ name: "pool", values: ["ipv4", "ipv6"] }],
-      collect: () => ({ ipv4: this.#admission.inUse(4), ipv6: this.#admission.inUse(6) }),
-    });
+    const gauges: [string, string, Collect, LabelSpec?][] = [
+      ["relay_sessions", "CONNECT-IP sessions open", () => this.#sessions.size],
+      [
+        "relay_connections",
+        "QUIC connections open and in the handshake",
+        () => ({ open: this.#connections.size, handshaking: this.#limiter.handshaking }),
+        { name: "state", values: ["open", "handshaking"] },
+      ],
+      [
+        "relay_connection_sources",
+        "Sources (IPv4 address or IPv6 /64) with an open connection",
+        () => this.#limiter.sources,
+      ],
+      [
+        "relay_pool_addresses_in_use",
+        "Client addresses assigned or reserved, by pool",
+        () => ({ ipv4: this.#admission.inUse(4), ipv6: this.#admission.inUse(6) }),
+        { name: "pool", values: ["ipv4", "ipv6"] },
+      ],
+    ];
+    for (const [name, help, collect, label] of gauges) {
+      this.counters.gauge(name, { help, collect, labels: label && [label] });
+    }
   }
 
   /** The caps in force (the defaults with the options' overrides). */

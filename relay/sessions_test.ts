@@ -4,6 +4,10 @@ import type { ConnectIpScope } from "../shared/masque/connect_ip_request.ts";
 import { ALLOW_EVERYONE, ANONYMOUS, Reservation, SessionAdmission } from "./sessions.ts";
 
 const ANY: ConnectIpScope = { target: { kind: "any" }, ipProtocol: "any" };
+const LIMIT_REACHED = { ok: false as const, status: 503, reason: "session limit reached" };
+
+/** Reservations held and addresses in use in each pool. */
+const held = (a: SessionAdmission) => [a.reserved, a.inUse(4), a.inUse(6)];
 
 function admission(maxSessions: number, pool6 = "fd00:100::/64") {
   return new SessionAdmission({
@@ -24,15 +28,11 @@ Deno.test("admit() reserves a slot and one address of each pool, synchronously",
   assert(first instanceof Reservation);
   assertEquals(first.addresses.map(formatPrefix), ["198.18.100.2/32", "fd00:100::2/128"]);
   assertEquals(first.identity, ANONYMOUS);
-  assertEquals([a.reserved, a.inUse(4), a.inUse(6)], [1, 1, 1]);
+  assertEquals(held(a), [1, 1, 1]);
   const second = a.admit(ANONYMOUS, ANY);
   assert(second instanceof Reservation);
-  assertEquals(a.admit(ANONYMOUS, ANY), {
-    ok: false,
-    status: 503,
-    reason: "session limit reached",
-  });
-  assertEquals([a.reserved, a.inUse(4), a.inUse(6)], [2, 2, 2]);
+  assertEquals(a.admit(ANONYMOUS, ANY), LIMIT_REACHED);
+  assertEquals(held(a), [2, 2, 2]);
 });
 
 Deno.test("a reservation is released exactly once", () => {
@@ -41,17 +41,13 @@ Deno.test("a reservation is released exactly once", () => {
   assert(reservation instanceof Reservation);
   reservation.release();
   assertEquals(reservation.released, true);
-  assertEquals([a.reserved, a.inUse(4), a.inUse(6)], [0, 0, 0]);
+  assertEquals(held(a), [0, 0, 0]);
   // Another request takes the slot; a second release of the first must not free it.
   const next = a.admit(ANONYMOUS, ANY);
   assert(next instanceof Reservation);
   reservation.release();
-  assertEquals([a.reserved, a.inUse(4), a.inUse(6)], [1, 1, 1]);
-  assertEquals(a.admit(ANONYMOUS, ANY), {
-    ok: false,
-    status: 503,
-    reason: "session limit reached",
-  });
+  assertEquals(held(a), [1, 1, 1]);
+  assertEquals(a.admit(ANONYMOUS, ANY), LIMIT_REACHED);
 });
 
 Deno.test("an exhausted pool refuses with 503 and holds nothing", () => {
@@ -65,7 +61,7 @@ Deno.test("an exhausted pool refuses with 503 and holds nothing", () => {
     reason: "address pool exhausted",
   });
   // The IPv4 address taken before the IPv6 pool ran dry went back.
-  assertEquals([a.reserved, a.inUse(4), a.inUse(6)], [2, 2, 2]);
+  assertEquals(held(a), [2, 2, 2]);
 });
 
 Deno.test("SessionAdmission needs a pool", () => {

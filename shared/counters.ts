@@ -204,6 +204,25 @@ export class CounterFamily {
   }
 }
 
+/**
+ * A counter family with one declared label, registered in `registry`, and
+ * its child for each value: `counterByLabel(r, "x_total", "Xs", "direction",
+ * ["in", "out"]).in.value++`.
+ */
+export function counterByLabel<V extends string>(
+  registry: CounterRegistry,
+  name: string,
+  help: string,
+  label: string,
+  values: readonly V[],
+): Readonly<Record<V, Counter>> {
+  const family = registry.counter(name, { help, labels: [{ name: label, values }] });
+  return Object.fromEntries(values.map((value) => [value, family.child(value)])) as Record<
+    V,
+    Counter
+  >;
+}
+
 /** A process's counters and gauges; see the module docs. */
 export class CounterRegistry {
   readonly #families = new Map<string, CounterFamily>();

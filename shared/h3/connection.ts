@@ -45,7 +45,7 @@ import {
   H3_STREAM_CREATION_ERROR,
   H3Error,
 } from "../errors.ts";
-import { CounterRegistry } from "../counters.ts";
+import { counterByLabel, CounterRegistry } from "../counters.ts";
 import type { Counter } from "../counters.ts";
 import type { Logger } from "../log.ts";
 import { nullLogger } from "../log.ts";
@@ -134,20 +134,25 @@ export class H3Counters {
   readonly bufferBudgetExceeded: Counter;
 
   constructor(registry: CounterRegistry) {
-    const datagrams = registry.counter("h3_datagrams_total", {
-      help: "HTTP/3 datagrams received from and sent to peers",
-      labels: [{ name: "direction", values: ["received", "sent"] }],
-    });
-    this.datagramsIn = datagrams.child("received");
-    this.datagramsOut = datagrams.child("sent");
-    const dropped = registry.counter("h3_datagrams_dropped_total", {
-      help:
-        "HTTP/3 datagrams dropped: for no stream taking them, malformed, or at a full send queue",
-      labels: [{ name: "reason", values: ["unroutable", "malformed", "queue full"] }],
-    });
-    this.datagramsUnroutable = dropped.child("unroutable");
-    this.datagramsMalformed = dropped.child("malformed");
-    this.datagramsQueueFull = dropped.child("queue full");
+    const datagrams = counterByLabel(
+      registry,
+      "h3_datagrams_total",
+      "HTTP/3 datagrams received from and sent to peers",
+      "direction",
+      ["received", "sent"],
+    );
+    this.datagramsIn = datagrams.received;
+    this.datagramsOut = datagrams.sent;
+    const dropped = counterByLabel(
+      registry,
+      "h3_datagrams_dropped_total",
+      "HTTP/3 datagrams dropped: for no stream taking them, malformed, or at a full send queue",
+      "reason",
+      ["unroutable", "malformed", "queue full"],
+    );
+    this.datagramsUnroutable = dropped.unroutable;
+    this.datagramsMalformed = dropped.malformed;
+    this.datagramsQueueFull = dropped["queue full"];
     const one = (name: string, help: string) => registry.counter(name, { help }).child();
     this.requestStreams = one(
       "h3_request_streams_total",

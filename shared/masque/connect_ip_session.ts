@@ -18,7 +18,7 @@
  * @module
  */
 
-import { CounterRegistry } from "../counters.ts";
+import { counterByLabel, CounterRegistry } from "../counters.ts";
 import type { Counter } from "../counters.ts";
 import { CapsuleError, errorMessage } from "../errors.ts";
 import { encodeVarintInto, varintSize } from "../h3/varint.ts";
@@ -119,20 +119,26 @@ export class SessionCounters {
   readonly queueFull: Counter;
 
   constructor(registry: CounterRegistry) {
-    const capsules = registry.counter("session_capsules_total", {
-      help: "Capsules received from and sent to peers on CONNECT-IP request streams",
-      labels: [{ name: "direction", values: ["received", "sent"] }],
-    });
-    this.capsulesIn = capsules.child("received");
-    this.capsulesOut = capsules.child("sent");
-    const dropped = registry.counter("session_packets_dropped_total", {
-      help: "Packets sessions dropped: an unknown or malformed context id (received), " +
+    const capsules = counterByLabel(
+      registry,
+      "session_capsules_total",
+      "Capsules received from and sent to peers on CONNECT-IP request streams",
+      "direction",
+      ["received", "sent"],
+    );
+    this.capsulesIn = capsules.received;
+    this.capsulesOut = capsules.sent;
+    const dropped = counterByLabel(
+      registry,
+      "session_packets_dropped_total",
+      "Packets sessions dropped: an unknown or malformed context id (received), " +
         "a full stream-mode send queue (sent)",
-      labels: [{ name: "reason", values: ["unknown context", "malformed context", "queue full"] }],
-    });
-    this.unknownContext = dropped.child("unknown context");
-    this.malformedContext = dropped.child("malformed context");
-    this.queueFull = dropped.child("queue full");
+      "reason",
+      ["unknown context", "malformed context", "queue full"],
+    );
+    this.unknownContext = dropped["unknown context"];
+    this.malformedContext = dropped["malformed context"];
+    this.queueFull = dropped["queue full"];
   }
 }
 

@@ -24,6 +24,10 @@ import type { SessionEnd } from "./connect_ip_session.ts";
 import { answerRequest, ConnectIpError, openConnectIpSession } from "./h3_connect_ip.ts";
 import type { AnswerResult } from "./h3_connect_ip.ts";
 
+/** Opens a session for any target and protocol from `client`. */
+const openAny = (client: H3Connection, mode: "datagram" | "stream") =>
+  openConnectIpSession(client, { authority: "localhost", path: ANY_PATH, mode });
+
 Deno.test("openConnectIpSession() and answerRequest() set up a session", async (t) => {
   await t.step("any target, any protocol", async () => {
     const s = await setupH3Sessions();
@@ -187,46 +191,42 @@ Deno.test("openConnectIpSession() fails clearly", async (t) => {
       answer: { authorize: () => ({ accept: false, status: 403 }) },
     });
     const error = await assertRejects(
-      () =>
-        openConnectIpSession(s.client, {
-          authority: "localhost",
-          path: ANY_PATH,
-          mode: "datagram",
-        }),
+      () => openAny(s.client, "datagram"),
       ConnectIpError,
       "Cannot open connect-ip session: the relay answered 403",
     );
     assertEquals(error.status, 403);
     s.client.close();
   });
-  await t.step("the relay does not enable extended CONNECT", async () => {
-    const settings = serverSettings();
-    settings.delete(SETTINGS_ENABLE_CONNECT_PROTOCOL);
-    const s = await setupH3Sessions({ serverSettings: settings });
-    await assertRejects(
-      () =>
-        openConnectIpSession(s.client, { authority: "localhost", path: ANY_PATH, mode: "stream" }),
-      ConnectIpError,
+  // [step, the relay's SETTINGS changed by, mode, the error]
+  const settingsCases: [
+    string,
+    (settings: Map<number, number>) => void,
+    "datagram" | "stream",
+    string,
+  ][] = [
+    [
+      "the relay does not enable extended CONNECT",
+      (settings) => settings.delete(SETTINGS_ENABLE_CONNECT_PROTOCOL),
+      "stream",
       "the relay does not enable extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL is not 1)",
-    );
-    s.client.close();
-  });
-  await t.step("datagram mode when the relay does not enable HTTP Datagrams", async () => {
-    const settings = serverSettings();
-    settings.set(SETTINGS_H3_DATAGRAM, 0);
-    const s = await setupH3Sessions({ serverSettings: settings });
-    await assertRejects(
-      () =>
-        openConnectIpSession(s.client, {
-          authority: "localhost",
-          path: ANY_PATH,
-          mode: "datagram",
-        }),
-      ConnectIpError,
+    ],
+    [
+      "datagram mode when the relay does not enable HTTP Datagrams",
+      (settings) => settings.set(SETTINGS_H3_DATAGRAM, 0),
+      "datagram",
       "SETTINGS_H3_DATAGRAM is not 1); try --mode stream",
-    );
-    s.client.close();
-  });
+    ],
+  ];
+  for (const [name, change, mode, message] of settingsCases) {
+    await t.step(name, async () => {
+      const settings = serverSettings();
+      change(settings);
+      const s = await setupH3Sessions({ serverSettings: settings });
+      await assertRejects(() => openAny(s.client, mode), ConnectIpError, message);
+      s.client.close();
+    });
+  }
   await t.step("the connection closes before SETTINGS", async () => {
     const [clientConn, serverConn] = createFakeQuicPair();
     const client = new H3Connection(clientConn, { role: "client" });

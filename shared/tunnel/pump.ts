@@ -43,6 +43,7 @@
  * @module
  */
 
+import { counterByLabel } from "../counters.ts";
 import type { Counter, CounterRegistry } from "../counters.ts";
 import { buildPacketTooBig } from "../ip/icmp.ts";
 import { decrementHopLimit, readDestination, validateIpPacket } from "../ip/ip_header.ts";
@@ -171,10 +172,9 @@ export class PumpCounters {
   ];
 
   constructor(registry: CounterRegistry) {
-    const direction = { name: "direction", values: DIRECTIONS };
     const both = (name: string, help: string): [Counter, Counter] => {
-      const family = registry.counter(name, { help, labels: [direction] });
-      return [family.child("outbound"), family.child("inbound")];
+      const family = counterByLabel(registry, name, help, "direction", DIRECTIONS);
+      return [family.outbound, family.inbound];
     };
     this.packets = both(
       "tunnel_packets_total",
@@ -190,7 +190,10 @@ export class PumpCounters {
     }).child();
     const dropped = registry.counter("tunnel_packets_dropped_total", {
       help: "IP packets dropped, by direction and reason",
-      labels: [direction, { name: "reason", values: PUMP_DROP_REASONS }],
+      labels: [
+        { name: "direction", values: DIRECTIONS },
+        { name: "reason", values: PUMP_DROP_REASONS },
+      ],
     });
     const byReason = (dir: Direction) =>
       Object.fromEntries(PUMP_DROP_REASONS.map((r) => [r, dropped.child(dir, r)])) as Record<
@@ -235,16 +238,7 @@ export class TunnelPump {
     if (validateIpPacket(packet) !== undefined) return this.#drop(OUTBOUND, "malformed", packet);
     const peer = this.#router.peerFor(packet);
     if (peer === undefined) return this.#drop(OUTBOUND, "no session", packet);
-    const session = peer.session;
-    if (session.closed) return this.#drop(OUTBOUND, "session closed", packet);
-    const limit = session.maxPacketSize;
-    if (packet.length <= limit) return peer.send;
-    // From the packet's destination: an answer from one of our own
-    // addresses would be dropped by the kernel as a martian; on the relay it
-    // follows the flow's conntrack entry back through NAT.
-    const answer = buildPacketTooBig(packet, limit, readDestination(packet));
-    if (answer === undefined) return this.#drop(OUTBOUND, "too big", packet);
-    return { kind: "reply", packet: answer, via: undefined, direction: "outbound" };
+    return this.#fit(packet, peer, peer.send, undefined);
   }
 
   /**
@@ -263,13 +257,31 @@ export class TunnelPump {
     const to = this.#router.peerFor(packet);
     if (to === undefined) return this.#drop(INBOUND, "destination not assigned", packet);
     if (!decrementHopLimit(packet)) return this.#drop(INBOUND, "hop limit exceeded", packet);
-    const session = to.session;
-    if (session.closed) return this.#drop(INBOUND, "session closed", packet);
+    return this.#fit(packet, to, to.forward, from);
+  }
+
+  /**
+   * `send` when `peer`'s session is open and carries `packet`; else a drop,
+   * or ICMP Packet Too Big to the sender: into the TUN (`from` undefined) or
+   * on `from`'s session. The ICMP comes from the packet's destination: an
+   * answer from one of our own addresses would be dropped by the kernel as
+   * a martian; on the relay it follows the flow's conntrack entry back
+   * through NAT.
+   */
+  #fit(
+    packet: Uint8Array,
+    peer: TunnelPeer,
+    send: SendAction,
+    from: TunnelPeer | undefined,
+  ): PumpAction {
+    const dir = from === undefined ? OUTBOUND : INBOUND;
+    const session = peer.session;
+    if (session.closed) return this.#drop(dir, "session closed", packet);
     const limit = session.maxPacketSize;
-    if (packet.length <= limit) return to.forward;
+    if (packet.length <= limit) return send;
     const answer = buildPacketTooBig(packet, limit, readDestination(packet));
-    if (answer === undefined) return this.#drop(INBOUND, "too big", packet);
-    return { kind: "reply", packet: answer, via: from, direction: "inbound" };
+    if (answer === undefined) return this.#drop(dir, "too big", packet);
+    return { kind: "reply", packet: answer, via: from, direction: DIRECTIONS[dir] };
   }
 
   /**

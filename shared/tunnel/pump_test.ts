@@ -57,6 +57,10 @@ function setup(check: (packet: Uint8Array) => HostVerdict = () => FORWARD) {
   return { registry, tun, router, session, peer, pump, count };
 }
 
+/** An echo request of 228 bytes from `src` to `dst`. */
+const bigEcho = (src: string, dst: string) =>
+  buildIcmpv4Echo({ src, dst, payload: "x".repeat(200) });
+
 const udp4 = (dst = "198.18.100.2", payload = "hello") =>
   buildIpv4Udp({ src: "198.18.1.2", dst, srcPort: 53, dstPort: 4000, payload });
 
@@ -133,11 +137,7 @@ Deno.test("outbound: a packet larger than the session carries is answered with P
   await t.step("no answer allowed (the packet is itself an ICMP error): dropped as too big", () => {
     const s = setup();
     s.session.maxPacketSize = 100;
-    const error = buildIcmpv4Echo({
-      src: "198.18.1.2",
-      dst: "198.18.100.2",
-      payload: "x".repeat(200),
-    });
+    const error = bigEcho("198.18.1.2", "198.18.100.2");
     error[20] = 3; // ICMP type 3, Destination Unreachable: an error, never answered
     assertStrictEquals(s.pump.outbound(error), DROP["too big"]);
     assertEquals(s.count("tunnel_packets_dropped_total", "outbound", "too big"), 1);
@@ -217,11 +217,7 @@ Deno.test("between peers: forwarded on the other session, hop limit decremented,
   await t.step("too big for the receiver: Packet Too Big back on the sender's session", () => {
     const s = twoPeers();
     s.other.maxPacketSize = 100;
-    const packet = buildIcmpv4Echo({
-      src: "198.18.100.2",
-      dst: "198.18.100.3",
-      payload: "x".repeat(200),
-    });
+    const packet = bigEcho("198.18.100.2", "198.18.100.3");
     s.pump.receive(s.peer, packet);
     assertEquals(s.other.sent, []);
     assertEquals(s.session.sent.length, 1);

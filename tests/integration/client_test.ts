@@ -79,6 +79,22 @@ function clientFor(
   return { client, netlink, tuns, lines };
 }
 
+/** Runs `fn` with a relay and a started client for it, then stops both. */
+async function withClient(
+  options: Parameters<typeof clientFor>[1],
+  fn: (relay: TestRelay, client: ReturnType<typeof clientFor>) => Promise<void>,
+): Promise<void> {
+  const relay = await startTestRelay();
+  const client = clientFor(relay, options);
+  try {
+    await within(client.client.start(), "the client's start", 10_000);
+    await fn(relay, client);
+  } finally {
+    await client.client.stop();
+    await relay.close();
+  }
+}
+
 for (const mode of ["datagram", "stream"] as const) {
   Deno.test({
     name:
@@ -162,12 +178,8 @@ for (const mode of ["datagram", "stream"] as const) {
 Deno.test({
   name: "Client: a packet larger than the session carries gets Packet Too Big back into its TUN",
   ...opts,
-  async fn() {
-    const relay = await startTestRelay();
-    const { client, tuns } = clientFor(relay, { routes: ["fd00:2::/64"] });
-    try {
-      await within(client.start(), "the client's start", 10_000);
-      const tun = tuns[0];
+  fn: () =>
+    withClient({ routes: ["fd00:2::/64"] }, async (relay, { client, tuns }) => {
       const limit = client.session!.session.maxPacketSize;
       const big = buildIpv6Udp({
         src: "fd00:100::2",
@@ -176,37 +188,26 @@ Deno.test({
         dstPort: 2,
         payload: new Uint8Array(limit + 10 - 48),
       });
-      tun.inject(big);
-      const icmp = await tun.nextWritten(5000);
+      tuns[0].inject(big);
+      const icmp = await tuns[0].nextWritten(5000);
       assertEquals([icmp[6], icmp[40]], [58, 2]); // ICMPv6 Packet Too Big (RFC 4443 §3.2)
       assertEquals(new DataView(icmp.buffer).getUint32(44), limit);
       assertEquals(formatIp(readSource(icmp)), "fd00:2::5");
       assertEquals(formatIp(readDestination(icmp)), "fd00:100::2");
       assertEquals(client.counters.value("tunnel_packet_too_big_total", "outbound"), 1);
       assertEquals(relay.tun.written.length, 0);
-    } finally {
-      await client.stop();
-      await relay.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "Client: the relay ending the session ends the tunnel, with why",
   ...opts,
-  async fn() {
-    const relay = await startTestRelay();
-    const { client } = clientFor(relay);
-    try {
-      await within(client.start(), "the client's start", 10_000);
+  fn: () =>
+    withClient({}, async (relay, { client }) => {
       await relay.relay.sessions[0].session.close();
       const why = await within(client.ended, "the end", 5000);
       assertEquals(why, "session ended: the relay ended the request stream (FIN, no error code)");
-    } finally {
-      await client.stop();
-      await relay.close();
-    }
-  },
+    }),
 });
 
 Deno.test({

@@ -23,6 +23,12 @@ const TUN_COUNTERS: Readonly<Record<Exclude<keyof TunStats, "lastWriteErrno">, s
   writerRestarts: "tun_writer_restarts_total Restarts of the TUN writer worker",
   writeRingFullEpisodes:
     "tun_write_ring_full_episodes_total Runs of writer ring drops (each ends after a watchdog period without one)",
+  readSuperPackets: "tun_read_super_packets_total Offloads: GSO super-packets read and split",
+  readOffloadErrors:
+    "tun_read_offload_errors_total Offloads: reads dropped because they could not be split",
+  writeSuperPackets: "tun_write_super_packets_total Offloads: super-packets the writer merged",
+  writeMergedPackets:
+    "tun_write_merged_packets_total Offloads: packets that went into those super-packets",
 };
 
 /**

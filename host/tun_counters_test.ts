@@ -19,6 +19,10 @@ Deno.test("countTun() reads the TUN's counters at each snapshot, zeros without a
     readerRestarts: 0,
     writerRestarts: 0,
     writeRingFullEpisodes: 0,
+    readSuperPackets: 4,
+    readOffloadErrors: 0,
+    writeSuperPackets: 2,
+    writeMergedPackets: 9,
   };
   const snapshot = registry.snapshot();
   assertEquals(snapshot.tun_read_packets_total, 10);
@@ -26,5 +30,7 @@ Deno.test("countTun() reads the TUN's counters at each snapshot, zeros without a
   assertEquals(snapshot.tun_write_drops_total, 1);
   assertEquals(snapshot.tun_oversize_packets_total, 3);
   assertEquals(snapshot.tun_last_write_errno, 5);
+  assertEquals(snapshot.tun_read_super_packets_total, 4);
+  assertEquals(snapshot.tun_write_merged_packets_total, 9);
   assertEquals(registry.family("tun_last_write_errno")?.kind, "gauge");
 });

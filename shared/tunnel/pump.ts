@@ -11,7 +11,8 @@
  *   5. fits the session (`maxPacketSize`)                  else ICMP Packet Too Big
  *      from the packet's destination, written back into the TUN (RFC 9484
  *      §10.1); drop `too big` when no ICMP may be sent (RFC 4443 §2.4)
- *   6. `session.sendPacket`: HTTP Datagram or DATAGRAM capsule -> QUIC
+ *   6. `session.sendPacket`: HTTP Datagram (its header in the TUN slot's
+ *      headroom, no copy) or DATAGRAM capsule -> QUIC
  *
  * Inbound, peer to TUN ({@linkcode TunnelPump.inbound}):
  *   1. the session's `onPacket` (context id 0; {@linkcode TunnelPump.receive})
@@ -60,8 +61,12 @@ export interface PacketSession {
   readonly maxPacketSize: number;
   /** Whether the session has ended. */
   readonly closed: boolean;
-  /** Sends one packet (copied); never throws. */
-  sendPacket(packet: Uint8Array): "sent" | "too_big" | "closed";
+  /**
+   * Sends one packet; never throws. `headroom`: bytes in front of `packet`
+   * in its buffer that the session may overwrite (a TUN slot's), so that it
+   * can send without copying.
+   */
+  sendPacket(packet: Uint8Array, headroom?: number): "sent" | "too_big" | "closed";
 }
 
 /**
@@ -288,14 +293,16 @@ export class TunnelPump {
    * Does what `action` says with `packet`, and counts the outcome: a
    * packet passed, a Packet Too Big sent, or a failure (`session closed`,
    * `too big`, `tun write failed`). A drop was counted when it was decided.
+   * `headroom`: bytes in front of `packet` that a send may overwrite (the
+   * TUN slot's, for a packet just read; default none).
    */
-  perform(action: PumpAction, packet: Uint8Array): void {
+  perform(action: PumpAction, packet: Uint8Array, headroom = 0): void {
     const c = this.#counters;
     switch (action.kind) {
       case "send":
       case "forward": {
         const dir = action.kind === "send" ? OUTBOUND : INBOUND;
-        const result = action.peer.session.sendPacket(packet);
+        const result = action.peer.session.sendPacket(packet, headroom);
         if (result === "sent") {
           c.packets[dir].value++;
           c.bytes[dir].value += packet.length;
@@ -343,12 +350,15 @@ export class TunnelPump {
    * read fails.
    */
   async runTun(): Promise<void> {
+    // The TUN leaves room in front of each packet it reads: the session
+    // writes the datagram's header there and sends without a copy.
+    const headroom = this.#tun.headroom ?? 0;
     for (;;) {
       const batch = await this.#tun.readBatch();
       if (batch === null || this.#stopped) return;
       for (let i = 0; i < batch.length; i++) {
         const packet = batch[i];
-        this.perform(this.outbound(packet), packet);
+        this.perform(this.outbound(packet), packet, headroom);
       }
     }
   }

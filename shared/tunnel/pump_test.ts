@@ -19,16 +19,20 @@ import { checkFromRelay } from "./packet_policy.ts";
 import type { HostVerdict } from "./host_firewall.ts";
 import { DROP, PumpCounters, TO_PEER, TunnelPeer, TunnelPump, WRITE } from "./pump.ts";
 import type { PacketSession, PeerRouter } from "./pump.ts";
+import type { PacketDevice } from "./packet_device.ts";
 
 /** A session that records what it was given. */
 class FakeSession implements PacketSession {
   maxPacketSize = 1400;
   closed = false;
   readonly sent: Uint8Array[] = [];
-  sendPacket(packet: Uint8Array): "sent" | "too_big" | "closed" {
+  /** The headroom each sendPacket() call was given. */
+  readonly headrooms: number[] = [];
+  sendPacket(packet: Uint8Array, headroom = 0): "sent" | "too_big" | "closed" {
     if (this.closed) return "closed";
     if (packet.length > this.maxPacketSize) return "too_big";
     this.sent.push(packet.slice());
+    this.headrooms.push(headroom);
     return "sent";
   }
 }
@@ -245,4 +249,30 @@ Deno.test("runTun() pumps every packet the TUN reads until it closes", async () 
   assertEquals(s.session.sent, packets);
   assertEquals(s.count("tunnel_packets_total", "outbound"), 40);
   assertEquals(s.count("tunnel_packets_dropped_total", "outbound", "no session"), 1);
+});
+
+Deno.test("the TUN's headroom goes with packets read from it, and with nothing else", async () => {
+  const s = setup(() => TO_PEER);
+  const other = new FakeSession();
+  s.router.own("198.18.100.3/32", new TunnelPeer(other, () => TO_PEER));
+  // A TUN that leaves 16 bytes in front of each packet it reads (ffi/tun_linux.ts `headroom`).
+  const memory = new InMemoryPacketDevice();
+  const tun: PacketDevice = {
+    name: memory.name,
+    mtu: memory.mtu,
+    headroom: 16,
+    readBatch: () => memory.readBatch(),
+    writePacket: (packet) => memory.writePacket(packet),
+    close: () => memory.close(),
+  };
+  const pump = new TunnelPump({ tun, router: s.router, counters: new PumpCounters(s.registry) });
+  memory.inject(udp4());
+  const done = pump.runTun();
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  memory.close();
+  await done;
+  assertEquals(s.session.headrooms, [16]);
+  // Between peers the packet is a view of a received datagram: no headroom.
+  pump.receive(s.peer, buildIcmpv4Echo({ src: "198.18.100.2", dst: "198.18.100.3" }));
+  assertEquals(other.headrooms, [0]);
 });

@@ -61,6 +61,7 @@ FROM base AS app
 COPY deno.json deno.lock ./
 COPY shared/ shared/
 COPY ffi/ ffi/
+COPY host/ host/
 COPY relay/ relay/
 COPY client/ client/
 COPY deploy/docker/*.ts deploy/docker/

@@ -1,5 +1,6 @@
 import { assert, assertEquals, assertRejects } from "../tests/support/assert.ts";
 import { isRoot } from "../tests/support/netns.ts";
+import { skipUnlessRoot } from "../tests/support/skip.ts";
 import {
   applyDns,
   type CommandRunner,
@@ -27,6 +28,7 @@ async function exists(path: string): Promise<boolean> {
   return await Deno.lstat(path).then(() => true, () => false);
 }
 
+const ROOT_ONLY = await skipUnlessRoot(isRoot(), ["ip", "unshare", "mount"]);
 Deno.test("resolvConfText() lists at most three nameservers and the search domains", () => {
   assertEquals(
     resolvConfText(
@@ -163,7 +165,7 @@ Deno.test("recoverDns() restores what a client killed by SIGKILL left, and not w
 
 Deno.test({
   name: "applyDns() changes only a network namespace's resolver, as `ip netns exec` sees it",
-  ignore: !isRoot(),
+  ...ROOT_ONLY,
   async fn() {
     const ns = `mvt-dns-${crypto.randomUUID().slice(0, 6)}`;
     const stateDir = await Deno.makeTempDir({ prefix: "mvpn-dns-state-" });
@@ -276,7 +278,7 @@ Deno.test("applyDns() refuses settings that are not addresses and domain names",
 
 Deno.test({
   name: "applyDns() writes a bind-mounted resolv.conf in place (containers, `ip netns exec`)",
-  ignore: !isRoot(),
+  ...ROOT_ONLY,
   async fn() {
     await withRoot(async (root) => {
       await Deno.writeTextFile(`${root}/etc/resolv.conf`, "placeholder\n");

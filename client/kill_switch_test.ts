@@ -6,7 +6,7 @@
  * it brings normal traffic back.
  */
 import { assert, assertEquals, assertMatch } from "../tests/support/assert.ts";
-import { createTopology, haveCommand, isRoot, type Topology } from "../tests/support/netns.ts";
+import { createTopology, needsNamespaces, type Topology } from "../tests/support/netns.ts";
 import { parseIp } from "../shared/ip/ip_address.ts";
 import { killSwitchRuleset, killSwitchTableName } from "../shared/tunnel/kill_switch.ts";
 import {
@@ -19,8 +19,7 @@ import {
 import { assertRejects } from "../tests/support/assert.ts";
 
 const TOOLS = new URL("../tests/e2e/tools/", import.meta.url).pathname;
-const ignore = !isRoot() || !(await haveCommand("nft"));
-const opts = { ignore, sanitizeOps: false, sanitizeResources: false };
+const opts = { ...await needsNamespaces(), sanitizeOps: false, sanitizeResources: false };
 const MARK = 0xcabc;
 const PORT = 4433;
 const TABLE = killSwitchTableName("mvpn0");

@@ -3,6 +3,7 @@
 // both families, one of them at the metric the tunnel's would have. The
 // kernel's own route lookup (`ip route get`) says where packets would go.
 import { assertEquals, assertThrows } from "../tests/support/assert.ts";
+import { skipUnlessRoot } from "../tests/support/skip.ts";
 import { createNetns, deleteNetns, inNetns, IS_ROOT, runIp } from "../ffi/_testing.ts";
 import { LibcError } from "../ffi/policy_routing.ts";
 import { parseIp, parsePrefix } from "../shared/ip/ip_address.ts";
@@ -16,7 +17,11 @@ import {
 import { prefixesToRanges } from "../shared/tunnel/routes.ts";
 import { installRouting, removeStaleRouting } from "./routing.ts";
 
-const ROOT_ONLY = { ignore: !IS_ROOT, sanitizeOps: true, sanitizeResources: true };
+const ROOT_ONLY = {
+  ...await skipUnlessRoot(IS_ROOT, ["ip"]),
+  sanitizeOps: true,
+  sanitizeResources: true,
+};
 const OPTIONS = {
   table: DEFAULT_ROUTING_TABLE,
   priority: DEFAULT_RULE_PRIORITY,

@@ -11,6 +11,7 @@ import { Namespace } from "npm:kubernetes-models@5.1.0/v1/Namespace";
 import { Service } from "npm:kubernetes-models@5.1.0/v1/Service";
 import { Deployment } from "npm:kubernetes-models@5.1.0/apps/v1/Deployment";
 import { assert, assertEquals, assertMatch } from "../tests/support/assert.ts";
+import { NEEDS_ROOT, RUN_AS_ROOT, skipUnless, skipUnlessCommands } from "../tests/support/skip.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const read = (path: string) => Deno.readTextFileSync(`${ROOT}/${path}`);
@@ -141,18 +142,19 @@ Deno.test(".dockerignore keeps tests, dev certificates and bench results out of 
   }
 });
 
-const systemdAnalyze = await new Deno.Command("sh", {
-  args: ["-c", "command -v systemd-analyze"],
-  stdout: "null",
-  stderr: "null",
-}).output().then((o) => o.success, () => false);
-if (!systemdAnalyze) {
-  console.warn("systemd unit verification skipped: no systemd-analyze (apt-get install systemd)");
-}
+const systemdAnalyze = await skipUnlessCommands(
+  ["systemd-analyze"],
+  () =>
+    new Deno.Command("sh", {
+      args: ["-c", "command -v systemd-analyze"],
+      stdout: "null",
+      stderr: "null",
+    }).output().then((o) => o.success, () => false),
+);
 
 Deno.test({
   name: "systemd units: systemd-analyze verify accepts them without a warning",
-  ignore: !systemdAnalyze,
+  ...systemdAnalyze,
 }, async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "mvpn-units-" });
   // verify checks that ExecStart's program exists; point it at this Deno when
@@ -300,13 +302,13 @@ async function output(cmd: string[], env?: Record<string, string>) {
   return { code: out.code, text };
 }
 
-const canCheckNft = Deno.uid() === 0 && await commandWorks(["nft", "--version"]) &&
-  await commandWorks(["ip", "-V"]);
-if (!canCheckNft) console.warn("host firewall check skipped: needs root, nft and ip");
+const canCheckNft = Deno.uid() === 0
+  ? await skipUnlessCommands(["nft", "ip"], (command) => commandWorks([command, "-V"]))
+  : skipUnless(false, NEEDS_ROOT, RUN_AS_ROOT);
 
 Deno.test({
   name: "deploy/nftables/masque-relay.nft passes `nft -c` (in a namespace of its own)",
-  ignore: !canCheckNft,
+  ...canCheckNft,
 }, async () => {
   const ns = `mvpn-nftcheck-${crypto.randomUUID().slice(0, 8)}`;
   await output(["ip", "netns", "add", ns]);
@@ -327,14 +329,14 @@ Deno.test({
   }
 });
 
-const composeV1 = await commandWorks(["docker-compose", "version"]);
-if (!composeV1) {
-  console.warn("compose file check skipped: no docker-compose (apt-get install docker-compose)");
-}
+const composeV1 = await skipUnlessCommands(
+  ["docker-compose"],
+  () => commandWorks(["docker-compose", "version"]),
+);
 
 Deno.test({
   name: "compose files pass `docker-compose config` (v1, Debian 12's)",
-  ignore: !composeV1,
+  ...composeV1,
 }, async () => {
   for (const file of ["compose.yaml", "deploy/compose.relay.yaml"]) {
     const result = await output(["docker-compose", "-f", `${ROOT}/${file}`, "config", "-q"], {

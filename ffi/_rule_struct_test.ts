@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../tests/support/assert.ts";
+import { skipUnless } from "../tests/support/skip.ts";
 import {
   encodeRouteDumpRequest,
   encodeRuleDumpRequest,
@@ -13,7 +14,11 @@ import {
 import { HOST_LITTLE_ENDIAN, parseNetlinkMessages, RTM_NEWROUTE, StructError } from "./_struct.ts";
 
 // The structs are in host byte order; the hand-built bytes below are little-endian.
-const LE = { ignore: !HOST_LITTLE_ENDIAN };
+const LE = skipUnless(
+  HOST_LITTLE_ENDIAN,
+  "the expected bytes are written little-endian and this host is big-endian",
+  "run on a little-endian host (x86-64, arm64)",
+);
 
 const v6 = (...tail: number[]) => {
   const out = new Uint8Array(16);

@@ -2,6 +2,7 @@
 // namespace, configure them through netlink.ts and check the result with
 // `ip -j`. Every interface is removed in a finally block.
 import { assert, assertEquals, assertRejects, assertThrows } from "../tests/support/assert.ts";
+import { skipUnlessRoot } from "../tests/support/skip.ts";
 import { StructError } from "./_struct.ts";
 import {
   forceDeleteLink,
@@ -30,7 +31,11 @@ import {
 } from "./netlink.ts";
 import { openTun, type TunDevice } from "./tun_linux.ts";
 
-const ROOT_ONLY = { ignore: !IS_ROOT, sanitizeOps: true, sanitizeResources: true };
+const ROOT_ONLY = {
+  ...await skipUnlessRoot(IS_ROOT, ["ip", "unshare"]),
+  sanitizeOps: true,
+  sanitizeResources: true,
+};
 
 /** Opens a TUN interface for `body` and always removes it afterwards. */
 async function withTun(body: (device: TunDevice) => void | Promise<void>): Promise<void> {

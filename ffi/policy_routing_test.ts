@@ -2,6 +2,7 @@
 // (created with `ip netns add`, entered by the test thread with setns(2),
 // deleted in a finally block) and check the result with `ip -n NS -j`.
 import { assert, assertEquals, assertThrows } from "../tests/support/assert.ts";
+import { skipUnlessRoot } from "../tests/support/skip.ts";
 import { createNetns, deleteNetns, inNetns, IS_ROOT, runIp } from "./_testing.ts";
 import {
   addRule,
@@ -18,7 +19,11 @@ import {
   socketMark,
 } from "./policy_routing.ts";
 
-const ROOT_ONLY = { ignore: !IS_ROOT, sanitizeOps: true, sanitizeResources: true };
+const ROOT_ONLY = {
+  ...await skipUnlessRoot(IS_ROOT, ["ip"]),
+  sanitizeOps: true,
+  sanitizeResources: true,
+};
 
 const TABLE = 51900;
 const MARK = 0xcabc;

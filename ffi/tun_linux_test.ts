@@ -2,6 +2,7 @@
 // namespace, with addresses in 198.19.<random>.0/24 and fd00:<random>::/64.
 // Every interface is removed in a finally block.
 import { assert, assertEquals, assertThrows } from "../tests/support/assert.ts";
+import { skipUnlessRoot } from "../tests/support/skip.ts";
 import { StructError } from "./_struct.ts";
 import {
   forceDeleteLink,
@@ -20,7 +21,7 @@ import { addAddress, setLinkUp } from "./netlink.ts";
 import { injectTunFault, openTun, type TunDevice, type TunOptions } from "./tun_linux.ts";
 import { checkPacketDeviceContract } from "../tests/support/packet_device_contract.ts";
 
-const ROOT_ONLY = { ignore: !IS_ROOT };
+const ROOT_ONLY = await skipUnlessRoot(IS_ROOT, ["ip"]);
 
 /** shared/tunnel/packet_device.ts's interface, copied (ffi/ does not import shared/). */
 interface PacketDevice {
@@ -70,7 +71,7 @@ async function readUdp(device: PacketDevice, text: string): Promise<Uint8Array> 
 }
 
 Deno.test({
-  name: "the real TUN keeps the PacketDevice contract" + (IS_ROOT ? "" : " (skipped: needs root)"),
+  name: "the real TUN keeps the PacketDevice contract",
   ...ROOT_ONLY,
   fn: (t) =>
     withAddressedTun({ mtu: 1400 }, async (device, subnet) => {

@@ -3,6 +3,7 @@
 import { errorMessage } from "../shared/errors.ts";
 import { assert, assertEquals, assertRejects } from "../tests/support/assert.ts";
 import { testCerts } from "../tests/support/certs.ts";
+import { skipUnless, skipUnlessCommands } from "../tests/support/skip.ts";
 import {
   certificateMatchesKey,
   createDevCa,
@@ -349,15 +350,23 @@ Deno.test("testCerts() is cached and works with Deno QUIC", async () => {
 
 // ---- OpenSSL cross-checks, when the binary and --allow-run are available ----
 
-async function opensslAvailable(): Promise<boolean> {
+async function opensslAvailable(): Promise<{ ignore: boolean }> {
   const permission = await Deno.permissions.query({ name: "run", command: "openssl" });
-  if (permission.state !== "granted") return false;
-  try {
-    return (await new Deno.Command("openssl", { args: ["version"], stdout: "null" }).output())
-      .success;
-  } catch {
-    return false;
+  if (permission.state !== "granted") {
+    return skipUnless(
+      false,
+      "no permission to run openssl",
+      "deno task test (it grants --allow-run)",
+    );
   }
+  return await skipUnlessCommands(["openssl"], async () => {
+    try {
+      return (await new Deno.Command("openssl", { args: ["version"], stdout: "null" }).output())
+        .success;
+    } catch {
+      return false;
+    }
+  });
 }
 
 async function openssl(...args: string[]): Promise<{ ok: boolean; out: string }> {
@@ -368,7 +377,7 @@ async function openssl(...args: string[]): Promise<{ ok: boolean; out: string }>
 
 Deno.test({
   name: "OpenSSL reads and verifies the development certificates",
-  ignore: !await opensslAvailable(),
+  ...await opensslAvailable(),
   fn: async (t) => {
     await withTempDir(async (dir) => {
       const certs = await loadOrCreateDevCerts(dir, NAMES);

@@ -4,6 +4,8 @@ import type { IpPrefix } from "../shared/ip/ip_address.ts";
 import { hostInputChain, watchHostAddresses } from "./firewall.ts";
 import { natRuleset } from "./nat.ts";
 import { nullLogger } from "../shared/log.ts";
+import { haveCommand } from "../tests/support/netns.ts";
+import { NEEDS_ROOT, RUN_AS_ROOT, skipUnless, skipUnlessCommands } from "../tests/support/skip.ts";
 
 const GATEWAYS = ["198.18.100.1", "fd00:100::1"].map((text) => parseIp(text)!);
 
@@ -60,7 +62,9 @@ Deno.test("natRuleset() puts the input chain into the relay's own table", () => 
 
 Deno.test({
   name: "the relay's ruleset passes `nft --check`",
-  ignore: Deno.uid() !== 0,
+  ...(Deno.uid() === 0
+    ? await skipUnlessCommands(["nft"], haveCommand)
+    : skipUnless(false, NEEDS_ROOT, RUN_AS_ROOT)),
   async fn() {
     const ruleset = natRuleset(
       "masque_vpn_check",

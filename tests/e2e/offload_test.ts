@@ -8,7 +8,7 @@
  * otherwise.
  */
 import { assert, assertEquals } from "../support/assert.ts";
-import { createTopology, isRoot } from "../support/netns.ts";
+import { createTopology, needsNamespaces } from "../support/netns.ts";
 import type { Topology } from "../support/netns.ts";
 import { counter, startClient, startRelay } from "../support/vpn.ts";
 import type { ClientProcess, RelayProcess, RelayStatus } from "../support/vpn.ts";
@@ -17,8 +17,7 @@ const TOOLS = new URL("./tools/", import.meta.url).pathname;
 const BYTES = 10 * 1024 * 1024;
 const UPLOAD_PORT = 5201;
 const DOWNLOAD_PORT = 5202;
-const ignore = !isRoot();
-if (ignore) console.warn("e2e offload tests skipped: they need root");
+const needs = await needsNamespaces();
 
 async function startServers(topo: Topology): Promise<void> {
   const deno = Deno.execPath();
@@ -73,7 +72,7 @@ async function counters(client: ClientProcess, relay: RelayProcess) {
 for (const offload of ["on", "off"] as const) {
   Deno.test({
     name: `e2e datagram mode, --tun-offload ${offload}: 10 MB TCP each way, SHA-256 checked`,
-    ignore,
+    ...needs,
     sanitizeOps: false,
     sanitizeResources: false,
     async fn() {

@@ -9,15 +9,13 @@
  * 198.18.1.1. Needs root; skipped with a message otherwise.
  */
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
-import { createTopology, isRoot } from "../support/netns.ts";
+import { createTopology, needsNamespaces } from "../support/netns.ts";
 import type { NamespaceRole, Process, Topology } from "../support/netns.ts";
 import { counter, startClient, startRelay } from "../support/vpn.ts";
 import type { RelayProcess, RelayStatus } from "../support/vpn.ts";
 
 const TOOLS = new URL("./tools/", import.meta.url).pathname;
-const ignore = !isRoot();
-if (ignore) console.warn("e2e tests skipped: they need root (network namespaces and TUN devices)");
-const opts = { ignore, sanitizeOps: false, sanitizeResources: false };
+const opts = { ...await needsNamespaces(), sanitizeOps: false, sanitizeResources: false };
 
 /** The relay's address on the target link, where client B connects. */
 const RELAY_ON_TARGET_LINK4 = "198.18.1.1";

@@ -11,14 +11,13 @@
  *   not what it accepts, RFC 1122 §3.3.2).
  */
 import { assert, assertEquals } from "../support/assert.ts";
-import { createTopology, isRoot } from "../support/netns.ts";
+import { createTopology, needsNamespaces } from "../support/netns.ts";
 import type { Topology } from "../support/netns.ts";
 import { counter, startClient, startRelay } from "../support/vpn.ts";
 import type { ClientStatus } from "../support/vpn.ts";
 
 const TOOLS = new URL("./tools/", import.meta.url).pathname;
-const ignore = !isRoot();
-const opts = { ignore, sanitizeOps: false, sanitizeResources: false };
+const opts = { ...await needsNamespaces(), sanitizeOps: false, sanitizeResources: false };
 /** Length of the flood, seconds. */
 const FLOOD_SECONDS = Number(Deno.env.get("MASQUE_SOAK_SECONDS") ?? 5);
 

@@ -11,44 +11,63 @@
  * | `cipgo-proxy`, `--mode stream`      | client -> them | a clear report of who ended the stream and why      |
  *
  * The binaries come from `../shared/interop/bin/` beside the repository
- * (see its README); each test is skipped, saying which file is missing,
- * when they are not there, and all of them when not root. Results and the
+ * (see its README), or the directory `MASQUE_INTEROP_BIN` names; each test
+ * is skipped, saying which file is missing, when they are not there, and
+ * all of them when not root (tests/support/skip.ts records why). Results and the
  * peer's known deviations: `docs/interop.md`.
  *
  * @module
  */
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
 import { createTopology, haveCommand, isRoot } from "../support/netns.ts";
+import { missingCommand, NEEDS_ROOT, RUN_AS_ROOT, skipUnless } from "../support/skip.ts";
 import type { Process, Topology } from "../support/netns.ts";
 import { counter, dropReasons, startRelay } from "../support/vpn.ts";
 import type { ClientStatus } from "../support/vpn.ts";
 import { loadOrCreateDevCerts } from "../../relay/dev_certs.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
-const BIN = new URL("../../../shared/interop/bin/", import.meta.url).pathname;
+/** The connect-ip-go binaries: `MASQUE_INTEROP_BIN`, else `../shared/interop/bin/` beside the repository. */
+const BIN = (Deno.env.get("MASQUE_INTEROP_BIN")?.replace(/\/?$/, "/")) ??
+  new URL("../../../shared/interop/bin/", import.meta.url).pathname;
 const TOOLS = `${ROOT}tests/e2e/tools/`;
 
-function missing(...names: string[]): string | undefined {
-  if (!isRoot()) return "they need root (network namespaces, TUN devices)";
+const HAVE: Record<string, boolean> = {
+  ethtool: await haveCommand("ethtool"),
+  tcpdump: await haveCommand("tcpdump"),
+};
+
+/**
+ * Test options: run when root, the commands (`ethtool`, `tcpdump`) and the
+ * connect-ip-go binaries among `names` are there; else skipped, with the
+ * reason and the fix recorded (tests/support/skip.ts).
+ */
+function needs(...names: string[]) {
+  const options = { sanitizeOps: false, sanitizeResources: false };
+  if (!isRoot()) return { ...options, ...skipUnless(false, NEEDS_ROOT, RUN_AS_ROOT) };
+  for (const command of names.filter((name) => name in HAVE)) {
+    if (!HAVE[command]) {
+      const { reason, fix } = missingCommand(command);
+      return { ...options, ...skipUnless(false, reason, fix) };
+    }
+  }
   const absent = names.filter((name) => {
+    if (name in HAVE) return false;
     try {
       return !Deno.statSync(`${BIN}${name}`).isFile;
     } catch {
       return true;
     }
   });
-  return absent.length > 0 ? `${absent.map((n) => BIN + n).join(", ")} missing` : undefined;
-}
-
-const HAVE_ETHTOOL = await haveCommand("ethtool");
-
-/** Test options: skipped, with the reason printed once, when a binary or root is missing. */
-function needs(...names: string[]) {
-  const why = names.includes("ethtool")
-    ? (HAVE_ETHTOOL ? missing(...names.filter((n) => n !== "ethtool")) : "ethtool is not installed")
-    : missing(...names);
-  if (why) console.warn(`connect-ip-go interop test skipped: ${why}`);
-  return { ignore: why !== undefined, sanitizeOps: false, sanitizeResources: false };
+  return {
+    ...options,
+    ...skipUnless(
+      absent.length === 0,
+      `connect-ip-go binaries missing in ${BIN}: ${absent.join(", ")}`,
+      `put the binaries of ../shared/interop/README.md in ${BIN}, or set MASQUE_INTEROP_BIN ` +
+        "to their directory",
+    ),
+  };
 }
 
 // Addresses a connect-ip-go proxy assigns (the relay namespace routes them to it).
@@ -320,7 +339,7 @@ Deno.test({
 Deno.test({
   name:
     "connect-ip-go's integration client (unchanged) -> our relay with --template /vpn: ping, http, http3",
-  ...needs("cipgo-upstream-client", "cipgo-upstream-server"),
+  ...needs("cipgo-upstream-client", "cipgo-upstream-server", "tcpdump"),
   async fn() {
     await withTopology("cipgo-uc", async (topo) => {
       // Its server: HTTP on :80 and HTTP/3 on :443, cert.pem/key.pem in its directory.

@@ -22,6 +22,7 @@
  */
 import { assert, assertEquals, assertMatch, assertRejects } from "../support/assert.ts";
 import { testCerts } from "../support/certs.ts";
+import { missingCommand, skipUnless } from "../support/skip.ts";
 import { H3Connection } from "../../shared/h3/connection.ts";
 import type { QuicCloseInfoLike, QuicConnLike } from "../../shared/h3/quic.ts";
 import type { H3RequestStream } from "../../shared/h3/request_stream.ts";
@@ -64,12 +65,8 @@ function findTool(name: string): string | undefined {
 
 const GTLSCLIENT = findTool("gtlsclient");
 const GTLSSERVER = findTool("gtlsserver");
-if (!GTLSCLIENT) {
-  console.warn("ngtcp2 interop: gtlsclient not found, skipping (apt-get install ngtcp2-client)");
-}
-if (!GTLSSERVER) {
-  console.warn("ngtcp2 interop: gtlsserver not found, skipping (apt-get install ngtcp2-server)");
-}
+const { reason: noClient, fix: installClient } = missingCommand("gtlsclient");
+const { reason: noServer, fix: installServer } = missingCommand("gtlsserver");
 
 /** Rejects with `Timed out after N ms waiting for <what>` unless `promise` settles first. */
 function within<T>(promise: Promise<T>, what: string, ms = STEP_TIMEOUT_MS): Promise<T> {
@@ -273,10 +270,8 @@ function byPath(a: HeaderField[], b: HeaderField[]): number {
 }
 
 Deno.test({
-  name: GTLSCLIENT
-    ? "gtlsclient (ngtcp2) fetches from our HTTP/3 server and closes with H3_NO_ERROR"
-    : "gtlsclient (ngtcp2) fetches from our HTTP/3 server [skipped: gtlsclient not installed]",
-  ignore: !GTLSCLIENT,
+  name: "gtlsclient (ngtcp2) fetches from our HTTP/3 server and closes with H3_NO_ERROR",
+  ...skipUnless(GTLSCLIENT !== undefined, noClient, installClient),
   ...opts,
   async fn(t) {
     const server = await startOurServer();
@@ -461,10 +456,8 @@ async function get(h3: H3Connection, authority: string, path: string) {
 }
 
 Deno.test({
-  name: GTLSSERVER
-    ? "our HTTP/3 client against gtlsserver (ngtcp2): GET works, connect-ip fails clearly"
-    : "our HTTP/3 client against gtlsserver (ngtcp2) [skipped: gtlsserver not installed]",
-  ignore: !GTLSSERVER,
+  name: "our HTTP/3 client against gtlsserver (ngtcp2): GET works, connect-ip fails clearly",
+  ...skipUnless(GTLSSERVER !== undefined, noServer, installServer),
   ...opts,
   async fn(t) {
     const certs = await certDir();

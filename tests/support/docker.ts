@@ -2,8 +2,8 @@
  * A Docker engine for tests, and the images the project's `Dockerfile` builds
  * on, made without Docker Hub:
  *
- * - {@linkcode dockerSkipReason}: why Docker cannot run here (cheap checks, for
- *   a test's `ignore`), or `undefined`.
+ * - {@linkcode dockerSkipReason}: why Docker cannot run here and what would
+ *   make it run (cheap checks, for `skipUnless`), or `undefined`.
  * - {@linkcode openEngine}: the engine `DOCKER_HOST` or `/var/run/docker.sock`
  *   points at when one answers, else a `dockerd` of our own with its own data
  *   and exec roots in a temporary directory, no default bridge and no
@@ -26,6 +26,8 @@
  *
  * @module
  */
+
+import { RUN_AS_ROOT } from "./skip.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -125,23 +127,60 @@ export async function haveCommand(name: string): Promise<boolean> {
   }
 }
 
+/** Why Docker cannot run here, and the command (or step) that would make it run. */
+export interface DockerSkip {
+  readonly reason: string;
+  readonly fix: string;
+}
+
+const INSTALL = "apt-get install -y --no-install-recommends";
+
 /**
  * Why Docker cannot run here, or `undefined` when it may. Cheap: looks at
- * the platform, the user and the commands, and asks an engine that is
- * already configured; does not start one.
+ * the platform, the user and the commands (those {@linkcode openEngine},
+ * {@linkcode ensureBaseImage} and {@linkcode ensureDenoPackage} run), and
+ * asks an engine that is already configured; does not start one.
  */
-export async function dockerSkipReason(): Promise<string | undefined> {
-  if (Deno.build.os !== "linux") return `Docker tests run on Linux only, not ${Deno.build.os}`;
+export async function dockerSkipReason(): Promise<DockerSkip | undefined> {
+  if (Deno.build.os !== "linux") {
+    return { reason: `Docker tests run on Linux only, not ${Deno.build.os}`, fix: "run on Linux" };
+  }
   if (!await haveCommand("docker")) {
-    return "no docker CLI: apt-get install docker.io docker-compose (.ci/run does)";
+    return { reason: "no docker CLI", fix: `${INSTALL} docker.io docker-compose` };
   }
   if (await composeCommand() === undefined) {
-    return "neither docker-compose nor `docker compose`: apt-get install docker-compose";
+    return {
+      reason: "neither docker-compose nor `docker compose`",
+      fix: `${INSTALL} docker-compose`,
+    };
+  }
+  if (!await haveCommand("npm") && !await exists(denoPackagePath(Deno.version.deno))) {
+    return { reason: "npm is missing (it fetches Deno for the images)", fix: `${INSTALL} npm` };
   }
   if (await reachableEngineHost() !== undefined) return undefined;
-  if (!isRoot()) return "no Docker engine answers and starting one needs root";
+  if (!isRoot()) {
+    return {
+      reason: "no Docker engine answers and starting one needs root",
+      fix: RUN_AS_ROOT,
+    };
+  }
   if (!await haveCommand("dockerd")) {
-    return "no Docker engine answers and dockerd is missing: apt-get install docker.io";
+    return {
+      reason: "no Docker engine answers and dockerd is missing",
+      fix: `${INSTALL} docker.io`,
+    };
+  }
+  if (!await haveCommand("nft")) {
+    return {
+      reason: "nft is missing (it isolates our engine's networks)",
+      fix: `${INSTALL} nftables`,
+    };
+  }
+  if (!await haveCommand("debootstrap") && !await exists(baseTarballPath())) {
+    return {
+      reason: `debootstrap is missing (it builds ${BASE_IMAGE}, and no cached copy exists)`,
+      fix: `${INSTALL} debootstrap`,
+    };
   }
   return undefined;
 }
@@ -320,8 +359,7 @@ export async function ensureBaseImage(
 ): Promise<"present" | "imported" | "built"> {
   const inspect = await engine.docker(["image", "inspect", BASE_IMAGE], { check: false });
   if (inspect.code === 0) return "present";
-  const cacheDir = options.cacheDir ?? Deno.env.get("MASQUE_CACHE_DIR") ?? "/var/cache/masque-vpn";
-  const tarball = `${cacheDir}/debian-${BASE_SUITE}-minbase-${Deno.build.arch}.tar`;
+  const tarball = baseTarballPath(options.cacheDir);
   let how: "imported" | "built" = "imported";
   const info = await Deno.stat(tarball).catch(() => undefined);
   const ageDays = info?.mtime ? (Date.now() - info.mtime.getTime()) / 86_400_000 : Infinity;
@@ -339,6 +377,12 @@ export async function ensureBaseImage(
     BASE_IMAGE,
   ], { timeoutMs: 300_000 });
   return how;
+}
+
+/** Where {@linkcode ensureBaseImage} keeps the root file system tarball. */
+function baseTarballPath(cacheDir?: string): string {
+  const dir = cacheDir ?? Deno.env.get("MASQUE_CACHE_DIR") ?? "/var/cache/masque-vpn";
+  return `${dir}/debian-${BASE_SUITE}-minbase-${Deno.build.arch}.tar`;
 }
 
 /** The Debian mirror apt uses on this host: the first `deb` source whose URL ends in `/debian`. */
@@ -450,6 +494,10 @@ export function denoNpmPackage(): string {
   return Deno.build.arch === "aarch64" ? "linux-arm64-glibc" : "linux-x64-glibc";
 }
 
+function denoPackagePath(version: string, dir = `${ROOT}/deploy/docker/deno-cache`): string {
+  return `${dir}/${denoNpmPackage()}-${version}.tgz`;
+}
+
 /**
  * Puts `<package>-<version>.tgz` of the Deno binary into `dir` (default
  * `deploy/docker/deno-cache/`, which the `Dockerfile` looks in before it
@@ -460,7 +508,7 @@ export async function ensureDenoPackage(
   dir = `${ROOT}/deploy/docker/deno-cache`,
 ): Promise<string> {
   const name = denoNpmPackage();
-  const file = `${dir}/${name}-${version}.tgz`;
+  const file = denoPackagePath(version, dir);
   if ((await Deno.stat(file).catch(() => undefined))?.size) return file;
   if (!await haveCommand("npm")) throw new Error(`Cannot fetch @deno/${name}: npm is missing`);
   const work = await Deno.makeTempDir({ prefix: "mvpn-deno-pack-" });

@@ -19,6 +19,7 @@
  */
 
 import { errorMessage } from "../../shared/errors.ts";
+import { skipUnlessRoot } from "./skip.ts";
 
 /** The role of a namespace in the topology. */
 export type NamespaceRole = "client" | "relay" | "target";
@@ -154,6 +155,18 @@ export async function haveCommand(name: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** Commands the topology and the tests in it run: `ip`, `sysctl`, `ping`, and `nft` for a relay with `--nat`. */
+export const TOPOLOGY_COMMANDS: readonly string[] = ["ip", "sysctl", "ping", "nft"];
+
+/**
+ * Test options for tests in namespaces: they run as root with
+ * {@linkcode TOPOLOGY_COMMANDS} installed, else are skipped with the reason
+ * and the fix recorded (tests/support/skip.ts).
+ */
+export async function needsNamespaces(): Promise<{ ignore: boolean }> {
+  return await skipUnlessRoot(isRoot(), TOPOLOGY_COMMANDS);
 }
 
 /**

@@ -1,15 +1,11 @@
 import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "./assert.ts";
 import { createTopology, haveCommand, isRoot } from "./netns.ts";
+import { NEEDS_ROOT, RUN_AS_ROOT, skipUnless } from "./skip.ts";
 
 const TOOLS = new URL("../e2e/tools/", import.meta.url).pathname;
 const DENO_RUN = ["deno", "run", "--allow-net"];
 
-const root = isRoot();
-if (!root) {
-  console.log(
-    "netns_test.ts: skipping namespace tests: `ip netns` needs root (uid 0; reading the uid needs --allow-sys)",
-  );
-}
+const ROOT_ONLY = skipUnless(isRoot(), NEEDS_ROOT, RUN_AS_ROOT);
 
 /** Hex SHA-256, computed independently of the tools (WebCrypto instead of node:crypto). */
 async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
@@ -182,7 +178,7 @@ Deno.test("tcp_blast.ts client", async (t) => {
 
 Deno.test({
   name: "createTopology() wires client, relay and target namespaces and tears them down",
-  ignore: !root,
+  ...ROOT_ONLY,
   async fn(t) {
     for (const command of ["ip", "sysctl", "ping"]) {
       assert(await haveCommand(command), `${command} is missing: apt-get install -y iproute2`);

@@ -26,6 +26,8 @@ import {
   setLinkUp,
 } from "../ffi/netlink.ts";
 import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
+import { readHostFacts } from "../host/host_facts.ts";
+import { checkHost, formatHostProblems } from "../shared/host_requirements.ts";
 import { Client } from "./client.ts";
 import type { DialedConnection } from "./client.ts";
 import { CLIENT_ENV, CLIENT_HELP, parseClientConfig } from "./config.ts";
@@ -48,6 +50,11 @@ async function main(): Promise<number> {
     return 2;
   }
   const config = parsed.config;
+  const problems = checkHost({ program: "client" }, readHostFacts());
+  if (problems.length > 0) {
+    for (const line of formatHostProblems("client", problems)) console.error(line);
+    return 1;
+  }
   const log = createLogger({ level: config.logLevel, write: (line) => console.error(line) })
     .with({ role: "client" });
   try {

@@ -8,6 +8,7 @@
  */
 
 import { errorMessage } from "../shared/errors.ts";
+import type { CommandState } from "../shared/host_requirements.ts";
 
 /** Options of {@linkcode runCommand}. */
 export interface RunCommandOptions {
@@ -81,4 +82,21 @@ export async function runCommand(
     );
   }
   return new TextDecoder().decode(stdout);
+}
+
+/**
+ * Whether `command` (`nft`, `sysctl`) can be started, by running
+ * `command --version`: `"found"` (whatever its exit code), `"missing"` when
+ * it is not installed, `"not permitted"` when Deno may not run it.
+ */
+export async function commandState(command: string): Promise<CommandState> {
+  try {
+    await new Deno.Command(command, { args: ["--version"], stdout: "null", stderr: "null" })
+      .output();
+    return "found";
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) return "not permitted";
+    if (error instanceof Deno.errors.NotFound) return "missing";
+    return "found"; // it exists but failed to start for another reason; installNat will say why
+  }
 }

@@ -26,6 +26,9 @@ import { formatHostService } from "../shared/tunnel/host_firewall.ts";
 import { openTun } from "../ffi/tun_linux.ts";
 import { addAddress, setLinkMtu, setLinkTxQueueLength, setLinkUp } from "../ffi/netlink.ts";
 import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
+import { commandState } from "../host/command.ts";
+import { readHostFacts } from "../host/host_facts.ts";
+import { checkHost, formatHostProblems } from "../shared/host_requirements.ts";
 
 /** How often the TUN's packet limit follows the sessions' datagram limits, milliseconds. */
 const PACKET_LIMIT_INTERVAL_MS = 1000;
@@ -61,6 +64,16 @@ async function main(): Promise<number> {
     return 2;
   }
   const config = parsed.config;
+  const problems = checkHost({ program: "relay", nat: config.nat, port: config.port }, {
+    ...readHostFacts(),
+    commands: config.nat
+      ? { nft: await commandState("nft"), sysctl: await commandState("sysctl") }
+      : undefined,
+  });
+  if (problems.length > 0) {
+    for (const line of formatHostProblems("relay", problems)) console.error(line);
+    return 1;
+  }
   const log = createLogger({ level: config.logLevel, write: (line) => console.error(line) })
     .with({ role: "relay" });
   try {

@@ -9,7 +9,8 @@
  * sudo deno task demo
  * ```
  *
- * Needs root and the `ip`, `nft`, `ping` and `sysctl` commands. Everything it
+ * Needs root and the `ip`, `nft`, `ping` and `sysctl` commands, which it
+ * installs with apt when they are missing (tests/setup.ts). Everything it
  * creates (processes, namespaces and with them the TUN devices and nft rules)
  * is removed when it ends, fails or is interrupted with Ctrl-C; the logs are
  * kept and their directory is printed. Exits 0 when all checks pass, 1 when
@@ -23,7 +24,8 @@
  */
 import { errorMessage } from "../shared/errors.ts";
 import dgram from "node:dgram";
-import { createTopology, haveCommand, isRoot } from "./support/netns.ts";
+import { createTopology, isRoot } from "./support/netns.ts";
+import { ensureSystem } from "./setup.ts";
 import type { NamespaceRole, Process, Topology } from "./support/netns.ts";
 
 /** The topology id; a run left over after a SIGKILL is cleaned up by the next run. */
@@ -47,13 +49,6 @@ const UDP_ATTEMPTS = 3;
 /** Backstop for the whole demo; every step has its own, shorter timeout. */
 const DEMO_DEADLINE_MS = 90_000;
 const LOG_TAIL_LINES = 15;
-
-const APT_PACKAGES: Record<string, string> = {
-  ip: "iproute2",
-  nft: "nftables",
-  ping: "iputils-ping",
-  sysctl: "procps",
-};
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
 const SELF = decodeURIComponent(new URL(import.meta.url).pathname);
@@ -166,20 +161,12 @@ function onInterrupt(): void {
 async function checkPrerequisites(): Promise<boolean> {
   if (!isRoot()) {
     say(red("The demo must run as root: it creates network namespaces, TUN devices and"));
-    say(red("nftables rules. Run it again with sudo:  sudo deno task demo"));
+    say(red("nftables rules, and installs the packages it needs. Run it again as root:"));
+    say(red("  sudo npx -y deno@2.9.6 task demo"));
     return false;
   }
-  const missing: string[] = [];
-  for (const command of Object.keys(APT_PACKAGES)) {
-    if (!(await haveCommand(command))) missing.push(command);
-  }
-  if (missing.length > 0) {
-    const packages = missing.map((command) => APT_PACKAGES[command]).join(" ");
-    say(red(`Missing command${missing.length > 1 ? "s" : ""}: ${missing.join(", ")}.`));
-    say(`Install with:  apt-get install -y ${packages}`);
-    return false;
-  }
-  return true;
+  // Installs what is missing (iproute2, nftables, iputils-ping, procps) with apt, saying why.
+  return await ensureSystem("demo", { say });
 }
 
 /** Parses `key=value` fields from one of our log lines (values may be JSON strings). */

@@ -51,8 +51,8 @@ export const SYSTEM_PACKAGES: readonly SystemPackage[] = [
   },
   {
     name: "util-linux",
-    commands: ["unshare"],
-    why: "the DNS and netlink tests run commands in namespaces of their own (`unshare`)",
+    commands: ["unshare", "setpriv"],
+    why: "tests run commands in namespaces of their own (`unshare`) and as nobody (`setpriv`)",
     purposes: ["test"],
   },
   {

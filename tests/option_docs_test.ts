@@ -4,6 +4,7 @@
 // `docs/security.md` lists every limit, `--help` shows every option in 80
 // columns, and the tasks allow exactly the environment variables the
 // programs read.
+import { RUNNER_FLAGS } from "./support/test_report.ts";
 import { assert, assertEquals } from "./support/assert.ts";
 import { updateOptionTables } from "./option_docs.ts";
 import { CLIENT_ENV, CLIENT_HELP, CLIENT_OPTIONS, parseClientConfig } from "../client/config.ts";
@@ -47,13 +48,14 @@ Deno.test("README's option tables are the ones the option tables render (deno ta
   }
 });
 
-Deno.test("every flag the docs name is an option of the relay, the client, the bench or Deno", () => {
+Deno.test("every flag the docs name is an option of the relay, the client, the bench, the test runner or Deno", () => {
   const known = new Set([
     ...flagsOf(RELAY_OPTIONS),
     ...flagsOf(CLIENT_OPTIONS),
     "--help",
     "--version",
     ...DENO_FLAGS,
+    ...RUNNER_FLAGS,
     ...[...BENCH_HELP.matchAll(/--[a-z0-9-]+/g)].map((m) => m[0]),
   ]);
   // docs/full-tunnel.md is left out: a draft naming the client options issue 14 will add.

@@ -133,3 +133,19 @@ Deno.test("planSetup() stops on a distribution it does not know, naming what to 
     JSON.stringify(noApt),
   );
 });
+
+Deno.test("the README's package table lists the table's packages per task", () => {
+  const readme = Deno.readTextFileSync(new URL("../../README.md", import.meta.url));
+  const row = (task: string) => {
+    const line = readme.split("\n").find((l) => l.startsWith(`| \`${task}\``));
+    assert(line !== undefined, `README has a row for ${task}`);
+    return line.split("|")[2].trim();
+  };
+  const names = (purpose: "demo" | "test" | "bench", without: string[] = []) =>
+    packagesFor(purpose).map((pkg) => pkg.name).filter((name) => !without.includes(name))
+      .map((name) => `\`${name}\``).join(" ");
+  const demo = packagesFor("demo").map((pkg) => pkg.name);
+  assertEquals(row("demo"), names("demo"));
+  assertEquals(row("test"), `the demo's, and ${names("test", demo)}`);
+  assertEquals(row("bench"), `the demo's, and ${names("bench", demo)}`);
+});

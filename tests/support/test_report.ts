@@ -214,6 +214,9 @@ const VALUE_FLAGS = new Set([
   "--v8-flags",
 ]);
 
+/** The runner's own flags (`deno task test --allow-skip`); the others go to `deno test`. */
+export const RUNNER_FLAGS: readonly string[] = ["--allow-skip", "--no-setup", "--root"];
+
 /** The arguments of `deno task test`, split into ours and those for `deno test`. */
 export interface RunnerArgs {
   /** `--allow-skip`: tests that cannot run do not fail the run. */

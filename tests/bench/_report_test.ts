@@ -3,7 +3,13 @@
  * against the fastest one, and builds that could not run kept in the table.
  */
 import { assert, assertEquals } from "../support/assert.ts";
-import { fastestWireguardGo, formatDropTable, formatTable, renderChart } from "./_report.ts";
+import {
+  fastestWireguardGo,
+  formatClientsTable,
+  formatDropTable,
+  formatTable,
+  renderChart,
+} from "./_report.ts";
 import type { BenchReport, PathSummary } from "./_report.ts";
 import type { PathName } from "./_paths.ts";
 
@@ -157,4 +163,35 @@ Deno.test("formatDropTable and renderChart name wireguard-go columns by build", 
   const legendColors = [...svg.matchAll(/<rect x="\d+" y="38" [^>]*fill="(#[0-9a-f]{6})"/g)]
     .map((m) => m[1]);
   assertEquals(new Set(legendColors).size, 3);
+});
+
+Deno.test("formatClientsTable: one client against all at once, with the ratio and CPU", () => {
+  const pair = (one: number, many: number) => ({ one, many });
+  const text = formatClientsTable({
+    ok: true,
+    clients: 4,
+    seconds: 10,
+    oneMbps: { up: 600, down: 800 },
+    manyMbps: { up: 900, down: 400 },
+    perClientMbps: { up: [200, 250, 200, 250], down: [100, 100, 100, 100] },
+    relayCpu: { up: pair(50, 70), down: pair(60, 65) },
+    relayMainThreadCpu: { up: pair(30, 45), down: pair(40, 42) },
+    clientsCpu: { up: pair(60, 110), down: pair(70, 100) },
+    machineBusy: { up: pair(90, 100), down: pair(95, 100) },
+  });
+  const rows = text.split("\n");
+  assertEquals(rows[0].split("|").map((c) => c.trim()).slice(1, 4), [
+    "datagram mode, 4 clients, one TCP stream each (10 s)",
+    "up",
+    "down",
+  ]);
+  const row = (label: string) =>
+    rows.find((r) => r.startsWith(`| ${label}`))!.split("|").map((c) => c.trim()).slice(2, 4);
+  assertEquals(row("one client, Mbit/s"), ["600", "800"]);
+  assertEquals(row("4 clients at once, total Mbit/s"), ["900", "400"]);
+  assertEquals(row("4 clients ÷ one"), ["1.50×", "0.50×"]);
+  assertEquals(row("each client, Mbit/s"), ["200 / 250 / 200 / 250", "100 / 100 / 100 / 100"]);
+  assertEquals(row("relay main thread, % of a core"), ["30 → 45", "40 → 42"]);
+  assertEquals(row("machine busy, % of all cores"), ["90 → 100", "95 → 100"]);
+  assert(!text.includes("error"));
 });

@@ -62,19 +62,22 @@ export function untilSignal(cleanups: CleanupStack): Promise<string> {
 export const STATUS_INTERVAL_MS = 2000;
 
 /**
- * Writes `status()` as pretty JSON to `file` every {@linkcode STATUS_INTERVAL_MS};
- * the timer is cleared by a step pushed on `cleanups`. A failing write
- * (a missing `--allow-write=FILE`, say) is logged once per run of failures.
+ * Writes `status()` as pretty JSON to `file` every {@linkcode STATUS_INTERVAL_MS},
+ * with the process's memory added (`memory`: `Deno.memoryUsage()`, bytes:
+ * resident set, V8 heap, and memory outside it such as ArrayBuffers); the
+ * timer is cleared by a step pushed on `cleanups`. A failing write (a
+ * missing `--allow-write=FILE`, say) is logged once per run of failures.
  */
 export function writeStatusFile(
   file: string,
-  status: () => unknown,
+  status: () => Record<string, unknown>,
   cleanups: CleanupStack,
   log: Logger,
 ): void {
   let failing = false;
   const timer = setInterval(() => {
-    Deno.writeTextFile(file, JSON.stringify(status(), null, 2) + "\n").then(
+    const text = JSON.stringify({ ...status(), memory: Deno.memoryUsage() }, null, 2);
+    Deno.writeTextFile(file, text + "\n").then(
       () => failing = false,
       (error) => {
         if (!failing) log.warn("cannot write status file", { file, error: errorMessage(error) });

@@ -10,9 +10,11 @@
 import { errorMessage } from "../shared/errors.ts";
 import {
   cidr,
+  DOMAIN_NAME,
   envNames,
   integer,
   INTERFACE_NAME,
+  IP_ADDRESS,
   list,
   LOG_LEVEL_OPTION,
   type OptionValues,
@@ -28,7 +30,7 @@ import {
 } from "../shared/options.ts";
 import type { LogLevel } from "../shared/log.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
-import { formatPrefix, parsePrefix } from "../shared/ip/ip_address.ts";
+import { formatIp, formatPrefix, parsePrefix } from "../shared/ip/ip_address.ts";
 import {
   DEFAULT_URI_TEMPLATE,
   parseConnectIpTemplate,
@@ -83,6 +85,10 @@ export interface RelayConfig {
   readonly allowClientToClient: boolean;
   /** Ask the kernel for TUN offloads (`--tun-offload on`, the default); see ffi/tun_linux.ts. */
   readonly tunOffload: boolean;
+  /** Nameservers sent to clients in DNS_ASSIGN (draft-ietf-masque-connect-ip-dns); empty: none sent. */
+  readonly dnsServers: readonly Uint8Array[];
+  /** Search domains sent with them. */
+  readonly dnsSearch: readonly string[];
 }
 
 const D = DEFAULT_RELAY_LIMITS;
@@ -258,6 +264,21 @@ export const RELAY_OPTIONS = {
     type: TEXT,
     help: "write a JSON status (sessions, counters) every 2 s",
   }),
+  dns: list({
+    flag: "dns",
+    valueName: "ADDR",
+    type: IP_ADDRESS,
+    defaultText: "none",
+    help: "nameserver (plain DNS, port 53) sent to clients in a DNS_ASSIGN capsule after the " +
+      "routes; a TUN (gateway) address implies `--allow-relay-host udp/53,tcp/53`",
+  }),
+  dnsSearch: list({
+    flag: "dns-search",
+    valueName: "DOMAIN",
+    type: DOMAIN_NAME,
+    defaultText: "none",
+    help: "search domain sent with `--dns`",
+  }),
   logLevel: LOG_LEVEL_OPTION,
   maxConnections: single({
     flag: "max-connections",
@@ -392,6 +413,19 @@ function checkRelay(
       );
     }
   }
+  for (const server of v.dns ?? []) {
+    const version = server.length === 4 ? 4 : 6;
+    if (version === 4 ? v.pool4 === "none" : v.pool6 === "none") {
+      errors.push(
+        `${name.dns} ${formatIp(server)} is IPv${version}, but ${
+          version === 4 ? name.pool4 : name.pool6
+        } is none: clients could not reach it`,
+      );
+    }
+  }
+  if (v.dnsSearch !== undefined && v.dnsSearch.length > 0 && (v.dns ?? []).length === 0) {
+    errors.push(`${name.dnsSearch} needs ${name.dns}`);
+  }
   if ((v.cert === undefined) !== (v.key === undefined)) {
     errors.push(`${name.cert} and ${name.key} go together`);
   }
@@ -444,5 +478,7 @@ function buildRelay(v: OptionValues<typeof RELAY_OPTIONS>): RelayConfig {
     allowRelayHost: v.allowRelayHost,
     allowClientToClient: v.allowClientToClient,
     tunOffload: v.tunOffload === "on",
+    dnsServers: v.dns ?? Object.freeze([]),
+    dnsSearch: v.dnsSearch ?? Object.freeze([]),
   });
 }

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../tests/support/assert.ts";
-import { formatPrefix } from "../shared/ip/ip_address.ts";
+import { formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
 import { parseRelayConfig, RELAY_HELP } from "./config.ts";
 import { DEFAULT_RELAY_LIMITS } from "./limits.ts";
 
@@ -237,4 +237,54 @@ Deno.test("parseRelayConfig() reads --tun-offload, on by default", () => {
   const bad = parseRelayConfig(["--dev-certs", "./dev-certs", "--tun-offload", "yes"]);
   assert(bad.ok === false);
   assertEquals(bad.errors, ['--tun-offload must be on or off, not "yes"']);
+});
+
+Deno.test("parseRelayConfig() reads --dns and --dns-search", async (t) => {
+  await t.step("none by default", () => {
+    const result = parseRelayConfig(["--dev-certs", "d"]);
+    assert(result.ok === true);
+    assertEquals([result.config.dnsServers, result.config.dnsSearch], [[], []]);
+  });
+  await t.step("repeated, both families", () => {
+    const result = parseRelayConfig([
+      "--dev-certs",
+      "d",
+      "--dns",
+      "10.100.0.1",
+      "--dns",
+      "fd6d:6173:7175::1",
+      "--dns-search",
+      "corp.example",
+    ]);
+    assert(result.ok === true);
+    assertEquals(result.config.dnsServers.map(formatIp), ["10.100.0.1", "fd6d:6173:7175::1"]);
+    assertEquals(result.config.dnsSearch, ["corp.example"]);
+  });
+  await t.step("every mistake is reported", () => {
+    const result = parseRelayConfig([
+      "--dev-certs",
+      "d",
+      "--pool6",
+      "none",
+      "--dns",
+      "dns.example",
+      "--dns",
+      "fd00::53",
+      "--dns-search",
+      "a..b",
+    ]);
+    assert(result.ok === false);
+    assertEquals(result.errors, [
+      '--dns must be an IP address, not "dns.example"',
+      '--dns-search "a..b" has an empty label',
+    ]);
+    const family = parseRelayConfig(["--dev-certs", "d", "--pool6", "none", "--dns", "fd00::53"]);
+    assert(family.ok === false);
+    assertEquals(family.errors, [
+      "--dns fd00::53 is IPv6, but --pool6 is none: clients could not reach it",
+    ]);
+    const alone = parseRelayConfig(["--dev-certs", "d", "--dns-search", "corp.example"]);
+    assert(alone.ok === false);
+    assertEquals(alone.errors, ["--dns-search needs --dns"]);
+  });
 });

@@ -21,7 +21,7 @@ import { Relay } from "./relay.ts";
 import { MAX_DATAGRAM_HEADROOM } from "../shared/masque/connect_ip_session.ts";
 import { createLogger } from "../shared/log.ts";
 import type { Logger } from "../shared/log.ts";
-import { formatPrefix } from "../shared/ip/ip_address.ts";
+import { formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
 import { formatHostService } from "../shared/tunnel/host_firewall.ts";
 import { openTun } from "../ffi/tun_linux.ts";
 import { addAddress, setLinkMtu, setLinkTxQueueLength, setLinkUp } from "../ffi/netlink.ts";
@@ -133,6 +133,7 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       limits: config.limits,
       allowRelayHost: config.allowRelayHost,
       allowClientToClient: config.allowClientToClient,
+      dns: { servers: config.dnsServers, searchDomains: config.dnsSearch },
       log,
     });
     countTun(relay.counters, () => tun.stats);
@@ -150,7 +151,7 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       const nat = await installNat(
         pools,
         tun.name,
-        hostInputChain(tun.name, gateways, config.allowRelayHost),
+        hostInputChain(tun.name, gateways, relay.hostServices),
       );
       cleanups.push(() => nat.remove());
       log.info("NAT installed", { table: nat.table });
@@ -175,7 +176,8 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       tunAddresses: relay.gatewayAddresses.map(formatPrefix).join(","),
       tunOffload: tun.offload,
       routes: config.routes.map(formatPrefix).join(","),
-      allowRelayHost: config.allowRelayHost.map(formatHostService).join(",") || "none",
+      allowRelayHost: relay.hostServices.map(formatHostService).join(",") || "none",
+      dns: config.dnsServers.map(formatIp).join(",") || "none",
       allowClientToClient: config.allowClientToClient,
     });
     relay.runTun().catch((error) => log.error("TUN loop failed", { error: String(error) }));

@@ -9,7 +9,8 @@
  * - requests: `answerRequest` (HTTP/3), then admission in two steps
  *   (`relay/sessions.ts`: an asynchronous `authenticate`, a synchronous
  *   `admit` that reserves the slot and the addresses);
- * - sessions: ADDRESS_ASSIGN and ROUTE_ADVERTISEMENT, ADDRESS_REQUEST
+ * - sessions: ADDRESS_ASSIGN and ROUTE_ADVERTISEMENT, then DNS_ASSIGN with
+ *   `--dns` (draft-ietf-masque-connect-ip-dns: never before the routes), ADDRESS_REQUEST
  *   answers, and a {@linkcode TunnelPeer} whose inbound policy is RFC 9484
  *   §7's checks on the client's packets (`checkFromClient`) and then the
  *   host firewall (not the relay host, not another client unless
@@ -48,7 +49,8 @@ import type { IpPrefix } from "../shared/ip/ip_address.ts";
 import { formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
 import { addressKey, destinationKey } from "../shared/ip/ip_header.ts";
 import { checkFromClient } from "../shared/tunnel/packet_policy.ts";
-import { HostFirewall } from "../shared/tunnel/host_firewall.ts";
+import { HostFirewall, withDnsServices } from "../shared/tunnel/host_firewall.ts";
+import { type DnsConfiguration, plainDnsConfiguration } from "../shared/masque/dns_capsule.ts";
 import type { HostService } from "../shared/tunnel/host_firewall.ts";
 import type { PacketDevice } from "../shared/tunnel/packet_device.ts";
 import { PumpCounters, TunnelPeer, TunnelPump } from "../shared/tunnel/pump.ts";
@@ -79,6 +81,15 @@ export interface RelayOptions {
   readonly authenticator?: Authenticator;
   /** The registry to count in (default: a new one, {@linkcode Relay.counters}). */
   readonly counters?: CounterRegistry;
+  /**
+   * Plain DNS for the clients (`--dns`, `--dns-search`), sent in a
+   * DNS_ASSIGN capsule right after ROUTE_ADVERTISEMENT; a server on a
+   * gateway address adds `udp/53` and `tcp/53` to `allowRelayHost`.
+   */
+  readonly dns?: {
+    readonly servers: readonly Uint8Array[];
+    readonly searchDomains: readonly string[];
+  };
 }
 
 /** The peer address of a QUIC connection, as `Deno.QuicConn.remoteAddr` has it. */
@@ -189,6 +200,7 @@ export class Relay implements PeerRouter {
   readonly #pump: TunnelPump;
   readonly #counters: RelayCounters;
   readonly #sessionCounters: SessionCounters;
+  readonly #dns: DnsConfiguration | undefined;
   #nextId = 1;
   #stopped = false;
   /**
@@ -205,10 +217,15 @@ export class Relay implements PeerRouter {
     this.#authenticator = options.authenticator ?? ALLOW_EVERYONE;
     this.#limits = Object.freeze({ ...DEFAULT_RELAY_LIMITS, ...options.limits });
     this.#limiter = new ConnectionLimiter(this.#limits);
+    const gateways = this.gatewayAddresses.map((prefix) => prefix.address);
+    const dnsServers = options.dns?.servers ?? [];
+    this.#dns = dnsServers.length > 0
+      ? plainDnsConfiguration(dnsServers, options.dns?.searchDomains ?? [])
+      : undefined;
     this.#firewall = new HostFirewall({
       pools,
-      gateways: this.gatewayAddresses.map((prefix) => prefix.address),
-      allow: options.allowRelayHost ?? [],
+      gateways,
+      allow: withDnsServices(options.allowRelayHost ?? [], dnsServers, gateways),
       clientToClient: options.allowClientToClient ?? false,
     });
     this.counters = options.counters ?? new CounterRegistry();
@@ -359,6 +376,15 @@ export class Relay implements PeerRouter {
       address: pool.gateway,
       prefixLength: pool.prefix.prefixLength,
     }));
+  }
+
+  /**
+   * The services clients may reach at the gateway addresses:
+   * `allowRelayHost`, plus `udp/53` and `tcp/53` when a `dns` server is a
+   * gateway address (the host's nftables input chain takes the same list).
+   */
+  get hostServices(): readonly HostService[] {
+    return this.#firewall.services;
   }
 
   /** The sessions now open. */
@@ -515,6 +541,8 @@ export class Relay implements PeerRouter {
         addresses: addresses.map((prefix) => ({ requestId: 0, prefix })),
       });
       await session.sendCapsule({ type: "route_advertisement", ranges: routes });
+      // After the routes, never before them (draft-ietf-masque-connect-ip-dns-05 §7).
+      if (this.#dns) await session.sendCapsule({ type: "dns_assign", configurations: [this.#dns] });
     } catch (error) {
       slog.warn("could not send capsules", { error: String(error) });
     }
@@ -651,6 +679,10 @@ export class Relay implements PeerRouter {
         protected: this.#firewall.protectedAddresses,
         allowRelayHost: this.#firewall.allowed,
         allowClientToClient: this.#options.allowClientToClient ?? false,
+      },
+      dns: this.#dns === undefined ? undefined : {
+        servers: this.#options.dns!.servers.map(formatIp),
+        searchDomains: this.#dns.searchDomains,
       },
       counters: this.counters.snapshot(),
     };

@@ -20,7 +20,8 @@
 
 import { parseArgs } from "node:util";
 import { errorMessage } from "./errors.ts";
-import { type IpPrefix, parsePrefix } from "./ip/ip_address.ts";
+import { type IpPrefix, parseIp, parsePrefix } from "./ip/ip_address.ts";
+import { domainNameProblem } from "./masque/dns_capsule.ts";
 import { LOG_LEVELS } from "./log.ts";
 
 /** The outcome of a program's option parser: a frozen config, the errors, `--help` or `--version`. */
@@ -235,6 +236,27 @@ export function cidr(version?: 4 | 6): ValueType<IpPrefix> {
     parse: (text, name, errors) => parseCidr(text, name, errors, version),
   };
 }
+
+/** One IP address (`198.18.1.53`, `fd00::53`): 4 or 16 bytes. */
+export const IP_ADDRESS: ValueType<Uint8Array> = {
+  kind: "IP address",
+  parse(text, name, errors) {
+    const address = parseIp(text.trim());
+    if (address === undefined) errors.push(`${name} must be an IP address, not "${text}"`);
+    return address;
+  },
+};
+
+/** A domain name in presentation format made of A-labels (`corp.example`). */
+export const DOMAIN_NAME: ValueType<string> = {
+  kind: "domain name",
+  parse(text, name, errors) {
+    const problem = text === "" ? "is empty" : domainNameProblem(text);
+    if (problem === undefined) return text;
+    errors.push(`${name} "${text}" ${problem}`);
+    return undefined;
+  },
+};
 
 /** A network interface name as Linux takes it: 1-15 letters, digits, `-`, `_` or `.`. */
 export const INTERFACE_NAME: ValueType<string> = {

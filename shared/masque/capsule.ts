@@ -1,6 +1,8 @@
 /**
  * Capsules (RFC 9297 §3.2) and the CONNECT-IP control capsules
- * ADDRESS_ASSIGN, ADDRESS_REQUEST and ROUTE_ADVERTISEMENT (RFC 9484 §4.7).
+ * ADDRESS_ASSIGN, ADDRESS_REQUEST and ROUTE_ADVERTISEMENT (RFC 9484 §4.7),
+ * and DNS_ASSIGN and PREF64 of draft-ietf-masque-connect-ip-dns-05, whose
+ * values `dns_capsule.ts` reads and writes.
  *
  * ```
  * Capsule { Capsule Type (i), Capsule Length (i), Capsule Value (..) }
@@ -32,6 +34,15 @@ import {
   type IpPrefix,
   type IpVersion,
 } from "../ip/ip_address.ts";
+import {
+  CAPSULE_DNS_ASSIGN,
+  CAPSULE_PREF64,
+  type DnsConfiguration,
+  encodeDnsAssign,
+  encodePref64,
+  parseDnsAssign,
+  parsePref64,
+} from "./dns_capsule.ts";
 
 /** DATAGRAM capsule: carries an HTTP Datagram Payload (RFC 9297 §3.5). */
 export const CAPSULE_DATAGRAM = 0x00;
@@ -75,19 +86,26 @@ export type Capsule =
   | { readonly type: "datagram"; readonly payload: Uint8Array }
   | { readonly type: "address_assign"; readonly addresses: readonly AssignedAddress[] }
   | { readonly type: "address_request"; readonly addresses: readonly RequestedAddress[] }
-  | { readonly type: "route_advertisement"; readonly ranges: readonly IpAddressRange[] };
+  | { readonly type: "route_advertisement"; readonly ranges: readonly IpAddressRange[] }
+  /** DNS_ASSIGN (draft-ietf-masque-connect-ip-dns-05 §3.4); none: clears earlier ones. */
+  | { readonly type: "dns_assign"; readonly configurations: readonly DnsConfiguration[] }
+  /** PREF64 (draft §4): NAT64 prefixes; none withdraws earlier ones. */
+  | { readonly type: "pref64"; readonly prefixes: readonly IpPrefix[] };
 
 const CAPSULE_NAMES: Record<Capsule["type"], string> = {
   datagram: "DATAGRAM",
   address_assign: "ADDRESS_ASSIGN",
   address_request: "ADDRESS_REQUEST",
   route_advertisement: "ROUTE_ADVERTISEMENT",
+  dns_assign: "DNS_ASSIGN",
+  pref64: "PREF64",
 };
 
 /** Whether {@linkcode parseCapsuleValue} understands capsules of `type`. */
 export function isKnownCapsuleType(type: number): boolean {
   return type === CAPSULE_DATAGRAM || type === CAPSULE_ADDRESS_ASSIGN ||
-    type === CAPSULE_ADDRESS_REQUEST || type === CAPSULE_ROUTE_ADVERTISEMENT;
+    type === CAPSULE_ADDRESS_REQUEST || type === CAPSULE_ROUTE_ADVERTISEMENT ||
+    type === CAPSULE_DNS_ASSIGN || type === CAPSULE_PREF64;
 }
 
 function addressLength(version: IpVersion): number {
@@ -294,6 +312,13 @@ export function parseCapsuleValue(type: number, value: Uint8Array): Capsule | un
         type: "route_advertisement",
         ranges: Object.freeze(parseRanges(value)),
       });
+    case CAPSULE_DNS_ASSIGN:
+      return Object.freeze({
+        type: "dns_assign",
+        configurations: Object.freeze(parseDnsAssign(value)),
+      });
+    case CAPSULE_PREF64:
+      return Object.freeze({ type: "pref64", prefixes: Object.freeze(parsePref64(value)) });
     default:
       return undefined;
   }
@@ -387,6 +412,10 @@ function typeNumber(capsule: Capsule): number {
       return CAPSULE_ADDRESS_REQUEST;
     case "route_advertisement":
       return CAPSULE_ROUTE_ADVERTISEMENT;
+    case "dns_assign":
+      return CAPSULE_DNS_ASSIGN;
+    case "pref64":
+      return CAPSULE_PREF64;
   }
 }
 
@@ -410,6 +439,12 @@ export function encodeCapsule(capsule: Capsule): Uint8Array {
       break;
     case "route_advertisement":
       value = encodeRanges(context, capsule.ranges);
+      break;
+    case "dns_assign":
+      value = encodeDnsAssign(capsule.configurations);
+      break;
+    case "pref64":
+      value = encodePref64(capsule.prefixes);
       break;
   }
   const type = typeNumber(capsule);

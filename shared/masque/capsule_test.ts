@@ -223,7 +223,12 @@ Deno.test("CapsuleParser skips unknown capsules without buffering them", async (
   });
   await t.step("parseCapsuleValue() returns undefined for unknown types", () => {
     assertStrictEquals(parseCapsuleValue(0x04, hex("00")), undefined);
-    assertStrictEquals(parseCapsuleValue(0x1ace79ec, hex("")), undefined);
+    assertStrictEquals(parseCapsuleValue(0x1ace79ed, hex("")), undefined);
+    // DNS_ASSIGN (draft-ietf-masque-connect-ip-dns-05): known, and empty clears earlier ones.
+    assertEquals(parseCapsuleValue(0x1ace79ec, hex("")), {
+      type: "dns_assign",
+      configurations: [],
+    });
     assert(isKnownCapsuleType(CAPSULE_ROUTE_ADVERTISEMENT));
     assert(!isKnownCapsuleType(0x04));
   });

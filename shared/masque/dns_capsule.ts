@@ -22,7 +22,8 @@
  * ```
  *
  * Parsers are pure `parseX(value)` functions over the capsule value (what
- * `CapsuleParser` hands over after type and length) and throw a
+ * `CapsuleParser` hands over after type and length; `capsule.ts` turns
+ * them into `dns_assign` and `pref64` capsules and back) and throw a
  * {@linkcode CapsuleError} such as `Cannot parse DNS_ASSIGN capsule:
  * nameserver 0 has service priority 0`. A new DNS_ASSIGN or PREF64 capsule
  * replaces the previous one of its type (draft §3.4, §4.2).
@@ -165,39 +166,46 @@ class Reader {
 }
 
 /**
- * Throws unless `name` is a domain name in presentation format made of
- * A-labels (letters, digits, `-`, `_`; labels of 1..63 bytes separated by
- * dots, an optional final dot), at most {@linkcode MAX_DOMAIN_LENGTH} bytes.
- * `""` (the root) is allowed. No regular expression: a loop over the bytes.
+ * Why `name` is not a domain name in presentation format made of A-labels
+ * (letters, digits, `-`, `_`; labels of 1..63 bytes separated by dots, an
+ * optional final dot) of at most {@linkcode MAX_DOMAIN_LENGTH} bytes, as in
+ * `has a label longer than 63 bytes`; undefined when it is one. `""` (the
+ * root) is one. No regular expression: a loop over the bytes.
  */
-function checkDomain(name: string, what: string, fail: (message: string) => Error): void {
-  if (name === "" || name === ".") return;
+export function domainNameProblem(name: string): string | undefined {
+  if (name === "" || name === ".") return undefined;
   if (
     name.length > MAX_DOMAIN_LENGTH + 1 || (name.length > MAX_DOMAIN_LENGTH && !name.endsWith("."))
   ) {
-    throw fail(`${what} is ${name.length} bytes, longer than ${MAX_DOMAIN_LENGTH}`);
+    return `is ${name.length} bytes, longer than ${MAX_DOMAIN_LENGTH}`;
   }
   let label = 0;
   for (let i = 0; i < name.length; i++) {
     const c = name.charCodeAt(i);
     if (c === 0x2e) {
-      if (label === 0) throw fail(`${what} ${JSON.stringify(name)} has an empty label`);
+      if (label === 0) return "has an empty label";
       label = 0;
       continue;
     }
     const ok = (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) ||
       c === 0x2d || c === 0x5f;
     if (!ok) {
-      throw fail(
-        `${what} ${JSON.stringify(name)} has byte 0x${
-          c.toString(16).padStart(2, "0")
-        } at ${i}: only A-labels (letters, digits, '-', '_') are allowed`,
-      );
+      return `has byte 0x${
+        c.toString(16).padStart(2, "0")
+      } at ${i}: only A-labels (letters, digits, '-', '_') are allowed`;
     }
-    if (++label > 63) {
-      throw fail(`${what} ${JSON.stringify(name)} has a label longer than 63 bytes`);
-    }
+    if (++label > 63) return "has a label longer than 63 bytes";
   }
+  return undefined;
+}
+
+/** Throws `fail(...)` with {@linkcode domainNameProblem}'s reason, after `what` and the name. */
+function checkDomain(name: string, what: string, fail: (message: string) => Error): void {
+  const problem = domainNameProblem(name);
+  if (problem === undefined) return;
+  // A long name is not repeated in full.
+  const shown = name.length > 64 ? `${JSON.stringify(name.slice(0, 32))}...` : JSON.stringify(name);
+  throw fail(`${what} ${shown} ${problem}`);
 }
 
 function checkParams(
@@ -495,18 +503,6 @@ export function encodePref64(prefixes: readonly IpPrefix[]): Uint8Array {
   return out;
 }
 
-/** Wraps a capsule value in its type and length (RFC 9297 §3.2). */
-export function encodeDnsCapsule(
-  type: typeof CAPSULE_DNS_ASSIGN | typeof CAPSULE_PREF64,
-  value: Uint8Array,
-): Uint8Array {
-  const header = varintSize(type) + varintSize(value.length);
-  const out = new Uint8Array(header + value.length);
-  encodeVarintInto(out, encodeVarintInto(out, 0, type), value.length);
-  out.set(value, header);
-  return out;
-}
-
 /** The port of a nameserver's `port` SvcParam, or 53 when it has none (plain DNS). */
 export function nameserverPort(nameserver: DnsNameserver): number {
   const port = nameserver.params.find((p) => p.key === SVC_PARAM_PORT);
@@ -525,4 +521,27 @@ export function plainDnsServers(configurations: readonly DnsConfiguration[]): Ui
     )
     .sort((a, b) => a.priority - b.priority);
   return nameservers.flatMap((ns) => [...ns.ipv4, ...ns.ipv6]);
+}
+
+/**
+ * The DNS Configuration a relay sends for plain DNS (UDP and TCP port 53)
+ * on `servers`, for every name (internal domain `""`, the root) with
+ * `searchDomains`: one nameserver of priority 1 holding every address, no
+ * authentication name and no SvcParams (draft §3.2, §3.3).
+ */
+export function plainDnsConfiguration(
+  servers: readonly Uint8Array[],
+  searchDomains: readonly string[],
+): DnsConfiguration {
+  return Object.freeze({
+    nameservers: Object.freeze([Object.freeze({
+      priority: 1,
+      ipv4: servers.filter((address) => address.length === 4),
+      ipv6: servers.filter((address) => address.length === 16),
+      authDomain: "",
+      params: [],
+    })]),
+    internalDomains: Object.freeze([""]),
+    searchDomains: Object.freeze([...searchDomains]),
+  });
 }

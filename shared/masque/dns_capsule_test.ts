@@ -1,19 +1,20 @@
 import { assert, assertEquals, assertThrows } from "../../tests/support/assert.ts";
 import { fuzz, hex } from "../../tests/support/bytes.ts";
 import { CapsuleError } from "../errors.ts";
+import { CapsuleParser, encodeCapsule } from "./capsule.ts";
 import { formatIp, formatPrefix, parseIp, parsePrefix } from "../ip/ip_address.ts";
 import {
   CAPSULE_DNS_ASSIGN,
   CAPSULE_PREF64,
   type DnsConfiguration,
   encodeDnsAssign,
-  encodeDnsCapsule,
   encodePref64,
   MAX_DOMAINS,
   MAX_NAMESERVERS,
   nameserverPort,
   parseDnsAssign,
   parsePref64,
+  plainDnsConfiguration,
   plainDnsServers,
 } from "./dns_capsule.ts";
 
@@ -104,12 +105,33 @@ Deno.test("encodeDnsAssign() round-trips both examples, several configurations, 
   assertEquals(encodeDnsAssign([]).length, 0);
 });
 
-Deno.test("encodeDnsCapsule() puts the draft's provisional types in front", () => {
-  const capsule = encodeDnsCapsule(CAPSULE_DNS_ASSIGN, SPLIT_TUNNEL);
+Deno.test("encodeCapsule() puts the draft's provisional types in front", () => {
+  const configurations = parseDnsAssign(SPLIT_TUNNEL);
+  const capsule = encodeCapsule({ type: "dns_assign", configurations });
   // 0x1ACE79EC as a 4-byte varint (prefix 0b10), then the length 86 as a 2-byte varint.
   assertEquals(toHex(capsule.subarray(0, 6)), "9ace79ec4056");
   assertEquals(capsule.length, 6 + SPLIT_TUNNEL.length);
-  assertEquals(encodeDnsCapsule(CAPSULE_PREF64, new Uint8Array(0)), hex("a74c0fbc 00"));
+  assertEquals(encodeCapsule({ type: "pref64", prefixes: [] }), hex("a74c0fbc 00"));
+  assertEquals(CAPSULE_DNS_ASSIGN, 0x1ace79ec);
+  assertEquals(CAPSULE_PREF64, 0x274c0fbc);
+});
+
+Deno.test("CapsuleParser hands DNS_ASSIGN and PREF64 over parsed, and closes on a malformed one", () => {
+  const parser = new CapsuleParser();
+  // 9ace79ec DNS_ASSIGN, 4056 length 86, the split-tunnel example; then
+  // a74c0fbc PREF64, 0d length 13: 60 prefix length 96, 64:ff9b::/96 (12 bytes).
+  parser.push(new Uint8Array([...hex("9ace79ec 4056"), ...SPLIT_TUNNEL]));
+  parser.push(hex("a74c0fbc 0d 60 0064ff9b 00000000 00000000"));
+  const dns = parser.next();
+  assert(dns?.type === "dns_assign");
+  assertEquals(dns.configurations[0].searchDomains, ["internal.corp.example", "corp.example"]);
+  const pref64 = parser.next();
+  assert(pref64?.type === "pref64");
+  assertEquals(pref64.prefixes.map(formatPrefix), ["64:ff9b::/96"]);
+  assertEquals(parser.next(), undefined);
+  // 9ace79ec DNS_ASSIGN, 03 length 3: 01 one nameserver, 00 00 priority 0 (forbidden).
+  parser.push(hex("9ace79ec 03 01 0000"));
+  assertThrows(() => parser.next(), CapsuleError, "Cannot parse DNS_ASSIGN capsule");
 });
 
 Deno.test("plainDnsServers() orders by priority and skips encrypted-only and other ports", () => {
@@ -324,4 +346,30 @@ Deno.test("parsePref64() and encodePref64() reject malformed prefixes", async (t
       assertThrows(run, CapsuleError, message);
     });
   }
+});
+
+Deno.test("plainDnsConfiguration() is one plain nameserver for every name, encoded as the draft says", () => {
+  const config = plainDnsConfiguration(
+    [parseIp("198.18.100.1")!, parseIp("fd00:100::1")!],
+    ["corp.example"],
+  );
+  assertEquals(plainDnsServers([config]).map(formatIp), ["198.18.100.1", "fd00:100::1"]);
+  assertEquals(
+    toHex(encodeDnsAssign([config])),
+    toHex(bytes(
+      0x01, // Nameserver Count 1
+      [0x00, 0x01], // Service Priority 1
+      0x01, // IPv4 Address Count 1
+      [198, 18, 100, 1],
+      0x01, // IPv6 Address Count 1
+      [0xfd, 0x00, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], // fd00:100::1
+      0x00, // Authentication Domain Name: empty (plain DNS)
+      0x00, // Service Parameters Length 0
+      0x01, // Internal Domain Count 1
+      0x00, // "": the root, every name
+      0x01, // Search Domain Count 1
+      0x0c, // 12
+      "corp.example",
+    )),
+  );
 });

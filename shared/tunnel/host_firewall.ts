@@ -114,6 +114,32 @@ export function formatHostService(service: HostService): string {
     : `${protocol}/${firstPort}-${lastPort}`;
 }
 
+/**
+ * `allow` with `udp/53` and `tcp/53` added when a DNS server the relay
+ * hands its clients (`--dns`) is one of its `gateways` and `allow` does not
+ * already let clients reach that port: naming the relay itself as the
+ * clients' resolver implies they may reach it there. Returns `allow`
+ * itself when nothing is added.
+ */
+export function withDnsServices(
+  allow: readonly HostService[],
+  dnsServers: readonly Uint8Array[],
+  gateways: readonly Uint8Array[],
+): readonly HostService[] {
+  const onGateway = dnsServers.some((server) =>
+    gateways.some((gateway) => formatIp(gateway) === formatIp(server))
+  );
+  if (!onGateway) return allow;
+  const added: HostService[] = [];
+  for (const protocol of ["udp", "tcp"] as const) {
+    const covered = allow.some((service) =>
+      service.protocol === protocol && service.firstPort <= 53 && service.lastPort >= 53
+    );
+    if (!covered) added.push({ protocol, firstPort: 53, lastPort: 53 });
+  }
+  return added.length === 0 ? allow : [...allow, ...added];
+}
+
 /** What the firewall is built from; the relay's configuration. */
 export interface HostFirewallOptions {
   /** The client pools (one address each per client is assigned out of these). */
@@ -306,6 +332,11 @@ export class HostFirewall {
    */
   get protectedAddresses(): string[] {
     return [...this.#ownTexts, ...this.#hostPrefixTexts, ...LOOPBACK.map(formatPrefix)];
+  }
+
+  /** The services clients may reach at the gateway addresses. */
+  get services(): readonly HostService[] {
+    return this.#allow;
   }
 
   /** The services clients may reach, as `--allow-relay-host` spells them. */

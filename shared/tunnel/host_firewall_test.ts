@@ -17,6 +17,7 @@ import {
   type HostService,
   parseHostService,
   TO_CLIENT,
+  withDnsServices,
 } from "./host_firewall.ts";
 import type { DropReason, Verdict } from "./packet_policy.ts";
 
@@ -289,4 +290,36 @@ Deno.test("HostFirewall allows services at the gateways it is given, not at the 
     "198.18.100.255",
     "fd00:100::",
   ]);
+});
+
+Deno.test("withDnsServices() allows port 53 when a --dns server is a gateway address", async (t) => {
+  const udp53 = parseHostService("udp/53") as HostService;
+  await t.step("a resolver on the gateway: udp/53 and tcp/53 added", () => {
+    const allow = withDnsServices([], [parseIp("198.18.100.1")!], GATEWAYS);
+    assertEquals(allow.map(formatHostService), ["udp/53", "tcp/53"]);
+    const firewall = new HostFirewall({
+      pools: POOLS,
+      gateways: GATEWAYS,
+      allow,
+      clientToClient: false,
+    });
+    const query = buildIpv4Udp({ src: CLIENT4, dst: "198.18.100.1", srcPort: 5000, dstPort: 53 });
+    assertStrictEquals(firewall.check(query), FORWARD);
+  });
+  await t.step("already allowed (a range covers 53): nothing added, the same list", () => {
+    const allow = [udp53, parseHostService("tcp/1-100") as HostService];
+    assertStrictEquals(withDnsServices(allow, [parseIp("fd00:100::1")!], GATEWAYS), allow);
+  });
+  await t.step("a resolver elsewhere (the target network): nothing added", () => {
+    const allow: HostService[] = [];
+    assertStrictEquals(withDnsServices(allow, [parseIp("198.18.1.2")!], GATEWAYS), allow);
+    const firewall = new HostFirewall({
+      pools: POOLS,
+      gateways: GATEWAYS,
+      allow,
+      clientToClient: false,
+    });
+    const query = buildIpv4Udp({ src: CLIENT4, dst: "198.18.100.1", srcPort: 5000, dstPort: 53 });
+    assertEquals((firewall.check(query) as Verdict).ok, false);
+  });
 });

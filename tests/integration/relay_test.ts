@@ -19,9 +19,12 @@ import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
 import { ConnectIpError, openConnectIpSession } from "../../shared/masque/h3_connect_ip.ts";
 import type { ConnectIpSession } from "../../shared/masque/connect_ip_session.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
-import { formatIp, formatPrefix, parsePrefix } from "../../shared/ip/ip_address.ts";
+import { formatIp, formatPrefix, parseIp, parsePrefix } from "../../shared/ip/ip_address.ts";
+import { plainDnsServers } from "../../shared/masque/dns_capsule.ts";
+import { until } from "../support/fake_quic.ts";
 import { hopLimit, readDestination, readSource } from "../../shared/ip/ip_header.ts";
 import type { HostService } from "../../shared/tunnel/host_firewall.ts";
+import { formatHostService } from "../../shared/tunnel/host_firewall.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -36,6 +39,7 @@ async function startRelay(
     allowRelayHost?: HostService[];
     allowClientToClient?: boolean;
     authenticator?: Authenticator;
+    dns?: { servers: string[]; searchDomains: string[] };
   } = {},
 ) {
   const { certPem, keyPem } = await testCerts();
@@ -49,6 +53,10 @@ async function startRelay(
     allowRelayHost: options.allowRelayHost,
     allowClientToClient: options.allowClientToClient,
     authenticator: options.authenticator,
+    dns: options.dns && {
+      servers: options.dns.servers.map((text) => parseIp(text)!),
+      searchDomains: options.dns.searchDomains,
+    },
   });
   relay.runTun();
   const endpoint = new Deno.QuicEndpoint({ hostname: "127.0.0.1", port: 0 });
@@ -119,7 +127,7 @@ async function connect(port: number): Promise<TestClient> {
       });
     }
   };
-  await waitFor(() => capsules.length >= 2);
+  await waitFor(() => capsules.some((c) => c.type === "route_advertisement"));
   const assign = capsules.find((c) => c.type === "address_assign");
   assert(assign?.type === "address_assign");
   const [v4, v6] = assign.addresses.map((a) => formatIp(a.prefix.address));
@@ -571,6 +579,48 @@ Deno.test({
         1,
       );
     } finally {
+      server.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "relay with --dns: DNS_ASSIGN after the routes, and its resolver on the gateway is reachable",
+  ...opts,
+  async fn() {
+    const server = await startRelay({
+      dns: { servers: ["198.18.100.1", "fd00:100::1"], searchDomains: ["corp.example"] },
+    });
+    const a = await connect(server.port);
+    try {
+      await until(() => a.capsules.length >= 3, "DNS_ASSIGN", 5000);
+      // Addresses, routes, then DNS: never DNS before the routes (draft §7).
+      assertEquals(a.capsules.map((c) => c.type), [
+        "address_assign",
+        "route_advertisement",
+        "dns_assign",
+      ]);
+      const dns = a.capsules[2];
+      assert(dns.type === "dns_assign");
+      assertEquals(plainDnsServers(dns.configurations).map(formatIp), [
+        "198.18.100.1",
+        "fd00:100::1",
+      ]);
+      assertEquals(dns.configurations[0].internalDomains, [""]);
+      assertEquals(dns.configurations[0].searchDomains, ["corp.example"]);
+      // The resolver is the gateway: udp/53 and tcp/53 are implied, nothing else.
+      assertEquals(server.relay.hostServices.map(formatHostService), ["udp/53", "tcp/53"]);
+      const gateway = formatIp(server.relay.gatewayAddresses[0].address);
+      const query = buildIpv4Udp({ src: a.v4, dst: gateway, srcPort: 5000, dstPort: 53 });
+      a.session.sendPacket(buildIpv4Udp({ src: a.v4, dst: gateway, srcPort: 5000, dstPort: 22 }));
+      a.session.sendPacket(query);
+      assertEquals(await server.tun.nextWritten(), query);
+      assertEquals(nonZero(server.relay.counters, "tunnel_packets_dropped_total", "inbound"), {
+        "relay host": 1,
+      });
+    } finally {
+      a.h3.close();
       server.close();
     }
   },

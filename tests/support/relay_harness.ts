@@ -24,7 +24,7 @@ import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
 import { openConnectIpSession } from "../../shared/masque/h3_connect_ip.ts";
 import type { ConnectIpSession, SessionEnd } from "../../shared/masque/connect_ip_session.ts";
 import type { Capsule } from "../../shared/masque/capsule.ts";
-import { formatIp, parsePrefix } from "../../shared/ip/ip_address.ts";
+import { formatIp, parseIp, parsePrefix } from "../../shared/ip/ip_address.ts";
 
 /** The connect-ip path for any target and protocol. */
 export const ANY_PATH = expandConnectIpPath("/.well-known/masque/ip/{target}/{ipproto}/", {
@@ -38,6 +38,13 @@ export interface TestRelayOptions {
   readonly maxSessions?: number;
   readonly pool4?: string;
   readonly pool6?: string;
+  /** `--dns` and `--dns-search` of the relay. */
+  readonly dns?: {
+    readonly servers: readonly string[];
+    readonly searchDomains?: readonly string[];
+  };
+  /** Advertised routes (default 198.18.0.0/15 and fd00::/8). */
+  readonly routes?: readonly string[];
 }
 
 /** The relay on a QUIC listener on 127.0.0.1, its in-memory TUN and its log lines. */
@@ -49,9 +56,13 @@ export async function startTestRelay(options: TestRelayOptions = {}) {
   const relay = new Relay(tun, {
     pool4: parsePrefix(options.pool4 ?? "198.18.100.0/24"),
     pool6: parsePrefix(options.pool6 ?? "fd00:100::/64"),
-    routes: ["198.18.0.0/15", "fd00::/8"].map(parsePrefix),
+    routes: (options.routes ?? ["198.18.0.0/15", "fd00::/8"]).map(parsePrefix),
     maxSessions: options.maxSessions ?? 1024,
     limits: options.limits,
+    dns: options.dns && {
+      servers: options.dns.servers.map((text) => parseIp(text)!),
+      searchDomains: options.dns.searchDomains ?? [],
+    },
     log,
   });
   const tunDone = relay.runTun();

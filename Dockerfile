@@ -110,7 +110,8 @@ RUN mkdir -p /run/masque-vpn /etc/masque-vpn
 # The permissions of `deno task client` (deno.json), plus --allow-write for
 # the status file.
 ENTRYPOINT ["deno", "run", "--cached-only", "--unstable-net", "--allow-net", "--allow-ffi", \
-    "--allow-read", "--allow-write=/run/masque-vpn", "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL", \
+    "--allow-read", "--allow-write=/run/masque-vpn,/etc/resolv.conf,/var/lib/masque-vpn", \
+    "--allow-run=nft,resolvectl", "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL", \
     "client/main.ts", "--status-file", "/run/masque-vpn/status.json"]
 CMD ["--help"]
 # Alive while the tunnel is up: the client writes its status file every 2 s

@@ -9,20 +9,27 @@
  * the status file.
  *
  * Two halves with different lifetimes:
- * - {@linkcode TunnelHost}: the TUN, its addresses and routes, and the
- *   pump; long-lived. Its {@linkcode TunnelHooks} are where the full
- *   tunnel's pieces go (policy routing, kill switch, DNS: issue 14).
+ * - {@linkcode TunnelHost}: the TUN, its addresses, the policy routing
+ *   (a table of the client's own and FIB rules, `client/routing.ts`, as
+ *   `shared/tunnel/full_tunnel.ts` plans it), and the pump; long-lived. Its
+ *   {@linkcode TunnelHooks} hold the rest of the full tunnel (kill switch
+ *   and DNS, `client/full_tunnel.ts`).
  * - {@linkcode ClientSession}: the QUIC connection, HTTP/3 and the
  *   session; replaceable. Reconnecting (issue 11) opens a new one, asks
  *   for the previous addresses with ADDRESS_REQUEST, and points the pump's
  *   router at its peer, with the host untouched.
  *
  * Setup, in order ({@linkcode Client.start}):
- *   connect -> H3Connection.start -> openConnectIpSession (extended CONNECT)
- *   -> ADDRESS_ASSIGN + ROUTE_ADVERTISEMENT (RFC 9484 §4.7) -> planRoutes
+ *   stale routing of a killed client removed -> hooks' prepare (DNS
+ *   recovery, kill switch with `--kill-switch on`) -> connect ->
+ *   H3Connection.start -> openConnectIpSession (extended CONNECT)
+ *   -> ADDRESS_ASSIGN + ROUTE_ADVERTISEMENT (RFC 9484 §4.7) -> planRouting
  *   -> MTU (`--mtu`, or auto: what the session carries, 1280..1500)
- *   -> TunnelHost.up: open TUN, MTU, txqueuelen, addresses, link up, routes,
- *      hooks -> pump: TUN loop, session packets
+ *   -> TunnelHost.up: open TUN, MTU, txqueuelen, addresses, link up,
+ *      routing plan, hooks -> pump: TUN loop, session packets
+ * A DNS_ASSIGN (draft-ietf-masque-connect-ip-dns), which a relay sends
+ * after its routes, or a new ROUTE_ADVERTISEMENT changes the plan in place
+ * ({@linkcode TunnelHost.update}).
  *
  * @module
  */
@@ -36,7 +43,19 @@ import type { QuicCloseInfoLike, QuicConnLike } from "../shared/h3/quic.ts";
 import { describeClose } from "../shared/h3/quic.ts";
 import { clientSettings, SETTINGS_H3_DATAGRAM } from "../shared/h3/settings.ts";
 import type { IpAddressRange, IpPrefix } from "../shared/ip/ip_address.ts";
-import { formatPrefix, parseIp } from "../shared/ip/ip_address.ts";
+import { formatIp, formatPrefix, parseIp } from "../shared/ip/ip_address.ts";
+import type { Capsule } from "../shared/masque/capsule.ts";
+import { type DnsConfiguration, plainDnsServers } from "../shared/masque/dns_capsule.ts";
+import {
+  DEFAULT_FWMARK,
+  DEFAULT_ROUTING_TABLE,
+  DEFAULT_RULE_PRIORITY,
+  type FullTunnelOptions,
+  planRouting,
+  type RoutingPlan,
+  unmapIpv4,
+} from "../shared/tunnel/full_tunnel.ts";
+import type { RelayEndpoint } from "../shared/tunnel/kill_switch.ts";
 import type { Logger } from "../shared/log.ts";
 import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
 import { SessionCounters } from "../shared/masque/connect_ip_session.ts";
@@ -47,13 +66,33 @@ import type { PacketDevice } from "../shared/tunnel/packet_device.ts";
 import { checkFromRelay } from "../shared/tunnel/packet_policy.ts";
 import { PumpCounters, TunnelPeer, TunnelPump } from "../shared/tunnel/pump.ts";
 import type { PeerRouter } from "../shared/tunnel/pump.ts";
-import { AUTO_MTU_MAX, AUTO_MTU_MIN, autoMtu, describeSessionEnd, planRoutes } from "./tunnel.ts";
+import { AUTO_MTU_MAX, AUTO_MTU_MIN, autoMtu, describeSessionEnd } from "./tunnel.ts";
 import type { Assignment } from "./tunnel.ts";
+import type { DnsSettings } from "./dns.ts";
 
-/** What the client needs of rtnetlink: `ffi/netlink.ts`'s functions are these. */
-export interface ClientNetlink extends LinkOps {
-  addRoute(prefix: IpPrefix, name: string): void;
-  deleteRoute(prefix: IpPrefix, name: string): void;
+/** What the client needs of rtnetlink for its link: `ffi/netlink.ts`'s functions are these. */
+export type ClientNetlink = LinkOps;
+
+/** A routing plan in place (`client/routing.ts`'s `InstalledRouting` is one). */
+export interface InstalledPlan {
+  readonly plan: RoutingPlan;
+  /** Moves to `plan` in place (adds, then deletes). */
+  update(plan: RoutingPlan): void;
+  /** Removes it all; returns what could not be removed. */
+  remove(): string[];
+}
+
+/**
+ * The policy routing operations (`client/routing.ts`: `removeStaleRouting`,
+ * `installRouting`; fakes in tests).
+ */
+export interface ClientRouting {
+  /** Removes the rules and routes a killed client with these options left. */
+  removeStale(
+    options: FullTunnelOptions,
+  ): { readonly rules: readonly unknown[]; readonly routes: number };
+  /** Installs `plan` through the TUN `tunName`, which is up. */
+  install(plan: RoutingPlan, tunName: string): InstalledPlan;
 }
 
 /**
@@ -74,26 +113,45 @@ export type TunOpener = (name: string, options: { mtu: number; log: Logger }) =>
 
 /** A QUIC connection to the relay, with the relay's address (`Deno.QuicConn` is one). */
 export interface DialedConnection extends QuicConnLike {
-  readonly remoteAddr: { readonly hostname: string };
+  readonly remoteAddr: { readonly hostname: string; readonly port: number };
+}
+
+/** What the tunnel is made of, given to {@linkcode TunnelHost.up} and `update`. */
+export interface TunnelConfig {
+  readonly addresses: readonly IpPrefix[];
+  /** The policy routing (`planRouting`). */
+  readonly plan: RoutingPlan;
+  /** Where the QUIC packets go (unmapped address). */
+  readonly relay: RelayEndpoint;
+  /** The resolver to set, when the tunnel has nameservers. */
+  readonly dns?: DnsSettings;
 }
 
 /** What the tunnel is once up, for {@linkcode TunnelHooks}. */
-export interface TunnelInfo {
+export interface TunnelInfo extends TunnelConfig {
   readonly name: string;
   readonly mtu: number;
-  readonly addresses: readonly IpPrefix[];
+  /** The prefixes routed through the TUN (the plan's `tunnel` routes). */
   readonly routes: readonly IpPrefix[];
 }
 
+/** Why the tunnel is taken down: the user stopped the client, or it failed or ended. */
+export type StopReason = "user" | "failure";
+
 /**
  * Steps added to the tunnel's bring-up and teardown (the full tunnel's
- * policy rules, kill switch and DNS, issue 14). Not run on a session swap.
+ * kill switch and DNS, `client/full_tunnel.ts`). Not run on a session
+ * swap, which runs `update` when something changed.
  */
 export interface TunnelHooks {
-  /** After the TUN is up with its addresses and routes. A throw fails the setup. */
+  /** At start, before the first connection. A throw fails the start. */
+  prepare?(): void | Promise<void>;
+  /** After the TUN is up with its addresses and routing. A throw fails the setup. */
   up?(tunnel: TunnelInfo): void | Promise<void>;
-  /** Before the routes go and the TUN closes; run in reverse order of `up`. */
-  down?(): void | Promise<void>;
+  /** The tunnel changed in place (DNS servers, routes, the relay's address). */
+  update?(tunnel: TunnelInfo): void | Promise<void>;
+  /** Before the routing goes and the TUN closes; run in reverse order of `up`. */
+  down?(reason: StopReason): void | Promise<void>;
 }
 
 /** Options of {@linkcode TunnelHost}. */
@@ -101,20 +159,22 @@ export interface TunnelHostOptions {
   readonly name: string;
   readonly openTun: TunOpener;
   readonly netlink: ClientNetlink;
+  readonly routing: ClientRouting;
   readonly log: Logger;
   readonly hooks?: readonly TunnelHooks[];
 }
 
 /**
  * The long-lived half of the client: the TUN with its addresses and
- * routes; see the module docs. {@linkcode down} undoes whatever
+ * routing; see the module docs. {@linkcode down} undoes whatever
  * {@linkcode up} did, also after a failure half way.
  */
 export class TunnelHost {
   readonly #options: TunnelHostOptions;
   #tun: ClientTun | undefined;
   #mtu = 0;
-  readonly #routes: IpPrefix[] = [];
+  #routing: InstalledPlan | undefined;
+  #info: TunnelInfo | undefined;
   readonly #hooksUp: TunnelHooks[] = [];
   #down = false;
 
@@ -132,38 +192,70 @@ export class TunnelHost {
     return this.#mtu;
   }
 
-  /** The routes installed through the TUN. */
-  get routes(): readonly IpPrefix[] {
-    return this.#routes;
+  /** The routing plan in place, once {@linkcode up} installed it. */
+  get plan(): RoutingPlan | undefined {
+    return this.#routing?.plan;
+  }
+
+  /** What the hooks were last told. */
+  get info(): TunnelInfo | undefined {
+    return this.#info;
+  }
+
+  /**
+   * Runs the hooks' `prepare` (at start, before the first connection);
+   * {@linkcode down} then runs their `down` even if the tunnel never came up.
+   */
+  async prepare(): Promise<void> {
+    for (const hooks of this.#options.hooks ?? []) {
+      if (!this.#hooksUp.includes(hooks)) this.#hooksUp.push(hooks);
+      await hooks.prepare?.();
+    }
   }
 
   /**
    * Opens the TUN with packet slots of `capacity` bytes, brings its link up
-   * with `mtu` and `addresses` (`host/link.ts`), adds `routes`, then runs
-   * the hooks. Throws with what failed; call {@linkcode down} to undo.
+   * with `mtu` and the addresses (`host/link.ts`), installs the routing
+   * plan, then runs the hooks. Throws with what failed; call
+   * {@linkcode down} to undo.
    */
-  async up(
-    addresses: readonly IpPrefix[],
-    routes: readonly IpPrefix[],
-    mtu: number,
-    capacity: number,
-  ): Promise<ClientTun> {
+  async up(config: TunnelConfig, mtu: number, capacity: number): Promise<ClientTun> {
     if (this.#tun !== undefined || this.#down) throw new Error("Cannot bring the tunnel up twice");
     const { netlink, log } = this.#options;
     const tun = this.#options.openTun(this.#options.name, { mtu: capacity, log });
     this.#tun = tun;
-    bringUpLink(netlink, tun.name, mtu, addresses);
+    bringUpLink(netlink, tun.name, mtu, config.addresses);
     this.#mtu = mtu;
-    for (const route of routes) {
-      netlink.addRoute(route, tun.name);
-      this.#routes.push(route);
-    }
-    const info: TunnelInfo = { name: tun.name, mtu, addresses, routes };
+    this.#routing = this.#options.routing.install(config.plan, tun.name);
+    const info = this.#describe(config);
     for (const hooks of this.#options.hooks ?? []) {
-      this.#hooksUp.push(hooks);
+      if (!this.#hooksUp.includes(hooks)) this.#hooksUp.push(hooks);
       await hooks.up?.(info);
     }
     return tun;
+  }
+
+  /**
+   * Changes the routing plan in place and tells the hooks (new DNS
+   * servers, routes, or relay address after a reconnect). Throws the first
+   * failure; the routing then stays as it was where it could.
+   */
+  async update(config: TunnelConfig): Promise<void> {
+    if (this.#routing === undefined || this.#down) return;
+    this.#routing.update(config.plan);
+    const info = this.#describe(config);
+    for (const hooks of this.#hooksUp) await hooks.update?.(info);
+  }
+
+  #describe(config: TunnelConfig): TunnelInfo {
+    const info: TunnelInfo = {
+      ...config,
+      name: this.#tun!.name,
+      mtu: this.#mtu,
+      routes: config.plan.routes.filter((r) => r.type === "tunnel").map((r) => r.destination),
+    };
+    this.#info = info;
+    return info;
   }
 
   /** Sets the TUN's link MTU (`--mtu auto` raising it as the path allows). */
@@ -174,14 +266,14 @@ export class TunnelHost {
   }
 
   /**
-   * Runs the hooks' `down` (newest first), deletes the routes and closes
+   * Runs the hooks' `down` (newest first), removes the routing and closes
    * the TUN (the kernel then removes the interface and its addresses).
    * Failures are logged and the rest still done. Idempotent.
    */
-  async down(): Promise<void> {
+  async down(reason: StopReason): Promise<void> {
     if (this.#down) return;
     this.#down = true;
-    const { netlink, log } = this.#options;
+    const { log } = this.#options;
     const step = async (what: string, fn: () => void | Promise<void>) => {
       try {
         await fn();
@@ -191,14 +283,18 @@ export class TunnelHost {
     };
     while (this.#hooksUp.length > 0) {
       const hooks = this.#hooksUp.pop()!;
-      if (hooks.down) await step("tunnel hook", () => hooks.down!());
+      if (hooks.down) await step("tunnel hook", () => hooks.down!(reason));
+    }
+    const routing = this.#routing;
+    this.#routing = undefined;
+    if (routing) {
+      await step("remove routing", () => {
+        const problems = routing.remove();
+        if (problems.length > 0) throw new Error(problems.join("; "));
+      });
     }
     const tun = this.#tun;
     if (tun === undefined) return;
-    while (this.#routes.length > 0) {
-      const route = this.#routes.pop()!;
-      await step(`delete route ${formatPrefix(route)}`, () => netlink.deleteRoute(route, tun.name));
-    }
     await step("close TUN", () => tun.close());
   }
 }
@@ -218,6 +314,9 @@ export interface ClientSessionOptions {
   readonly sessionCounters: SessionCounters;
 }
 
+/** What changed in what the relay told a session, after its assignment. */
+export type RelayUpdate = "routes" | "dns" | "pref64";
+
 /**
  * The replaceable half of the client: one QUIC connection, HTTP/3 on it,
  * and the CONNECT-IP session; see the module docs.
@@ -225,13 +324,32 @@ export interface ClientSessionOptions {
 export class ClientSession {
   readonly h3: H3Connection;
   readonly session: H3ConnectIpSession;
-  /** The relay's address (its route is cut out of the tunnel's routes). */
+  /** The relay's address, IPv4-mapped addresses unmapped (undefined for a name). */
   readonly relayAddress: Uint8Array | undefined;
+  /** The relay's UDP port. */
+  readonly relayPort: number;
+  /** The relay's last ROUTE_ADVERTISEMENT (RFC 9484 §4.7.3). */
+  routes: readonly IpAddressRange[] | undefined;
+  /** The relay's last DNS_ASSIGN (draft-ietf-masque-connect-ip-dns-05 §3.4), if any. */
+  dns: readonly DnsConfiguration[] | undefined;
+  /** The relay's last PREF64 (draft §4): NAT64 prefixes, reported only. */
+  pref64: readonly IpPrefix[] = [];
+  /** DNS_ASSIGN capsules ignored because no ROUTE_ADVERTISEMENT came before them (draft §7). */
+  dnsIgnored = 0;
+  readonly #log: Logger;
 
-  private constructor(h3: H3Connection, session: H3ConnectIpSession, relay: string) {
+  private constructor(
+    h3: H3Connection,
+    session: H3ConnectIpSession,
+    relay: { hostname: string; port: number },
+    log: Logger,
+  ) {
     this.h3 = h3;
     this.session = session;
-    this.relayAddress = parseIp(relay);
+    const address = parseIp(relay.hostname);
+    this.relayAddress = address && unmapIpv4(address);
+    this.relayPort = relay.port;
+    this.#log = log;
   }
 
   /**
@@ -262,7 +380,7 @@ export class ClientSession {
         log: options.log,
         counters: options.sessionCounters,
       });
-      return new ClientSession(h3, session, conn.remoteAddr.hostname);
+      return new ClientSession(h3, session, conn.remoteAddr, options.log);
     } catch (error) {
       h3.close();
       throw error;
@@ -273,12 +391,18 @@ export class ClientSession {
    * Runs the session, handing its packets to `onPacket`, and resolves once
    * an ADDRESS_ASSIGN with at least one address (of either family or both)
    * and a ROUTE_ADVERTISEMENT have arrived (RFC 9484 §4.7); an empty
-   * ADDRESS_ASSIGN assigns nothing yet. `ended` resolves when the session
+   * ADDRESS_ASSIGN assigns nothing yet. Later ROUTE_ADVERTISEMENT,
+   * DNS_ASSIGN and PREF64 capsules update {@linkcode routes},
+   * {@linkcode dns} and {@linkcode pref64} and call `onUpdate`. A
+   * DNS_ASSIGN before any ROUTE_ADVERTISEMENT is ignored: the draft's
+   * security section forbids sending one, since it could point the client
+   * at a nameserver outside the tunnel. `ended` resolves when the session
    * ends, with why.
    */
   run(
     onPacket: (packet: Uint8Array) => void,
     timeoutMs: number,
+    onUpdate: (what: RelayUpdate) => void = () => {},
   ): { assignment: Promise<Assignment>; ended: Promise<SessionEnd> } {
     let resolve!: (assignment: Assignment) => void;
     let reject!: (error: Error) => void;
@@ -287,30 +411,44 @@ export class ClientSession {
       reject = rej;
     });
     let addresses: IpPrefix[] | undefined;
-    let routes: IpAddressRange[] | undefined;
+    let assigned = false;
     const timer = setTimeout(() => {
       const missing = [
         ...(addresses ? [] : ["an ADDRESS_ASSIGN with an address"]),
-        ...(routes ? [] : ["a ROUTE_ADVERTISEMENT"]),
+        ...(this.routes ? [] : ["a ROUTE_ADVERTISEMENT"]),
       ];
       reject(
         new Error(`The relay sent no ${missing.join(" and no ")} within ${timeoutMs / 1000} s`),
       );
     }, timeoutMs);
-    const ended = this.session.run({
-      onPacket,
-      onCapsule(capsule) {
-        if (capsule.type === "address_assign" && capsule.addresses.length > 0) {
-          addresses = capsule.addresses.map((a) => a.prefix);
-        } else if (capsule.type === "route_advertisement") {
-          routes = [...capsule.ranges];
+    const onCapsule = (capsule: Capsule) => {
+      let update: RelayUpdate | undefined;
+      if (capsule.type === "address_assign" && capsule.addresses.length > 0) {
+        addresses = capsule.addresses.map((a) => a.prefix);
+      } else if (capsule.type === "route_advertisement") {
+        this.routes = [...capsule.ranges];
+        update = "routes";
+      } else if (capsule.type === "dns_assign") {
+        if (this.routes === undefined) {
+          this.dnsIgnored++;
+          this.#log.warn("DNS_ASSIGN before any ROUTE_ADVERTISEMENT ignored (draft §7)");
+          return;
         }
-        if (addresses && routes) {
-          clearTimeout(timer);
-          resolve({ addresses, routes });
-        }
-      },
-    });
+        this.dns = capsule.configurations;
+        update = "dns";
+      } else if (capsule.type === "pref64") {
+        this.pref64 = capsule.prefixes;
+        update = "pref64";
+      }
+      if (assigned) {
+        if (update) onUpdate(update);
+      } else if (addresses && this.routes) {
+        assigned = true;
+        clearTimeout(timer);
+        resolve({ addresses, routes: this.routes });
+      }
+    };
+    const ended = this.session.run({ onPacket, onCapsule });
     ended.then((end) => {
       clearTimeout(timer);
       reject(new Error(`Session ended before the relay assigned addresses: ${end.message}`));
@@ -323,6 +461,13 @@ export class ClientSession {
     await this.session.close().catch(() => {});
     this.h3.close();
   }
+}
+
+/** The plan's routes for a log line: `198.18.1.0/24,unreachable ::/0`, or `none`. */
+function describeRoutes(plan: RoutingPlan): string {
+  return plan.routes.map((r) =>
+    r.type === "tunnel" ? formatPrefix(r.destination) : `${r.type} ${formatPrefix(r.destination)}`
+  ).join(",") || "none";
 }
 
 /** How long the client waits for its assignment, milliseconds. */
@@ -338,6 +483,15 @@ export interface ClientOptions {
   readonly connect: () => Promise<DialedConnection>;
   readonly openTun: TunOpener;
   readonly netlink: ClientNetlink;
+  /** The policy routing (`client/routing.ts`). */
+  readonly routing: ClientRouting;
+  /** Table, rule priorities and mark (default: the `DEFAULT_*` constants of full_tunnel.ts). */
+  readonly fullTunnel?: FullTunnelOptions;
+  /**
+   * Nameservers for the tunnel: `relay` (the relay's DNS_ASSIGN, the
+   * default), `off` (none), or these addresses instead of the relay's.
+   */
+  readonly dns?: "relay" | "off" | readonly Uint8Array[];
   readonly tunName: string;
   readonly authority: string;
   readonly template: string;
@@ -374,6 +528,8 @@ export class Client implements PeerRouter {
   #followTimer: ReturnType<typeof setInterval> | undefined;
   #ended: Promise<string> | undefined;
   #stopped = false;
+  /** Changes to the tunnel, one at a time. */
+  #updates: Promise<void> = Promise.resolve();
   /** Every counter of the client: the pump's, HTTP/3's, the session's (and main.ts's TUN). */
   readonly counters: CounterRegistry;
 
@@ -387,9 +543,19 @@ export class Client implements PeerRouter {
       name: options.tunName,
       openTun: options.openTun,
       netlink: options.netlink,
+      routing: options.routing,
       log: options.log,
       hooks: options.hooks,
     });
+  }
+
+  /** The table, priorities and mark in use. */
+  get fullTunnelOptions(): FullTunnelOptions {
+    return this.#options.fullTunnel ?? {
+      table: DEFAULT_ROUTING_TABLE,
+      priority: DEFAULT_RULE_PRIORITY,
+      fwmark: DEFAULT_FWMARK,
+    };
   }
 
   /** The tunnel's host side (TUN, MTU, routes). */
@@ -426,6 +592,15 @@ export class Client implements PeerRouter {
     const log = this.#log;
     const timing = options.timing ?? {};
     try {
+      // What a client killed with SIGKILL left would otherwise collide (EEXIST).
+      const stale = options.routing.removeStale(this.fullTunnelOptions);
+      if (stale.rules.length > 0 || stale.routes > 0) {
+        log.info("removed the routing a previous client left", {
+          rules: stale.rules.length,
+          routes: stale.routes,
+        });
+      }
+      await this.#host.prepare();
       const client = await ClientSession.open({
         connect: options.connect,
         authority: options.authority,
@@ -444,25 +619,23 @@ export class Client implements PeerRouter {
       const { assignment, ended } = client.run(
         (packet) => this.#pump?.receive(peer, packet),
         timing.assignmentTimeoutMs ?? ASSIGNMENT_TIMEOUT_MS,
+        (what) => this.#relayChanged(what),
       );
       const assigned = await assignment;
       policy.addresses = assigned.addresses;
-      // Only for the families the relay assigned an address of (it may assign one).
-      const routes = planRoutes(assigned, options.routes, client.relayAddress);
+      const config = this.#tunnelConfig(assigned.addresses);
       log.info("assigned", {
         addresses: assigned.addresses.map(formatPrefix).join(","),
-        routes: routes.map(formatPrefix).join(",") || "none",
+        routes: describeRoutes(config.plan),
+        full: config.plan.full.map((v) => `IPv${v}`).join(",") || "none",
+        dns: config.dns?.servers.join(",") ?? "none",
       });
+      for (const note of config.plan.notes) log.info(note);
       const mtu = await this.#chooseMtu(timing.pmtuWaitMs ?? PMTU_WAIT_MS);
       // With --mtu auto the link MTU is raised as the datagram limit grows, so
       // the TUN's packet slots are sized for the largest MTU auto picks.
       const follow = options.mtu === "auto" && session.mode === "datagram";
-      const tun = await this.#host.up(
-        assigned.addresses,
-        routes,
-        mtu,
-        follow ? Math.max(mtu, AUTO_MTU_MAX) : mtu,
-      );
+      const tun = await this.#host.up(config, mtu, follow ? Math.max(mtu, AUTO_MTU_MAX) : mtu);
       log.info("tunnel up", { tun: tun.name, mtu, offload: tun.offload });
       this.#pump = new TunnelPump({ tun, router: this, counters: this.#pumpCounters, log });
       this.#peer = peer;
@@ -477,9 +650,75 @@ export class Client implements PeerRouter {
         ),
       ]);
     } catch (error) {
-      await this.stop();
+      await this.stop("failure");
       throw error;
     }
+  }
+
+  /**
+   * The tunnel for the current session: the routing plan from what the
+   * relay advertised, `--route`, the relay's address and the DNS servers
+   * (the relay's plain ones, `--dns`, or none), and the resolver settings.
+   */
+  #tunnelConfig(addresses: readonly IpPrefix[]): TunnelConfig {
+    const options = this.#options;
+    const client = this.#session!;
+    const configured = options.dns ?? "relay";
+    const fromRelay = configured === "relay" ? client.dns ?? [] : [];
+    const servers = configured === "relay"
+      ? plainDnsServers(fromRelay)
+      : configured === "off"
+      ? []
+      : [...configured];
+    const relayAddress = client.relayAddress;
+    if (relayAddress === undefined) {
+      throw new Error("Cannot plan routing: the relay's address is not an IP address");
+    }
+    const plan = planRouting({
+      advertised: client.routes ?? [],
+      wanted: options.routes,
+      assigned: addresses,
+      relayAddresses: [relayAddress],
+      dnsServers: servers,
+    }, this.fullTunnelOptions);
+    const searchDomains = [...new Set(fromRelay.flatMap((c) => c.searchDomains))];
+    return {
+      addresses,
+      plan,
+      relay: { address: relayAddress, port: client.relayPort },
+      dns: plan.dnsServers.length > 0
+        ? { servers: plan.dnsServers.map(formatIp), searchDomains }
+        : undefined,
+    };
+  }
+
+  /** The relay sent new routes, DNS or PREF64: the tunnel follows, one change at a time. */
+  #relayChanged(what: RelayUpdate): void {
+    const client = this.#session;
+    if (client === undefined) return;
+    if (what === "pref64") {
+      this.#log.info("NAT64 prefixes from the relay (not used)", {
+        pref64: client.pref64.map(formatPrefix).join(",") || "none",
+      });
+      return;
+    }
+    this.#updates = this.#updates.then(async () => {
+      const info = this.#host.info;
+      if (info === undefined || this.#stopped || this.#session !== client) return;
+      const config = this.#tunnelConfig(info.addresses);
+      this.#log.info(what === "dns" ? "DNS from the relay" : "routes from the relay", {
+        routes: describeRoutes(config.plan),
+        dns: config.dns?.servers.join(",") ?? "none",
+      });
+      await this.#host.update(config);
+    }).catch((error) => {
+      this.#log.warn("cannot change the tunnel", { error: errorMessage(error) });
+    });
+  }
+
+  /** Waits until the changes {@linkcode start} queued (a late DNS_ASSIGN) are done. */
+  settled(): Promise<void> {
+    return this.#updates;
   }
 
   /**
@@ -538,16 +777,19 @@ export class Client implements PeerRouter {
   }
 
   /**
-   * Takes the tunnel down (hooks, routes, TUN) and then ends the session and
-   * the connection. Idempotent.
+   * Takes the tunnel down (hooks, routing, TUN) and then ends the session
+   * and the connection. `reason` tells the hooks whether the user stopped
+   * the client (the kill switch goes) or it failed (the kill switch
+   * stays). Idempotent.
    */
-  async stop(): Promise<void> {
+  async stop(reason: StopReason = "user"): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#followTimer);
     this.#pump?.stop();
     this.#peer = undefined;
-    await this.#host.down();
+    await this.#updates;
+    await this.#host.down(reason);
     await this.#session?.close();
   }
 
@@ -566,9 +808,18 @@ export class Client implements PeerRouter {
   /** A JSON-friendly snapshot for the status file: the tunnel, the session and every counter. */
   status(): Record<string, unknown> {
     const session = this.#session?.session;
+    const info = this.#host.info;
     return {
       tun: this.#host.tun?.name,
       mtu: this.#host.mtu,
+      routing: info && {
+        table: info.plan.table,
+        routes: info.plan.routes.map((r) => `${r.type} ${formatPrefix(r.destination)}`),
+        full: info.plan.full.map((v) => `IPv${v}`),
+        blocked: info.plan.blocked.map((v) => `IPv${v}`),
+      },
+      dns: info?.dns,
+      pref64: this.#session?.pref64.map(formatPrefix),
       mode: session?.mode ?? this.#options.mode,
       maxPacketSize: session?.maxPacketSize,
       session: session === undefined

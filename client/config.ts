@@ -11,6 +11,15 @@
 import { errorMessage } from "../shared/errors.ts";
 import type { LogLevel } from "../shared/log.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
+import { formatPrefix, parseIp, parsePrefix } from "../shared/ip/ip_address.ts";
+import {
+  checkFullTunnelOptions,
+  DEFAULT_FWMARK,
+  DEFAULT_ROUTING_TABLE,
+  DEFAULT_RULE_PRIORITY,
+  type FullTunnelOptions,
+} from "../shared/tunnel/full_tunnel.ts";
+import { DEFAULT_LAN_SUBNETS } from "../shared/tunnel/kill_switch.ts";
 import {
   DEFAULT_URI_TEMPLATE,
   parseConnectIpTemplate,
@@ -19,6 +28,7 @@ import type { PacketMode } from "../shared/masque/connect_ip_session.ts";
 import {
   cidr,
   envNames,
+  integer,
   INTERFACE_NAME,
   list,
   LOG_LEVEL_OPTION,
@@ -65,7 +75,29 @@ export interface ClientConfig {
   readonly statusFile?: string;
   /** Ask the kernel for TUN offloads (`--tun-offload on`, the default); see ffi/tun_linux.ts. */
   readonly tunOffload: boolean;
+  /** The routing table, rule priorities and QUIC socket mark of the policy routing. */
+  readonly fullTunnel: FullTunnelOptions;
+  /**
+   * `auto` (the default): on once a default route goes through the tunnel;
+   * `on`: from before the first connection; `off`: never.
+   */
+  readonly killSwitch: KillSwitchMode;
+  /** Destinations the kill switch lets out of the underlay (`--allow-lan`). */
+  readonly allowLan: readonly IpPrefix[];
+  /**
+   * The resolver: `relay` (the relay's DNS_ASSIGN, the default), `off` (the
+   * host's resolver is left alone), or these nameservers.
+   */
+  readonly dns: "relay" | "off" | readonly Uint8Array[];
+  /** Where the saved resolver configuration and its marker live. */
+  readonly stateDir: string;
 }
+
+/** `--kill-switch`. */
+export type KillSwitchMode = "auto" | "on" | "off";
+
+/** Where the client keeps what it must restore after a crash, by default. */
+export const DEFAULT_STATE_DIR = "/var/lib/masque-vpn";
 
 /** Where to reach the relay, from `--relay`. */
 interface RelayUrl {
@@ -130,6 +162,50 @@ const MTU: ValueType<number | "auto"> = {
   parse: (text, name, errors) =>
     text === "auto" ? "auto" : parseInteger(text, name, 1280, 65535, errors),
 };
+
+/** `--fwmark`: decimal or `0x` hexadecimal, 1..2^32-1. */
+const MARK: ValueType<number> = {
+  kind: "integer 1..4294967295, decimal or 0x hex",
+  parse(text, name, errors) {
+    const hex = text.startsWith("0x") || text.startsWith("0X");
+    const digits = hex ? text.slice(2) : text;
+    const valid = digits.length > 0 && digits.length <= 10 &&
+      [...digits].every((c) => (hex ? "0123456789abcdefABCDEF" : "0123456789").includes(c));
+    const value = valid ? Number.parseInt(digits, hex ? 16 : 10) : NaN;
+    if (value >= 1 && value <= 0xffffffff) return value;
+    errors.push(
+      `${name} must be an integer from 1 to 4294967295 (or 0x1..0xffffffff), not "${text}"`,
+    );
+    return undefined;
+  },
+};
+
+/** `--allow-lan`: a prefix, or `local` for {@linkcode DEFAULT_LAN_SUBNETS}. */
+const LAN: ValueType<readonly IpPrefix[]> = {
+  kind: "`local` or IP prefix",
+  parse(text, name, errors) {
+    if (text === "local") return DEFAULT_LAN_SUBNETS.map(parsePrefix);
+    try {
+      return [parsePrefix(text.trim())];
+    } catch {
+      errors.push(`${name} must be local or an IP prefix such as 192.168.1.0/24, not "${text}"`);
+      return undefined;
+    }
+  },
+};
+
+/** `--dns`: `off` or a nameserver's address. */
+const DNS: ValueType<Uint8Array | "off"> = {
+  kind: "IP address or off",
+  parse(text, name, errors) {
+    if (text === "off") return "off";
+    const address = parseIp(text.trim());
+    if (address === undefined) errors.push(`${name} must be an IP address or off, not "${text}"`);
+    return address;
+  },
+};
+
+const FULL_TUNNEL = "full tunnel";
 
 /**
  * Every client option, by the key its config file will use, in the order of
@@ -198,6 +274,68 @@ export const CLIENT_OPTIONS = {
     help: "write the counters (packets, drops by reason and place) as JSON every 2 s; " +
       "needs `--allow-write=FILE` added to the command",
   }),
+  killSwitch: single({
+    flag: "kill-switch",
+    valueName: "MODE",
+    type: oneOf(["auto", "on", "off"]),
+    default: "auto",
+    group: FULL_TUNNEL,
+    help: "an nftables table that drops what would leave by any interface but the TUN, except " +
+      "the QUIC packets to the relay; `auto`: once a default route goes through the tunnel; " +
+      "`on`: also before the first connection; stays while the tunnel is down and after a " +
+      "crash, removed when you stop the client (needs `nft`)",
+  }),
+  allowLan: list({
+    flag: "allow-lan",
+    valueName: "CIDR|local",
+    type: LAN,
+    defaultText: "none",
+    group: FULL_TUNNEL,
+    help: "let the kill switch pass traffic to this network outside the tunnel; `local`: the " +
+      "private, link-local, ULA and multicast ranges",
+  }),
+  dns: list({
+    flag: "dns",
+    valueName: "ADDR|off",
+    type: DNS,
+    defaultText: "the relay's DNS_ASSIGN",
+    group: FULL_TUNNEL,
+    help: "set this nameserver for the life of the tunnel (through systemd-resolved or " +
+      "/etc/resolv.conf) instead of the relay's; `off`: leave the resolver alone",
+  }),
+  routingTable: single({
+    flag: "routing-table",
+    valueName: "N",
+    type: integer(1, 0xffffffff),
+    default: DEFAULT_ROUTING_TABLE,
+    group: FULL_TUNNEL,
+    help: "the client's own routing table: the tunnel's routes go there, never into main",
+  }),
+  rulePriority: single({
+    flag: "rule-priority",
+    valueName: "N",
+    type: integer(1, 32762),
+    default: DEFAULT_RULE_PRIORITY,
+    group: FULL_TUNNEL,
+    help: "the first of the 4 FIB rule priorities the client uses (a later start removes what " +
+      "a killed client left at them)",
+  }),
+  fwmark: single({
+    flag: "fwmark",
+    valueName: "MARK",
+    type: MARK,
+    default: `0x${DEFAULT_FWMARK.toString(16)}`,
+    group: FULL_TUNNEL,
+    help: "firewall mark of the QUIC socket: its packets bypass the tunnel's table",
+  }),
+  stateDir: single({
+    flag: "state-dir",
+    valueName: "DIR",
+    type: TEXT,
+    default: DEFAULT_STATE_DIR,
+    group: FULL_TUNNEL,
+    help: "where the original resolver configuration is saved while the tunnel is up",
+  }),
 };
 
 /** The environment variables the client reads; `main.ts` passes exactly these. */
@@ -207,8 +345,34 @@ export const CLIENT_ENV: readonly string[] = Object.freeze(envNames(CLIENT_OPTIO
 export const CLIENT_HELP: string = renderHelp(CLIENT_OPTIONS, {
   title: "masque-vpn client: tunnels IP traffic to a CONNECT-IP relay over HTTP/3.",
   usage: "Usage: deno task client --relay https://HOST[:PORT][/TEMPLATE] [options]",
-  groups: [{ heading: "Options" }],
+  groups: [
+    { heading: "Options" },
+    {
+      id: FULL_TUNNEL,
+      heading: "Routing, kill switch and DNS (docs/full-tunnel.md)",
+    },
+  ],
 });
+
+/** Errors that involve several options. */
+function checkClient(
+  v: Partial<OptionValues<typeof CLIENT_OPTIONS>>,
+  name: { readonly [K in keyof OptionValues<typeof CLIENT_OPTIONS>]: string },
+): string[] {
+  const errors: string[] = [];
+  if (v.dns !== undefined && v.dns.includes("off") && v.dns.length > 1) {
+    errors.push(`${name.dns} off cannot be combined with addresses`);
+  }
+  if (v.routingTable !== undefined && v.rulePriority !== undefined && v.fwmark !== undefined) {
+    const problems = checkFullTunnelOptions({
+      table: v.routingTable,
+      priority: v.rulePriority,
+      fwmark: v.fwmark,
+    });
+    for (const problem of problems) errors.push(problem);
+  }
+  return errors;
+}
 
 /** The config from values that all read without error. */
 function buildClient(v: OptionValues<typeof CLIENT_OPTIONS>): ClientConfig {
@@ -223,6 +387,27 @@ function buildClient(v: OptionValues<typeof CLIENT_OPTIONS>): ClientConfig {
     logLevel: v.logLevel,
     statusFile: v.statusFile,
     tunOffload: v.tunOffload === "on",
+    fullTunnel: Object.freeze({
+      table: v.routingTable,
+      priority: v.rulePriority,
+      fwmark: v.fwmark,
+    }),
+    killSwitch: v.killSwitch,
+    allowLan: Object.freeze(uniquePrefixes((v.allowLan ?? []).flat())),
+    dns: v.dns === undefined ? "relay" : v.dns[0] === "off" ? "off" : Object.freeze(
+      v.dns.filter((entry): entry is Uint8Array => entry !== "off"),
+    ),
+    stateDir: v.stateDir,
+  });
+}
+
+function uniquePrefixes(prefixes: readonly IpPrefix[]): IpPrefix[] {
+  const seen = new Set<string>();
+  return prefixes.filter((prefix) => {
+    const key = formatPrefix(prefix);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
   });
 }
 
@@ -235,5 +420,9 @@ export function parseClientConfig(
   args: readonly string[],
   env: Readonly<Record<string, string | undefined>> = {},
 ): ParseResult<ClientConfig> {
-  return parseProgramOptions({ table: CLIENT_OPTIONS, build: buildClient }, args, env);
+  return parseProgramOptions(
+    { table: CLIENT_OPTIONS, check: checkClient, build: buildClient },
+    args,
+    env,
+  );
 }

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../tests/support/assert.ts";
-import { formatPrefix } from "../shared/ip/ip_address.ts";
+import { formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
 import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
 import { parseClientConfig } from "./config.ts";
 
@@ -159,4 +159,92 @@ Deno.test("parseClientConfig() reads --tun-offload, on by default", () => {
   const bad = parseClientConfig(["--relay", "https://relay.example", "--tun-offload", "maybe"]);
   assert(bad.ok === false);
   assertEquals(bad.errors, ['--tun-offload must be on or off, not "maybe"']);
+});
+
+Deno.test("parseClientConfig() reads the full tunnel's options", async (t) => {
+  await t.step(
+    "defaults: table 51900, priorities from 32760, mark 0xcabc, kill switch auto",
+    () => {
+      const r = parseClientConfig(["--relay", "https://r"]);
+      assert(r.ok === true);
+      assertEquals(r.config.fullTunnel, { table: 51900, priority: 32760, fwmark: 0xcabc });
+      assertEquals(r.config.killSwitch, "auto");
+      assertEquals(r.config.allowLan, []);
+      assertEquals(r.config.dns, "relay");
+      assertEquals(r.config.stateDir, "/var/lib/masque-vpn");
+    },
+  );
+  await t.step("every option given", () => {
+    const r = parseClientConfig([
+      "--relay",
+      "https://r",
+      "--routing-table",
+      "100",
+      "--rule-priority",
+      "1000",
+      "--fwmark",
+      "0x10",
+      "--kill-switch",
+      "on",
+      "--allow-lan",
+      "192.168.1.0/24",
+      "--allow-lan",
+      "local",
+      "--dns",
+      "198.18.1.53",
+      "--dns",
+      "fd00::53",
+      "--state-dir",
+      "/tmp/state",
+    ]);
+    assert(r.ok === true);
+    assertEquals(r.config.fullTunnel, { table: 100, priority: 1000, fwmark: 16 });
+    assertEquals(r.config.killSwitch, "on");
+    // Given first, then the local ranges; 192.168.0.0/16 is listed once.
+    assertEquals(r.config.allowLan.map(formatPrefix).slice(0, 3), [
+      "192.168.1.0/24",
+      "10.0.0.0/8",
+      "172.16.0.0/12",
+    ]);
+    assertEquals(r.config.allowLan.length, 9);
+    assert(Array.isArray(r.config.dns));
+    assertEquals(r.config.dns.map(formatIp), ["198.18.1.53", "fd00::53"]);
+    assertEquals(r.config.stateDir, "/tmp/state");
+  });
+  await t.step("--dns off", () => {
+    const r = parseClientConfig(["--relay", "https://r", "--dns", "off"]);
+    assert(r.ok === true);
+    assertEquals(r.config.dns, "off");
+  });
+  await t.step("mistakes, each with its reason", () => {
+    const r = parseClientConfig([
+      "--relay",
+      "https://r",
+      "--kill-switch",
+      "yes",
+      "--allow-lan",
+      "lan",
+      "--dns",
+      "dns.example",
+      "--fwmark",
+      "0xfffffffff",
+      "--routing-table",
+      "254",
+    ]);
+    assert(r.ok === false);
+    assertEquals(r.errors, [
+      '--kill-switch must be auto, on or off, not "yes"',
+      '--allow-lan must be local or an IP prefix such as 192.168.1.0/24, not "lan"',
+      '--dns must be an IP address or off, not "dns.example"',
+      '--fwmark must be an integer from 1 to 4294967295 (or 0x1..0xffffffff), not "0xfffffffff"',
+    ]);
+    const table = parseClientConfig(["--relay", "https://r", "--routing-table", "254"]);
+    assert(table.ok === false);
+    assertEquals(table.errors, [
+      "routing table 254 must be 1..4294967295 and not 253..255 (default, main, local)",
+    ]);
+    const off = parseClientConfig(["--relay", "https://r", "--dns", "off", "--dns", "1.1.1.1"]);
+    assert(off.ok === false);
+    assertEquals(off.errors, ["--dns off cannot be combined with addresses"]);
+  });
 });

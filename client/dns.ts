@@ -17,8 +17,14 @@
  * `/etc/resolv.conf`), so tests change a namespace's or a temporary
  * directory's files, never the host's.
  *
- * Not wired into `client/main.ts` yet (issue 14 continues after issue 9's
- * `Client` class).
+ * `client/full_tunnel.ts` calls these for the `Client`: {@linkcode recoverDns}
+ * at start, {@linkcode applyDns} when the tunnel has nameservers, and the
+ * returned `restore` when it goes down.
+ *
+ * Deno permissions: `--allow-write` for `/etc/resolv.conf` and the state
+ * directory (temporary files are written in the state directory and renamed
+ * over the target, so `/etc` itself need not be writable), `--allow-run`
+ * for `resolvectl` where systemd-resolved runs.
  *
  * @module
  */
@@ -78,7 +84,8 @@ interface Marker {
   target: string;
   original:
     | { kind: "file"; backup: string }
-    | { kind: "symlink"; linkTarget: string }
+    /** `saved`: the link itself, moved into the state directory (absent: make a new one). */
+    | { kind: "symlink"; linkTarget: string; saved?: string }
     | { kind: "absent" };
   /** Directories created for the target (a namespace's /etc/netns/<ns>), removed on restore. */
   createdDirs: string[];
@@ -224,19 +231,27 @@ async function readMarker(options: DnsHostOptions): Promise<Marker | undefined> 
   return marker;
 }
 
-async function writeAtomically(path: string, text: string): Promise<void> {
-  const temporary = `${path}.masque-vpn-${Deno.pid}.tmp`;
+/**
+ * Writes `text` to `path` through a temporary file in `tempDir` (default:
+ * beside `path`) renamed over it, so that a reader never sees half a file.
+ * Where `path` cannot be renamed over (a bind mount: `ip netns exec`,
+ * containers) or `tempDir` is on another file system, writes in place.
+ */
+async function writeAtomically(path: string, text: string, tempDir?: string): Promise<void> {
+  const name = path.slice(path.lastIndexOf("/") + 1);
+  const temporary = `${
+    tempDir ?? path.slice(0, path.lastIndexOf("/"))
+  }/${name}.masque-vpn-${Deno.pid}.tmp`;
   await Deno.writeTextFile(temporary, text, { mode: 0o644 });
   try {
     await Deno.rename(temporary, path);
   } catch (error) {
     await Deno.remove(temporary).catch(() => {});
-    // A bind mount (`ip netns exec`, containers) cannot be renamed over: write in place.
-    // (Deno 2.9 reports EBUSY from rename as a plain Error with code "EBUSY".)
-    const busy = error instanceof Deno.errors.Busy ||
-      (error as { code?: unknown }).code === "EBUSY";
-    if (busy) await Deno.writeTextFile(path, text);
-    else throw error;
+    // Deno 2.9 reports EBUSY and EXDEV from rename as plain Errors with a code.
+    const code = (error as { code?: unknown }).code;
+    if (error instanceof Deno.errors.Busy || code === "EBUSY" || code === "EXDEV") {
+      await Deno.writeTextFile(path, text);
+    } else throw error;
   }
 }
 
@@ -253,6 +268,8 @@ export type RecoveryResult =
  * resolver lock), nothing is touched (`in-use`).
  */
 export async function recoverDns(options: DnsHostOptions = {}): Promise<RecoveryResult> {
+  // Nothing to recover: leave the state directory alone (it may not be writable).
+  if (!(await exists(markerPath(options)))) return { kind: "none" };
   const lock = await takeLock(options);
   if (!lock) return { kind: "in-use", pid: (await readMarker(options))?.pid ?? 0 };
   try {
@@ -288,10 +305,14 @@ async function undo(marker: Marker, options: DnsHostOptions): Promise<string[]> 
       );
     } else if (marker.original.kind === "file") {
       const original = await Deno.readTextFile(marker.original.backup);
-      await writeAtomically(marker.target, original);
+      await writeAtomically(marker.target, original, stateDir(options));
     } else if (marker.original.kind === "symlink") {
       if (current !== undefined) await Deno.remove(marker.target);
-      await Deno.symlink(marker.original.linkTarget, marker.target);
+      // Moving the link back needs write permission on both paths only;
+      // Deno.symlink would need full --allow-read and --allow-write.
+      const saved = marker.original.saved;
+      if (saved !== undefined && await exists(saved)) await Deno.rename(saved, marker.target);
+      else await Deno.symlink(marker.original.linkTarget, marker.target);
     } else if (current !== undefined) {
       await Deno.remove(marker.target);
     }
@@ -396,8 +417,19 @@ async function applyLocked(
     marker.written = resolvConfText(settings, tunName, Deno.pid);
     await writeAtomically(markerPath(options), JSON.stringify(marker, null, 2) + "\n");
     try {
-      if (info?.isSymlink) await Deno.remove(target);
-      await writeAtomically(target, marker.written);
+      if (info?.isSymlink && marker.original.kind === "symlink") {
+        // Kept as it is, to be moved back (the marker says where first, for
+        // a crash right after); on another file system: removed, made again.
+        const saved = `${stateDir(options)}/resolv.conf.${options.netns ?? "host"}.link`;
+        marker.original.saved = saved;
+        await writeAtomically(markerPath(options), JSON.stringify(marker, null, 2) + "\n");
+        try {
+          await Deno.rename(target, saved);
+        } catch {
+          await Deno.remove(target);
+        }
+      }
+      await writeAtomically(target, marker.written, stateDir(options));
     } catch (error) {
       await undo(marker, options).catch(() => {});
       throw error;

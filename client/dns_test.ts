@@ -78,6 +78,7 @@ Deno.test("applyDns() restores a symlinked resolv.conf as the same symlink", asy
       "nameserver 127.0.0.53\n",
     );
     await Deno.symlink("../run/systemd/resolve/stub-resolv.conf", `${root}/etc/resolv.conf`);
+    const link = (await Deno.lstat(`${root}/etc/resolv.conf`)).ino;
     // No resolved socket in this root: the file is replaced, the link target untouched.
     const applied = await applyDns("mvpn0", SETTINGS, { rootDir: root });
     assertEquals(applied.backend, "resolv.conf");
@@ -91,6 +92,8 @@ Deno.test("applyDns() restores a symlinked resolv.conf as the same symlink", asy
       await Deno.readLink(`${root}/etc/resolv.conf`),
       "../run/systemd/resolve/stub-resolv.conf",
     );
+    // The same link moved back (Deno.symlink would need full read and write permissions).
+    assertEquals((await Deno.lstat(`${root}/etc/resolv.conf`)).ino, link);
   });
 });
 

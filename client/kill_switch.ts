@@ -6,8 +6,7 @@
  * keeps blocking until the next start replaces it or the user removes it,
  * which is what a kill switch is for.
  *
- * Not wired into `client/main.ts` yet (issue 14 continues after issue 9's
- * `Client` class).
+ * `client/full_tunnel.ts` decides when (`--kill-switch`).
  *
  * @module
  */
@@ -22,10 +21,13 @@ export interface NftTarget {
 
 /** What `nft` printed when it failed. */
 export class NftError extends Error {
+  /** `"permission"`: Deno may not run nft; `"missing"`: not installed; `"failed"`: it refused. */
+  readonly reason: "permission" | "missing" | "failed";
   /** @param message the full message, such as `nft -f - failed: Error: ...` */
-  constructor(message: string) {
+  constructor(message: string, reason: "permission" | "missing" | "failed" = "failed") {
     super(message);
     this.name = "NftError";
+    this.reason = reason;
   }
 }
 
@@ -35,10 +37,10 @@ async function nft(args: string[], target: NftTarget, stdin?: string): Promise<s
       stdin,
       netns: target.netns,
       neededBy: "The kill switch",
-      permissionHint: "add --allow-run=nft",
+      permissionHint: "add --allow-run=nft, or --kill-switch off",
     });
   } catch (error) {
-    throw error instanceof CommandError ? new NftError(error.message) : error;
+    throw error instanceof CommandError ? new NftError(error.message, error.reason) : error;
   }
 }
 

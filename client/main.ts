@@ -1,7 +1,10 @@
 /**
  * `deno task client`: wires the {@linkcode Client} (`client/client.ts`) to
- * this host: the config, the logger, QUIC with larger socket buffers, the
- * real TUN and netlink, the status file and the signals. Exits 0 when
+ * this host: the config, the logger, the relay's address (resolved once, so
+ * that reconnecting needs no DNS while the kill switch blocks it), QUIC
+ * from a socket with larger buffers and the firewall mark, the real TUN,
+ * netlink and policy routing, the kill switch and resolver
+ * (`client/full_tunnel.ts`), the status file and the signals. Exits 0 when
  * stopped by a signal, 1 when the tunnel ended or failed, 2 for a bad
  * configuration.
  *
@@ -17,21 +20,25 @@ import { CleanupStack, untilSignal, writeStatusFile } from "../host/lifecycle.ts
 import { countTun } from "../host/tun_counters.ts";
 import { openTun } from "../ffi/tun_linux.ts";
 import type { TunDevice } from "../ffi/tun_linux.ts";
-import {
-  addAddress,
-  addRoute,
-  deleteRoute,
-  setLinkMtu,
-  setLinkTxQueueLength,
-  setLinkUp,
-} from "../ffi/netlink.ts";
+import { addAddress, setLinkMtu, setLinkTxQueueLength, setLinkUp } from "../ffi/netlink.ts";
+import { markUdpSocket } from "../ffi/policy_routing.ts";
 import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
 import { readHostFacts } from "../host/host_facts.ts";
 import { checkHost, formatHostProblems } from "../shared/host_requirements.ts";
+import { formatIp, parseIp } from "../shared/ip/ip_address.ts";
+import { unmapIpv4 } from "../shared/tunnel/full_tunnel.ts";
+import { lookup } from "node:dns/promises";
 import { Client } from "./client.ts";
 import type { DialedConnection } from "./client.ts";
+import { FullTunnel } from "./full_tunnel.ts";
+import { installKillSwitch, killSwitchInstalled, removeKillSwitch } from "./kill_switch.ts";
+import { applyDns, recoverDns } from "./dns.ts";
+import { installRouting, removeStaleRouting } from "./routing.ts";
 import { CLIENT_ENV, CLIENT_HELP, parseClientConfig } from "./config.ts";
 import type { ClientConfig } from "./config.ts";
+
+/** How long a signal during setup waits for the step under way, milliseconds. */
+const SETUP_GRACE_MS = 5000;
 
 async function main(): Promise<number> {
   const env = Object.fromEntries(CLIENT_ENV.map((name) => [name, Deno.env.get(name)]));
@@ -67,9 +74,26 @@ async function main(): Promise<number> {
 
 async function run(config: ClientConfig, log: Logger): Promise<number> {
   const caCerts = config.caFile ? [await readCa(config.caFile)] : undefined;
+  const relayAddress = await resolveRelay(config.relayHost);
   let tun: TunDevice | undefined;
+  const dnsHost = { stateDir: config.stateDir };
+  const fullTunnel = new FullTunnel({
+    killSwitch: config.killSwitch,
+    relay: { address: relayAddress, port: config.relayPort },
+    tunName: config.tunName,
+    fwmark: config.fullTunnel.fwmark,
+    allowLan: config.allowLan,
+    ops: {
+      installKillSwitch: (ruleset) => installKillSwitch(ruleset),
+      killSwitchInstalled: (table) => killSwitchInstalled(table),
+      removeKillSwitch: (table) => removeKillSwitch(table),
+      applyDns: (tunName, settings) => applyDns(tunName, settings, dnsHost),
+      recoverDns: () => recoverDns(dnsHost),
+    },
+    log,
+  });
   const client = new Client({
-    connect: () => dial(config, caCerts, log),
+    connect: () => dial(config, formatIp(relayAddress), caCerts, log),
     openTun: (name, options) =>
       tun = openTun(name, {
         ...options,
@@ -77,7 +101,11 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
         // Room for the HTTP Datagram header in front of each packet read.
         headroom: MAX_DATAGRAM_HEADROOM,
       }),
-    netlink: { setLinkMtu, setLinkTxQueueLength, addAddress, setLinkUp, addRoute, deleteRoute },
+    netlink: { setLinkMtu, setLinkTxQueueLength, addAddress, setLinkUp },
+    routing: { install: installRouting, removeStale: removeStaleRouting },
+    fullTunnel: config.fullTunnel,
+    dns: config.dns,
+    hooks: [fullTunnel],
     tunName: config.tunName,
     authority: config.authority,
     template: config.template,
@@ -88,39 +116,90 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
   });
   countTun(client.counters, () => tun?.stats);
   const cleanups = new CleanupStack(log);
+  // Listening from the start: a signal during setup still undoes what was done.
+  const signal = untilSignal(cleanups);
+  let stopReason: "user" | "failure" = "failure";
   try {
-    log.info("connecting", { relay: `${config.relayHost}:${config.relayPort}`, mode: config.mode });
-    await client.start();
-    const stop = untilSignal(cleanups);
+    log.info("connecting", {
+      relay: `${config.relayHost}:${config.relayPort}`,
+      address: formatIp(relayAddress),
+      mode: config.mode,
+    });
+    const started = client.start().then(() => undefined);
+    const early = await Promise.race([started, signal]);
+    if (early !== undefined) {
+      stopReason = "user";
+      log.info("stopping", { why: `received ${early} during setup` });
+      // Let the setup step under way finish (or fail) before undoing it all.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        started.catch(() => {}),
+        new Promise((resolve) => timer = setTimeout(resolve, SETUP_GRACE_MS)),
+      ]);
+      clearTimeout(timer);
+      return 0;
+    }
     if (config.statusFile) writeStatusFile(config.statusFile, () => client.status(), cleanups, log);
-    const why = await Promise.race([stop.then((signal) => `received ${signal}`), client.ended]);
+    const why = await Promise.race([
+      signal.then((name) => `received ${name}`),
+      client.ended,
+    ]);
+    if (why.startsWith("received")) stopReason = "user";
     log.info("stopping", { why, ...client.summary() });
-    await client.stop();
+    await client.stop(stopReason);
     // Give QUIC a moment to put CONNECTION_CLOSE on the wire before the
     // process exits, so the relay frees our addresses at once.
     await new Promise((resolve) => setTimeout(resolve, 100));
-    return why.startsWith("received") ? 0 : 1;
+    return stopReason === "user" ? 0 : 1;
   } finally {
+    await client.stop(stopReason);
     await cleanups.run();
-    await client.stop();
   }
 }
 
-/** A QUIC connection to the relay from an endpoint of our own, whose socket buffers are grown. */
+/**
+ * The relay's address: `host` itself when it is an IP literal, otherwise
+ * the first address the system resolver gives (getaddrinfo order). Looked
+ * up once: the kill switch lets QUIC through to this address only, and
+ * while it is on no name can be resolved outside the tunnel.
+ */
+async function resolveRelay(host: string): Promise<Uint8Array> {
+  const literal = parseIp(host);
+  if (literal) return unmapIpv4(literal);
+  try {
+    const { address } = await lookup(host);
+    const parsed = parseIp(address);
+    if (parsed === undefined) throw new Error(`not an IP address: ${address}`);
+    return unmapIpv4(parsed);
+  } catch (error) {
+    throw new Error(`Cannot resolve the relay's name ${host}: ${errorMessage(error)}`);
+  }
+}
+
+/**
+ * A QUIC connection to the relay at `address` from an endpoint of our own,
+ * whose socket buffers are grown and whose packets carry the firewall mark
+ * (so they leave by the main table, not into the tunnel). The certificate
+ * is checked against `--server-name` (default: the `--relay` host).
+ */
 async function dial(
   config: ClientConfig,
+  address: string,
   caCerts: string[] | undefined,
   log: Logger,
 ): Promise<DialedConnection> {
+  let endpoint: Deno.QuicEndpoint | undefined;
   try {
-    const endpoint = new Deno.QuicEndpoint({ hostname: "::", port: 0 });
+    endpoint = new Deno.QuicEndpoint({ hostname: "::", port: 0 });
     const buffers = tryEnlargeUdpBuffers(endpoint.addr.port);
     if (buffers instanceof Error) {
       log.warn("small UDP buffers: expect loss under load", { error: buffers.message });
     } else log.debug("UDP buffers", { receive: buffers.receiveBytes, send: buffers.sendBytes });
+    // Before the first packet: an unmarked handshake would go into the tunnel's table.
+    markUdpSocket(endpoint.addr.port, config.fullTunnel.fwmark);
     return await Deno.connectQuic({
       endpoint,
-      hostname: config.relayHost,
+      hostname: address,
       port: config.relayPort,
       serverName: config.serverName,
       alpnProtocols: ["h3"],
@@ -130,6 +209,7 @@ async function dial(
       maxIdleTimeout: 30_000,
     });
   } catch (error) {
+    endpoint?.close();
     throw new Error(
       `Cannot connect to ${config.relayHost}:${config.relayPort}: ${errorMessage(error)}`,
     );

@@ -5,8 +5,9 @@
  * order. {@linkcode removeStaleRouting} clears what a client killed by
  * SIGKILL left, found by the plan's table and rule priorities.
  *
- * Not wired into `client/main.ts` yet (issue 14 continues after issue 9's
- * `Client` class).
+ * `client/main.ts` hands these to the `Client`, whose `TunnelHost`
+ * installs the plan once the TUN is up, changes it in place when the
+ * relay's routes, DNS servers or address change, and removes it at the end.
  *
  * @module
  */
@@ -17,12 +18,14 @@ import {
   addTableRoute,
   deleteRule,
   deleteRulesWhere,
+  deleteTableRoute,
   type FibRule,
   flushTable,
   LibcError,
   type TableRouteSpec,
 } from "../ffi/policy_routing.ts";
 import {
+  diffRoutingPlans,
   type FullTunnelOptions,
   isPlannedRule,
   type PlannedRoute,
@@ -32,8 +35,15 @@ import {
 
 /** Routing installed by {@linkcode installRouting}. */
 export interface InstalledRouting {
-  /** The plan that was installed. */
+  /** The plan in place now. */
   readonly plan: RoutingPlan;
+  /**
+   * Changes what is installed to `plan` (same table, priorities and mark):
+   * adds what is new, then deletes what is gone, so that nothing goes
+   * around the tunnel in between. Throws the first failure; what was
+   * installed before stays.
+   */
+  update(plan: RoutingPlan): void;
   /**
    * Deletes the rules, then flushes the table. Keeps going past failures
    * and returns their messages (empty when everything was removed).
@@ -59,22 +69,46 @@ export function toTableRoute(route: PlannedRoute, table: number, tunName: string
  * rules. On a failure, removes what it added and throws the failure.
  */
 export function installRouting(plan: RoutingPlan, tunName: string): InstalledRouting {
+  let current = plan;
   const added: FibRule[] = [];
   const installed: InstalledRouting = {
-    plan,
+    get plan() {
+      return current;
+    },
+    update(next: RoutingPlan) {
+      const change = diffRoutingPlans(current, next);
+      for (const route of change.addRoutes) {
+        addTableRoute(toTableRoute(route, next.table, tunName));
+      }
+      for (const planned of change.addRules) {
+        const rule = toFibRule(planned);
+        addRule(rule);
+        added.push(rule);
+      }
+      const problems: string[] = [];
+      for (const planned of change.deleteRules) {
+        const rule = toFibRule(planned);
+        const gone = ignoreMissing(() => deleteRule(rule), "ENOENT", problems);
+        const index = added.findIndex((a) => sameRule(a, rule));
+        if (gone && index >= 0) added.splice(index, 1);
+      }
+      for (const route of change.deleteRoutes) {
+        ignoreMissing(
+          () => deleteTableRoute(toTableRoute(route, current.table, tunName)),
+          "ESRCH",
+          problems,
+        );
+      }
+      current = next;
+      if (problems.length > 0) throw new Error(`Cannot change routing: ${problems.join("; ")}`);
+    },
     remove() {
       const problems: string[] = [];
       for (const rule of added.splice(0).reverse()) {
-        try {
-          deleteRule(rule);
-        } catch (error) {
-          if (!(error instanceof LibcError && error.code === "ENOENT")) {
-            problems.push(errorMessage(error));
-          }
-        }
+        ignoreMissing(() => deleteRule(rule), "ENOENT", problems);
       }
       try {
-        flushTable(plan.table);
+        flushTable(current.table);
       } catch (error) {
         problems.push(errorMessage(error));
       }
@@ -93,6 +127,22 @@ export function installRouting(plan: RoutingPlan, tunName: string): InstalledRou
     throw error;
   }
   return installed;
+}
+
+/** Runs `fn`; a LibcError with `code` (already gone) is fine, another failure is noted. */
+function ignoreMissing(fn: () => void, code: string, problems: string[]): boolean {
+  try {
+    fn();
+    return true;
+  } catch (error) {
+    if (error instanceof LibcError && error.code === code) return true;
+    problems.push(errorMessage(error));
+    return false;
+  }
+}
+
+function sameRule(a: FibRule, b: FibRule): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 /** What {@linkcode removeStaleRouting} found and removed. */

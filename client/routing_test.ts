@@ -169,3 +169,32 @@ Deno.test({
       assertEquals(tableText(ns), "");
     }),
 });
+
+Deno.test({
+  name: "InstalledRouting.update() moves to a new plan in place: new DNS server, split routes",
+  ...ROOT_ONLY,
+  fn: () =>
+    withHost((ns) => {
+      const installed = inNetns(ns, () => installRouting(fullTunnelPlan(), "mva"));
+      // The relay now advertises only 203.0.113.0/24 and names a resolver on another network.
+      const split = planRouting({
+        advertised: prefixesToRanges([parsePrefix("203.0.113.0/24")]),
+        wanted: [],
+        assigned: [parsePrefix("198.18.2.7/32"), parsePrefix("fd00:2::7/128")],
+        relayAddresses: [parseIp("198.18.0.1")!],
+        dnsServers: [parseIp("198.51.100.53")!],
+      }, OPTIONS);
+      inNetns(ns, () => installed.update(split));
+      assertEquals(installed.plan, split);
+      assertEquals(deviceFor(ns, "203.0.113.7"), "mva");
+      assertEquals(deviceFor(ns, "198.51.100.53"), "mva"); // the new resolver, by its host route
+      assertEquals(deviceFor(ns, "198.18.9.53"), "mvb"); // the old one: gone from the tunnel
+      assertEquals(deviceFor(ns, "192.0.2.1"), "mvb"); // no default route in the tunnel any more
+      assertEquals(deviceFor(ns, "2001:db8::7"), "mvb"); // nor IPv6
+      // IPv4 only now: DNS, suppress, unmarked (the relay is not covered by the split routes).
+      assertEquals(ownRules(ns), [32760, 32762, 32763]);
+      assertEquals(inNetns(ns, () => installed.remove()), []);
+      assertEquals(ownRules(ns), []);
+      assertEquals(tableText(ns), "");
+    }),
+});

@@ -1,7 +1,7 @@
 /**
- * The client's decisions about its tunnel that need no I/O: which routes
- * to install for an assignment, the TUN MTU `--mtu auto` picks, and how to
- * describe a session's end. `client/client.ts` uses them; the packet path
+ * The client's decisions about its tunnel that need no I/O: the TUN MTU
+ * `--mtu auto` picks and how to describe a session's end (the routes are
+ * `shared/tunnel/full_tunnel.ts`'s plan). `client/client.ts` uses them; the packet path
  * itself is the shared pump (`shared/tunnel/pump.ts`).
  *
  * @module
@@ -10,32 +10,11 @@
 import type { ConnectIpSessionStats, SessionEnd } from "../shared/masque/connect_ip_session.ts";
 import type { IpAddressRange } from "../shared/ip/ip_address.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
-import { excludeAddress, routesWithin } from "../shared/tunnel/routes.ts";
 
 /** What the relay gave this client. */
 export interface Assignment {
   readonly addresses: readonly IpPrefix[];
   readonly routes: readonly IpAddressRange[];
-}
-
-/**
- * The routes to install for an assignment: the advertised ranges narrowed
- * to `wanted` (every advertised range when `wanted` is empty), only of the
- * IP versions the relay assigned an address of, and with the relay's own
- * address cut out so that the tunnel's QUIC packets keep their path. A
- * relay may assign one family only (RFC 9484 §4.7.1 lets it assign any set
- * of addresses; connect-ip-go's proxy assigns one): a route of the other
- * family would send packets whose source the relay must drop (RFC 9484 §7).
- */
-export function planRoutes(
-  assignment: Assignment,
-  wanted: readonly IpPrefix[],
-  relayAddress?: Uint8Array,
-): IpPrefix[] {
-  const versions = new Set(assignment.addresses.map((prefix) => prefix.version));
-  const ranges = assignment.routes.filter((range) => versions.has(range.version));
-  const routes = routesWithin(ranges, wanted);
-  return relayAddress ? excludeAddress(routes, relayAddress) : routes;
 }
 
 /** The IPv6 minimum link MTU (RFC 8200 §5), the least `--mtu auto` picks. */

@@ -62,7 +62,7 @@ Deno.test("images and systemd units run relay and client with the permissions of
     main: "relay/main.ts",
   });
   assertEquals(permissions(client), {
-    flags: taskPermissions("client", "/run/masque-vpn"),
+    flags: taskPermissions("client", "/run/masque-vpn,/etc/resolv.conf,/var/lib/masque-vpn"),
     main: "client/main.ts",
   });
   assertEquals(permissions(execStart("deploy/systemd/masque-relay.service")), {
@@ -70,7 +70,10 @@ Deno.test("images and systemd units run relay and client with the permissions of
     main: "relay/main.ts",
   });
   assertEquals(permissions(execStart("deploy/systemd/masque-client.service")), {
-    flags: taskPermissions("client", "/run/masque-vpn-client"),
+    flags: taskPermissions(
+      "client",
+      "/run/masque-vpn-client,/etc/resolv.conf,/var/lib/masque-vpn",
+    ),
     main: "client/main.ts",
   });
   // Dependencies come from the image's or the install's cache, never from the network.

@@ -615,46 +615,6 @@ export function encodeAddAddressRequest(
   );
 }
 
-/**
- * `RTM_NEWROUTE` (`ip route add P dev X`: main table, proto boot, scope link,
- * unicast, fails with EEXIST when present) or `RTM_DELROUTE` (`ip route del P
- * dev X`: scope "nowhere" and protocol/type 0 match any route to P via X).
- */
-export function encodeRouteRequest(
-  seq: number,
-  operation: "add" | "delete",
-  index: number,
-  prefix: IpPrefix,
-): Uint8Array<ArrayBuffer> {
-  checkPrefix(prefix, "Cannot pack route");
-  const add = operation === "add";
-  // A default route (length 0) carries no RTA_DST, as with `ip route add default`.
-  const attrs = prefix.prefixLength > 0 ? [encodeRtattr(RTA_DST, prefix.address)] : [];
-  return encodeNetlinkMessage(
-    {
-      type: add ? RTM_NEWROUTE : RTM_DELROUTE,
-      flags: add ? REQUEST_ACK | NLM_F_CREATE | NLM_F_EXCL : REQUEST_ACK,
-      seq,
-      pid: 0,
-    },
-    [
-      encodeRtmsg({
-        family: family(prefix),
-        dstLength: prefix.prefixLength,
-        srcLength: 0,
-        tos: 0,
-        table: RT_TABLE_MAIN,
-        protocol: add ? RTPROT_BOOT : 0,
-        scope: add ? RT_SCOPE_LINK : RT_SCOPE_NOWHERE,
-        type: add ? RTN_UNICAST : 0,
-        flags: 0,
-      }),
-      ...attrs,
-      encodeRtattrU32(RTA_OIF, index),
-    ],
-  );
-}
-
 // ---------------------------------------------------------------------------
 // rtnetlink route types and notification groups (what `ip route show table local` and `ip monitor` use)
 

@@ -13,7 +13,6 @@ import {
   encodeIfreq,
   encodeNetlinkMessage,
   encodePollfds,
-  encodeRouteRequest,
   encodeRtattr,
   encodeSetLinkMtuRequest,
   encodeSetLinkTxQueueLengthRequest,
@@ -46,7 +45,6 @@ function hex(...fields: string[]): Uint8Array {
 }
 const zeros = (n: number) => "00 ".repeat(n);
 const FD00_1 = "fd 00 00 00 00 00 00 00 00 00 00 00 00 00 00 01";
-const FD00 = "fd 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00";
 
 Deno.test("struct tests run on a little-endian host", () => {
   assert(HOST_LITTLE_ENDIAN, "expectations in this file assume little-endian byte order");
@@ -300,80 +298,6 @@ Deno.test("encodeAddAddressRequest() matches `ip addr add`", async (t) => {
         encodeAddAddressRequest(1, 1, { version: 4, address: hex("01 02 03"), prefixLength: 8 }),
       PrefixError,
       "Cannot pack address: IPv4 address has 3 bytes, expected 4",
-    );
-  });
-});
-
-Deno.test("encodeRouteRequest() matches `ip route add/del PREFIX dev X`", async (t) => {
-  await t.step("add IPv4 198.18.2.0/24", () => {
-    assertEquals(
-      encodeRouteRequest(1, "add", 7, {
-        version: 4,
-        address: hex("c6 12 02 00"),
-        prefixLength: 24,
-      }),
-      hex(
-        "2c 00 00 00", // nlmsg_len: 16 + rtmsg 12 + 8 + 8
-        "18 00", // RTM_NEWROUTE (24)
-        "05 06", // REQUEST | ACK | EXCL | CREATE
-        "01 00 00 00", // seq
-        "00 00 00 00", // pid
-        "02", // rtm_family: AF_INET
-        "18", // rtm_dst_len: 24
-        "00", // rtm_src_len
-        "00", // rtm_tos
-        "fe", // rtm_table: RT_TABLE_MAIN (254)
-        "03", // rtm_protocol: RTPROT_BOOT
-        "fd", // rtm_scope: RT_SCOPE_LINK (253)
-        "01", // rtm_type: RTN_UNICAST
-        "00 00 00 00", // rtm_flags
-        "08 00 01 00", // rtattr: len 8, RTA_DST
-        "c6 12 02 00", // 198.18.2.0
-        "08 00 04 00", // rtattr: len 8, RTA_OIF
-        "07 00 00 00", // interface 7
-      ),
-    );
-  });
-  await t.step("delete IPv6 fd00::/64", () => {
-    assertEquals(
-      encodeRouteRequest(2, "delete", 7, { version: 6, address: hex(FD00), prefixLength: 64 }),
-      hex(
-        "38 00 00 00", // nlmsg_len: 16 + 12 + 20 + 8
-        "19 00", // RTM_DELROUTE (25)
-        "05 00", // REQUEST | ACK
-        "02 00 00 00", // seq
-        "00 00 00 00", // pid
-        "0a", // AF_INET6
-        "40", // dst_len 64
-        "00", // src_len
-        "00", // tos
-        "fe", // main table
-        "00", // protocol: any
-        "ff", // scope: RT_SCOPE_NOWHERE (any)
-        "00", // type: any
-        "00 00 00 00", // flags
-        "14 00 01 00", // rtattr: len 20, RTA_DST
-        FD00,
-        "08 00 04 00", // rtattr: len 8, RTA_OIF
-        "07 00 00 00", // interface 7
-      ),
-    );
-  });
-  await t.step("default route has no RTA_DST", () => {
-    const message = encodeRouteRequest(3, "add", 9, {
-      version: 4,
-      address: new Uint8Array(4),
-      prefixLength: 0,
-    });
-    assertEquals(message.length, 16 + 12 + 8);
-    assertEquals(message.subarray(28), hex("08 00 04 00", "09 00 00 00"));
-  });
-  await t.step("prefix too long", () => {
-    assertThrows(
-      () =>
-        encodeRouteRequest(1, "add", 1, { version: 4, address: hex(zeros(4)), prefixLength: 40 }),
-      PrefixError,
-      "Cannot pack route: prefix length 40 exceeds 32 for IPv4",
     );
   });
 });

@@ -62,17 +62,6 @@ export function showLink(name: string): IpLink | null {
   return links[0];
 }
 
-/** Destinations (`dst`) of the routes via `name` in the main table, both families. */
-export function routesVia(name: string): string[] {
-  const routes: string[] = [];
-  for (const family of ["-4", "-6"]) {
-    const list = ipJson(family, "route", "show", "dev", name);
-    if (!Array.isArray(list)) continue;
-    for (const route of list) routes.push(String(route.dst));
-  }
-  return routes;
-}
-
 /** Deletes the link with `ip`, ignoring errors (test cleanup when product code failed). */
 export function forceDeleteLink(name: string): void {
   new Deno.Command("ip", { args: ["link", "del", "dev", name], stdout: "null", stderr: "null" })

@@ -1,13 +1,14 @@
 /**
- * Interface, address and route configuration over rtnetlink (rtnetlink(7)),
- * the way `ip link`, `ip addr` and `ip route` do it, without running them.
+ * Interface and address configuration over rtnetlink (rtnetlink(7)), the
+ * way `ip link` and `ip addr` do it, without running them (routes and rules
+ * of the client's own table: `policy_routing.ts`).
  *
  * Each call opens an `AF_NETLINK`/`NETLINK_ROUTE` socket, sends one request
  * with `NLM_F_ACK`, waits for the kernel's `NLMSG_ERROR` reply and closes the
  * socket. The calls are synchronous (the kernel answers while handling the
  * send) and meant for setup, not for the packet path. Failures throw a
  * {@linkcode LibcError} such as
- * `Cannot add route 198.18.2.0/24 dev mvpn0: File exists (EEXIST)`.
+ * `Cannot add address 198.18.100.2/32 to mvpn0: File exists (EEXIST)`.
  * Needs `--allow-ffi` and CAP_NET_ADMIN for changes.
  *
  * @module
@@ -22,7 +23,6 @@ import {
   encodeDeleteLinkRequest,
   encodeIfreq,
   encodePollfds,
-  encodeRouteRequest,
   encodeSetLinkMtuRequest,
   encodeSetLinkTxQueueLengthRequest,
   encodeSetLinkUpRequest,
@@ -138,25 +138,6 @@ export function addAddress(name: string, prefix: IpPrefix): void {
   const action = `Cannot add address ${formatPrefix(prefix)} to ${name}`;
   const seq = nextSeq++;
   talk(encodeAddAddressRequest(seq, indexFor(name, action), prefix), seq, action);
-}
-
-/**
- * Routes `prefix` to interface `name` in the main table (`ip route add PREFIX
- * dev NAME`). Throws EEXIST when the route exists.
- */
-export function addRoute(prefix: IpPrefix, name: string): void {
-  checkPrefix(prefix, `Cannot add route on ${name}`);
-  const action = `Cannot add route ${formatPrefix(prefix)} dev ${name}`;
-  const seq = nextSeq++;
-  talk(encodeRouteRequest(seq, "add", indexFor(name, action), prefix), seq, action);
-}
-
-/** Deletes the route to `prefix` via interface `name` (`ip route del PREFIX dev NAME`). */
-export function deleteRoute(prefix: IpPrefix, name: string): void {
-  checkPrefix(prefix, `Cannot delete route on ${name}`);
-  const action = `Cannot delete route ${formatPrefix(prefix)} dev ${name}`;
-  const seq = nextSeq++;
-  talk(encodeRouteRequest(seq, "delete", indexFor(name, action), prefix), seq, action);
 }
 
 /** Deletes interface `name` (`ip link del dev NAME`). */

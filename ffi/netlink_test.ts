@@ -9,7 +9,6 @@ import {
   ipJson,
   IS_ROOT,
   randomSubnet,
-  routesVia,
   showLink,
   uniqueName,
   v4,
@@ -18,9 +17,7 @@ import {
 import { formatPrefix } from "../shared/ip/ip_address.ts";
 import {
   addAddress,
-  addRoute,
   deleteLink,
-  deleteRoute,
   LibcError,
   linkIndex,
   linkMtu,
@@ -135,52 +132,6 @@ Deno.test({
         () => addAddress(device.name, { version: 4, address: v4(subnet, 1), prefixLength: 24 }),
         LibcError,
         `Cannot add address 198.19.${subnet}.1/24 to ${device.name}: File exists (EEXIST)`,
-      );
-    }),
-});
-
-Deno.test({
-  name: "addRoute() and deleteRoute() manage routes via the link",
-  ...ROOT_ONLY,
-  fn: () =>
-    withTun((device) => {
-      const subnet = randomSubnet();
-      const route4 = { version: 4 as const, address: v4(subnet, 0), prefixLength: 24 };
-      const route6 = { version: 6 as const, address: v6(subnet, 0), prefixLength: 64 };
-      const text4 = `198.19.${subnet}.0/24`;
-      const text6 = `fd00:${subnet.toString(16)}::/64`;
-      setLinkUp(device.name); // routes need a running link
-      addRoute(route4, device.name);
-      addRoute(route6, device.name);
-      const routes = routesVia(device.name);
-      assert(routes.includes(text4), routes.join(", "));
-      assert(routes.includes(text6), routes.join(", "));
-
-      assertThrows(
-        () => addRoute(route4, device.name),
-        LibcError,
-        `Cannot add route ${text4} dev ${device.name}: File exists (EEXIST)`,
-      );
-      assertThrows(
-        () => addRoute(route6, device.name),
-        LibcError,
-        `Cannot add route ${text6} dev ${device.name}: File exists (EEXIST)`,
-      );
-      const hostBits = { version: 4 as const, address: v4(subnet, 7), prefixLength: 24 };
-      assertThrows(
-        () => addRoute(hostBits, device.name),
-        LibcError,
-        `Cannot add route 198.19.${subnet}.7/24 dev ${device.name}: Invalid argument (EINVAL)`,
-      );
-
-      deleteRoute(route4, device.name);
-      deleteRoute(route6, device.name);
-      const after = routesVia(device.name);
-      assert(!after.includes(text4) && !after.includes(text6), after.join(", "));
-      assertThrows(
-        () => deleteRoute(route4, device.name),
-        LibcError,
-        `Cannot delete route ${text4} dev ${device.name}: No such process (ESRCH)`,
       );
     }),
 });

@@ -26,6 +26,7 @@ export const OPTION_TABLES: Readonly<Record<string, { table: OptionTable; group?
   relay: { table: RELAY_OPTIONS },
   "relay limits": { table: RELAY_OPTIONS, group: "limits" },
   client: { table: CLIENT_OPTIONS },
+  "client full tunnel": { table: CLIENT_OPTIONS, group: "full tunnel" },
 };
 
 const END = "<!-- end options -->";

@@ -337,3 +337,56 @@ function checkedAddress(raw: Uint8Array, what: string): Uint8Array {
   }
   return address;
 }
+
+/** What changes between two plans of the same table (see {@linkcode diffRoutingPlans}). */
+export interface RoutingChange {
+  readonly addRoutes: readonly PlannedRoute[];
+  readonly deleteRoutes: readonly PlannedRoute[];
+  readonly addRules: readonly PlannedRule[];
+  readonly deleteRules: readonly PlannedRule[];
+}
+
+function routeKey(route: PlannedRoute): string {
+  return `${route.type} ${formatPrefix(route.destination)}`;
+}
+
+function ruleKey(rule: PlannedRule): string {
+  return [
+    rule.family,
+    rule.priority,
+    rule.table,
+    rule.destination ? formatPrefix(rule.destination) : "",
+    rule.fwmark ?? "",
+    rule.fwmask ?? "",
+    rule.invert ? "not" : "",
+    rule.suppressPrefixLength ?? "",
+  ].join(" ");
+}
+
+/**
+ * The routes and rules to add and delete to go from plan `from` to plan
+ * `to` without a moment in between where neither is in place (new DNS
+ * servers, new advertised routes or another relay address on reconnect):
+ * the caller adds first, then deletes. Both plans must use the same table,
+ * priorities and mark; throws a `RangeError` otherwise.
+ */
+export function diffRoutingPlans(from: RoutingPlan, to: RoutingPlan): RoutingChange {
+  if (
+    from.table !== to.table || from.fwmark !== to.fwmark || from.fwmask !== to.fwmask ||
+    from.priorities.first !== to.priorities.first
+  ) {
+    throw new RangeError(
+      "Cannot change routing in place: the table, rule priorities or mark differ",
+    );
+  }
+  const missing = <T>(items: readonly T[], others: readonly T[], key: (item: T) => string) => {
+    const keys = new Set(others.map(key));
+    return items.filter((item) => !keys.has(key(item)));
+  };
+  return {
+    addRoutes: missing(to.routes, from.routes, routeKey),
+    deleteRoutes: missing(from.routes, to.routes, routeKey),
+    addRules: missing(to.rules, from.rules, ruleKey),
+    deleteRules: missing(from.rules, to.rules, ruleKey),
+  };
+}

@@ -5,7 +5,10 @@ import {
   DEFAULT_FWMARK,
   DEFAULT_ROUTING_TABLE,
   DEFAULT_RULE_PRIORITY,
+  diffRoutingPlans,
   isPlannedRule,
+  type PlannedRoute,
+  type PlannedRule,
   planRouting,
   type RoutingInput,
   type RoutingPlan,
@@ -257,4 +260,50 @@ Deno.test("unmapIpv4() turns ::ffff:a.b.c.d into a.b.c.d and leaves others alone
     RangeError,
     "relay address has 5 bytes, not 4 or 16",
   );
+});
+
+Deno.test("diffRoutingPlans() adds and deletes only what differs between two plans", async (t) => {
+  const before = planRouting(input(["0.0.0.0/0", "::/0"]), OPTIONS);
+  await t.step("the same plan: nothing", () => {
+    const change = diffRoutingPlans(before, planRouting(input(["0.0.0.0/0", "::/0"]), OPTIONS));
+    assertEquals(change, { addRoutes: [], deleteRoutes: [], addRules: [], deleteRules: [] });
+  });
+  await t.step("a DNS server arrives (DNS_ASSIGN after the routes): its rule and route", () => {
+    const after = planRouting(
+      input(["0.0.0.0/0", "::/0"], { dnsServers: [ip("198.18.9.53")] }),
+      OPTIONS,
+    );
+    const change = diffRoutingPlans(before, after);
+    // Covered by the tunnel's default route: a rule, no route.
+    assertEquals(lines({ ...after, routes: change.addRoutes, rules: change.addRules }), {
+      routes: [],
+      rules: ["32760 v4 to 198.18.9.53/32 lookup 51900"],
+    });
+    assertEquals([change.deleteRoutes, change.deleteRules], [[], []]);
+  });
+  await t.step("another relay address and split routes: old ones deleted, new ones added", () => {
+    const after = planRouting(
+      input(["198.18.0.0/15"], { relayAddresses: [ip("198.18.0.5")] }),
+      OPTIONS,
+    );
+    const change = diffRoutingPlans(before, after);
+    const text = (routes: readonly PlannedRoute[], rules: readonly PlannedRule[]) =>
+      lines({ ...after, routes, rules });
+    assertEquals(text(change.addRoutes, change.addRules), {
+      routes: ["tunnel 198.18.0.0/15"],
+      rules: ["32761 v4 to 198.18.0.5/32 lookup main"],
+    });
+    assertEquals(text(change.deleteRoutes, change.deleteRules), {
+      routes: ["tunnel 0.0.0.0/0", "tunnel ::/0"],
+      rules: [
+        "32761 v4 to 198.18.0.1/32 lookup main",
+        "32761 v6 to fd00:0:0:1::1/128 lookup main",
+        ...WG_QUICK_6,
+      ],
+    });
+  });
+  await t.step("another table: refused", () => {
+    const other = planRouting(input(["0.0.0.0/0"]), { ...OPTIONS, table: 7 });
+    assertThrows(() => diffRoutingPlans(before, other), RangeError, "Cannot change routing");
+  });
 });

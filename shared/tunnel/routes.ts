@@ -116,40 +116,6 @@ export function routesWithin(
   return dedupe(out);
 }
 
-/**
- * `prefixes` with `address` cut out: used so that a route covering the
- * relay's own address (e.g. 0.0.0.0/0) does not pull the tunnel's own QUIC
- * packets into the tunnel.
- */
-export function excludeAddress(prefixes: readonly IpPrefix[], address: Uint8Array): IpPrefix[] {
-  const out: IpPrefix[] = [];
-  const target = toBig(address);
-  for (const prefix of prefixes) {
-    if (versionLength(prefix.version) !== address.length) {
-      out.push(prefix);
-      continue;
-    }
-    const first = toBig(prefixFirst(prefix));
-    const last = toBig(prefixLast(prefix));
-    if (target < first || target > last) {
-      out.push(prefix);
-      continue;
-    }
-    const length = address.length;
-    if (target > first) {
-      out.push(
-        ...rangeToPrefixes(prefix.version, prefixFirst(prefix), fromBig(target - 1n, length)),
-      );
-    }
-    if (target < last) {
-      out.push(
-        ...rangeToPrefixes(prefix.version, fromBig(target + 1n, length), prefixLast(prefix)),
-      );
-    }
-  }
-  return out;
-}
-
 function dedupe(prefixes: IpPrefix[]): IpPrefix[] {
   const seen = new Set<string>();
   return prefixes.filter((p) => {

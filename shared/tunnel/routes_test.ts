@@ -1,6 +1,6 @@
 import { assertEquals } from "../../tests/support/assert.ts";
 import { formatIp, formatPrefix, parseIp, parsePrefix } from "../ip/ip_address.ts";
-import { excludeAddress, prefixesToRanges, rangeToPrefixes, routesWithin } from "./routes.ts";
+import { prefixesToRanges, rangeToPrefixes, routesWithin } from "./routes.ts";
 
 const p = parsePrefix;
 const names = (list: { version: number; address: Uint8Array; prefixLength: number }[]) =>
@@ -52,17 +52,4 @@ Deno.test("routesWithin() narrows advertised ranges to the wanted networks", asy
   await t.step("nothing wanted takes everything advertised", () => {
     assertEquals(names(routesWithin(advertised, [])), ["0.0.0.0/0", "fd00::/8"]);
   });
-});
-
-Deno.test("excludeAddress() cuts the relay's address out of a default route", () => {
-  const out = excludeAddress([p("0.0.0.0/0"), p("::/0")], parseIp("198.18.0.1")!);
-  assertEquals(out.length, 32 + 1);
-  assertEquals(formatPrefix(out[0]), "0.0.0.0/1");
-  const covers = (addr: string) =>
-    out.some((x) => x.version === 4 && routesWithin(prefixesToRanges([x]), [p(addr)]).length > 0);
-  assertEquals(covers("198.18.0.1"), false);
-  assertEquals(covers("198.18.0.2"), true);
-  assertEquals(covers("198.18.0.0"), true);
-  assertEquals(covers("8.8.8.8"), true);
-  assertEquals(names(out.filter((x) => x.version === 6)), ["::/0"]);
 });

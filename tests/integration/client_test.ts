@@ -1,9 +1,10 @@
 /**
  * The real `Client` against the real `Relay` over QUIC on 127.0.0.1, no
- * root: both TUNs are in memory and the client's netlink is a fake that
- * records what it was asked to do. Packets both ways (an ICMP echo out and
- * its reply back), the assignment, the routes, Packet Too Big for a packet
- * larger than the session carries, and a clean teardown.
+ * root: both TUNs are in memory and the client's netlink and policy routing
+ * are fakes that record what they were asked to do. Packets both ways (an
+ * ICMP echo out and its reply back), the assignment, the routing plan,
+ * Packet Too Big for a packet larger than the session carries, DNS from the
+ * relay, and a clean teardown.
  */
 import { assert, assertEquals, assertRejects } from "../support/assert.ts";
 import { dialTestServer } from "../support/certs.ts";
@@ -13,19 +14,32 @@ import { buildIcmpv4Echo, buildIpv6Udp } from "../support/packet_builder.ts";
 import { startTestRelay } from "../support/relay_harness.ts";
 import type { TestRelay } from "../support/relay_harness.ts";
 import { Client } from "../../client/client.ts";
-import type { ClientNetlink, TunnelHooks } from "../../client/client.ts";
-import { createLogger } from "../../shared/log.ts";
-import { formatIp, formatPrefix, parsePrefix } from "../../shared/ip/ip_address.ts";
+import type {
+  ClientNetlink,
+  ClientRouting,
+  InstalledPlan,
+  TunnelHooks,
+} from "../../client/client.ts";
+import type { RoutingPlan } from "../../shared/tunnel/full_tunnel.ts";
+import { ClientSession } from "../../client/client.ts";
+import { createFakeQuicPair } from "../support/fake_quic.ts";
+import { H3Connection } from "../../shared/h3/connection.ts";
+import { answerRequest } from "../../shared/masque/h3_connect_ip.ts";
+import type { AnswerResult } from "../../shared/masque/h3_connect_ip.ts";
+import { plainDnsConfiguration, plainDnsServers } from "../../shared/masque/dns_capsule.ts";
+import { CounterRegistry } from "../../shared/counters.ts";
+import { SessionCounters } from "../../shared/masque/connect_ip_session.ts";
+import { prefixesToRanges } from "../../shared/tunnel/routes.ts";
+import { createLogger, nullLogger } from "../../shared/log.ts";
+import { formatIp, formatPrefix, parseIp, parsePrefix } from "../../shared/ip/ip_address.ts";
 import type { IpPrefix } from "../../shared/ip/ip_address.ts";
 import { readDestination, readSource } from "../../shared/ip/ip_header.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-/** Netlink that records each call as a line, and refuses a route when told to. */
+/** Netlink that records each call as a line. */
 class FakeNetlink implements ClientNetlink {
   readonly calls: string[] = [];
-  readonly routes = new Set<string>();
-  refuseRoute: string | undefined;
   setLinkMtu(name: string, mtu: number) {
     this.calls.push(`mtu ${name} ${mtu}`);
   }
@@ -38,24 +52,63 @@ class FakeNetlink implements ClientNetlink {
   setLinkUp(name: string) {
     this.calls.push(`up ${name}`);
   }
-  addRoute(prefix: IpPrefix, name: string) {
-    const route = formatPrefix(prefix);
-    if (route === this.refuseRoute) throw new Error(`Cannot add route ${route}: refused`);
-    this.routes.add(route);
-    this.calls.push(`route add ${route} dev ${name}`);
+}
+
+/** A plan's routes and rules as lines: `tunnel 198.18.1.0/24`, `32763 v4 lookup 51900`. */
+function planLines(plan: RoutingPlan): string[] {
+  return [
+    ...plan.routes.map((r) => `${r.type} ${formatPrefix(r.destination)}`),
+    ...plan.rules.map((r) =>
+      `${r.priority} v${r.family} ${r.destination ? `to ${formatPrefix(r.destination)} ` : ""}` +
+      `lookup ${r.table}`
+    ),
+  ];
+}
+
+/** Policy routing that records each call, and refuses to install when told to. */
+class FakeRouting implements ClientRouting {
+  readonly calls: string[] = [];
+  installed: RoutingPlan | undefined;
+  refuse: string | undefined;
+  removeStale() {
+    this.calls.push("remove stale");
+    return { rules: [], routes: 0 };
   }
-  deleteRoute(prefix: IpPrefix, name: string) {
-    this.routes.delete(formatPrefix(prefix));
-    this.calls.push(`route del ${formatPrefix(prefix)} dev ${name}`);
+  install(plan: RoutingPlan, tunName: string): InstalledPlan {
+    if (this.refuse) throw new Error(this.refuse);
+    this.calls.push(`install ${tunName}: ${planLines(plan).join(", ")}`);
+    this.installed = plan;
+    // deno-lint-ignore no-this-alias
+    const routing = this;
+    return {
+      get plan() {
+        return routing.installed!;
+      },
+      update(next) {
+        routing.calls.push(`update: ${planLines(next).join(", ")}`);
+        routing.installed = next;
+      },
+      remove() {
+        routing.calls.push("remove");
+        routing.installed = undefined;
+        return [];
+      },
+    };
   }
 }
 
-/** A Client for `relay` with an in-memory TUN and fake netlink. */
+/** A Client for `relay` with an in-memory TUN and fake netlink and routing. */
 function clientFor(
   relay: TestRelay,
-  options: { mode?: "datagram" | "stream"; routes?: string[]; hooks?: TunnelHooks[] } = {},
+  options: {
+    mode?: "datagram" | "stream";
+    routes?: string[];
+    hooks?: TunnelHooks[];
+    dns?: "relay" | "off" | string[];
+  } = {},
 ) {
   const netlink = new FakeNetlink();
+  const routing = new FakeRouting();
   const tuns: InMemoryPacketDevice[] = [];
   const lines: string[] = [];
   const client = new Client({
@@ -66,6 +119,8 @@ function clientFor(
       return tun;
     },
     netlink,
+    routing,
+    dns: Array.isArray(options.dns) ? options.dns.map((text) => parseIp(text)!) : options.dns,
     tunName: "mvpn-test",
     authority: "localhost",
     template: "/.well-known/masque/ip/{target}/{ipproto}/",
@@ -76,7 +131,7 @@ function clientFor(
     hooks: options.hooks,
     timing: { pmtuWaitMs: 0 },
   });
-  return { client, netlink, tuns, lines };
+  return { client, netlink, routing, tuns, lines };
 }
 
 /** Runs `fn` with a relay and a started client for it, then stops both. */
@@ -103,14 +158,17 @@ for (const mode of ["datagram", "stream"] as const) {
     async fn() {
       const relay = await startTestRelay();
       const hookCalls: string[] = [];
-      const { client, netlink, tuns } = clientFor(relay, {
+      const { client, netlink, routing, tuns } = clientFor(relay, {
         mode,
         hooks: [{
+          prepare: () => {
+            hookCalls.push(`prepare, routing: ${routing.calls.join("; ")}`);
+          },
           up: (tunnel) => {
             hookCalls.push(`up ${tunnel.name} ${tunnel.routes.map(formatPrefix).join(",")}`);
           },
-          down: () => {
-            hookCalls.push("down");
+          down: (reason) => {
+            hookCalls.push(`down ${reason}`);
           },
         }],
       });
@@ -126,9 +184,17 @@ for (const mode of ["datagram", "stream"] as const) {
           "address mvpn-test 198.18.100.2/32",
           "address mvpn-test fd00:100::2/128",
           "up mvpn-test",
-          "route add 198.18.1.0/24 dev mvpn-test",
         ]);
-        assertEquals(hookCalls, ["up mvpn-test 198.18.1.0/24"]);
+        // The routes go into the client's own table, with wg-quick's rules;
+        // what a killed client left was cleared before anything else.
+        assertEquals(routing.calls, [
+          "remove stale",
+          "install mvpn-test: tunnel 198.18.1.0/24, 32762 v4 lookup 254, 32763 v4 lookup 51900",
+        ]);
+        assertEquals(hookCalls, [
+          "prepare, routing: remove stale",
+          "up mvpn-test 198.18.1.0/24",
+        ]);
         assertEquals(relay.relay.sessions.length, 1);
         assertEquals(relay.relay.sessions[0].session.mode, mode);
 
@@ -157,9 +223,9 @@ for (const mode of ["datagram", "stream"] as const) {
         await client.stop();
         // Teardown: the hook's down, the route removed, the TUN closed, the
         // session ended at the relay.
-        assertEquals(hookCalls, ["up mvpn-test 198.18.1.0/24", "down"]);
-        assertEquals(netlink.calls.at(-1), "route del 198.18.1.0/24 dev mvpn-test");
-        assertEquals(netlink.routes.size, 0);
+        assertEquals(hookCalls.slice(1), ["up mvpn-test 198.18.1.0/24", "down user"]);
+        assertEquals(routing.calls.at(-1), "remove");
+        assertEquals(routing.installed, undefined);
         assert(tun.closed, "the TUN is closed");
         await until(
           () => relay.relay.sessions.length === 0,
@@ -215,21 +281,156 @@ Deno.test({
   ...opts,
   async fn() {
     const relay = await startTestRelay();
-    const { client, netlink, tuns } = clientFor(relay, {
+    const downs: string[] = [];
+    const { client, routing, tuns } = clientFor(relay, {
       routes: ["198.18.1.0/24", "198.18.2.0/24"],
+      hooks: [{ down: (reason) => void downs.push(reason) }],
     });
-    netlink.refuseRoute = "198.18.2.0/24";
+    routing.refuse = "Cannot add route 198.18.2.0/24 dev mvpn-test table 51900: refused";
     try {
-      await assertRejects(() => client.start(), Error, "Cannot add route 198.18.2.0/24: refused");
-      assertEquals(netlink.calls.slice(-2), [
-        "route add 198.18.1.0/24 dev mvpn-test",
-        "route del 198.18.1.0/24 dev mvpn-test",
-      ]);
+      await assertRejects(() => client.start(), Error, "Cannot add route 198.18.2.0/24");
       assert(tuns[0].closed, "the TUN is closed");
+      // The hooks hear that it failed (a kill switch stays in place then).
+      assertEquals(downs, ["failure"]);
       await until(() => relay.relay.sessions.length === 0, "the relay to close the session", 5000);
     } finally {
       await client.stop();
       await relay.close();
+    }
+  },
+});
+
+/** Hooks that keep every TunnelInfo they are given. */
+function recordingHooks() {
+  const seen: {
+    what: string;
+    dns?: { servers: readonly string[]; searchDomains: readonly string[] };
+  }[] = [];
+  const hooks: TunnelHooks = {
+    up: (tunnel) => void seen.push({ what: "up", dns: tunnel.dns }),
+    update: (tunnel) => void seen.push({ what: "update", dns: tunnel.dns }),
+  };
+  return { seen, hooks, last: () => seen.at(-1)?.dns };
+}
+
+Deno.test({
+  name:
+    "Client: DNS from the relay's DNS_ASSIGN goes to the hooks, with a route and rule to the server",
+  ...opts,
+  async fn() {
+    const relay = await startTestRelay({
+      // A resolver outside the advertised routes: the client adds a host route to it.
+      dns: { servers: ["198.51.100.53"], searchDomains: ["corp.example"] },
+      routes: ["198.18.0.0/15"],
+    });
+    const recorded = recordingHooks();
+    const { client, routing } = clientFor(relay, { routes: [], hooks: [recorded.hooks] });
+    try {
+      await within(client.start(), "the client's start", 10_000);
+      await until(() => recorded.last() !== undefined, "the DNS settings", 5000);
+      await client.settled();
+      assertEquals(recorded.last(), {
+        servers: ["198.51.100.53"],
+        searchDomains: ["corp.example"],
+      });
+      assertEquals(planLines(routing.installed!), [
+        "tunnel 198.18.0.0/15",
+        "tunnel 198.51.100.53/32",
+        "32760 v4 to 198.51.100.53/32 lookup 51900",
+        "32762 v4 lookup 254",
+        "32763 v4 lookup 51900",
+      ]);
+      assertEquals(client.status().dns, recorded.last());
+    } finally {
+      await client.stop();
+      await relay.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "Client: --dns ADDR replaces the relay's nameservers, --dns off ignores them",
+  ...opts,
+  async fn() {
+    const relay = await startTestRelay({ dns: { servers: ["198.18.1.53"] } });
+    try {
+      const own = recordingHooks();
+      const mine = clientFor(relay, { dns: ["198.18.1.99"], hooks: [own.hooks] });
+      await within(mine.client.start(), "the client's start", 10_000);
+      await until(() => mine.client.session?.session.stats.capsulesIn === 3, "DNS_ASSIGN", 5000);
+      await mine.client.settled();
+      assertEquals(own.last(), { servers: ["198.18.1.99"], searchDomains: [] });
+      await mine.client.stop();
+
+      const off = recordingHooks();
+      const none = clientFor(relay, { dns: "off", hooks: [off.hooks] });
+      await within(none.client.start(), "the client's start", 10_000);
+      await until(() => none.client.session?.session.stats.capsulesIn === 3, "DNS_ASSIGN", 5000);
+      await none.client.settled();
+      assertEquals(off.seen.map((s) => s.dns), off.seen.map(() => undefined));
+      assert(!planLines(none.routing.installed!).some((line) => line.startsWith("32760")));
+      await none.client.stop();
+    } finally {
+      await relay.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "ClientSession ignores a DNS_ASSIGN sent before the routes (draft security section)",
+  ...opts,
+  async fn() {
+    const [clientConn, serverConn] = createFakeQuicPair();
+    const answered: Promise<AnswerResult>[] = [];
+    const server = new H3Connection(serverConn, {
+      role: "server",
+      onRequest: (request) => void answered.push(answerRequest(request)),
+    });
+    const dns = (address: string) => ({
+      type: "dns_assign" as const,
+      configurations: [plainDnsConfiguration([parseIp(address)!], [])],
+    });
+    try {
+      await server.start();
+      const counters = new CounterRegistry();
+      const opening = ClientSession.open({
+        connect: () =>
+          Promise.resolve(
+            Object.assign(clientConn, { remoteAddr: { hostname: "::ffff:198.18.0.1", port: 443 } }),
+          ),
+        authority: "localhost",
+        template: "/.well-known/masque/ip/{target}/{ipproto}/",
+        mode: "datagram",
+        log: nullLogger,
+        counters,
+        sessionCounters: new SessionCounters(counters),
+      });
+      await until(() => answered.length === 1, "the request", 5000);
+      const session = (await answered[0]).session!;
+      const client = await opening;
+      assertEquals(formatIp(client.relayAddress!), "198.18.0.1"); // unmapped
+      const updates: string[] = [];
+      const { assignment } = client.run(() => {}, 5000, (what) => void updates.push(what));
+      // A resolver outside the tunnel before any route: ignored. Then the usual order.
+      await session.sendCapsule(dns("203.0.113.53"));
+      await session.sendCapsule({
+        type: "address_assign",
+        addresses: [{ requestId: 0, prefix: parsePrefix("198.18.100.2/32") }],
+      });
+      await session.sendCapsule({
+        type: "route_advertisement",
+        ranges: prefixesToRanges([parsePrefix("0.0.0.0/0")]),
+      });
+      await within(assignment, "the assignment", 5000);
+      await session.sendCapsule(dns("198.18.100.1"));
+      await until(() => updates.length === 1, "the DNS update", 5000);
+      assertEquals(client.dnsIgnored, 1);
+      assertEquals(updates, ["dns"]);
+      assertEquals(plainDnsServers(client.dns!).map(formatIp), ["198.18.100.1"]);
+      session.run({ onPacket: () => {} });
+      await client.close();
+    } finally {
+      server.close();
     }
   },
 });

@@ -50,6 +50,7 @@ import {
   DEFAULT_FWMARK,
   DEFAULT_ROUTING_TABLE,
   DEFAULT_RULE_PRIORITY,
+  diffRoutingPlans,
   type FullTunnelOptions,
   planRouting,
   type RoutingPlan,
@@ -463,6 +464,16 @@ export class ClientSession {
   }
 }
 
+/** Whether `config` asks for nothing that `info` does not already have. */
+function sameTunnel(config: TunnelConfig, info: TunnelInfo): boolean {
+  const change = diffRoutingPlans(info.plan, config.plan);
+  const endpoint = (c: TunnelConfig) => `${formatIp(c.relay.address)}:${c.relay.port}`;
+  return change.addRoutes.length + change.deleteRoutes.length + change.addRules.length +
+          change.deleteRules.length === 0 &&
+    endpoint(config) === endpoint(info) &&
+    JSON.stringify(config.dns ?? null) === JSON.stringify(info.dns ?? null);
+}
+
 /** The plan's routes for a log line: `198.18.1.0/24,unreachable ::/0`, or `none`. */
 function describeRoutes(plan: RoutingPlan): string {
   return plan.routes.map((r) =>
@@ -528,8 +539,10 @@ export class Client implements PeerRouter {
   #followTimer: ReturnType<typeof setInterval> | undefined;
   #ended: Promise<string> | undefined;
   #stopped = false;
-  /** Changes to the tunnel, one at a time. */
-  #updates: Promise<void> = Promise.resolve();
+  /** Resolves once the tunnel is up, or setup failed: changes wait for it. */
+  #settledSetup!: () => void;
+  /** Changes to the tunnel, one at a time, after the setup. */
+  #updates: Promise<void> = new Promise((resolve) => this.#settledSetup = resolve);
   /** Every counter of the client: the pump's, HTTP/3's, the session's (and main.ts's TUN). */
   readonly counters: CounterRegistry;
 
@@ -623,6 +636,8 @@ export class Client implements PeerRouter {
       );
       const assigned = await assignment;
       policy.addresses = assigned.addresses;
+      const mtu = await this.#chooseMtu(timing.pmtuWaitMs ?? PMTU_WAIT_MS);
+      // Planned after the MTU wait, so that a DNS_ASSIGN that came meanwhile is in.
       const config = this.#tunnelConfig(assigned.addresses);
       log.info("assigned", {
         addresses: assigned.addresses.map(formatPrefix).join(","),
@@ -631,11 +646,11 @@ export class Client implements PeerRouter {
         dns: config.dns?.servers.join(",") ?? "none",
       });
       for (const note of config.plan.notes) log.info(note);
-      const mtu = await this.#chooseMtu(timing.pmtuWaitMs ?? PMTU_WAIT_MS);
       // With --mtu auto the link MTU is raised as the datagram limit grows, so
       // the TUN's packet slots are sized for the largest MTU auto picks.
       const follow = options.mtu === "auto" && session.mode === "datagram";
       const tun = await this.#host.up(config, mtu, follow ? Math.max(mtu, AUTO_MTU_MAX) : mtu);
+      this.#settledSetup();
       log.info("tunnel up", { tun: tun.name, mtu, offload: tun.offload });
       this.#pump = new TunnelPump({ tun, router: this, counters: this.#pumpCounters, log });
       this.#peer = peer;
@@ -650,6 +665,7 @@ export class Client implements PeerRouter {
         ),
       ]);
     } catch (error) {
+      this.#settledSetup();
       await this.stop("failure");
       throw error;
     }
@@ -706,6 +722,8 @@ export class Client implements PeerRouter {
       const info = this.#host.info;
       if (info === undefined || this.#stopped || this.#session !== client) return;
       const config = this.#tunnelConfig(info.addresses);
+      // Already in what the setup used (it came during the MTU wait).
+      if (sameTunnel(config, info)) return;
       this.#log.info(what === "dns" ? "DNS from the relay" : "routes from the relay", {
         routes: describeRoutes(config.plan),
         dns: config.dns?.servers.join(",") ?? "none",
@@ -716,7 +734,7 @@ export class Client implements PeerRouter {
     });
   }
 
-  /** Waits until the changes {@linkcode start} queued (a late DNS_ASSIGN) are done. */
+  /** Waits until the setup and the changes queued so far (a late DNS_ASSIGN) are done. */
   settled(): Promise<void> {
     return this.#updates;
   }
@@ -788,7 +806,8 @@ export class Client implements PeerRouter {
     clearInterval(this.#followTimer);
     this.#pump?.stop();
     this.#peer = undefined;
-    await this.#updates;
+    // A change under way finishes first (never wait for a setup that is not running).
+    if (this.#host.info !== undefined) await this.#updates;
     await this.#host.down(reason);
     await this.#session?.close();
   }

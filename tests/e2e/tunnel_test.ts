@@ -250,21 +250,28 @@ Deno.test({
 });
 
 Deno.test({
-  name: "e2e: a client stopped with SIGTERM removes its routes and TUN and exits 0",
+  name: "e2e: a client stopped with SIGTERM removes its routes, rules and TUN and exits 0",
   ...opts,
   async fn() {
     await withTopology("e2e-term", async (topo) => {
       const relay = await startRelay(topo);
       const client = await startClient(topo, relay);
-      const routes = await topo.run("client", ["ip", "route", "show", "dev", client.tun]);
+      // The tunnel's routes are in the client's own table (51900), with rules to it.
+      const table = ["route", "show", "table", "51900", "dev", client.tun];
+      const routes = await topo.run("client", ["ip", ...table]);
       assertMatch(routes.stdout, /198\.18\.1\.0\/24/);
+      assertMatch((await topo.run("client", ["ip", "rule"])).stdout, /lookup 51900/);
       client.process.kill("SIGTERM");
       const exit = await client.process.status;
       assertEquals(exit.code, 0);
       const link = await topo.run("client", ["ip", "link", "show", client.tun], { check: false });
       assert(link.code !== 0, `TUN ${client.tun} still exists:\n${link.stdout}`);
-      const left = await topo.run("client", ["ip", "route"]);
-      assert(!left.stdout.includes("198.18.1.0/24"), `route left behind:\n${left.stdout}`);
+      for (const family of ["-4", "-6"]) {
+        const left = await topo.run("client", ["ip", family, "route", "show", "table", "all"]);
+        assert(!left.stdout.includes("table 51900"), `route left behind:\n${left.stdout}`);
+        const rules = await topo.run("client", ["ip", family, "rule"]);
+        assert(!rules.stdout.includes("51900"), `rule left behind:\n${rules.stdout}`);
+      }
       await waitForStatus(relay, (s) => s.sessions.length === 0 && poolV4(s) === 0);
     });
   },

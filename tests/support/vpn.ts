@@ -159,6 +159,10 @@ export async function startClient(
     ns?: NamespaceRole;
     /** The relay address to connect to (default the relay's address on the client link). */
     relayHost?: string;
+    /** More `deno run` permissions (`--allow-run=nft`). */
+    permissions?: string[];
+    /** More paths for `--allow-write` (the resolver's, a state directory). */
+    write?: string[];
   } = {},
 ): Promise<ClientProcess> {
   const tun = options.tun ?? "mvpn0";
@@ -171,7 +175,8 @@ export async function startClient(
     "--allow-ffi",
     "--allow-read",
     "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL",
-    `--allow-write=${statusFile}`,
+    `--allow-write=${[statusFile, ...(options.write ?? [])].join(",")}`,
+    ...(options.permissions ?? []),
     ...(V8_FLAGS ? [`--v8-flags=${V8_FLAGS}`] : []),
     `${ROOT}client/main.ts`,
     "--status-file",

@@ -5,8 +5,8 @@
  * families (IPv4 at metric 0, the metric a tunnel route would have had;
  * IPv6 at 1024, the same as the kernel gives one, and at 100, lower), and
  * the target with routes back to the client's underlay, so that a packet
- * that went around the tunnel would reach it and be seen. Needs root and
- * nft; skipped with a message otherwise.
+ * that went around the tunnel would reach it and be seen. Needs root, ip
+ * and nft (skipped with the reason and the fix otherwise).
  *
  * - routing: the target sees only the relay's NAT addresses, both
  *   families, and the client's underlay carries nothing but marked QUIC to
@@ -20,15 +20,13 @@
  *   restart.
  */
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
-import { createTopology, haveCommand, isRoot } from "../support/netns.ts";
+import { createTopology, needsNamespaces } from "../support/netns.ts";
 import type { Process, Topology } from "../support/netns.ts";
 import { startClient, startRelay } from "../support/vpn.ts";
 import type { ClientProcess, RelayProcess } from "../support/vpn.ts";
 
 const TOOLS = new URL("./tools/", import.meta.url).pathname;
-const ignore = !isRoot() || !(await haveCommand("nft"));
-if (ignore) console.warn("full tunnel e2e tests skipped: they need root and nft");
-const opts = { ignore, sanitizeOps: false, sanitizeResources: false };
+const opts = { ...await needsNamespaces(), sanitizeOps: false, sanitizeResources: false };
 
 /** The relay's addresses on the target link: what NAT gives the client's packets. */
 const NAT4 = "198.18.1.1";

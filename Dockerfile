@@ -95,13 +95,14 @@ HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=3 \
 EXPOSE 443/udp
 
 # --- client -----------------------------------------------------------------
-# iproute2 and iputils-ping to look at and try the tunnel. ping loses its
-# file capability (cap_net_raw): in a container without CAP_NET_RAW such a
-# binary cannot even be executed (EPERM), while without it ping uses ICMP
-# datagram sockets, which Docker allows (net.ipv4.ping_group_range).
+# nftables for the kill switch, iproute2 and iputils-ping to look at and try
+# the tunnel. ping loses its file capability (cap_net_raw): in a container
+# without CAP_NET_RAW such a binary cannot even be executed (EPERM), while
+# without it ping uses ICMP datagram sockets, which Docker allows
+# (net.ipv4.ping_group_range).
 FROM base AS client
 RUN apt-get update -q \
-    && apt-get install -y -q --no-install-recommends iproute2 iputils-ping \
+    && apt-get install -y -q --no-install-recommends nftables iproute2 iputils-ping \
     && rm -rf /var/lib/apt/lists/* \
     && cp /usr/bin/ping /usr/bin/ping.plain && mv /usr/bin/ping.plain /usr/bin/ping
 COPY --from=app /opt/deno-dir /opt/deno-dir

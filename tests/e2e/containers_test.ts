@@ -233,8 +233,29 @@ Deno.test({
         const clientNets = await networksOf("client");
         const targetNets = await networksOf("target");
         assertEquals(clientNets.filter((n) => targetNets.includes(n)), [], "shared networks");
-        // The probes below can see an answer: the relay answers them on the client's network.
-        const control = await p.exec("client", [
+        // The client took the relay's routes as they come: a full tunnel in a table of its
+        // own, beside the default route Docker gives the container, which stays in main.
+        const main4 = await p.exec("client", ["ip", "-4", "route", "show", "default"]);
+        assertMatch(main4.stdout, /default via .* dev eth0/, `main table: ${main4.stdout}`);
+        for (const family of ["-4", "-6"]) {
+          const table = await p.exec("client", ["ip", family, "route", "show", "table", "51900"]);
+          assertMatch(
+            table.stdout,
+            /default dev mvpn0/,
+            `table 51900 (${family}): ${table.stdout}`,
+          );
+        }
+        // The kill switch: nothing unmarked leaves by eth0, not even to the relay, which
+        // answers on that network (the outsider below shows it).
+        const killSwitch = await p.exec("client", [
+          "nft",
+          "list",
+          "table",
+          "inet",
+          "masque_vpn_ks_mvpn0",
+        ]);
+        assertEquals(killSwitch.code, 0, `kill switch table: ${killSwitch.stderr}`);
+        const blocked = await p.exec("client", [
           "ping",
           "-n",
           "-c",
@@ -245,27 +266,17 @@ Deno.test({
           "eth0",
           "relay",
         ]);
-        assertEquals(received(control.stdout), 1, `control: ping -I eth0 relay: ${control.stdout}`);
-        // The client's kernel routes the target into the TUN ...
+        assert(
+          blocked.code !== 0 && !received(blocked.stdout),
+          `ping -I eth0 relay passed the kill switch: ${blocked.stdout}${blocked.stderr}`,
+        );
         for (const target of [target4, target6]) {
+          // The client's kernel routes the target into the TUN ...
           const route = await p.exec("client", ["ip", "route", "get", target]);
           assertMatch(route.stdout, /dev mvpn0/, `route to ${target}`);
-          // ... and nothing answers through the underlay interface.
-          const ping = await p.exec("client", [
-            "ping",
-            "-n",
-            "-c",
-            "2",
-            "-W",
-            "1",
-            "-I",
-            "eth0",
-            target,
-          ]);
-          assert(
-            ping.code !== 0 && !received(ping.stdout),
-            `ping -I eth0 ${target}: ${ping.stdout}`,
-          );
+          // ... and only the QUIC socket's mark would take the underlay.
+          const marked = await p.exec("client", ["ip", "route", "get", target, "mark", "0xcabc"]);
+          assert(!/dev mvpn0/.test(marked.stdout), `marked route to ${target}: ${marked.stdout}`);
         }
         // A container on the client's network without the tunnel cannot reach it either
         // (though it reaches the relay).

@@ -23,6 +23,7 @@ import type { TunDevice } from "../ffi/tun_linux.ts";
 import { addAddress, setLinkMtu, setLinkTxQueueLength, setLinkUp } from "../ffi/netlink.ts";
 import { markUdpSocket } from "../ffi/policy_routing.ts";
 import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
+import { commandState } from "../host/command.ts";
 import { readHostFacts } from "../host/host_facts.ts";
 import { checkHost, formatHostProblems } from "../shared/host_requirements.ts";
 import { formatIp, parseIp } from "../shared/ip/ip_address.ts";
@@ -57,7 +58,11 @@ async function main(): Promise<number> {
     return 2;
   }
   const config = parsed.config;
-  const problems = checkHost({ program: "client" }, readHostFacts());
+  const killSwitch = config.killSwitch === "on";
+  const problems = checkHost({ program: "client", killSwitch }, {
+    ...readHostFacts(),
+    commands: killSwitch ? { nft: await commandState("nft") } : undefined,
+  });
   if (problems.length > 0) {
     for (const line of formatHostProblems("client", problems)) console.error(line);
     return 1;

@@ -2,7 +2,7 @@
  * What the relay and the client need from the host before they start, and
  * what to tell the user when something is missing: the TUN device, root or
  * `CAP_NET_ADMIN`, `nft` (and `sysctl` while forwarding is off) for the
- * relay's `--nat`, and `CAP_NET_BIND_SERVICE` for a relay port below the
+ * relay's `--nat` and for the client's `--kill-switch on`, and `CAP_NET_BIND_SERVICE` for a relay port below the
  * unprivileged range. Pure: the caller gathers the facts
  * (`host/host_facts.ts`, and whether commands run) and prints the problems.
  *
@@ -24,6 +24,8 @@ export interface HostNeeds {
   readonly nat?: boolean;
   /** The relay's UDP port. */
   readonly port?: number;
+  /** The client's `--kill-switch on` (installed before the first connection, through `nft`). */
+  readonly killSwitch?: boolean;
 }
 
 /** What was found on the host (see `host/host_facts.ts`). */
@@ -36,7 +38,7 @@ export interface HostState {
   readonly unprivilegedPortStart: number | undefined;
   /** IPv4 and IPv6 forwarding are on; undefined when unknown. */
   readonly forwarding: boolean | undefined;
-  /** States of the commands `--nat` runs (`nft`, `sysctl`), when it is asked for. */
+  /** States of the commands `--nat` (`nft`, `sysctl`) or the kill switch (`nft`) run, when asked for. */
   readonly commands?: Readonly<Record<string, CommandState>>;
 }
 
@@ -110,6 +112,20 @@ export function checkHost(needs: HostNeeds, state: HostState): HostProblem[] {
         problem: "--nat turns IP forwarding on with sysctl, which is not installed",
         fix: "apt-get install -y procps, or set net.ipv4.ip_forward=1 and " +
           "net.ipv6.conf.all.forwarding=1 before the relay starts (/etc/sysctl.d)",
+      });
+    }
+  }
+  if (needs.killSwitch) {
+    const nft = state.commands?.nft;
+    if (nft === "missing") {
+      problems.push({
+        problem: "--kill-switch on needs nft (nftables), which is not installed",
+        fix: "apt-get install -y nftables, or --kill-switch off",
+      });
+    } else if (nft === "not permitted") {
+      problems.push({
+        problem: "--kill-switch on runs nft, and this Deno may not run it",
+        fix: "use deno task client, which grants --allow-run=nft,resolvectl",
       });
     }
   }

@@ -124,6 +124,29 @@ Deno.test("checkHost() with --nat: nft missing or not permitted, sysctl while fo
   });
 });
 
+Deno.test("checkHost() with --kill-switch on: nft missing or not permitted", () => {
+  assertEquals(
+    checkHost({ program: "client", killSwitch: true }, state({ commands: { nft: "missing" } })),
+    [{
+      problem: "--kill-switch on needs nft (nftables), which is not installed",
+      fix: "apt-get install -y nftables, or --kill-switch off",
+    }],
+  );
+  assertEquals(
+    checkHost(
+      { program: "client", killSwitch: true },
+      state({ commands: { nft: "not permitted" } }),
+    ).map((p) => p.problem),
+    ["--kill-switch on runs nft, and this Deno may not run it"],
+  );
+  assertEquals(
+    checkHost({ program: "client", killSwitch: true }, state({ commands: { nft: "found" } })),
+    [],
+  );
+  // auto decides once the routes are known: not a start-up problem.
+  assertEquals(checkHost({ program: "client" }, state({ commands: { nft: "missing" } })), []);
+});
+
 Deno.test("checkHost() flags a privileged port without CAP_NET_BIND_SERVICE", () => {
   const caps = { effectiveCapabilities: NET_ADMIN_ONLY };
   assertEquals(checkHost({ program: "relay", port: 443 }, state(caps)).map((p) => p.problem), [

@@ -485,7 +485,10 @@ Deno.test({
         });
         const assigned = await client.process.waitForLog(/assigned/);
         // One family only: one address, and routes of that family only.
-        assertMatch(assigned, new RegExp(`addresses=${PROXY_CLIENT4}/32 routes=198.18.1.0/24$`));
+        assertMatch(
+          assigned,
+          new RegExp(`addresses=${PROXY_CLIENT4}/32 routes=198.18.1.0/24 full=none dns=none$`),
+        );
         await ping(topo, "client", topo.target4);
         const get = await topo.run("client", [
           Deno.execPath(),

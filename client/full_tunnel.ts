@@ -30,7 +30,11 @@ import { errorMessage } from "../shared/errors.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
 import { formatIp } from "../shared/ip/ip_address.ts";
 import type { Logger } from "../shared/log.ts";
-import { killSwitchRuleset, killSwitchTableName } from "../shared/tunnel/kill_switch.ts";
+import {
+  formatRelayEndpoint,
+  killSwitchRuleset,
+  killSwitchTableName,
+} from "../shared/tunnel/kill_switch.ts";
 import type { RelayEndpoint } from "../shared/tunnel/kill_switch.ts";
 import type { StopReason, TunnelHooks, TunnelInfo } from "./client.ts";
 import type { KillSwitchMode } from "./config.ts";
@@ -53,8 +57,12 @@ export interface FullTunnelHostOps {
 /** Options of {@linkcode FullTunnel}. */
 export interface FullTunnelConfig {
   readonly killSwitch: KillSwitchMode;
-  /** The relay as resolved at start: what the kill switch lets through before a connection. */
-  readonly relay: RelayEndpoint;
+  /**
+   * Every relay endpoint the client may use, as resolved at start: the kill
+   * switch lets all of them through, so that it never blocks a reconnect to
+   * another one (the session's own relay is added when it is not here).
+   */
+  readonly relays: readonly RelayEndpoint[];
   readonly tunName: string;
   /** The QUIC socket's firewall mark. */
   readonly fwmark: number;
@@ -68,8 +76,8 @@ export interface FullTunnelConfig {
 export class FullTunnel implements TunnelHooks {
   readonly #config: FullTunnelConfig;
   readonly #table: string;
-  /** The relay the installed kill switch lets through; undefined: none installed by us. */
-  #killSwitchRelay: RelayEndpoint | undefined;
+  /** The endpoints the installed kill switch lets through, as text; undefined: none installed by us. */
+  #killSwitchRelays: string | undefined;
   #dns: AppliedDns | undefined;
   #dnsSettings: DnsSettings | undefined;
 
@@ -85,7 +93,7 @@ export class FullTunnel implements TunnelHooks {
 
   /** Whether this client has its kill switch in place. */
   get killSwitchActive(): boolean {
-    return this.#killSwitchRelay !== undefined;
+    return this.#killSwitchRelays !== undefined;
   }
 
   /** The resolver settings in place, if any. */
@@ -107,7 +115,7 @@ export class FullTunnel implements TunnelHooks {
     // A killed client's kill switch still blocks; replaced, it lets this relay through.
     const stale = killSwitch === "auto" && await this.#installed();
     if (killSwitch === "on" || stale) {
-      await this.#install(this.#config.relay);
+      await this.#install(undefined);
       log.info(stale ? "kill switch left by a previous client replaced" : "kill switch on", {
         table: this.#table,
       });
@@ -126,16 +134,16 @@ export class FullTunnel implements TunnelHooks {
     const { log, ops } = this.#config;
     const problems: string[] = [];
     await this.#restoreDns().catch((error) => problems.push(errorMessage(error)));
-    if (reason === "user" && this.#killSwitchRelay !== undefined) {
+    if (reason === "user" && this.#killSwitchRelays !== undefined) {
       try {
         if (await ops.removeKillSwitch(this.#table)) {
           log.info("kill switch removed", { table: this.#table });
         }
-        this.#killSwitchRelay = undefined;
+        this.#killSwitchRelays = undefined;
       } catch (error) {
         problems.push(errorMessage(error));
       }
-    } else if (this.#killSwitchRelay !== undefined) {
+    } else if (this.#killSwitchRelays !== undefined) {
       log.warn(
         "kill switch left in place: nothing leaves but QUIC to the relay until the client " +
           `runs again or \`nft delete table inet ${this.#table}\``,
@@ -149,18 +157,17 @@ export class FullTunnel implements TunnelHooks {
     const { killSwitch, log } = this.#config;
     const wanted = killSwitch === "on" || (killSwitch === "auto" && tunnel.plan.full.length > 0);
     if (wanted) {
-      const current = this.#killSwitchRelay;
-      if (current === undefined || !sameEndpoint(current, tunnel.relay)) {
+      if (this.#killSwitchRelays !== this.#endpoints(tunnel.relay).join(",")) {
         await this.#install(tunnel.relay);
         log.info("kill switch on", {
           table: this.#table,
           relay: `${formatIp(tunnel.relay.address)}:${tunnel.relay.port}`,
         });
       }
-    } else if (killSwitch === "auto" && this.#killSwitchRelay !== undefined) {
+    } else if (killSwitch === "auto" && this.#killSwitchRelays !== undefined) {
       // No default route through the tunnel (a split tunnel): nothing to protect.
       await this.#config.ops.removeKillSwitch(this.#table);
-      this.#killSwitchRelay = undefined;
+      this.#killSwitchRelays = undefined;
       log.info("kill switch removed: no default route goes through the tunnel");
     }
     if (!sameSettings(this.#dnsSettings, tunnel.dns)) {
@@ -178,16 +185,22 @@ export class FullTunnel implements TunnelHooks {
     }
   }
 
-  async #install(relay: RelayEndpoint): Promise<void> {
-    const { tunName, fwmark, allowLan, ops } = this.#config;
+  /** The configured relays and `current` (the session's), as sorted unique text. */
+  #endpoints(current: RelayEndpoint | undefined): string[] {
+    const all = current ? [...this.#config.relays, current] : this.#config.relays;
+    return [...new Set(all.map(formatRelayEndpoint))].sort();
+  }
+
+  async #install(current: RelayEndpoint | undefined): Promise<void> {
+    const { tunName, fwmark, allowLan, ops, relays } = this.#config;
     await ops.installKillSwitch(killSwitchRuleset({
       table: this.#table,
       tunName,
       fwmark,
-      relays: [relay],
+      relays: current ? [...relays, current] : relays,
       allowedSubnets: allowLan,
     }));
-    this.#killSwitchRelay = relay;
+    this.#killSwitchRelays = this.#endpoints(current).join(",");
   }
 
   /** Whether a kill switch table exists, false when nft may not or cannot run (auto mode). */
@@ -211,10 +224,6 @@ export class FullTunnel implements TunnelHooks {
     for (const note of notes) this.#config.log.warn(note);
     this.#config.log.info("resolver restored", { via: applied.backend });
   }
-}
-
-function sameEndpoint(a: RelayEndpoint, b: RelayEndpoint): boolean {
-  return a.port === b.port && formatIp(a.address) === formatIp(b.address);
 }
 
 function sameSettings(a: DnsSettings | undefined, b: DnsSettings | undefined): boolean {

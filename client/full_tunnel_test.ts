@@ -28,8 +28,9 @@ class FakeHost implements FullTunnelHostOps {
   failDns = false;
 
   installKillSwitch(ruleset: string): Promise<void> {
-    const relay = ruleset.match(/ip6? daddr (\S+) udp dport (\d+) accept/);
-    this.calls.push(`kill switch ${relay?.[1]}:${relay?.[2]}`);
+    const relays = [...ruleset.matchAll(/ip6? daddr (\S+) (udp|tcp) dport (\d+) accept/g)]
+      .map((m) => `${m[1]}:${m[3]}${m[2] === "tcp" ? "/tcp" : ""}`);
+    this.calls.push(`kill switch ${relays.join(",")}`);
     this.table = TABLE;
     return Promise.resolve();
   }
@@ -83,11 +84,11 @@ function tunnel(
   };
 }
 
-function fullTunnel(mode: KillSwitchMode, host = new FakeHost()) {
+function fullTunnel(mode: KillSwitchMode, host = new FakeHost(), relays = [RELAY]) {
   const lines: string[] = [];
   const hooks = new FullTunnel({
     killSwitch: mode,
-    relay: RELAY,
+    relays,
     tunName: "mvpn0",
     fwmark: DEFAULT_FWMARK,
     allowLan: [],
@@ -145,7 +146,24 @@ Deno.test("FullTunnel --kill-switch on: before the first connection, replaced wh
   assertEquals(host.calls.length, 2);
   const moved = { address: parseIp("fd00:0:0:1::1")!, port: 443 };
   await hooks.update(tunnel(SPLIT, { relay: moved }));
-  assertEquals(host.calls.at(-1), "kill switch fd00:0:0:1::1:443");
+  assertEquals(host.calls.at(-1), "kill switch 198.18.0.1:4433,fd00:0:0:1::1:443");
+  await hooks.down("user");
+  assertEquals(host.table, undefined);
+});
+
+Deno.test("FullTunnel: the kill switch lets every configured relay through, so a reconnect to another is not blocked", async () => {
+  const second = { address: parseIp("fd00:0:0:1::1")!, port: 443 };
+  const overTcp = { address: parseIp("198.18.0.1")!, port: 443, protocol: "tcp" as const };
+  const { hooks, host } = fullTunnel("on", new FakeHost(), [RELAY, second, overTcp]);
+  await hooks.prepare();
+  assertEquals(
+    host.calls.at(-1),
+    "kill switch 198.18.0.1:4433,fd00:0:0:1::1:443,198.18.0.1:443/tcp",
+  );
+  await hooks.up(tunnel(FULL));
+  await hooks.update(tunnel(FULL, { relay: second })); // a session to the second relay
+  await hooks.update(tunnel(FULL, { relay: { ...RELAY, address: parseIp("::ffff:198.18.0.1")! } }));
+  assertEquals(host.calls.length, 2, "each relay was in from the start: nothing replaced");
   await hooks.down("user");
   assertEquals(host.table, undefined);
 });

@@ -83,6 +83,8 @@ Deno.test({
         relays: [
           { address: parseIp(topo.relayUnderlay4)!, port: PORT },
           { address: parseIp(topo.relayUnderlay6)!, port: PORT },
+          // A transport over TCP (HTTP/2): nft takes the unmarked rule.
+          { address: parseIp(topo.relayUnderlay4)!, port: 443, protocol: "tcp" },
         ],
       });
       await installKillSwitch(ruleset, target);

@@ -84,7 +84,7 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
   const dnsHost = { stateDir: config.stateDir };
   const fullTunnel = new FullTunnel({
     killSwitch: config.killSwitch,
-    relay: { address: relayAddress, port: config.relayPort },
+    relays: [{ address: relayAddress, port: config.relayPort }],
     tunName: config.tunName,
     fwmark: config.fullTunnel.fwmark,
     allowLan: config.allowLan,

@@ -8,8 +8,9 @@
  * output  (this host's packets)      forward  (packets routed through it)
  *   oif lo            accept           oif TUN        accept
  *   oif TUN           accept           iif TUN, replies accept (to containers, say)
- *   marked UDP to the relay's          allowed subnets accept
- *     address and port accept          counter drop
+ *   marked UDP to the relays'          allowed subnets accept
+ *     addresses and ports accept       counter drop
+ *   TCP to a relay's TCP port accept
  *   allowed subnets   accept
  *   IPv6 neighbour discovery, MLD reports accept
  *   DHCP / DHCPv6 requests accept
@@ -30,12 +31,24 @@
 import { formatIp, formatPrefix, type IpPrefix, ipVersionOf } from "../ip/ip_address.ts";
 import { unmapIpv4 } from "./full_tunnel.ts";
 
-/** One relay endpoint the QUIC socket talks to. */
+/** One relay endpoint the client's own socket talks to. */
 export interface RelayEndpoint {
   /** 4 or 16 bytes; IPv4-mapped addresses count as IPv4. */
   readonly address: Uint8Array;
-  /** UDP port, 1..65535. */
+  /** Port, 1..65535. */
   readonly port: number;
+  /**
+   * `udp` (default): QUIC, allowed only with the client's mark. `tcp`: a
+   * transport over TCP (HTTP/2), allowed to this address and port without
+   * the mark, because a TCP socket cannot be marked before its SYN from
+   * Deno; the FIB rule for the relay's address keeps it on the main table.
+   */
+  readonly protocol?: "udp" | "tcp";
+}
+
+/** `198.18.0.1 udp 443`: an endpoint as text, IPv4-mapped addresses unmapped (for comparing). */
+export function formatRelayEndpoint(relay: RelayEndpoint): string {
+  return `${formatIp(unmapIpv4(relay.address))} ${relay.protocol ?? "udp"} ${relay.port}`;
 }
 
 /** What the kill switch allows besides the TUN. */
@@ -48,7 +61,7 @@ export interface KillSwitchOptions {
   readonly fwmark: number;
   /** Mask for the mark (default 0xffffffff). */
   readonly fwmask?: number;
-  /** Where the marked QUIC packets may go. */
+  /** Where the client's packets to its relays may go (marked QUIC; TCP). */
   readonly relays: readonly RelayEndpoint[];
   /** Destinations allowed outside the tunnel (`--allow-lan`): local networks. */
   readonly allowedSubnets?: readonly IpPrefix[];
@@ -105,6 +118,9 @@ export function checkKillSwitchOptions(options: KillSwitchOptions): string[] {
     if (!Number.isInteger(relay.port) || relay.port < 1 || relay.port > 65535) {
       errors.push(`relay port ${relay.port} is outside 1..65535`);
     }
+    if (relay.protocol !== undefined && relay.protocol !== "udp" && relay.protocol !== "tcp") {
+      errors.push(`relay protocol ${relay.protocol} is not udp or tcp`);
+    }
   }
   return errors;
 }
@@ -124,10 +140,17 @@ export function killSwitchRuleset(options: KillSwitchOptions): string {
   const mark = mask === 0xffffffff
     ? `meta mark 0x${options.fwmark.toString(16)}`
     : `meta mark & 0x${mask.toString(16)} == 0x${options.fwmark.toString(16)}`;
-  const relayRules = options.relays.map((relay) => {
+  const seen = new Set<string>();
+  const relayRules = options.relays.flatMap((relay) => {
+    const key = formatRelayEndpoint(relay);
+    if (seen.has(key)) return [];
+    seen.add(key);
     const address = unmapIpv4(relay.address);
     const family = address.length === 4 ? "ip" : "ip6";
-    return `    ${mark} ${family} daddr ${formatIp(address)} udp dport ${relay.port} accept`;
+    const match = `${family} daddr ${formatIp(address)}`;
+    return relay.protocol === "tcp"
+      ? [`    ${match} tcp dport ${relay.port} accept`]
+      : [`    ${mark} ${match} udp dport ${relay.port} accept`];
   });
   const allowed = (options.allowedSubnets ?? []).map((prefix) =>
     `    ${prefix.version === 4 ? "ip" : "ip6"} daddr ${formatPrefix(prefix)} accept`

@@ -46,6 +46,32 @@ table inet masque_vpn_ks_mvpn0 {
   );
 });
 
+Deno.test("killSwitchRuleset() lets TCP to a relay's TCP port through unmarked, each endpoint once", () => {
+  const text = killSwitchRuleset({
+    ...BASE,
+    relays: [
+      ...BASE.relays,
+      { address: parseIp("198.18.0.1")!, port: 4433 }, // the first one again, unmapped
+      { address: parseIp("198.18.0.1")!, port: 443, protocol: "tcp" },
+    ],
+  });
+  const relayLines = text.split("\n").filter((line) => line.includes("daddr"));
+  assertEquals(relayLines, [
+    "    meta mark 0xcabc ip daddr 198.18.0.1 udp dport 4433 accept",
+    "    meta mark 0xcabc ip6 daddr fd00:0:0:1::1 udp dport 443 accept",
+    "    ip daddr 198.18.0.1 tcp dport 443 accept",
+  ]);
+  assertThrows(
+    () =>
+      killSwitchRuleset({
+        ...BASE,
+        relays: [{ address: parseIp("198.18.0.1")!, port: 443, protocol: "sctp" as "tcp" }],
+      }),
+    RangeError,
+    "relay protocol sctp is not udp or tcp",
+  );
+});
+
 Deno.test("killSwitchRuleset() adds --allow-lan subnets to both chains and honours a mask", () => {
   const text = killSwitchRuleset({
     ...BASE,

@@ -31,7 +31,7 @@ export const HELP = `deno task bench [options]    (needs root; see docs/performa
   --tun-offload on|off   passed to the project's client and relay (default on)
   --no-scale             skip the scale measure
   --chart FILE           also write the chart here (default docs/bench-chart.svg
-                         for a full run, none for --quick)
+                         for a full run of every path; none for --quick or --paths)
   -h, --help             this text
 `;
 
@@ -122,7 +122,11 @@ export function parseSettings(args: readonly string[], root: string): Settings |
     paths: PATH_NAMES.filter((p) => paths.includes(p)),
     wireguardGo,
     scale: !values["no-scale"],
-    chart: values.chart ?? (quick ? undefined : `${root}docs/bench-chart.svg`),
+    // Only a full run of every path replaces the committed chart.
+    chart: values.chart ??
+      (quick || !PATH_NAMES.every((p) => paths.includes(p))
+        ? undefined
+        : `${root}docs/bench-chart.svg`),
     clients,
     tunOffload,
   };

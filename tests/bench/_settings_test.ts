@@ -32,6 +32,8 @@ Deno.test("parseSettings: --quick defaults, --paths order and errors", () => {
   const full = parse([]);
   assertEquals(full.paths, ["direct", "wireguard-go", "datagram", "stream"]);
   assertEquals(full.chart, "/repo/docs/bench-chart.svg");
+  assertEquals(parse(["--paths", "datagram"]).chart, undefined, "a subset keeps the chart");
+  assertEquals(parse(["--paths", "datagram", "--chart", "c.svg"]).chart, "c.svg");
   assertThrows(() => parse(["--paths", "direct,ipsec"]), Error, '--paths: unknown path "ipsec"');
   assertThrows(() => parse(["--repeats", "0"]), Error, "--repeats must be an integer >= 1");
   assertThrows(() => parse(["--wg", "x"]), Error, "Unknown option '--wg'");

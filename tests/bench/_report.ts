@@ -584,3 +584,129 @@ export function renderChart(report: BenchReport): string {
   out.push("</svg>", "");
   return out.join("\n");
 }
+
+/** Datagram mode's peak RSS target of issue 15, MiB per process. */
+export const RSS_TARGET_MIB = 150;
+
+/**
+ * Issue 15's targets, each with datagram mode's value, the fastest
+ * wireguard-go's ({@linkcode fastestWireguardGo}), the ratio or difference
+ * the target is stated in, and whether it is met (`yes`, `no`, or `—` when a
+ * value is missing): TCP one stream up and down at least 0.7× (aim 1.0×),
+ * CPU s/GB of client plus relay at most 1.5×, ping p50 under TCP load and
+ * idle ping p50 added over the direct path at most wireguard-go's, UDP at
+ * 300 Mbit/s with 0% median loss, peak RSS at most
+ * {@linkcode RSS_TARGET_MIB} per process, and N clients at once at least
+ * 1.5× one client's aggregate TCP.
+ */
+export function formatTargetsTable(report: BenchReport): string {
+  const ok = report.paths.filter((p) => p.ok);
+  const mode = ok.find((p) => p.name === "datagram");
+  const wg = fastestWireguardGo(ok);
+  const direct = ok.find((p) => p.name === "direct");
+  const finite = (...values: (number | null | undefined)[]) =>
+    values.every((v) => typeof v === "number" && Number.isFinite(v));
+  const verdict = (met: boolean | undefined) => met === undefined ? "—" : met ? "yes" : "no";
+  const times = (a: number, b: number) => b > 0 ? `${(a / b).toFixed(2)}×` : "—";
+  type Target = [string, string, string, string, boolean | undefined];
+  const rows: Target[] = [];
+  const ratioRow = (label: string, pick: (p: PathSummary) => number | null, atLeast: number) => {
+    const v = mode ? pick(mode) : NaN;
+    const w = wg ? pick(wg) : NaN;
+    const usable = finite(v, w) && (w as number) > 0;
+    rows.push([
+      label,
+      formatNumber(v, 0),
+      formatNumber(w, 0),
+      usable ? times(v as number, w as number) : "—",
+      usable ? (v as number) / (w as number) >= atLeast : undefined,
+    ]);
+  };
+  ratioRow("TCP 1 stream up, Mbit/s: at least 0.7× (aim 1.0×)", (p) => p.tcpMbps.up1, 0.7);
+  ratioRow("TCP 1 stream down, Mbit/s: at least 0.7× (aim 1.0×)", (p) => p.tcpMbps.down1, 0.7);
+  {
+    const cpu = (p: PathSummary | undefined) =>
+      p && finite(p.cpuSecondsPerGb.client, p.cpuSecondsPerGb.relay)
+        ? p.cpuSecondsPerGb.client! + p.cpuSecondsPerGb.relay!
+        : NaN;
+    const v = cpu(mode);
+    const w = cpu(wg);
+    rows.push([
+      "CPU s/GB, client + relay: at most 1.5× (aim 1.0×)",
+      formatNumber(v, 2),
+      formatNumber(w, 2),
+      finite(v, w) ? times(v, w) : "—",
+      finite(v, w) && w > 0 ? v / w <= 1.5 : undefined,
+    ]);
+  }
+  {
+    const v = mode?.pingLoaded.p50Ms ?? NaN;
+    const w = wg?.pingLoaded.p50Ms ?? NaN;
+    rows.push([
+      "ping under TCP load p50, ms: at most wireguard-go's",
+      formatNumber(v, 3),
+      formatNumber(w, 3),
+      finite(v, w) ? times(v, w) : "—",
+      finite(v, w) ? v <= w : undefined,
+    ]);
+  }
+  {
+    const base = direct?.pingIdle.p50Ms ?? NaN;
+    const v = (mode?.pingIdle.p50Ms ?? NaN) - base;
+    const w = (wg?.pingIdle.p50Ms ?? NaN) - base;
+    rows.push([
+      "idle ping p50 added over direct, ms: at most wireguard-go's",
+      formatNumber(v, 3),
+      formatNumber(w, 3),
+      finite(v, w) && w > 0 ? times(v, w) : "—",
+      finite(v, w) ? v <= w : undefined,
+    ]);
+  }
+  {
+    const loss = (p: PathSummary | undefined) =>
+      p?.udp.find((u) => u.offeredMbps === DROP_RATE_MBPS)?.lossPercent ?? NaN;
+    const v = loss(mode);
+    rows.push([
+      `UDP ${DROP_RATE_MBPS} Mbit/s offered, median loss %: 0`,
+      formatNumber(v, 2),
+      formatNumber(loss(wg), 2),
+      "—",
+      finite(v) ? v === 0 : undefined,
+    ]);
+  }
+  {
+    const rss = (p: PathSummary | undefined) => p ? [p.peakRssMiB.client, p.peakRssMiB.relay] : [];
+    const v = rss(mode);
+    const both = (values: (number | null)[]) =>
+      values.length === 2 ? values.map((x) => formatNumber(x, 1)).join(" / ") : "—";
+    rows.push([
+      `peak RSS client / relay, MiB: at most ${RSS_TARGET_MIB} each`,
+      both(v),
+      both(rss(wg)),
+      "—",
+      v.length === 2 && finite(...v) ? v.every((x) => x! <= RSS_TARGET_MIB) : undefined,
+    ]);
+  }
+  {
+    const c = report.clients;
+    const up = c ? c.manyMbps.up / c.oneMbps.up : NaN;
+    const down = c ? c.manyMbps.down / c.oneMbps.down : NaN;
+    rows.push([
+      `${c?.clients ?? "N"} clients at once ÷ one, TCP up / down: at least 1.5×`,
+      c ? `${formatNumber(c.manyMbps.up, 0)} / ${formatNumber(c.manyMbps.down, 0)}` : "—",
+      "—",
+      finite(up, down) ? `${up.toFixed(2)}× / ${down.toFixed(2)}×` : "—",
+      finite(up, down) ? up >= 1.5 && down >= 1.5 : undefined,
+    ]);
+  }
+  return markdownTable(
+    [
+      "issue 15 target",
+      "datagram",
+      wg ? wg.label : "wireguard-go (none ran)",
+      "datagram ÷ wg",
+      "met?",
+    ],
+    rows.map(([label, v, w, r, met]) => [label, v, w, r, verdict(met)]),
+  );
+}

@@ -8,6 +8,7 @@ import {
   formatClientsTable,
   formatDropTable,
   formatTable,
+  formatTargetsTable,
   renderChart,
 } from "./_report.ts";
 import type { BenchReport, PathSummary } from "./_report.ts";
@@ -194,4 +195,97 @@ Deno.test("formatClientsTable: one client against all at once, with the ratio an
   assertEquals(row("relay main thread, % of a core"), ["30 → 45", "40 → 42"]);
   assertEquals(row("machine busy, % of all cores"), ["90 → 100", "95 → 100"]);
   assert(!text.includes("error"));
+});
+
+Deno.test("formatTargetsTable: issue 15's targets against the fastest wireguard-go, met or not", () => {
+  const mode: PathSummary = {
+    ...path("datagram", "datagram", 1100, 700),
+    cpuSecondsPerGb: { client: 7, relay: 7 },
+    pingIdle: { p50Ms: 0.9, p99Ms: 2, lossPercent: 0 },
+    pingLoaded: { p50Ms: 9, p99Ms: 20, lossPercent: 0 },
+    peakRssMiB: { client: 120, relay: 151 },
+  };
+  const fast: PathSummary = {
+    ...wg2025,
+    cpuSecondsPerGb: { client: 4.5, relay: 4.5 },
+    pingIdle: { p50Ms: 0.6, p99Ms: 1, lossPercent: 0 },
+    pingLoaded: { p50Ms: 8, p99Ms: 10, lossPercent: 0 },
+    udp: [{ offeredMbps: 300, sentMbps: 300, receivedMbps: 290, lossPercent: 2.6 }],
+  };
+  const base: PathSummary = { ...direct, pingIdle: { p50Ms: 0.1, p99Ms: 0.2, lossPercent: 0 } };
+  const text = formatTargetsTable({
+    ...report([base, wg2022, fast, mode]),
+    clients: {
+      ok: true,
+      clients: 4,
+      seconds: 10,
+      oneMbps: { up: 600, down: 800 },
+      manyMbps: { up: 900, down: 1000 },
+      perClientMbps: { up: [], down: [] },
+      relayCpu: { up: { one: 0, many: 0 }, down: { one: 0, many: 0 } },
+      relayMainThreadCpu: { up: { one: 0, many: 0 }, down: { one: 0, many: 0 } },
+      clientsCpu: { up: { one: 0, many: 0 }, down: { one: 0, many: 0 } },
+      machineBusy: { up: { one: 0, many: 0 }, down: { one: 0, many: 0 } },
+    },
+  });
+  assertEquals(line(text, "issue 15 target").slice(1, 3), [
+    "datagram",
+    "wireguard-go 0.0.20250522",
+  ]);
+  // 1100 / 1500 and 700 / 1400.
+  assertEquals(line(text, "TCP 1 stream up, Mbit/s: at least 0.7× (aim 1.0×)").slice(1), [
+    "1100",
+    "1500",
+    "0.73×",
+    "yes",
+  ]);
+  assertEquals(line(text, "TCP 1 stream down, Mbit/s: at least 0.7× (aim 1.0×)").slice(3), [
+    "0.50×",
+    "no",
+  ]);
+  // 14 / 9 = 1.56 > 1.5.
+  assertEquals(line(text, "CPU s/GB, client + relay: at most 1.5× (aim 1.0×)").slice(1), [
+    "14.00",
+    "9.00",
+    "1.56×",
+    "no",
+  ]);
+  assertEquals(line(text, "ping under TCP load p50, ms: at most wireguard-go's").at(-1), "no");
+  // 0.8 ms added against 0.5 ms.
+  assertEquals(line(text, "idle ping p50 added over direct, ms: at most wireguard-go's").slice(1), [
+    "0.800",
+    "0.500",
+    "1.60×",
+    "no",
+  ]);
+  assertEquals(line(text, "UDP 300 Mbit/s offered, median loss %: 0").slice(1), [
+    "0.00",
+    "2.60",
+    "—",
+    "yes",
+  ]);
+  assertEquals(line(text, "peak RSS client / relay, MiB: at most 150 each").slice(1), [
+    "120.0 / 151.0",
+    "50.0 / 50.0",
+    "—",
+    "no",
+  ]);
+  assertEquals(line(text, "4 clients at once ÷ one, TCP up / down: at least 1.5×").slice(3), [
+    "1.50× / 1.25×",
+    "no",
+  ]);
+});
+
+Deno.test("formatTargetsTable: without wireguard-go or the clients measure, nothing is judged", () => {
+  const text = formatTargetsTable(report([direct, datagram]));
+  assertEquals(line(text, "issue 15 target")[2], "wireguard-go (none ran)");
+  assertEquals(line(text, "TCP 1 stream up, Mbit/s: at least 0.7× (aim 1.0×)").slice(2), [
+    "—",
+    "—",
+    "—",
+  ]);
+  assertEquals(line(text, "N clients at once ÷ one, TCP up / down: at least 1.5×").at(-1), "—");
+  // What needs no reference is still judged: 0% loss, 50 MiB.
+  assertEquals(line(text, "UDP 300 Mbit/s offered, median loss %: 0").at(-1), "yes");
+  assertEquals(line(text, "peak RSS client / relay, MiB: at most 150 each").at(-1), "yes");
 });

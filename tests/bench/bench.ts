@@ -57,6 +57,7 @@ import {
   formatScaleTable,
   formatSoakTable,
   formatTable,
+  formatTargetsTable,
   renderChart,
 } from "./_report.ts";
 import type {
@@ -941,7 +942,13 @@ async function hostInfo(builds: readonly WireguardGoBuild[]): Promise<Record<str
     wireguardGo: builds.map((b) =>
       b.version === undefined ? `${b.path} (unknown version)` : `wireguard-go ${b.version}`
     ).join(", "),
+    loadAtStart: await loadAverage(),
   };
+}
+
+/** `/proc/loadavg`'s 1, 5 and 15 minute averages: how busy the machine was besides the bench. */
+async function loadAverage(): Promise<string> {
+  return (await readProc("/proc/loadavg"))?.split(" ").slice(0, 3).join(" ") ?? "unknown";
 }
 
 function plannedSeconds(settings: Settings, plans: readonly PathPlan[]): number {
@@ -1032,6 +1039,7 @@ async function main(): Promise<number> {
   const scale = settings.scale ? await measureScale(settings) : undefined;
   clearTimeout(backstop);
 
+  host.loadAtEnd = await loadAverage();
   const report: BenchReport = {
     startedAt: startedIso,
     seconds: Math.round((Date.now() - startedAt) / 100) / 10,
@@ -1068,9 +1076,11 @@ async function main(): Promise<number> {
   );
   console.log(
     `${host.cpus} × ${host.cpu}, Linux ${host.kernel}, Deno ${host.deno}, ${host.iperf3}` +
-      `${host.wireguardGo ? `, ${host.wireguardGo}` : ""}\n`,
+      `${host.wireguardGo ? `, ${host.wireguardGo}` : ""}; load average ${host.loadAtStart} ` +
+      `at the start, ${host.loadAtEnd} at the end\n`,
   );
   console.log(formatTable(report));
+  console.log(`\n${formatTargetsTable(report)}`);
   for (const p of summaries) if (p.soak) console.log(`\n${formatSoakTable(p.soak)}`);
   if (summaries.some((p) => p.udpDrops)) console.log(`\n${formatDropTable(report)}`);
   if (clientsMeasure) console.log(`\n${formatClientsTable(clientsMeasure)}`);

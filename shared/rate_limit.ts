@@ -1,6 +1,7 @@
 /**
  * Rate limits for input a peer controls: a token bucket (how often a peer
- * may make the relay do work, e.g. answer an ADDRESS_REQUEST) and a limiter
+ * may make the relay do work, e.g. answer an ADDRESS_REQUEST, or how many
+ * bytes a user may send: a token per byte) and a limiter
  * of repeated log lines (so that a flood of refused connections does not
  * become a flood of log lines).
  *
@@ -65,11 +66,15 @@ export class TokenBucket {
     return this.#tokens;
   }
 
-  /** Spends one token if there is one at `now` (ms); returns whether it did. */
-  take(now: number): boolean {
+  /**
+   * Spends `amount` tokens (default 1; bytes, for a rate on bytes) if as
+   * many are there at `now` (ms); returns whether it did. Nothing is spent
+   * on failure. An `amount` above `burst` never succeeds.
+   */
+  take(now: number, amount = 1): boolean {
     this.#refill(now);
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
+    if (this.#tokens < amount) return false;
+    this.#tokens -= amount;
     return true;
   }
 

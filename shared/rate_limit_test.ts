@@ -30,6 +30,31 @@ Deno.test("TokenBucket never lets more than burst + rate * t through, whatever t
   assert(taken >= 5 * now / 1000 - 1, `only ${taken} tokens in ${now} ms`);
 });
 
+Deno.test("TokenBucket on bytes: packets of random sizes stay within burst + rate * t bytes", () => {
+  let seed = 11;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  // 10 Mbit/s = 1,250,000 bytes/s, with a burst of 100 ms.
+  const rate = 1_250_000;
+  const burst = 125_000;
+  const bucket = new TokenBucket({ ratePerSecond: rate, burst }, 0);
+  let now = 0;
+  let bytes = 0;
+  let refused = 0;
+  for (let i = 0; i < 200_000; i++) {
+    now += random() * 0.2; // offered: ~1400 bytes every 0.1 ms, about 9 times the rate
+    const size = 40 + Math.floor(random() * 1460);
+    if (bucket.take(now, size)) bytes += size;
+    else refused++;
+  }
+  assert(bytes <= burst + rate * now / 1000, `${bytes} bytes in ${now} ms`);
+  assert(bytes >= rate * now / 1000 - 1500, `only ${bytes} bytes in ${now} ms`);
+  assert(refused > 0);
+  // More than the burst at once never passes, and a refusal spends nothing.
+  const fresh = new TokenBucket({ ratePerSecond: 1000, burst: 1500 }, 0);
+  assertEquals(fresh.take(0, 1501), false);
+  assertEquals(fresh.take(0, 1500), true);
+});
+
 Deno.test("TokenBucket does not refill when time goes backwards", () => {
   const bucket = new TokenBucket({ ratePerSecond: 1, burst: 1 }, 1000);
   assert(bucket.take(1000));

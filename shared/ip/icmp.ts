@@ -1,7 +1,9 @@
 /**
  * ICMP error messages that a tunnel endpoint sends back to the source of a
- * packet it cannot forward (RFC 9484 §10.1): Packet Too Big (RFC 4443
- * §3.2) and Fragmentation Needed (RFC 792, RFC 1191 §4).
+ * packet it cannot forward (RFC 9484 §7 and §10.1): Packet Too Big
+ * (RFC 4443 §3.2), Fragmentation Needed (RFC 792, RFC 1191 §4) and
+ * Destination Unreachable (RFC 792, RFC 4443 §3.1), which the relay sends
+ * as "administratively prohibited" for a packet its policy refuses.
  *
  * Each builder returns a complete IP packet, ready to go back through the
  * tunnel or to the TUN, or `undefined` where the RFCs forbid an answer
@@ -25,6 +27,8 @@ import {
 export const ICMP_DESTINATION_UNREACHABLE = 3;
 /** ICMP Destination Unreachable code 4: fragmentation needed and DF set (RFC 792, RFC 1191 §4). */
 export const ICMP_CODE_FRAGMENTATION_NEEDED = 4;
+/** ICMPv6 Destination Unreachable message type (RFC 4443 §3.1). */
+export const ICMPV6_DESTINATION_UNREACHABLE = 1;
 /** ICMPv6 Packet Too Big message type (RFC 4443 §3.2). */
 export const ICMPV6_PACKET_TOO_BIG = 2;
 
@@ -39,6 +43,26 @@ export const IPV4_MIN_MTU = 68;
 export const IPV6_MIN_MTU = 1280;
 /** TTL / Hop Limit of the ICMP messages built here. */
 export const ICMP_HOP_LIMIT = 64;
+
+/** Why a packet could not be delivered, for {@linkcode buildDestinationUnreachable}. */
+export type UnreachableReason =
+  /** No route: ICMPv4 code 0 "net unreachable", ICMPv6 code 0 "no route to destination". */
+  | "no route"
+  /** Policy forbids the destination: code 13 (RFC 1812 §5.2.7.1) / ICMPv6 code 1. */
+  | "administratively prohibited"
+  /** The source address is not one the sender may use: code 13 / ICMPv6 code 5 (RFC 4443 §3.1). */
+  | "source address failed policy";
+
+const ICMPV4_UNREACHABLE_CODES: Record<UnreachableReason, number> = {
+  "no route": 0,
+  "administratively prohibited": 13,
+  "source address failed policy": 13,
+};
+const ICMPV6_UNREACHABLE_CODES: Record<UnreachableReason, number> = {
+  "no route": 0,
+  "administratively prohibited": 1,
+  "source address failed policy": 5,
+};
 
 /** ICMPv4 error types (RFC 1122 §3.2.2): unreachable, source quench, redirect, time exceeded, parameter problem. */
 function isIcmpv4Error(type: number): boolean {
@@ -196,4 +220,43 @@ export function buildPacketTooBig(
   if (from.length !== 16 || mtu < IPV6_MIN_MTU || mtu > 0xffffffff) return undefined;
   if (!mayAnswerIpv6(original, true)) return undefined;
   return buildIcmpv6Error(original, from, ICMPV6_PACKET_TOO_BIG, 0, mtu);
+}
+
+/**
+ * Builds a Destination Unreachable message (RFC 792 type 3; RFC 4443 §3.1
+ * type 1) telling the original source why its packet was dropped, as
+ * RFC 9484 §7 suggests for invalid sources and unroutable destinations. Same
+ * addressing, quoting and refusal rules as {@linkcode buildPacketTooBig},
+ * except that there is no MTU, IPv4 DF does not matter, and no IPv6 error is
+ * sent for a multicast destination (RFC 4443 §2.4 (e.3)).
+ *
+ * @param original the dropped packet; not modified
+ * @param reason picks the code for the packet's IP version
+ * @param from the address the ICMP message is sent from, 4 or 16 bytes
+ * @returns a new packet, or `undefined` where no error may be sent
+ */
+export function buildDestinationUnreachable(
+  original: Uint8Array,
+  reason: UnreachableReason,
+  from: Uint8Array,
+): Uint8Array | undefined {
+  if (validateIpPacket(original) !== undefined) return undefined;
+  if (original[0] >> 4 === 4) {
+    if (from.length !== 4 || !mayAnswerIpv4(original)) return undefined;
+    return buildIcmpv4Error(
+      original,
+      from,
+      ICMP_DESTINATION_UNREACHABLE,
+      ICMPV4_UNREACHABLE_CODES[reason],
+      0,
+    );
+  }
+  if (from.length !== 16 || !mayAnswerIpv6(original, false)) return undefined;
+  return buildIcmpv6Error(
+    original,
+    from,
+    ICMPV6_DESTINATION_UNREACHABLE,
+    ICMPV6_UNREACHABLE_CODES[reason],
+    0,
+  );
 }

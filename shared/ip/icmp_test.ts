@@ -2,6 +2,7 @@ import { assert, assertEquals, assertStrictEquals } from "../../tests/support/as
 import { fuzz, hex } from "../../tests/support/bytes.ts";
 import {
   buildIcmpv4Echo,
+  buildIcmpv6Echo,
   buildIpv4,
   buildIpv4Udp,
   buildIpv6,
@@ -9,7 +10,7 @@ import {
 } from "../../tests/support/packet_builder.ts";
 import { checksumIsValid, internetChecksum, ipPseudoHeaderSum } from "./checksum.ts";
 import { parseIp } from "./ip_address.ts";
-import { buildPacketTooBig } from "./icmp.ts";
+import { buildDestinationUnreachable, buildPacketTooBig } from "./icmp.ts";
 import { ipProtocol, readDestination, readSource, validateIpPacket } from "./ip_header.ts";
 
 const ip = (text: string) => parseIp(text)!;
@@ -186,7 +187,73 @@ Deno.test("buildPacketTooBig() stays silent where the RFCs forbid an answer", as
   });
 });
 
-Deno.test("buildPacketTooBig() never throws on random and mutated packets", () =>
+Deno.test("buildDestinationUnreachable() picks the code for each version", async (t) => {
+  const cases = [
+    ["no route", 0, 0],
+    ["administratively prohibited", 13, 1],
+    ["source address failed policy", 13, 5],
+  ] as const;
+  for (const [reason, code4, code6] of cases) {
+    await t.step(reason, () => {
+      const a4 = buildDestinationUnreachable(IPV4_UDP, reason, ip("192.0.2.1"))!;
+      assertEquals(a4.subarray(20, 21), hex("03"));
+      assertStrictEquals(a4[21], code4);
+      assertEquals(a4.subarray(24, 28), hex("00000000"));
+      assertChecksumsValid(a4);
+      const a6 = buildDestinationUnreachable(IPV6_ECHO, reason, ip("fd00::ff"))!;
+      assertStrictEquals(a6[40], 1);
+      assertStrictEquals(a6[41], code6);
+      assertChecksumsValid(a6);
+    });
+  }
+  await t.step("IPv4 without DF is still answered", () => {
+    const packet = buildIpv4Udp({
+      src: "198.18.0.1",
+      dst: "8.8.8.8",
+      srcPort: 1,
+      dstPort: 2,
+      dontFragment: false,
+    });
+    assert(buildDestinationUnreachable(packet, "no route", ip("192.0.2.1")) !== undefined);
+  });
+  await t.step("IPv6 to multicast is not answered", () => {
+    const packet = buildIcmpv6Echo({ src: "fd00::1", dst: "ff02::1" });
+    assertStrictEquals(buildDestinationUnreachable(packet, "no route", ip("fd00::ff")), undefined);
+  });
+  await t.step("an ICMP error is not answered", () => {
+    const error = buildDestinationUnreachable(IPV4_UDP, "no route", ip("192.0.2.1"))!;
+    assertStrictEquals(
+      buildDestinationUnreachable(error, "administratively prohibited", ip("192.0.2.9")),
+      undefined,
+    );
+  });
+});
+
+Deno.test("buildDestinationUnreachable() builds a hand-worked administratively prohibited", () => {
+  // A 28-byte IPv4 ICMP Echo Request 198.18.100.2 -> 198.18.2.1, answered from 198.18.100.1.
+  const original = hex(
+    "45 00 001c 0000 4000 40 01 0000" + // v4 IHL 5, total 28, DF, TTL 64, ICMP, checksum 0
+      "c6126402 c6120201" + //              src 198.18.100.2, dst 198.18.2.1
+      "08 00 f7ff 0000 0000", //             Echo Request, checksum, id 0, seq 0
+  );
+  const cs = internetChecksum(original, 0, 20);
+  original[10] = cs >> 8;
+  original[11] = cs & 0xff;
+  const answer = buildDestinationUnreachable(
+    original,
+    "administratively prohibited",
+    ip("198.18.100.1"),
+  )!;
+  assertEquals(answer.length, 20 + 8 + 28);
+  assertEquals(answer.subarray(0, 10), hex("45 00 0038 0000 0000 40 01")); // 56 bytes, TTL 64, ICMP
+  assertEquals(answer.subarray(12, 20), hex("c6126401 c6126402")); // from the gateway, to the sender
+  assertEquals(answer.subarray(20, 22), hex("03 0d")); // type 3 Destination Unreachable, code 13
+  assertEquals(answer.subarray(24, 28), hex("00000000")); // unused
+  assertEquals(answer.subarray(28), original); // the whole original, quoted
+  assertChecksumsValid(answer);
+});
+
+Deno.test("ICMP builders never throw on random and mutated packets", () =>
   fuzz((random) => {
     const seeds = [IPV4_UDP, IPV6_ECHO, buildIcmpv4Echo({ src: "198.18.0.1", dst: "1.1.1.1" })];
     const from4 = ip("192.0.2.1");
@@ -202,8 +269,12 @@ Deno.test("buildPacketTooBig() never throws on random and mutated packets", () =
         }
       }
       for (const from of [from4, from6]) {
-        const answer = buildPacketTooBig(packet, 1280, from);
-        if (answer !== undefined) {
+        const answers = [
+          buildPacketTooBig(packet, 1280, from),
+          buildDestinationUnreachable(packet, "administratively prohibited", from),
+        ];
+        for (const answer of answers) {
+          if (answer === undefined) continue;
           answered++;
           assertChecksumsValid(answer);
         }

@@ -78,6 +78,18 @@ export const DROP_REASONS = [
 /** One of {@linkcode DROP_REASONS}. */
 export type DropReason = typeof DROP_REASONS[number];
 
+/**
+ * The reasons that mean "the session may not reach this destination with
+ * this protocol": a relay answers them with ICMP Destination Unreachable,
+ * administratively prohibited (RFC 9484 §7, RFC 1812 §5.2.7.1), so that the
+ * application fails at once instead of timing out. Drops for the relay host
+ * and other clients stay silent (they would confirm what is there).
+ */
+export const POLICY_REFUSALS: ReadonlySet<DropReason> = new Set<DropReason>([
+  "destination not routed",
+  "protocol not allowed",
+]);
+
 /** The outcome of a check: forward the packet, or drop it for `reason`. */
 export type Verdict = { readonly ok: true } | { readonly ok: false; readonly reason: DropReason };
 

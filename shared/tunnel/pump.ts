@@ -7,6 +7,7 @@
  *   2. parse the IP header (`validateIpPacket`)            drop `malformed`
  *   3. route: the peer owning the destination ({@linkcode PeerRouter})
  *                                                          drop `no session`
+ *   3'. the peer's rate ({@linkcode PeerLimits.outbound}, bytes) drop `rate limited`
  *   4. the peer's session is open                          drop `session closed`
  *   5. fits the session (`maxPacketSize`)                  else ICMP Packet Too Big
  *      from the packet's destination, written back into the TUN (RFC 9484
@@ -19,7 +20,12 @@
  *   2. the peer's policy ({@linkcode TunnelPeer.check}): the client checks
  *      the destination is its own (`checkFromRelay`); the relay checks the
  *      source, header rules and routes (`checkFromClient`), then its host
- *      firewall (RFC 9484 §7)                               drop with its reason
+ *      firewall (RFC 9484 §7)                               drop with its reason;
+ *      a destination or protocol outside the session's routes (a user's
+ *      policy) is also answered with ICMP Destination Unreachable
+ *      "administratively prohibited" on the peer's session, at most
+ *      {@linkcode PeerLimits.prohibited}'s rate
+ *   2'. the peer's rate ({@linkcode PeerLimits.inbound}, bytes) drop `rate limited`
  *   3. `tun.writePacket` (the kernel forwards it)           drop `tun write failed`
  *   3'. between peers (relay, `--allow-client-to-client`: the policy said
  *      {@linkcode TO_PEER}): route to the peer owning the destination
@@ -38,22 +44,25 @@
  *
  * Both programs count the same things the same way ({@linkcode PumpCounters}):
  * packets and bytes passed each way, every drop by direction and reason,
- * Packet Too Big answers, packets between peers. Inside the loop nothing
- * throws: drops are counted and logged at debug level.
+ * Packet Too Big and prohibited answers, packets between peers; a peer with
+ * {@linkcode TunnelPeer.drops} also counts its own drops (the relay: per
+ * user). Inside the loop nothing throws: drops are counted and logged at
+ * debug level.
  *
  * @module
  */
 
 import { counterByLabel } from "../counters.ts";
 import type { Counter, CounterRegistry } from "../counters.ts";
-import { buildPacketTooBig } from "../ip/icmp.ts";
+import { buildDestinationUnreachable, buildPacketTooBig } from "../ip/icmp.ts";
 import { decrementHopLimit, readDestination, validateIpPacket } from "../ip/ip_header.ts";
 import type { Logger } from "../log.ts";
 import { nullLogger } from "../log.ts";
+import type { TokenBucket } from "../rate_limit.ts";
 import type { HostVerdict } from "./host_firewall.ts";
 import { TO_CLIENT } from "./host_firewall.ts";
 import type { PacketDevice } from "./packet_device.ts";
-import { DROP_REASONS } from "./packet_policy.ts";
+import { DROP_REASONS, POLICY_REFUSALS } from "./packet_policy.ts";
 
 /** What the pump needs of a session: a `ConnectIpSession` is one. */
 export interface PacketSession {
@@ -82,6 +91,7 @@ export const PUMP_DROP_REASONS = [
   "session closed",
   "too big",
   "tun write failed",
+  "rate limited",
 ] as const;
 
 /** One of {@linkcode PUMP_DROP_REASONS}. */
@@ -113,6 +123,8 @@ export interface ReplyAction {
   readonly packet: Uint8Array;
   readonly via: TunnelPeer | undefined;
   readonly direction: Direction;
+  /** What the answer says: Packet Too Big (RFC 9484 §10.1) or administratively prohibited (§7). */
+  readonly icmp: "packet too big" | "prohibited";
 }
 
 /** The packet was dropped (and counted) for `reason`. */
@@ -135,6 +147,32 @@ export const DROP: Readonly<Record<PumpDropReason, DropAction>> = Object.freeze(
 );
 
 /**
+ * What the pump limits for one peer (the relay: per user and session).
+ * Buckets count bytes; one bucket may be shared by several peers (a user's
+ * sessions share its rate).
+ */
+export interface PeerLimits {
+  /** Bytes to the peer (TUN to session); past it packets are dropped `rate limited`. */
+  readonly outbound?: TokenBucket;
+  /** Bytes from the peer (session to TUN or another peer), likewise. */
+  readonly inbound?: TokenBucket;
+  /**
+   * Answer a packet the policy refused for its destination or protocol
+   * ({@linkcode POLICY_REFUSALS}) with ICMP Destination Unreachable
+   * "administratively prohibited", one token of `bucket` per answer, from
+   * the address `from` gives for the packet's IP version (the relay's
+   * gateway address).
+   */
+  readonly prohibited?: {
+    readonly bucket: TokenBucket;
+    readonly from: (version: 4 | 6) => Uint8Array | undefined;
+  };
+}
+
+/** No limits. */
+export const NO_LIMITS: PeerLimits = Object.freeze({});
+
+/**
  * One peer: a session and the inbound policy of its packets. Routers
  * ({@linkcode PeerRouter}) hand peers out; the pump sends with the peer's
  * own constant actions.
@@ -147,10 +185,20 @@ export class TunnelPeer {
   readonly send: SendAction;
   /** The action that sends another peer's packet on this peer's session. */
   readonly forward: SendAction;
+  /** Rates and ICMP answers; replaced when the peer's policy changes (a reload). */
+  limits: PeerLimits;
+  /** Counts this peer's drops besides the pump's totals (the relay: per user), if set. */
+  drops: ((reason: PumpDropReason) => void) | undefined;
 
-  constructor(session: PacketSession, check: (packet: Uint8Array) => HostVerdict) {
+  constructor(
+    session: PacketSession,
+    check: (packet: Uint8Array) => HostVerdict,
+    limits: PeerLimits = NO_LIMITS,
+  ) {
     this.session = session;
     this.check = check;
+    this.limits = limits;
+    this.drops = undefined;
     this.send = Object.freeze({ kind: "send", peer: this });
     this.forward = Object.freeze({ kind: "forward", peer: this });
   }
@@ -170,6 +218,7 @@ export class PumpCounters {
   readonly packets: readonly [Counter, Counter];
   readonly bytes: readonly [Counter, Counter];
   readonly packetTooBig: readonly [Counter, Counter];
+  readonly prohibited: Counter;
   readonly betweenPeers: Counter;
   readonly dropped: readonly [
     Readonly<Record<PumpDropReason, Counter>>,
@@ -190,6 +239,10 @@ export class PumpCounters {
       "tunnel_packet_too_big_total",
       "ICMP Packet Too Big answers sent for packets larger than a session carries",
     );
+    this.prohibited = registry.counter("tunnel_prohibited_answers_total", {
+      help: "ICMP Destination Unreachable (administratively prohibited) answers sent to peers " +
+        "for packets outside their routes or protocols",
+    }).child();
     this.betweenPeers = registry.counter("tunnel_packets_between_peers_total", {
       help: "Inbound packets delivered to another peer's session (--allow-client-to-client)",
     }).child();
@@ -218,6 +271,8 @@ export interface TunnelPumpOptions {
   readonly router: PeerRouter;
   readonly counters: PumpCounters;
   readonly log?: Logger;
+  /** The clock of the peers' buckets, milliseconds (default `performance.now`). */
+  readonly now?: () => number;
 }
 
 /** The pump; see the module docs. */
@@ -226,6 +281,7 @@ export class TunnelPump {
   readonly #router: PeerRouter;
   readonly #counters: PumpCounters;
   readonly #log: Logger;
+  readonly #now: () => number;
   #stopped = false;
 
   constructor(options: TunnelPumpOptions) {
@@ -233,6 +289,7 @@ export class TunnelPump {
     this.#router = options.router;
     this.#counters = options.counters;
     this.#log = options.log ?? nullLogger;
+    this.#now = options.now ?? (() => performance.now());
   }
 
   /**
@@ -243,6 +300,10 @@ export class TunnelPump {
     if (validateIpPacket(packet) !== undefined) return this.#drop(OUTBOUND, "malformed", packet);
     const peer = this.#router.peerFor(packet);
     if (peer === undefined) return this.#drop(OUTBOUND, "no session", packet);
+    const rate = peer.limits.outbound;
+    if (rate !== undefined && !rate.take(this.#now(), packet.length)) {
+      return this.#drop(OUTBOUND, "rate limited", packet, peer);
+    }
     return this.#fit(packet, peer, peer.send, undefined);
   }
 
@@ -253,9 +314,34 @@ export class TunnelPump {
    */
   inbound(from: TunnelPeer, packet: Uint8Array): PumpAction {
     const verdict = from.check(packet);
-    if (verdict === TO_PEER) return this.#toPeer(from, packet);
-    if (!verdict.ok) return this.#drop(INBOUND, verdict.reason, packet);
-    return WRITE;
+    if (verdict !== TO_PEER && !verdict.ok) {
+      const dropped = this.#drop(INBOUND, verdict.reason, packet, from);
+      const prohibited = from.limits.prohibited;
+      if (prohibited === undefined || !POLICY_REFUSALS.has(verdict.reason)) return dropped;
+      return this.#prohibit(from, packet, prohibited) ?? dropped;
+    }
+    const rate = from.limits.inbound;
+    if (rate !== undefined && !rate.take(this.#now(), packet.length)) {
+      return this.#drop(INBOUND, "rate limited", packet, from);
+    }
+    return verdict === TO_PEER ? this.#toPeer(from, packet) : WRITE;
+  }
+
+  /**
+   * ICMP administratively prohibited for `packet` back on `from`'s session,
+   * if its bucket has a token and the RFCs allow an answer (never to an
+   * ICMP error, a multicast or broadcast, a later fragment).
+   */
+  #prohibit(
+    from: TunnelPeer,
+    packet: Uint8Array,
+    prohibited: NonNullable<PeerLimits["prohibited"]>,
+  ): ReplyAction | undefined {
+    const source = prohibited.from(packet[0] >> 4 === 4 ? 4 : 6);
+    if (source === undefined || !prohibited.bucket.take(this.#now())) return undefined;
+    const answer = buildDestinationUnreachable(packet, "administratively prohibited", source);
+    if (answer === undefined) return undefined;
+    return { kind: "reply", packet: answer, via: from, direction: "inbound", icmp: "prohibited" };
   }
 
   #toPeer(from: TunnelPeer, packet: Uint8Array): PumpAction {
@@ -286,7 +372,13 @@ export class TunnelPump {
     if (packet.length <= limit) return send;
     const answer = buildPacketTooBig(packet, limit, readDestination(packet));
     if (answer === undefined) return this.#drop(dir, "too big", packet);
-    return { kind: "reply", packet: answer, via: from, direction: DIRECTIONS[dir] };
+    return {
+      kind: "reply",
+      packet: answer,
+      via: from,
+      direction: DIRECTIONS[dir],
+      icmp: "packet too big",
+    };
   }
 
   /**
@@ -326,12 +418,10 @@ export class TunnelPump {
         const sent = action.via === undefined
           ? this.#tun.writePacket(action.packet)
           : action.via.session.sendPacket(action.packet) === "sent";
-        if (sent) c.packetTooBig[dir].value++;
-        else {this.#drop(
-            dir,
-            action.via === undefined ? "tun write failed" : "session closed",
-            packet,
-          );}
+        if (!sent) {
+          this.#drop(dir, action.via === undefined ? "tun write failed" : "session closed", packet);
+        } else if (action.icmp === "prohibited") c.prohibited.value++;
+        else c.packetTooBig[dir].value++;
         return;
       }
       case "drop":
@@ -368,8 +458,9 @@ export class TunnelPump {
     this.#stopped = true;
   }
 
-  #drop(dir: number, reason: PumpDropReason, packet: Uint8Array): DropAction {
+  #drop(dir: number, reason: PumpDropReason, packet: Uint8Array, peer?: TunnelPeer): DropAction {
     this.#counters.dropped[dir][reason].value++;
+    peer?.drops?.(reason);
     if (this.#log.enabled("debug")) {
       this.#log.debug("packet dropped", {
         direction: DIRECTIONS[dir],

@@ -14,8 +14,9 @@ import {
 import { CounterRegistry } from "../counters.ts";
 import { formatIp, parsePrefix } from "../ip/ip_address.ts";
 import { addressKey, destinationKey, hopLimit, readSource } from "../ip/ip_header.ts";
-import { drop, FORWARD } from "./packet_policy.ts";
-import { checkFromRelay } from "./packet_policy.ts";
+import { checkFromClient, checkFromRelay, drop, FORWARD } from "./packet_policy.ts";
+import { TokenBucket } from "../rate_limit.ts";
+import { prefixesToRanges } from "./routes.ts";
 import type { HostVerdict } from "./host_firewall.ts";
 import { DROP, PumpCounters, TO_PEER, TunnelPeer, TunnelPump, WRITE } from "./pump.ts";
 import type { PacketSession, PeerRouter } from "./pump.ts";
@@ -56,9 +57,15 @@ function setup(check: (packet: Uint8Array) => HostVerdict = () => FORWARD) {
   const peer = new TunnelPeer(session, check);
   router.own("198.18.100.2/32", peer);
   router.own("fd00:100::2/128", peer);
-  const pump = new TunnelPump({ tun, router, counters: new PumpCounters(registry) });
+  const clock = { now: 0 };
+  const pump = new TunnelPump({
+    tun,
+    router,
+    counters: new PumpCounters(registry),
+    now: () => clock.now,
+  });
   const count = (name: string, ...labels: string[]) => registry.value(name, ...labels);
-  return { registry, tun, router, session, peer, pump, count };
+  return { registry, tun, router, session, peer, pump, count, clock };
 }
 
 /** An echo request of 228 bytes from `src` to `dst`. */
@@ -234,6 +241,106 @@ Deno.test("between peers: forwarded on the other session, hop limit decremented,
     const s = setup(() => drop("client to client"));
     s.pump.receive(s.peer, buildIcmpv6Echo({ src: "fd00:100::2", dst: "fd00:100::3" }));
     assertEquals(s.count("tunnel_packets_dropped_total", "inbound", "client to client"), 1);
+  });
+});
+
+Deno.test("rate limits: bytes past a peer's bucket are dropped as rate limited, each way, and counted for the peer", async (t) => {
+  for (const direction of ["outbound", "inbound"] as const) {
+    await t.step(direction, () => {
+      const s = setup();
+      const packet = udp4("198.18.100.2", "x".repeat(72)); // 100 bytes
+      const bucket = new TokenBucket({ ratePerSecond: 1000, burst: 250 }, 0);
+      s.peer.limits = direction === "outbound" ? { outbound: bucket } : { inbound: bucket };
+      const peerDrops: string[] = [];
+      s.peer.drops = (reason) => peerDrops.push(reason);
+      const run = () =>
+        direction === "outbound" ? s.pump.outbound(packet) : s.pump.inbound(s.peer, packet);
+      // 250 bytes at once: two packets pass, the third is dropped.
+      assertEquals([run().kind, run().kind], [
+        direction === "outbound" ? "send" : "write",
+        direction === "outbound" ? "send" : "write",
+      ]);
+      assertStrictEquals(run(), DROP["rate limited"]);
+      assertEquals(s.count("tunnel_packets_dropped_total", direction, "rate limited"), 1);
+      assertEquals(peerDrops, ["rate limited"]);
+      // 100 ms later 100 bytes more have come in: one more packet.
+      s.clock.now = 100;
+      assert(run().kind !== "drop");
+      assertStrictEquals(run(), DROP["rate limited"]);
+    });
+  }
+  await t.step("the other direction is not limited by this bucket", () => {
+    const s = setup();
+    s.peer.limits = { inbound: new TokenBucket({ ratePerSecond: 1000, burst: 100 }, 0) };
+    for (let i = 0; i < 10; i++) assertStrictEquals(s.pump.outbound(udp4()), s.peer.send);
+  });
+});
+
+Deno.test("prohibited: a packet outside the session's routes is answered with ICMP administratively prohibited, at the bucket's rate", async (t) => {
+  /** A relay-side peer allowed 198.18.1.0/24 only, answering from gateway 198.18.100.1. */
+  function relayPeer(burst: number) {
+    const policy = {
+      addresses: [parsePrefix("198.18.100.2/32"), parsePrefix("fd00:100::2/128")],
+      routes: prefixesToRanges([parsePrefix("198.18.1.0/24"), parsePrefix("fd00:1::/64")]),
+    };
+    const s = setup((packet) => checkFromClient(packet, policy));
+    s.peer.limits = {
+      prohibited: {
+        bucket: new TokenBucket({ ratePerSecond: 1, burst }, 0),
+        from: (version) => parsePrefix(version === 4 ? "198.18.100.1" : "fd00:100::1").address,
+      },
+    };
+    return s;
+  }
+  await t.step("IPv4: type 3 code 13 from the gateway, on the sender's session", () => {
+    const s = relayPeer(2);
+    const packet = buildIcmpv4Echo({ src: "198.18.100.2", dst: "198.18.2.1" });
+    const action = s.pump.inbound(s.peer, packet);
+    assert(action.kind === "reply" && action.via === s.peer && action.icmp === "prohibited");
+    s.pump.perform(action, packet);
+    assertEquals(s.tun.written, []);
+    const icmp = s.session.sent[0];
+    assertEquals([icmp[9], icmp[20], icmp[21]], [1, 3, 13]);
+    assertEquals(formatIp(readSource(icmp)), "198.18.100.1");
+    assertEquals(s.count("tunnel_prohibited_answers_total"), 1);
+    assertEquals(
+      s.count("tunnel_packets_dropped_total", "inbound", "destination not routed"),
+      1,
+    );
+  });
+  await t.step("IPv6: type 1 code 1", () => {
+    const s = relayPeer(2);
+    s.pump.receive(s.peer, buildIcmpv6Echo({ src: "fd00:100::2", dst: "fd00:2::1" }));
+    const icmp = s.session.sent[0];
+    assertEquals([icmp[6], icmp[40], icmp[41]], [58, 1, 1]);
+    assertEquals(formatIp(readSource(icmp)), "fd00:100::1");
+  });
+  await t.step("past the bucket: dropped without an answer", () => {
+    const s = relayPeer(2);
+    for (let i = 0; i < 5; i++) {
+      s.pump.receive(s.peer, buildIcmpv4Echo({ src: "198.18.100.2", dst: "198.18.2.1" }));
+    }
+    assertEquals(s.session.sent.length, 2);
+    assertEquals(s.count("tunnel_prohibited_answers_total"), 2);
+    assertEquals(
+      s.count("tunnel_packets_dropped_total", "inbound", "destination not routed"),
+      5,
+    );
+    s.clock.now = 1000;
+    s.pump.receive(s.peer, buildIcmpv4Echo({ src: "198.18.100.2", dst: "198.18.2.1" }));
+    assertEquals(s.session.sent.length, 3);
+  });
+  await t.step("other drops stay silent (a spoofed source, the relay host)", () => {
+    const s = relayPeer(10);
+    s.pump.receive(s.peer, buildIcmpv4Echo({ src: "198.18.100.9", dst: "198.18.2.1" }));
+    assertEquals(s.session.sent, []);
+    assertEquals(s.count("tunnel_packets_dropped_total", "inbound", "source not assigned"), 1);
+  });
+  await t.step("a peer without the limit is not answered", () => {
+    const s = relayPeer(10);
+    s.peer.limits = {};
+    s.pump.receive(s.peer, buildIcmpv4Echo({ src: "198.18.100.2", dst: "198.18.2.1" }));
+    assertEquals(s.session.sent, []);
   });
 });
 

@@ -112,8 +112,8 @@ export class FailureLimiter {
         this.#blocked.set(key, entry);
         return { blocked: false, blockedForMs: entry.blockedUntil - now };
       }
-      // The block ran out; a quiet stretch as long as the longest back-off forgets the level.
-      if (now - entry.lastFailure >= o.maxBackoffMs) entry.nextBackoff = o.backoffMs;
+      // The block ran out; quiet as long as the longest back-off after it forgets the level.
+      if (now - entry.blockedUntil >= o.maxBackoffMs) entry.nextBackoff = o.backoffMs;
       entry.failures = 0;
       entry.windowStart = now;
     } else {

@@ -81,17 +81,18 @@ export function parseScryptHash(text: string): ScryptHash | string {
   if (parts.length !== 5 || parts[0] !== "" || parts[1] !== "scrypt") {
     return "is not a scrypt hash ($scrypt$ln=N,r=N,p=N$salt$hash)";
   }
-  const params: Record<string, number> = {};
+  const params: Partial<Record<"logN" | "r" | "p", number>> = {};
   for (const item of parts[2].split(",")) {
     const eq = item.indexOf("=");
     const key = item.slice(0, eq);
-    if (eq < 0 || !(key in SCRYPT_LIMITS) || key === "maxMemory" || key in params) {
+    const name = key === "ln" ? "logN" : key === "r" || key === "p" ? key : undefined;
+    if (eq < 0 || name === undefined || params[name] !== undefined) {
       return "has parameters other than ln, r and p once each";
     }
-    const [min, max] = SCRYPT_LIMITS[key === "ln" ? "logN" : key as "r" | "p"];
+    const [min, max] = SCRYPT_LIMITS[name];
     const value = integerIn(item.slice(eq + 1), min, max);
     if (value === undefined) return `has ${key} outside ${min}..${max}`;
-    params[key === "ln" ? "logN" : key] = value;
+    params[name] = value;
   }
   if (params.logN === undefined || params.r === undefined || params.p === undefined) {
     return "lacks one of ln, r and p";

@@ -412,7 +412,14 @@ export function buildConnectIpResponse(status: number): [string, string][] {
   return headers;
 }
 
-/** The outcome of {@linkcode parseConnectIpRequest}: a scope, or the status to refuse with. */
+/**
+ * The outcome of {@linkcode parseConnectIpRequest}: a scope, or the status to
+ * refuse with. A refusal `about` the `"message"` is one any HTTP/3 server
+ * gives (a malformed request, a method or protocol it does not serve); one
+ * `about` the `"resource"` says something about this server's connect-ip
+ * resource (its authority, its path, the scope's syntax), which a relay
+ * reveals only to an authenticated client (probe resistance).
+ */
 export type ConnectIpRequestResult =
   | {
     readonly ok: true;
@@ -420,7 +427,12 @@ export type ConnectIpRequestResult =
     readonly authority: string;
     readonly path: string;
   }
-  | { readonly ok: false; readonly status: number; readonly reason: string };
+  | {
+    readonly ok: false;
+    readonly status: number;
+    readonly reason: string;
+    readonly about: "message" | "resource";
+  };
 
 const REQUEST_PSEUDO_HEADERS = new Set([":method", ":scheme", ":authority", ":path", ":protocol"]);
 // RFC 9114 §4.2: connection-specific fields make a message malformed.
@@ -433,8 +445,12 @@ const CONNECTION_SPECIFIC = new Set([
 ]);
 const FIELD_NAME = /^:?[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 
-function refuse(status: number, reason: string): ConnectIpRequestResult {
-  return { ok: false, status, reason };
+function refuse(
+  status: number,
+  reason: string,
+  about: "message" | "resource" = "message",
+): ConnectIpRequestResult {
+  return { ok: false, status, reason, about };
 }
 
 function normalizeAuthority(authority: string): string {
@@ -476,14 +492,19 @@ function percentDecode(text: string): string | undefined {
  *   (RFC 9114 §4.4); a missing `:method`, `:scheme`, `:authority` or `:path`;
  *   a scheme other than `https`; an `:authority` other than the expected one
  *   (`options.authority`, else an absolute template's; compared without case
- *   and with `:443` ignored); `capsule-protocol` missing or not `?1`; a path
- *   that does not match the template; a target that is not `*` or an IP
- *   prefix (hostnames included); an ipproto that is not `*` or 0..255; a
- *   query parameter the template does not have, twice, or empty.
+ *   and with `:443` ignored); `capsule-protocol` missing or not `?1`; a
+ *   target that is not `*` or an IP prefix (hostnames included); an ipproto
+ *   that is not `*` or 0..255; a query parameter the template does not
+ *   have, twice, or empty.
+ * - 404: a path that does not match the template: no connect-ip resource
+ *   there.
  * - 405: a method other than CONNECT.
  * - 501: a plain CONNECT (no `:protocol`) or a `:protocol` other than
  *   `connect-ip`: this server implements only CONNECT-IP.
  * - 500: `options.template` itself is invalid (a configuration error).
+ *
+ * The checks from the template on (authority, `capsule-protocol`, path,
+ * target, ipproto) are `about: "resource"`; the others `"message"`.
  *
  * `options.template` defaults to {@linkcode DEFAULT_URI_TEMPLATE}; the path
  * is matched by {@linkcode matchConnectIpTemplate} (one pass, no regular
@@ -556,31 +577,31 @@ export function parseConnectIpRequest(
   try {
     parsed = parseTemplateCached(template);
   } catch (error) {
-    return refuse(500, errorMessage(error));
+    return refuse(500, errorMessage(error), "resource");
   }
   const expected = options.authority ?? parsed.authority;
   if (expected !== undefined && normalizeAuthority(expected) !== normalizeAuthority(authority)) {
-    return refuse(400, `:authority "${authority}" does not match "${expected}"`);
+    return refuse(400, `:authority "${authority}" does not match "${expected}"`, "resource");
   }
   if (!isCapsuleProtocolEnabled(headers)) {
-    return refuse(400, "missing or invalid capsule-protocol header (expected ?1)");
+    return refuse(400, "missing or invalid capsule-protocol header (expected ?1)", "resource");
   }
 
   const match = matchConnectIpTemplate(parsed, path);
-  if (!match.ok) return refuse(400, match.reason);
+  if (!match.ok) return refuse(404, match.reason, "resource");
   let target: ConnectIpTarget = { kind: "any" };
   let ipProtocol: number | "any" = "any";
   const rawTarget = match.values.target;
   if (rawTarget !== undefined) {
     const value = percentDecode(rawTarget);
     if (value === undefined) {
-      return refuse(400, `target "${rawTarget}" is not valid percent-encoding`);
+      return refuse(400, `target "${rawTarget}" is not valid percent-encoding`, "resource");
     }
     if (value !== "*") {
       try {
         target = { kind: "prefix", prefix: parsePrefix(value) };
       } catch {
-        return refuse(400, `target "${value}" is not an IP address, IP prefix or "*"`);
+        return refuse(400, `target "${value}" is not an IP address, IP prefix or "*"`, "resource");
       }
     }
   }
@@ -588,11 +609,13 @@ export function parseConnectIpRequest(
   if (rawIpproto !== undefined) {
     const value = percentDecode(rawIpproto);
     if (value === undefined) {
-      return refuse(400, `ipproto "${rawIpproto}" is not valid percent-encoding`);
+      return refuse(400, `ipproto "${rawIpproto}" is not valid percent-encoding`, "resource");
     }
     if (value !== "*") {
       const number = parseIpProtocol(value);
-      if (number === undefined) return refuse(400, `ipproto "${value}" is not 0..255 or "*"`);
+      if (number === undefined) {
+        return refuse(400, `ipproto "${value}" is not 0..255 or "*"`, "resource");
+      }
       ipProtocol = number;
     }
   }

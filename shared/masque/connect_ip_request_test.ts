@@ -239,7 +239,7 @@ Deno.test("parseConnectIpRequest() matches long hostile paths in one pass", asyn
   for (const [template, path, reason] of cases) {
     await t.step(`${template} against ${path.length} characters`, () => {
       const result = parseConnectIpRequest(request(path), { template });
-      assert(!result.ok && result.status === 400 && result.reason.includes(reason), String(result));
+      assert(!result.ok && result.status === 404 && result.reason.includes(reason), String(result));
     });
   }
 });
@@ -505,31 +505,31 @@ Deno.test("parseConnectIpRequest() refuses bad requests with a status and reason
     [
       "no trailing slash",
       request("/.well-known/masque/ip/*/*"),
-      400,
+      404,
       `path "/.well-known/masque/ip/*/*" does not match template "${DEFAULT_URI_TEMPLATE}"`,
     ],
     [
       "empty target",
       request("/.well-known/masque/ip//*/"),
-      400,
+      404,
       `path "/.well-known/masque/ip//*/" does not match template "${DEFAULT_URI_TEMPLATE}"`,
     ],
     [
       "raw slash in target",
       request("/.well-known/masque/ip/198.18.0.0/15/*/"),
-      400,
+      404,
       `path "/.well-known/masque/ip/198.18.0.0/15/*/" does not match template "${DEFAULT_URI_TEMPLATE}"`,
     ],
     [
       "query appended",
       request("/.well-known/masque/ip/*/*/?x=1"),
-      400,
+      404,
       `path "/.well-known/masque/ip/*/*/?x=1" does not match template "${DEFAULT_URI_TEMPLATE}"`,
     ],
     [
       "other prefix",
       request("/masque/ip/*/*/"),
-      400,
+      404,
       `path "/masque/ip/*/*/" does not match template "${DEFAULT_URI_TEMPLATE}"`,
     ],
     [
@@ -596,49 +596,49 @@ Deno.test("parseConnectIpRequest() refuses bad requests with a status and reason
     [
       "query parameter not in the template",
       request("/masque?target=*&user=bob"),
-      400,
+      404,
       `query parameter "user" is not in template "/masque{?target,ipproto}"`,
       { template: "/masque{?target,ipproto}" },
     ],
     [
       "query parameter twice",
       request("/masque?target=*&target=*"),
-      400,
+      404,
       `query parameter "target" appears twice`,
       { template: "/masque{?target,ipproto}" },
     ],
     [
       "empty query parameter",
       request("/masque?target=&ipproto=17"),
-      400,
+      404,
       `query parameter "target" is empty (RFC 9484 §3)`,
       { template: "/masque{?target,ipproto}" },
     ],
     [
       "query parameter without '='",
       request("/masque?ipproto"),
-      400,
+      404,
       `query parameter "ipproto" is empty (RFC 9484 §3)`,
       { template: "/masque{?target,ipproto}" },
     ],
     [
       "raw slash in a query value",
       request("/masque?target=198.18.0.0/15"),
-      400,
+      404,
       `path "/masque?target=198.18.0.0/15" does not match template "/masque{?target,ipproto}"`,
       { template: "/masque{?target,ipproto}" },
     ],
     [
       "query where the template has none",
       request("/vpn?target=*"),
-      400,
+      404,
       `path "/vpn?target=*" does not match template "/vpn"`,
       { template: "/vpn" },
     ],
     [
       "other path under a query-form template",
       request("/masque2?target=*"),
-      400,
+      404,
       `path "/masque2?target=*" does not match template "/masque{?target,ipproto}"`,
       { template: "/masque{?target,ipproto}" },
     ],
@@ -652,7 +652,7 @@ Deno.test("parseConnectIpRequest() refuses bad requests with a status and reason
     [
       "RFC 9484 §3 example with another user",
       request("/?user=alice"),
-      400,
+      404,
       `path "/?user=alice" does not match template "https://masque.example.org/?user=bob"`,
       { template: "https://masque.example.org/?user=bob", authority: "relay.test" },
     ],
@@ -669,7 +669,17 @@ Deno.test("parseConnectIpRequest() refuses bad requests with a status and reason
   ];
   for (const [name, headers, status, reason, options] of cases) {
     await t.step(name, () => {
-      assertEquals(parseConnectIpRequest(headers, options), { ok: false, status, reason });
+      const result = parseConnectIpRequest(headers, options);
+      assert(!result.ok);
+      assertEquals({ status: result.status, reason: result.reason }, { status, reason });
+      // What follows the template concerns the relay's resource (shown only after authentication).
+      const resource = status === 404 || status === 500 ||
+        /template|authority "|capsule-protocol|target|ipproto|query/.test(reason);
+      assertEquals(
+        result.about,
+        resource && !reason.startsWith("host ") ? "resource" : "message",
+        name,
+      );
     });
   }
 });

@@ -15,6 +15,7 @@
 
 import { errorMessage } from "../errors.ts";
 import type { H3Connection } from "../h3/connection.ts";
+import type { HeaderField } from "../h3/qpack.ts";
 import type { H3RequestStream } from "../h3/request_stream.ts";
 import { SETTINGS_ENABLE_CONNECT_PROTOCOL, SETTINGS_H3_DATAGRAM } from "../h3/settings.ts";
 import type { Logger } from "../log.ts";
@@ -49,6 +50,8 @@ export interface OpenConnectIpOptions {
   /** `:path` expanded from the URI template. */
   readonly path: string;
   readonly mode: PacketMode;
+  /** Fields added to the request: credentials (`proxy-authorization`, `shared/auth/credentials.ts`). */
+  readonly headers?: readonly HeaderField[];
   readonly log?: Logger;
   /** The counters the session adds to (see `ConnectIpSessionOptions.counters`). */
   readonly counters?: SessionCounters;
@@ -58,7 +61,10 @@ export interface OpenConnectIpOptions {
  * Client side: waits for the relay's SETTINGS, checks that it enables
  * extended CONNECT (RFC 9220 §3) and, in datagram mode, HTTP Datagrams
  * (RFC 9297 §2.1.1), sends the connect-ip request (RFC 9484 §4) and waits
- * for a 2xx. Throws {@linkcode ConnectIpError} with a clear message.
+ * for a 2xx. Throws {@linkcode ConnectIpError} with a clear message; for a
+ * 404 it says that the relay refused the credentials or has no CONNECT-IP
+ * at this path (a relay answers both the same way, so that a scan cannot
+ * tell it from a plain web server).
  */
 export async function openConnectIpSession(
   h3: H3Connection,
@@ -88,9 +94,10 @@ export async function openConnectIpSession(
   let stream: H3RequestStream;
   let status: number;
   try {
-    stream = await h3.request(
-      buildConnectIpRequest({ authority: options.authority, path: options.path }),
-    );
+    stream = await h3.request([
+      ...buildConnectIpRequest({ authority: options.authority, path: options.path }),
+      ...(options.headers ?? []),
+    ]);
     status = await stream.readResponse();
   } catch (error) {
     throw new ConnectIpError(`Cannot open connect-ip session: ${errorMessage(error)}`);
@@ -98,7 +105,10 @@ export async function openConnectIpSession(
   if (status < 200 || status >= 300) {
     stream.abort();
     throw new ConnectIpError(
-      `Cannot open connect-ip session: the relay answered ${status}`,
+      status === 404
+        ? "Cannot open connect-ip session: the relay answered 404: it refused the credentials " +
+          `or has no CONNECT-IP at this path (${options.path})`
+        : `Cannot open connect-ip session: the relay answered ${status}`,
       status,
     );
   }
@@ -117,8 +127,9 @@ export async function openConnectIpSession(
 }
 
 /**
- * What the server's `authorize` callback decides for a parsed request. A
- * refusal's `reason` becomes the response body (default "request refused").
+ * What the server's `authenticate` and `authorize` callbacks decide for a
+ * request. A refusal's `reason` becomes the response body (default
+ * "request refused"), but a 404 is always answered by `notFound`.
  */
 export type AuthorizeResult = { readonly accept: true } | {
   readonly accept: false;
@@ -133,16 +144,38 @@ export interface AnswerRequestOptions {
   /** The authority the relay answers for; other authorities get 400. */
   readonly authority?: string;
   /**
+   * Decides who may learn anything about the connect-ip resource: called
+   * for every extended CONNECT with `:protocol connect-ip` that is a
+   * well-formed HTTP/3 message, once the peer's SETTINGS are in, before its
+   * path, authority and scope are checked (a refusal with 404 then looks
+   * exactly like a request for a path this server does not have). May take
+   * its time (a credential check); must not reserve anything.
+   */
+  readonly authenticate?: (request: H3RequestStream) => AuthorizeResult | Promise<AuthorizeResult>;
+  /**
    * Decides whether a well-formed connect-ip request is served; may take its
-   * time (a credential check). Called once the peer's SETTINGS are in, and
-   * a server that reserves something for an accepted request should do so
-   * synchronously at the end of the call, so concurrent requests cannot
-   * all pass its limits (see `relay/sessions.ts`).
+   * time. Called after `authenticate`, and a server that reserves something
+   * for an accepted request should do so synchronously at the end of the
+   * call, so concurrent requests cannot all pass its limits (see
+   * `relay/sessions.ts`).
    */
   readonly authorize?: (
     scope: ConnectIpScope,
     request: H3RequestStream,
   ) => AuthorizeResult | Promise<AuthorizeResult>;
+  /**
+   * Writes the answer to every request for something this server does not
+   * have (404): another method's path, a connect-ip request for a path
+   * outside the template, and whatever `authenticate` refuses with 404. One
+   * function, so they are byte for byte the same. Default: 404,
+   * `content-type: text/plain`, body `not found\n`.
+   */
+  readonly notFound?: (request: H3RequestStream) => Promise<void>;
+  /**
+   * Answers well-formed requests other than CONNECT (a GET for a decoy
+   * website) and returns the status it sent; default: `notFound`.
+   */
+  readonly serveOther?: (request: H3RequestStream) => Promise<number>;
   readonly log?: Logger;
   /** The counters the session adds to (see `ConnectIpSessionOptions.counters`). */
   readonly counters?: SessionCounters;
@@ -153,18 +186,32 @@ export type AnswerResult =
   | { readonly session: H3ConnectIpSession; readonly scope: ConnectIpScope }
   | { readonly session: undefined; readonly status: number; readonly reason: string };
 
+/** The default answer for 404: `text/plain`, `not found`. */
+export async function respondNotFound(request: H3RequestStream): Promise<void> {
+  await request.respond(404, [["content-type", "text/plain"]], "not found\n");
+}
+
 /**
  * Server side: answers one request. A valid connect-ip request that
- * `authorize` accepts gets 200 with `capsule-protocol: ?1` and becomes a
- * session. Anything else gets a proper HTTP/3 response, checked in this
- * order: 400 for a malformed message whatever its method (RFC 9114 §4.1.2,
- * §4.3.1: bad field names or values, misplaced or missing pseudo-headers, a
- * plain CONNECT with `:scheme` or `:path` per §4.4); 405 for a plain CONNECT;
- * 404 for other methods; then the status from the request parser (400, 501)
- * or from `authorize` for bad or refused connect-ip requests.
+ * `authenticate` and `authorize` accept gets 200 with `capsule-protocol: ?1`
+ * and becomes a session. Anything else gets a proper HTTP/3 response,
+ * checked in this order:
+ *
+ * 1. 400 for a malformed message whatever its method (RFC 9114 §4.1.2,
+ *    §4.3.1: bad field names or values, misplaced or missing
+ *    pseudo-headers, a plain CONNECT with `:scheme` or `:path` per §4.4);
+ * 2. 405 for a plain CONNECT; other methods: `serveOther`, else 404;
+ *    501 for a `:protocol` other than connect-ip;
+ * 3. (after the peer's SETTINGS) the status `authenticate` refuses with;
+ * 4. the request parser's status for the resource: 404 for a path outside
+ *    the template, 400 for a bad authority, `capsule-protocol` or scope;
+ * 5. the status `authorize` refuses with.
+ *
+ * Every 404 is written by `notFound`. The `reason` of the result is for the
+ * log; only refusals other than 404 carry it in their body.
  *
  * A valid connect-ip request waits for the peer's SETTINGS (they decide the
- * packet mode) before `authorize` is called, so nothing is reserved for a
+ * packet mode) before `authenticate` is called, so nothing is reserved for a
  * peer that has not sent them; if the connection closes first (for example
  * at its SETTINGS time limit), the stream is abandoned and this rejects.
  */
@@ -174,9 +221,12 @@ export async function answerRequest(
 ): Promise<AnswerResult> {
   const method = request.header(":method");
   const protocol = request.header(":protocol");
+  const notFound = options.notFound ?? respondNotFound;
   const refuse = async (status: number, reason: string): Promise<AnswerResult> => {
-    await request.respond(status, [["content-type", "text/plain"]], `${reason}\n`)
-      .catch(() => {});
+    const answer = status === 404
+      ? notFound(request)
+      : request.respond(status, [["content-type", "text/plain"]], `${reason}\n`);
+    await answer.catch(() => {});
     return { session: undefined, status, reason };
   };
   if (method === "CONNECT" && protocol === undefined) {
@@ -191,7 +241,9 @@ export async function answerRequest(
     template: options.template,
     authority: options.authority,
   });
-  if (!parsed.ok && parsed.status === 400) return await refuse(400, parsed.reason);
+  if (!parsed.ok && parsed.about === "message" && parsed.status === 400) {
+    return await refuse(400, parsed.reason);
+  }
   if (method === "CONNECT" && protocol === undefined) {
     return await refuse(405, "plain CONNECT is not supported; use connect-ip");
   }
@@ -200,10 +252,12 @@ export async function answerRequest(
     if (!request.header(":scheme") || !request.header(":path")) {
       return await refuse(400, "malformed request: missing :scheme or :path");
     }
-    return await refuse(404, "not found");
+    if (options.serveOther === undefined) return await refuse(404, "not found");
+    const status = await options.serveOther(request).catch(() => 500);
+    return { session: undefined, status, reason: status === 404 ? "not found" : "served" };
   }
-  if (!parsed.ok) return await refuse(parsed.status, parsed.reason);
-  // Nothing is reserved for a peer whose SETTINGS have not arrived: authorize
+  if (!parsed.ok && parsed.about === "message") return await refuse(parsed.status, parsed.reason);
+  // Nothing is reserved for a peer whose SETTINGS have not arrived: authenticate
   // runs only after them. The wait is bounded by the connection's SETTINGS
   // time limit, which closes the connection and rejects peerSettings.
   let settings;
@@ -213,6 +267,11 @@ export async function answerRequest(
     request.abort();
     throw new Error(`Cannot answer request: no SETTINGS from the peer (${errorMessage(error)})`);
   }
+  const identity = (await options.authenticate?.(request)) ?? { accept: true };
+  if (!identity.accept) {
+    return await refuse(identity.status, identity.reason ?? "request refused");
+  }
+  if (!parsed.ok) return await refuse(parsed.status, parsed.reason);
   const decision = (await options.authorize?.(parsed.scope, request)) ?? { accept: true };
   if (!decision.accept) {
     return await refuse(decision.status, decision.reason ?? "request refused");

@@ -144,9 +144,9 @@ Deno.test("answerRequest() answers other requests with proper statuses", async (
       'unsupported :protocol "connect-udp"',
     ],
     [
-      "a path outside the template is 400",
+      "a path outside the template is 404, answered as any unknown path",
       connectIp("/vpn"),
-      400,
+      404,
       `path "/vpn" does not match template "${DEFAULT_URI_TEMPLATE}"`,
     ],
     [
@@ -172,7 +172,8 @@ Deno.test("answerRequest() answers other requests with proper statuses", async (
     await t.step(name, async () => {
       const got = await ask(headers);
       assertEquals(got.status, status);
-      assertEquals(got.body, `${reason}\n`);
+      // A 404's body is the same whatever the reason; the reason is for the log.
+      assertEquals(got.body, status === 404 ? "not found\n" : `${reason}\n`);
       assertEquals(got.answer, { session: undefined, status, reason });
     });
   }
@@ -182,6 +183,122 @@ Deno.test("answerRequest() answers other requests with proper statuses", async (
     '{"target":{"kind":"any"},"ipProtocol":17}',
   ]);
   assertEquals(s.serverConn.closeInfo, undefined);
+  s.client.close();
+});
+
+Deno.test("answerRequest() asks authenticate before it reveals anything about the resource", async (t) => {
+  const seen: string[] = [];
+  const s = await setupH3Sessions({
+    answer: {
+      authenticate: (request) => {
+        seen.push(request.header(":path") ?? "");
+        return request.header("proxy-authorization") === "Bearer good"
+          ? { accept: true }
+          : { accept: false, status: 404, reason: "no valid credentials" };
+      },
+      notFound: (request) =>
+        request.respond(404, [["content-type", "text/html"], ["server", "nginx"]], "<h1>Nope</h1>"),
+      serveOther: async (request) => {
+        await request.respond(200, [["content-type", "text/plain"]], "hello");
+        await request.end();
+        return 200;
+      },
+    },
+  });
+  const ask = async (headers: HeaderField[]) => {
+    const before = s.answers.length;
+    const stream = await s.client.request(headers, { end: true });
+    const status = await within(stream.readResponse(), "the response");
+    let body = "";
+    for await (const chunk of stream.readBody()) body += new TextDecoder().decode(chunk);
+    await until(() => s.answers.length > before, "the answer");
+    return { status, headers: stream.headers, body, answer: s.answers[before] };
+  };
+  const connectIp = (path: string, ...extra: HeaderField[]): HeaderField[] => [
+    ...buildConnectIpRequest({ authority: "localhost", path }),
+    ...extra,
+  ];
+  const good: HeaderField = ["proxy-authorization", "Bearer good"];
+  const notFound = { status: 404, body: "<h1>Nope</h1>" };
+  await t.step("unauthenticated: notFound's answer, whatever the path or scope", async () => {
+    for (const path of [ANY_PATH, "/vpn", "/.well-known/masque/ip/nonsense/999/"]) {
+      const got = await ask(connectIp(path));
+      assertEquals({ status: got.status, body: got.body }, notFound, path);
+      assertEquals(got.headers, [[":status", "404"], ["content-type", "text/html"], [
+        "server",
+        "nginx",
+      ]]);
+      assertEquals(got.answer, {
+        session: undefined,
+        status: 404,
+        reason: "no valid credentials",
+      });
+    }
+  });
+  await t.step("authenticated: the resource's own answers", async () => {
+    assertEquals((await ask(connectIp("/vpn", good))).status, 404);
+    const bad = await ask(connectIp("/.well-known/masque/ip/nonsense/*/", good));
+    assertEquals([bad.status, bad.body], [
+      400,
+      'target "nonsense" is not an IP address, IP prefix or "*"\n',
+    ]);
+    const stream = await s.client.request(connectIp(ANY_PATH, good));
+    assertEquals(await within(stream.readResponse(), "the response"), 200);
+    stream.abort();
+  });
+  await t.step(
+    "a GET goes to serveOther; a malformed message is 400 before authentication",
+    async () => {
+      const get = await ask([
+        [":method", "GET"],
+        [":scheme", "https"],
+        [":authority", "localhost"],
+        [
+          ":path",
+          "/index.html",
+        ],
+      ]);
+      assertEquals([get.status, get.body], [200, "hello"]);
+      const malformed = await ask([["Upper", "x"], ...connectIp(ANY_PATH)]);
+      assertEquals(malformed.status, 400);
+    },
+  );
+  // authenticate saw only the connect-ip requests, before their path was checked.
+  assertEquals(seen, [
+    ANY_PATH,
+    "/vpn",
+    "/.well-known/masque/ip/nonsense/999/",
+    "/vpn",
+    "/.well-known/masque/ip/nonsense/*/",
+    ANY_PATH,
+  ]);
+  s.client.close();
+});
+
+Deno.test("openConnectIpSession() says what a 404 means and sends extra header fields", async () => {
+  let credentials: string | undefined;
+  const s = await setupH3Sessions({
+    answer: {
+      authenticate: (request) => {
+        credentials = request.header("proxy-authorization");
+        return { accept: false, status: 404, reason: "unauthenticated" };
+      },
+    },
+  });
+  const error = await assertRejects(
+    () =>
+      openConnectIpSession(s.client, {
+        authority: "localhost",
+        path: ANY_PATH,
+        mode: "datagram",
+        headers: [["proxy-authorization", "Bearer x"]],
+      }),
+    ConnectIpError,
+    "the relay answered 404: it refused the credentials or has no CONNECT-IP at this path " +
+      `(${ANY_PATH})`,
+  );
+  assertEquals(error.status, 404);
+  assertEquals(credentials, "Bearer x");
   s.client.close();
 });
 

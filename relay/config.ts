@@ -89,6 +89,12 @@ export interface RelayConfig {
   readonly dnsServers: readonly Uint8Array[];
   /** Search domains sent with them. */
   readonly dnsSearch: readonly string[];
+  /** The users file (`relay/users.ts`); `undefined` only with {@linkcode noAuth}. */
+  readonly usersFile?: string;
+  /** Serve everyone as `anonymous` (`--no-auth`): an open relay. */
+  readonly noAuth: boolean;
+  /** A directory of static files served to GET requests, and its 404 page (`relay/decoy.ts`). */
+  readonly decoyDir?: string;
 }
 
 const D = DEFAULT_RELAY_LIMITS;
@@ -280,6 +286,26 @@ export const RELAY_OPTIONS = {
     help: "search domain sent with `--dns`",
   }),
   logLevel: LOG_LEVEL_OPTION,
+  users: single({
+    flag: "users",
+    valueName: "FILE",
+    type: TEXT,
+    help: "the users file (made with `deno task users`): who may connect, with a bearer " +
+      "token or HTTP Basic, and each user's routes, protocols, sessions, rate and address; " +
+      "reread on SIGHUP. Required unless `--no-auth`",
+  }),
+  noAuth: toggle({
+    flag: "no-auth",
+    help: "let anyone in, without credentials (an open relay: for tests and interop only; " +
+      "warns at every start)",
+  }),
+  decoy: single({
+    flag: "decoy",
+    valueName: "DIR",
+    type: TEXT,
+    help: "serve the files in DIR to GET requests, and DIR/404.html as the answer to unknown " +
+      "paths and to requests without valid credentials, so the host looks like a small website",
+  }),
   maxConnections: single({
     flag: "max-connections",
     valueName: "N",
@@ -359,6 +385,42 @@ export const RELAY_OPTIONS = {
     help: "requested addresses of one session waiting for their answer; one more closes " +
       "the session",
   }),
+  maxSessionsPerConnection: single({
+    flag: "max-sessions-per-connection",
+    valueName: "N",
+    type: integer(1, 1000),
+    default: D.maxSessionsPerConnection,
+    group: LIMITS,
+    help: "sessions of one connection at once, on any transport; more get 429 (on HTTP/3 " +
+      "`--max-requests-per-connection` may bind first)",
+  }),
+  authFailures: single({
+    flag: "auth-failures",
+    valueName: "N",
+    type: integer(1, 1_000_000),
+    default: D.authFailuresPerMinute,
+    group: LIMITS,
+    help: "failed authentications per minute from one IPv4 address or IPv6 /64 that block " +
+      "it: its connections are closed, and new ones right after the handshake",
+  }),
+  authBackoff: single({
+    flag: "auth-backoff",
+    valueName: "SEC",
+    type: integer(1, 86_400),
+    default: D.authBackoffMs / 1000,
+    group: LIMITS,
+    help: "how long a source is blocked the first time; doubled at each block after, " +
+      "up to 1 h",
+  }),
+  authFailureSources: single({
+    flag: "auth-failure-sources",
+    valueName: "N",
+    type: integer(1, 10_000_000),
+    default: D.authFailureSources,
+    group: LIMITS,
+    help: "sources the failure limiter remembers; past it the oldest that are not blocked " +
+      "are forgotten first",
+  }),
 };
 
 /** `--help` text, from {@linkcode RELAY_OPTIONS}. */
@@ -435,6 +497,15 @@ function checkRelay(
   if (v.cert !== undefined && v.devCerts !== undefined) {
     errors.push(`Give either ${name.cert}/${name.key} or ${name.devCerts}, not both`);
   }
+  if (v.users === undefined && !v.noAuth) {
+    errors.push(
+      `Give ${name.users} FILE (make one with: deno task users add NAME --users FILE), or ` +
+        `${name.noAuth} to run an open relay`,
+    );
+  }
+  if (v.users !== undefined && v.noAuth) {
+    errors.push(`Give either ${name.users} or ${name.noAuth}, not both`);
+  }
   return errors;
 }
 
@@ -474,11 +545,18 @@ function buildRelay(v: OptionValues<typeof RELAY_OPTIONS>): RelayConfig {
       addressRequestsPerSecond: v.addressRequestRate,
       addressRequestBurst: v.addressRequestBurst,
       maxPendingAddressRequests: v.maxPendingAddressRequests,
+      maxSessionsPerConnection: v.maxSessionsPerConnection,
+      authFailuresPerMinute: v.authFailures,
+      authBackoffMs: v.authBackoff * 1000,
+      authFailureSources: v.authFailureSources,
     }),
     allowRelayHost: v.allowRelayHost,
     allowClientToClient: v.allowClientToClient,
     tunOffload: v.tunOffload === "on",
     dnsServers: v.dns ?? Object.freeze([]),
     dnsSearch: v.dnsSearch ?? Object.freeze([]),
+    usersFile: v.users,
+    noAuth: v.noAuth,
+    decoyDir: v.decoy,
   });
 }

@@ -3,8 +3,12 @@ import { formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
 import { parseRelayConfig, RELAY_HELP } from "./config.ts";
 import { DEFAULT_RELAY_LIMITS } from "./limits.ts";
 
+/** The relay's parser with `--no-auth`, which every test here but the last needs. */
+const parse = (args: string[], env?: Record<string, string>) =>
+  parseRelayConfig([...args, "--no-auth"], env);
+
 Deno.test("parseRelayConfig() applies defaults", () => {
-  const result = parseRelayConfig(["--dev-certs", "./dev-certs"]);
+  const result = parse(["--dev-certs", "./dev-certs"]);
   assert(result.ok === true);
   const c = result.config;
   assertEquals([c.host, c.port, c.tunName, c.mtu, c.nat], ["::", 4433, "mvpn-relay", 1500, false]);
@@ -16,7 +20,7 @@ Deno.test("parseRelayConfig() applies defaults", () => {
 });
 
 Deno.test("parseRelayConfig() reads flags over environment", () => {
-  const result = parseRelayConfig(
+  const result = parse(
     [
       "--cert",
       "c.pem",
@@ -35,13 +39,13 @@ Deno.test("parseRelayConfig() reads flags over environment", () => {
   assertEquals(result.config.port, 443);
   assertEquals(result.config.logLevel, "warn");
   assertEquals(result.config.routes.map(formatPrefix), ["198.18.0.0/15"]);
-  const env = parseRelayConfig(["--dev-certs", "d"], { MASQUE_LOG_LEVEL: "debug" });
+  const env = parse(["--dev-certs", "d"], { MASQUE_LOG_LEVEL: "debug" });
   assert(env.ok === true);
   assertEquals(env.config.logLevel, "debug");
 });
 
 Deno.test("parseRelayConfig() lists every error", () => {
-  const result = parseRelayConfig([
+  const result = parse([
     "--port",
     "70000",
     "--pool4",
@@ -64,15 +68,15 @@ Deno.test("parseRelayConfig() lists every error", () => {
 });
 
 Deno.test("parseRelayConfig() rejects unknown flags and asks for certificates", () => {
-  const unknown = parseRelayConfig(["--bogus"]);
+  const unknown = parse(["--bogus"]);
   assert(unknown.ok === false);
   assert(unknown.errors[0].includes("--bogus"), unknown.errors[0]);
-  const none = parseRelayConfig([]);
+  const none = parse([]);
   assert(none.ok === false);
   assertEquals(none.errors, [
     "Give --cert and --key, or --dev-certs DIR for a development certificate",
   ]);
-  assertEquals(parseRelayConfig(["-h"]).ok, "help");
+  assertEquals(parse(["-h"]).ok, "help");
 });
 
 Deno.test("parseRelayConfig() accepts every --template form of RFC 9484 §3", async (t) => {
@@ -87,13 +91,13 @@ Deno.test("parseRelayConfig() accepts every --template form of RFC 9484 §3", as
     ]
   ) {
     await t.step(template, () => {
-      const result = parseRelayConfig(["--dev-certs", "d", "--template", template]);
+      const result = parse(["--dev-certs", "d", "--template", template]);
       assert(result.ok === true, JSON.stringify(result));
       assertEquals(result.config.template, template);
     });
   }
   await t.step("an invalid template, with the rule it breaks", () => {
-    const result = parseRelayConfig(["--dev-certs", "d", "--template", "/ip/{target}/{dns}/"]);
+    const result = parse(["--dev-certs", "d", "--template", "/ip/{target}/{dns}/"]);
     assert(result.ok === false);
     assertEquals(result.errors, [
       `--template: Invalid URI template "/ip/{target}/{dns}/": {dns}: unsupported variable "dns" (only target and ipproto, RFC 9484 §4.6, have a value here)`,
@@ -103,25 +107,25 @@ Deno.test("parseRelayConfig() accepts every --template form of RFC 9484 §3", as
 
 Deno.test("parseRelayConfig() turns one address family off with --pool4 none or --pool6 none", async (t) => {
   await t.step("--pool6 none: IPv4 only, default routes IPv4 only", () => {
-    const result = parseRelayConfig(["--dev-certs", "d", "--pool6", "none"]);
+    const result = parse(["--dev-certs", "d", "--pool6", "none"]);
     assert(result.ok === true, JSON.stringify(result));
     assertEquals(result.config.pool6, undefined);
     assertEquals(formatPrefix(result.config.pool4!), "10.100.0.0/24");
     assertEquals(result.config.routes.map(formatPrefix), ["0.0.0.0/0"]);
   });
   await t.step("--pool4 none: IPv6 only", () => {
-    const result = parseRelayConfig(["--dev-certs", "d", "--pool4", "none"]);
+    const result = parse(["--dev-certs", "d", "--pool4", "none"]);
     assert(result.ok === true, JSON.stringify(result));
     assertEquals(result.config.pool4, undefined);
     assertEquals(result.config.routes.map(formatPrefix), ["::/0"]);
   });
   await t.step("both off", () => {
-    const result = parseRelayConfig(["--dev-certs", "d", "--pool4", "none", "--pool6", "none"]);
+    const result = parse(["--dev-certs", "d", "--pool4", "none", "--pool6", "none"]);
     assert(result.ok === false);
     assertEquals(result.errors, ["--pool4 and --pool6 cannot both be none"]);
   });
   await t.step("a route of a family without a pool", () => {
-    const result = parseRelayConfig([
+    const result = parse([
       "--dev-certs",
       "d",
       "--pool6",
@@ -139,12 +143,14 @@ Deno.test("parseRelayConfig() turns one address family off with --pool4 none or 
 });
 
 Deno.test("parseRelayConfig() reads the limits, with their defaults, and checks them", () => {
-  const defaults = parseRelayConfig(["--dev-certs", "d"]);
+  const defaults = parse(["--dev-certs", "d"]);
   assert(defaults.ok === true);
   assertEquals(defaults.config.limits, DEFAULT_RELAY_LIMITS);
   assert(Object.isFrozen(defaults.config.limits));
-  const set = parseRelayConfig([
-    ...["--dev-certs", "d", "--max-connections", "100", "--max-connections-per-source", "3"],
+  const set = parse([
+    ...["--dev-certs", "d", "--max-connections", "100"],
+    ...["--max-connections-per-source", "3", "--max-sessions-per-connection", "2"],
+    ...["--auth-failures", "5", "--auth-backoff", "30", "--auth-failure-sources", "99"],
     ...["--max-handshakes", "10", "--max-requests-per-connection", "50", "--max-uni-streams", "5"],
     ...["--sessionless-timeout", "2", "--address-request-rate", "1"],
     ...["--address-request-burst", "2", "--max-pending-address-requests", "9"],
@@ -160,8 +166,12 @@ Deno.test("parseRelayConfig() reads the limits, with their defaults, and checks 
     addressRequestsPerSecond: 1,
     addressRequestBurst: 2,
     maxPendingAddressRequests: 9,
+    maxSessionsPerConnection: 2,
+    authFailuresPerMinute: 5,
+    authBackoffMs: 30_000,
+    authFailureSources: 99,
   });
-  const bad = parseRelayConfig([
+  const bad = parse([
     ...["--dev-certs", "d", "--max-connections", "0", "--max-uni-streams", "2"],
     ...["--sessionless-timeout", "x"],
   ]);
@@ -184,13 +194,13 @@ Deno.test("parseRelayConfig() reads the limits, with their defaults, and checks 
 
 Deno.test("parseRelayConfig() reads the firewall options", async (t) => {
   await t.step("defaults: nothing on the relay host, no client to client", () => {
-    const result = parseRelayConfig(["--dev-certs", "d"]);
+    const result = parse(["--dev-certs", "d"]);
     assert(result.ok === true);
     assertEquals(result.config.allowRelayHost, []);
     assertEquals(result.config.allowClientToClient, false);
   });
   await t.step("repeated --allow-relay-host and --allow-client-to-client", () => {
-    const result = parseRelayConfig([
+    const result = parse([
       "--dev-certs",
       "d",
       "--allow-relay-host",
@@ -211,7 +221,7 @@ Deno.test("parseRelayConfig() reads the firewall options", async (t) => {
     assert(Object.isFrozen(result.config.allowRelayHost));
   });
   await t.step("every bad service is reported", () => {
-    const result = parseRelayConfig([
+    const result = parse([
       "--dev-certs",
       "d",
       "--allow-relay-host",
@@ -228,13 +238,13 @@ Deno.test("parseRelayConfig() reads the firewall options", async (t) => {
 });
 
 Deno.test("parseRelayConfig() reads --tun-offload, on by default", () => {
-  const on = parseRelayConfig(["--dev-certs", "./dev-certs"]);
+  const on = parse(["--dev-certs", "./dev-certs"]);
   assert(on.ok === true);
   assertEquals(on.config.tunOffload, true);
-  const off = parseRelayConfig(["--dev-certs", "./dev-certs", "--tun-offload", "off"]);
+  const off = parse(["--dev-certs", "./dev-certs", "--tun-offload", "off"]);
   assert(off.ok === true);
   assertEquals(off.config.tunOffload, false);
-  const bad = parseRelayConfig(["--dev-certs", "./dev-certs", "--tun-offload", "yes"]);
+  const bad = parse(["--dev-certs", "./dev-certs", "--tun-offload", "yes"]);
   assert(bad.ok === false);
   assertEquals(bad.errors, ['--tun-offload must be on or off, not "yes"']);
 });
@@ -286,5 +296,34 @@ Deno.test("parseRelayConfig() reads --dns and --dns-search", async (t) => {
     const alone = parseRelayConfig(["--dev-certs", "d", "--dns-search", "corp.example"]);
     assert(alone.ok === false);
     assertEquals(alone.errors, ["--dns-search needs --dns"]);
+  });
+});
+
+Deno.test("parseRelayConfig() needs --users or --no-auth, and reads --decoy", async (t) => {
+  await t.step("neither: an error that says how to make a users file", () => {
+    const result = parseRelayConfig(["--dev-certs", "d"]);
+    assert(result.ok === false);
+    assertEquals(result.errors, [
+      "Give --users FILE (make one with: deno task users add NAME --users FILE), or --no-auth " +
+      "to run an open relay",
+    ]);
+  });
+  await t.step("both: an error", () => {
+    const result = parseRelayConfig(["--dev-certs", "d", "--users", "u.json", "--no-auth"]);
+    assert(result.ok === false);
+    assertEquals(result.errors, ["Give either --users or --no-auth, not both"]);
+  });
+  await t.step("--users and --decoy", () => {
+    const result = parseRelayConfig(["--dev-certs", "d", "--users", "u.json", "--decoy", "www"]);
+    assert(result.ok === true);
+    assertEquals(
+      [result.config.usersFile, result.config.noAuth, result.config.decoyDir],
+      ["u.json", false, "www"],
+    );
+  });
+  await t.step("--no-auth", () => {
+    const result = parseRelayConfig(["--dev-certs", "d", "--no-auth"]);
+    assert(result.ok === true);
+    assertEquals([result.config.usersFile, result.config.noAuth], [undefined, true]);
   });
 });

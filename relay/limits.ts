@@ -43,6 +43,17 @@ export interface RelayLimits {
    * Past this the session is closed.
    */
   readonly maxPendingAddressRequests: number;
+  /**
+   * Sessions of one connection at once, whatever the transport (on HTTP/3
+   * the stream cap {@linkcode maxRequestsPerConnection} may bind first).
+   */
+  readonly maxSessionsPerConnection: number;
+  /** Failed authentications of one source (IPv4 address or IPv6 /64) per minute that block it. */
+  readonly authFailuresPerMinute: number;
+  /** How long a source is blocked the first time, milliseconds; doubled at each block after. */
+  readonly authBackoffMs: number;
+  /** Sources the failure limiter tracks; past it the oldest are forgotten. */
+  readonly authFailureSources: number;
 }
 
 /**
@@ -62,7 +73,14 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = Object.freeze({
   addressRequestsPerSecond: 4,
   addressRequestBurst: 8,
   maxPendingAddressRequests: 64,
+  maxSessionsPerConnection: 8,
+  authFailuresPerMinute: 10,
+  authBackoffMs: 60_000,
+  authFailureSources: 10_000,
 });
+
+/** The longest a source stays blocked for failed authentications, milliseconds (1 h). */
+export const AUTH_MAX_BACKOFF_MS = 3_600_000;
 
 /**
  * The QUIC transport options that carry the stream caps, for

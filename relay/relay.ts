@@ -7,14 +7,26 @@
  * - connections: the handshake, total and per-source limits, and closing
  *   a connection that has had no session for `sessionlessTimeoutMs`;
  * - requests: `answerRequest` (HTTP/3), then admission in two steps
- *   (`relay/sessions.ts`: an asynchronous `authenticate`, a synchronous
- *   `admit` that reserves the slot and the addresses);
+ *   (`relay/sessions.ts`: an asynchronous `authenticate` before anything
+ *   about the resource is revealed, a synchronous `admit` that reserves
+ *   the slot and the addresses); every 404 is one answer (`notFound`), so
+ *   a request without valid credentials looks like one for an unknown path;
+ * - failed authentications per source (`shared/auth/failure_limiter.ts`):
+ *   a source past the limit has its connections closed and new ones
+ *   closed after the handshake, for a back-off that doubles;
+ * - users: each session's routes are the relay's within the user's policy
+ *   and the request's scope (`shared/auth/policy.ts`); a packet outside
+ *   them is answered with ICMP administratively prohibited (rate-limited
+ *   per session); a user's rate is a byte bucket per direction shared by
+ *   its sessions; {@linkcode Relay.applyPolicies} applies a reload;
  * - sessions: ADDRESS_ASSIGN and ROUTE_ADVERTISEMENT, then DNS_ASSIGN with
  *   `--dns` (draft-ietf-masque-connect-ip-dns: never before the routes), ADDRESS_REQUEST
  *   answers, and a {@linkcode TunnelPeer} whose inbound policy is RFC 9484
  *   §7's checks on the client's packets (`checkFromClient`) and then the
  *   host firewall (not the relay host, not another client unless
- *   `--allow-client-to-client`);
+ *   `--allow-client-to-client`); one audit line when a session opens and
+ *   one when it closes (user, peer, addresses, scope, duration, traffic,
+ *   why);
  * - routing for the pump: the session that owns a destination address.
  *
  * The kernel decrements TTL when it forwards into or out of the TUN, so the
@@ -26,6 +38,10 @@
  * @module
  */
 
+import { FailureLimiter } from "../shared/auth/failure_limiter.ts";
+import { sessionRoutes } from "../shared/auth/policy.ts";
+import type { UserPolicy } from "../shared/auth/policy.ts";
+import { CREDENTIAL_FIELDS } from "../shared/auth/credentials.ts";
 import { counterByLabel, CounterRegistry } from "../shared/counters.ts";
 import type { Collect, Counter, LabelSpec } from "../shared/counters.ts";
 import { H3Connection } from "../shared/h3/connection.ts";
@@ -36,28 +52,27 @@ import type { ConnectionRefusal } from "../shared/connection_limiter.ts";
 import { errorMessage, H3_EXCESSIVE_LOAD, H3_NO_ERROR } from "../shared/errors.ts";
 import type { Logger, LogLevel } from "../shared/log.ts";
 import { AddressRequestAnswerer } from "../shared/masque/address_requests.ts";
-import { LogLimiter } from "../shared/rate_limit.ts";
-import { DEFAULT_RELAY_LIMITS } from "./limits.ts";
+import { LogLimiter, TokenBucket } from "../shared/rate_limit.ts";
+import { AUTH_MAX_BACKOFF_MS, DEFAULT_RELAY_LIMITS } from "./limits.ts";
 import type { RelayLimits } from "./limits.ts";
 import type { ConnectIpScope } from "../shared/masque/connect_ip_request.ts";
 import { SessionCounters } from "../shared/masque/connect_ip_session.ts";
-import { answerRequest } from "../shared/masque/h3_connect_ip.ts";
+import { answerRequest, respondNotFound } from "../shared/masque/h3_connect_ip.ts";
 import type { H3ConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
 import type { H3RequestStream } from "../shared/h3/request_stream.ts";
 import type { IpAddressRange } from "../shared/ip/ip_address.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
-import { formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
+import { compareIp, formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
 import { addressKey, destinationKey } from "../shared/ip/ip_header.ts";
 import { checkFromClient } from "../shared/tunnel/packet_policy.ts";
 import { HostFirewall, withDnsServices } from "../shared/tunnel/host_firewall.ts";
 import { type DnsConfiguration, plainDnsConfiguration } from "../shared/masque/dns_capsule.ts";
 import type { HostService } from "../shared/tunnel/host_firewall.ts";
 import type { PacketDevice } from "../shared/tunnel/packet_device.ts";
-import { PumpCounters, TunnelPeer, TunnelPump } from "../shared/tunnel/pump.ts";
-import type { PeerRouter } from "../shared/tunnel/pump.ts";
-import { prefixesToRanges, routesWithin } from "../shared/tunnel/routes.ts";
-import { ALLOW_EVERYONE, Reservation, SessionAdmission } from "./sessions.ts";
-import type { Authenticator, Identity } from "./sessions.ts";
+import { PUMP_DROP_REASONS, PumpCounters, TunnelPeer, TunnelPump } from "../shared/tunnel/pump.ts";
+import type { PeerLimits, PeerRouter, PumpDropReason } from "../shared/tunnel/pump.ts";
+import { ALLOW_EVERYONE, AUTH_FAILURES, Reservation, SessionAdmission } from "./sessions.ts";
+import type { Authenticator, AuthFailure, Identity } from "./sessions.ts";
 
 /** What the relay needs from its configuration. */
 export interface RelayOptions {
@@ -79,6 +94,13 @@ export interface RelayOptions {
   readonly h3?: H3Limits;
   /** Step 1 of admission (`relay/sessions.ts`); default: everyone, as `anonymous`. */
   readonly authenticator?: Authenticator;
+  /**
+   * Writes every 404 (unknown paths, requests without valid credentials);
+   * default `text/plain` "not found" (`--decoy` gives its own page).
+   */
+  readonly notFound?: (request: H3RequestStream) => Promise<void>;
+  /** Answers GET and other non-CONNECT requests (`--decoy`); default `notFound`. */
+  readonly serveOther?: (request: H3RequestStream) => Promise<number>;
   /** The registry to count in (default: a new one, {@linkcode Relay.counters}). */
   readonly counters?: CounterRegistry;
   /**
@@ -108,12 +130,18 @@ class RelayCounters {
   readonly sessionsClosed: Counter;
   readonly sessionsRefused: Counter;
   readonly connectionsAccepted: Counter;
-  readonly connectionsRefused: Readonly<Record<ConnectionRefusal, Counter>>;
+  readonly connectionsRefused: Readonly<Record<ConnectionRefusal | "auth-failures", Counter>>;
   readonly handshakesFailed: Counter;
   readonly connectionsSessionless: Counter;
   readonly addressRequests: Counter;
   readonly addressAnswers: Counter;
   readonly addressRequestOverflows: Counter;
+  readonly authFailures: Readonly<Record<AuthFailure, Counter>>;
+  readonly authSuccesses: Counter;
+  readonly sourcesBlocked: Counter;
+  readonly sessionsEvicted: Counter;
+  readonly sessionsRemoved: Counter;
+  readonly #userDrops;
 
   constructor(registry: CounterRegistry) {
     const one = (name: string, help: string) => registry.counter(name, { help }).child();
@@ -133,7 +161,7 @@ class RelayCounters {
       "Connections refused, by the limit they would have passed: handshakes and " +
         "connections before the handshake, per-source right after it",
       "limit",
-      ["handshakes", "connections", "per-source"],
+      ["handshakes", "connections", "per-source", "auth-failures"],
     );
     this.handshakesFailed = one(
       "relay_handshakes_failed_total",
@@ -155,7 +183,77 @@ class RelayCounters {
       "relay_address_request_overflows_total",
       "Sessions closed because too many requested addresses waited for an answer",
     );
+    this.authFailures = counterByLabel(
+      registry,
+      "relay_auth_failures_total",
+      "Requests without valid credentials, by why (answered 404, as an unknown path)",
+      "reason",
+      AUTH_FAILURES,
+    );
+    this.authSuccesses = one(
+      "relay_auth_successes_total",
+      "Requests whose credentials were valid (checked, or remembered on the connection)",
+    );
+    this.sourcesBlocked = one(
+      "relay_auth_sources_blocked_total",
+      "Times a source (IPv4 address or IPv6 /64) was blocked for failed authentications",
+    );
+    this.sessionsEvicted = one(
+      "relay_sessions_evicted_total",
+      "Sessions ended because a newer session of the same user took their fixed address",
+    );
+    this.sessionsRemoved = one(
+      "relay_sessions_removed_total",
+      "Sessions ended because a reload removed their user",
+    );
+    this.#userDrops = registry.counter("relay_user_packets_dropped_total", {
+      help: "IP packets of each user's sessions dropped, by user, direction and reason " +
+        `(at most ${USER_LABELS} users, then "other")`,
+      labels: [
+        { name: "user", cap: USER_LABELS },
+        { name: "direction", values: ["outbound", "inbound"] },
+        { name: "reason", values: PUMP_DROP_REASONS },
+      ],
+    });
   }
+
+  /** A function that counts one drop of `user`'s (counters resolved on first use). */
+  userDrops(user: string): (direction: "outbound" | "inbound", reason: PumpDropReason) => void {
+    const resolved = new Map<string, Counter>();
+    const family = this.#userDrops;
+    return (direction, reason) => {
+      const key = `${direction}\0${reason}`;
+      let counter = resolved.get(key);
+      if (counter === undefined) {
+        counter = family.child(user, direction, reason);
+        resolved.set(key, counter);
+      }
+      counter.value++;
+    };
+  }
+}
+
+/** Users named in counter labels; past it they count as "other". */
+const USER_LABELS = 1000;
+
+/** ICMP administratively prohibited answers per session: 10 per second after a burst of 10. */
+const PROHIBITED_ANSWERS = { ratePerSecond: 10, burst: 10 } as const;
+
+/** A user's rate bucket holds 100 ms of its rate, and at least 64 KiB (a TSO-sized burst). */
+function rateBucket(bitsPerSecond: number, now: number): TokenBucket {
+  const bytesPerSecond = bitsPerSecond / 8;
+  return new TokenBucket(
+    { ratePerSecond: bytesPerSecond, burst: Math.max(65_536, Math.round(bytesPerSecond / 10)) },
+    now,
+  );
+}
+
+/** What the relay keeps per user with open sessions: its policy, rate buckets, drop counter. */
+interface UserState {
+  policy: UserPolicy;
+  limits: { outbound?: TokenBucket; inbound?: TokenBucket };
+  readonly sessions: Set<RelaySession>;
+  readonly drops: (direction: "outbound" | "inbound", reason: PumpDropReason) => void;
 }
 
 /** One connection as the relay tracks it. */
@@ -163,6 +261,8 @@ interface ConnectionState {
   readonly h3: H3Connection;
   /** Its {@linkcode sourceKey} when the connection limiter counts it. */
   readonly source: string | undefined;
+  /** Its {@linkcode sourceKey} for the failure limiter (always set). */
+  readonly authSource: string;
   /** Open sessions on it. */
   sessions: number;
   /** Closes it when it has had no session for `sessionlessTimeoutMs`. */
@@ -175,11 +275,16 @@ export interface RelaySession {
   readonly session: H3ConnectIpSession;
   readonly identity: Identity;
   readonly addresses: readonly IpPrefix[];
-  readonly routes: readonly IpAddressRange[];
+  /** The routes advertised now (they change when a reload changes the user's policy). */
+  routes: readonly IpAddressRange[];
+  /** What the request asked for (RFC 9484 §4.6). */
+  readonly scope: ConnectIpScope;
   readonly remote: string;
   readonly openedAt: number;
   /** The session as the pump sees it, with its inbound policy. */
   readonly peer: TunnelPeer;
+  /** Why the relay ended it, when it did (a reload, a newer session). */
+  endedBy?: string;
 }
 
 /** The relay's state: connections, admission, sessions, and the pump. */
@@ -201,6 +306,10 @@ export class Relay implements PeerRouter {
   readonly #counters: RelayCounters;
   readonly #sessionCounters: SessionCounters;
   readonly #dns: DnsConfiguration | undefined;
+  /** Failed authentications per source. */
+  readonly #failures: FailureLimiter;
+  /** Users with open sessions. */
+  readonly #users = new Map<string, UserState>();
   #nextId = 1;
   #stopped = false;
   /**
@@ -213,15 +322,26 @@ export class Relay implements PeerRouter {
     this.#options = options;
     this.#log = options.log;
     const pools = [options.pool4, options.pool6].filter((p) => p !== undefined);
-    this.#admission = new SessionAdmission({ pools, maxSessions: options.maxSessions });
     this.#authenticator = options.authenticator ?? ALLOW_EVERYONE;
     this.#limits = Object.freeze({ ...DEFAULT_RELAY_LIMITS, ...options.limits });
+    this.#admission = new SessionAdmission({
+      pools,
+      maxSessions: options.maxSessions,
+      maxSessionsPerConnection: this.#limits.maxSessionsPerConnection,
+    });
     this.#limiter = new ConnectionLimiter(this.#limits);
     const gateways = this.gatewayAddresses.map((prefix) => prefix.address);
     const dnsServers = options.dns?.servers ?? [];
     this.#dns = dnsServers.length > 0
       ? plainDnsConfiguration(dnsServers, options.dns?.searchDomains ?? [])
       : undefined;
+    this.#failures = new FailureLimiter({
+      maxFailures: this.#limits.authFailuresPerMinute,
+      windowMs: 60_000,
+      backoffMs: this.#limits.authBackoffMs,
+      maxBackoffMs: Math.max(AUTH_MAX_BACKOFF_MS, this.#limits.authBackoffMs),
+      maxEntries: this.#limits.authFailureSources,
+    });
     this.#firewall = new HostFirewall({
       pools,
       gateways,
@@ -256,6 +376,17 @@ export class Relay implements PeerRouter {
         () => ({ ipv4: this.#admission.inUse(4), ipv6: this.#admission.inUse(6) }),
         { name: "pool", values: ["ipv4", "ipv6"] },
       ],
+      [
+        "relay_auth_sources_blocked",
+        "Sources blocked now for failed authentications",
+        () => this.#failures.blockedCount(performance.now()),
+      ],
+      [
+        "relay_auth_failure_sources",
+        "Sources the failure limiter tracks now (at most --auth-failure-sources)",
+        () => this.#failures.size,
+      ],
+      ["relay_users", "Users with an open session", () => this.#users.size],
     ];
     for (const [name, help, collect, label] of gauges) {
       this.counters.gauge(name, { help, collect, labels: label && [label] });
@@ -307,6 +438,21 @@ export class Relay implements PeerRouter {
    */
   admitConnection(conn: QuicConnLike, peer: PeerAddress): H3Connection | undefined {
     const source = sourceKey(peer.hostname);
+    const blockedMs = this.#failures.blockedFor(source, performance.now());
+    if (blockedMs > 0) {
+      this.#counters.connectionsRefused["auth-failures"].value++;
+      this.#logLimited("info", "connection refused", {
+        limit: "auth-failures",
+        source,
+        seconds: Math.ceil(blockedMs / 1000),
+      });
+      try {
+        conn.close({ closeCode: H3_EXCESSIVE_LOAD, reason: "" });
+      } catch {
+        // already closed
+      }
+      return undefined;
+    }
     const refusal = this.#limiter.admit(source);
     if (refusal !== undefined) {
       this.#refused(refusal, source);
@@ -406,6 +552,7 @@ export class Relay implements PeerRouter {
   }
 
   #serve(conn: QuicConnLike, remote: string, source: string | undefined): H3Connection {
+    const authSource = source ?? sourceKey(remote.slice(0, remote.lastIndexOf(":")));
     const log = this.#log.with({ peer: remote });
     const h3 = new H3Connection(conn, {
       ...this.#options.h3,
@@ -418,7 +565,7 @@ export class Relay implements PeerRouter {
         });
       },
     });
-    const state: ConnectionState = { h3, source, sessions: 0, timer: undefined };
+    const state: ConnectionState = { h3, source, authSource, sessions: 0, timer: undefined };
     this.#connections.set(h3, state);
     this.#armSessionless(state);
     h3.onClose((info) => {
@@ -456,11 +603,14 @@ export class Relay implements PeerRouter {
     remote: string,
     log: Logger,
   ): Promise<void> {
-    // Admission in two steps (relay/sessions.ts): authenticate may await;
-    // admit reserves the slot and the addresses synchronously right after,
-    // so concurrent requests cannot all pass the limits. A request the relay
-    // cannot serve gets its status and no session, rather than a 200 and a
-    // session closed at once.
+    // Admission in two steps (relay/sessions.ts): authenticate may await and
+    // runs before anything about the resource is revealed; admit reserves the
+    // slot and the addresses synchronously in authorize, so concurrent
+    // requests cannot all pass the limits. A request the relay cannot serve
+    // gets its status and no session, rather than a 200 and a session closed
+    // at once.
+    let identity: Identity | undefined;
+    let routes: IpAddressRange[] = [];
     let reservation: Reservation | undefined;
     let answer: Awaited<ReturnType<typeof answerRequest>>;
     try {
@@ -468,15 +618,35 @@ export class Relay implements PeerRouter {
         template: this.#options.template,
         log,
         counters: this.#sessionCounters,
-        authorize: async (scope) => {
+        notFound: (r) => this.#notFound(r, identity !== undefined),
+        serveOther: this.#options.serveOther,
+        authenticate: async () => {
           const auth = await this.#authenticator.authenticate({
             headers: request.headers,
-            scope,
             remote,
+            source: state.authSource,
+            connection: state.h3,
           });
-          if (!auth.ok) return { accept: false, status: auth.status, reason: auth.reason };
+          if (auth.ok) {
+            this.#counters.authSuccesses.value++;
+            identity = auth.identity;
+            return { accept: true };
+          }
+          if (auth.failure !== undefined) this.#authFailed(state, remote, auth.failure);
+          return { accept: false, status: auth.status, reason: auth.reason };
+        },
+        authorize: (scope) => {
           if (this.#stopped) return { accept: false, status: 503, reason: "relay stopping" };
-          const admitted = this.#admission.admit(auth.identity, scope);
+          const who = identity!;
+          routes = this.#routesFor(who.policy, scope);
+          if (routes.length === 0) {
+            return {
+              accept: false,
+              status: 403,
+              reason: "the request's scope has no route this user may reach",
+            };
+          }
+          const admitted = this.#admission.admit(who, scope, state.h3);
           if (!(admitted instanceof Reservation)) {
             return { accept: false, status: admitted.status, reason: admitted.reason };
           }
@@ -491,50 +661,141 @@ export class Relay implements PeerRouter {
     if (!answer.session) {
       // Refused before or in authorize, which then reserved nothing.
       this.#counters.sessionsRefused.value++;
-      log.info("request refused", { status: answer.status, reason: answer.reason });
+      this.#logLimited(answer.status === 404 ? "debug" : "info", "request refused", {
+        peer: remote,
+        status: answer.status,
+        reason: answer.reason,
+        user: identity?.user,
+      });
       return;
     }
     if (reservation === undefined) throw new Error("Cannot open session: nothing reserved");
     try {
-      await this.#runSession(state, answer.session, answer.scope, reservation, remote, log);
+      await this.#runSession(state, answer.session, answer.scope, routes, reservation, remote, log);
     } finally {
       reservation.release();
     }
+  }
+
+  /**
+   * The one 404 answer. A request that carries credentials but was not
+   * checked (a GET, a path outside the template) first waits as long as a
+   * check would, so the time does not tell them apart either.
+   */
+  async #notFound(request: H3RequestStream, checked: boolean): Promise<void> {
+    const imitate = this.#authenticator.imitate;
+    if (
+      !checked && imitate !== undefined &&
+      request.headers.some(([name]) => (CREDENTIAL_FIELDS as readonly string[]).includes(name))
+    ) {
+      await imitate.call(this.#authenticator, request.headers).catch(() => {});
+    }
+    await (this.#options.notFound ?? respondNotFound)(request);
+  }
+
+  /**
+   * Counts a failed authentication against the source; when that blocks it,
+   * closes every connection from it.
+   */
+  #authFailed(
+    state: ConnectionState,
+    remote: string,
+    failure: { readonly why: AuthFailure; readonly counts: boolean },
+  ): void {
+    this.#counters.authFailures[failure.why].value++;
+    this.#logLimited("info", "authentication failed", { peer: remote, reason: failure.why });
+    if (!failure.counts) return;
+    const outcome = this.#failures.fail(state.authSource, performance.now());
+    if (!outcome.blocked) return;
+    this.#counters.sourcesBlocked.value++;
+    let closed = 0;
+    for (const other of this.#connections.values()) {
+      if (other.authSource !== state.authSource) continue;
+      closed++;
+      other.h3.close(H3_EXCESSIVE_LOAD, "");
+    }
+    this.#log.warn("source blocked for failed authentications", {
+      source: state.authSource,
+      failures: this.#limits.authFailuresPerMinute,
+      seconds: Math.ceil(outcome.blockedForMs / 1000),
+      connectionsClosed: closed,
+    });
+  }
+
+  /** The user's state (policy, rate buckets, drop counter), made when its first session opens. */
+  #userState(identity: Identity): UserState {
+    let user = this.#users.get(identity.user);
+    if (user === undefined) {
+      user = {
+        policy: identity.policy,
+        limits: this.#rateLimits(identity.policy),
+        sessions: new Set(),
+        drops: this.#counters.userDrops(identity.user),
+      };
+      this.#users.set(identity.user, user);
+    }
+    return user;
+  }
+
+  #rateLimits(policy: UserPolicy): UserState["limits"] {
+    const rate = policy.rateBitsPerSecond;
+    if (rate === undefined) return {};
+    const now = performance.now();
+    return { outbound: rateBucket(rate, now), inbound: rateBucket(rate, now) };
+  }
+
+  /** The pump's limits of one session: its user's rate, and its own ICMP answers. */
+  #peerLimits(user: UserState, prohibited: PeerLimits["prohibited"]): PeerLimits {
+    return { ...user.limits, prohibited };
   }
 
   async #runSession(
     state: ConnectionState,
     session: H3ConnectIpSession,
     scope: ConnectIpScope,
+    routes: IpAddressRange[],
     reservation: Reservation,
     remote: string,
     log: Logger,
   ): Promise<void> {
     const addresses = reservation.addresses;
-    const routes = this.#routesFor(scope);
-    const policy = { addresses, routes };
     const firewall = this.#firewall;
+    const user = this.#userState(reservation.identity);
+    const gateways = this.gatewayAddresses;
+    const prohibited: PeerLimits["prohibited"] = {
+      bucket: new TokenBucket(PROHIBITED_ANSWERS, performance.now()),
+      from: (version) => gateways.find((prefix) => prefix.version === version)?.address,
+    };
+    // RFC 9484 §7's checks on the client's packets (against the entry's
+    // addresses and current routes), then the host firewall.
+    const check = (packet: Uint8Array) => {
+      const verdict = checkFromClient(packet, entry);
+      return verdict.ok ? firewall.check(packet) : verdict;
+    };
     const entry: RelaySession = {
       id: this.#nextId++,
       session,
       identity: reservation.identity,
       addresses,
       routes,
+      scope,
       remote,
       openedAt: Date.now(),
-      // RFC 9484 §7's checks on the client's packets, then the host firewall.
-      peer: new TunnelPeer(session, (packet) => {
-        const verdict = checkFromClient(packet, policy);
-        return verdict.ok ? firewall.check(packet) : verdict;
-      }),
+      peer: new TunnelPeer(session, check, this.#peerLimits(user, prohibited)),
     };
+    entry.peer.drops = user.drops;
+    reservation.onEvict = (why) => this.#endSession(entry, why);
+    user.sessions.add(entry);
     this.#open(state, entry);
     const slog = log.with({ session: entry.id });
-    slog.info("session opened", {
-      mode: session.mode,
+    const audit = () => ({
       user: entry.identity.user,
+      peer: remote,
       addresses: addresses.map(formatPrefix).join(","),
+      target: scope.target.kind === "any" ? "*" : formatPrefix(scope.target.prefix),
+      ipproto: scope.ipProtocol === "any" ? "*" : scope.ipProtocol,
     });
+    slog.info("session opened", { ...audit(), mode: session.mode });
     try {
       await session.sendCapsule({
         type: "address_assign",
@@ -587,26 +848,94 @@ export class Relay implements PeerRouter {
     });
     requests.close();
     this.#close(state, entry);
+    user.sessions.delete(entry);
+    if (user.sessions.size === 0 && this.#users.get(entry.identity.user) === user) {
+      this.#users.delete(entry.identity.user);
+    }
+    const stats = session.stats;
     slog.info("session closed", {
-      reason: end.message,
-      packetsIn: session.stats.packetsIn,
-      packetsOut: session.stats.packetsOut,
+      ...audit(),
+      seconds: Math.round((Date.now() - entry.openedAt) / 100) / 10,
+      packetsIn: stats.packetsIn,
+      packetsOut: stats.packetsOut,
+      bytesIn: stats.bytesIn,
+      bytesOut: stats.bytesOut,
+      reason: entry.endedBy ?? end.message,
     });
   }
 
   /**
-   * The advertised routes of the families the relay assigns addresses of,
-   * narrowed to what the client asked for (RFC 9484 §4.6).
+   * Ends a session from the relay's side at once: it stops forwarding (its
+   * addresses leave the routing map), the stream is finished and
+   * abandoned, and its run ends, which releases its reservation.
    */
-  #routesFor(scope: ConnectIpScope): IpAddressRange[] {
-    const protocol = scope.ipProtocol === "any" ? 0 : scope.ipProtocol;
+  #endSession(entry: RelaySession, why: string): void {
+    if (entry.endedBy !== undefined) return;
+    entry.endedBy = why;
+    for (const prefix of entry.addresses) {
+      const key = addressKey(prefix.address);
+      if (this.#byAddress.get(key) === entry) this.#byAddress.delete(key);
+    }
+    entry.session.close().catch(() => {});
+    entry.session.stream.abort();
+  }
+
+  /**
+   * Applies a reload of the users: `policyOf` gives each user's new policy,
+   * or `undefined` for a user that is gone. Sessions of removed users end
+   * at once; the others keep running under the new policy: new routes
+   * (advertised again when they changed, and enforced from now on), the new
+   * rate. Addresses stay until a session ends; the fixed addresses of
+   * `fixed` are kept out of the pools from now on. Returns how many
+   * sessions ended and how many got new routes.
+   */
+  applyPolicies(
+    policyOf: (user: string) => UserPolicy | undefined,
+    fixed: readonly Uint8Array[],
+  ): { ended: number; rerouted: number } {
+    this.#admission.setFixedAddresses(fixed);
+    let ended = 0;
+    let rerouted = 0;
+    for (const [name, user] of this.#users) {
+      const policy = policyOf(name);
+      if (policy === undefined) {
+        for (const entry of user.sessions) {
+          this.#counters.sessionsRemoved.value++;
+          this.#endSession(entry, "user removed");
+          ended++;
+        }
+        continue;
+      }
+      const old = user.policy;
+      user.policy = policy;
+      if (policy.rateBitsPerSecond !== old.rateBitsPerSecond) {
+        user.limits = this.#rateLimits(policy);
+      }
+      for (const entry of user.sessions) {
+        const prohibited = entry.peer.limits.prohibited;
+        entry.peer.limits = this.#peerLimits(user, prohibited);
+        const routes = this.#routesFor(policy, entry.scope);
+        if (sameRanges(routes, entry.routes)) continue;
+        entry.routes = routes;
+        rerouted++;
+        entry.session.sendCapsule({ type: "route_advertisement", ranges: routes }).catch(() => {});
+      }
+    }
+    return { ended, rerouted };
+  }
+
+  /**
+   * The routes of a session: the relay's routes of the families it assigns
+   * addresses of, within the user's policy and the request's scope
+   * (RFC 9484 §4.6; `shared/auth/policy.ts`).
+   */
+  #routesFor(policy: UserPolicy, scope: ConnectIpScope): IpAddressRange[] {
     const versions = new Set(this.#admission.pools.map((pool) => pool.prefix.version));
-    const all = prefixesToRanges(
+    return sessionRoutes(
       this.#options.routes.filter((route) => versions.has(route.version)),
-      protocol,
+      policy,
+      scope,
     );
-    if (scope.target.kind === "any") return all;
-    return prefixesToRanges(routesWithin(all, [scope.target.prefix]), protocol);
   }
 
   #open(state: ConnectionState, entry: RelaySession): void {
@@ -670,6 +999,8 @@ export class Relay implements PeerRouter {
         user: s.identity.user,
         mode: s.session.mode,
         addresses: s.addresses.map(formatPrefix),
+        target: s.scope.target.kind === "any" ? "*" : formatPrefix(s.scope.target.prefix),
+        ipproto: s.scope.ipProtocol === "any" ? "*" : s.scope.ipProtocol,
         openedAt: new Date(s.openedAt).toISOString(),
         pendingCapsuleWrites: s.session.pendingCapsuleWrites,
         ...s.session.stats,
@@ -687,4 +1018,12 @@ export class Relay implements PeerRouter {
       counters: this.counters.snapshot(),
     };
   }
+}
+
+function sameRanges(a: readonly IpAddressRange[], b: readonly IpAddressRange[]): boolean {
+  return a.length === b.length && a.every((range, i) => {
+    const other = b[i];
+    return range.version === other.version && range.ipProtocol === other.ipProtocol &&
+      compareIp(range.start, other.start) === 0 && compareIp(range.end, other.end) === 0;
+  });
 }

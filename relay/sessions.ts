@@ -2,76 +2,111 @@
  * Admission of CONNECT-IP requests, in two steps:
  *
  * 1. {@linkcode Authenticator.authenticate}, asynchronous: who is asking
- *    (a credential check may wait on a file, a database, a token service).
- *    It returns an {@linkcode Identity} or the HTTP status to answer.
+ *    (a credential check may wait on a hash, a file, a token service). It
+ *    sees the request's header fields and the peer's address and
+ *    connection, nothing of HTTP/3, so every transport uses it. It returns
+ *    an {@linkcode Identity} or the HTTP status to answer.
  * 2. {@linkcode SessionAdmission.admit}, synchronous: reserves a session
  *    slot and the addresses for that identity at once, so concurrent
  *    requests that all passed step 1 cannot together pass the limits (the
- *    race `tests/integration/hostile_test.ts` caught). It returns a
+ *    race `tests/integration/hostile_test.ts` caught). The limits: the
+ *    relay's sessions, the sessions of one connection, the sessions of one
+ *    user (its policy's `maxSessions`, across all its connections). A user
+ *    with a fixed address gets it; a newer session of the same user takes
+ *    it from an older one, which is ended. It returns a
  *    {@linkcode Reservation}, released exactly once when the request fails
  *    or the session ends, or the status to answer.
  *
- * Today every request is let in as {@linkcode ANONYMOUS}
- * ({@linkcode ALLOW_EVERYONE}). Users and per-user policy (issue 10: a
- * user's session limit, fixed addresses, routes) plug in here: the
- * authenticator returns an identity whose `policy` carries them, and
- * `admit` applies it.
+ * Users come from `relay/users.ts` (`UserAuthenticator`); with `--no-auth`
+ * every request is {@linkcode ANONYMOUS} ({@linkcode ALLOW_EVERYONE}).
  *
  * @module
  */
 
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
-import { createPrefix } from "../shared/ip/ip_address.ts";
+import { createPrefix, formatIp } from "../shared/ip/ip_address.ts";
 import type { HeaderField } from "../shared/h3/qpack.ts";
+import type { UserPolicy } from "../shared/auth/policy.ts";
 import type { ConnectIpScope } from "../shared/masque/connect_ip_request.ts";
 import { AddressPool } from "../shared/tunnel/address_pool.ts";
 
-/**
- * What a user may do, as the authenticator found it. Empty today; issue 10
- * adds per-user settings here (session limit, fixed addresses, routes),
- * which {@linkcode SessionAdmission.admit} then applies.
- */
-export type IdentityPolicy = Readonly<Record<string, unknown>>;
-
-/** Who a request comes from, once authenticated. */
+/** Who a request comes from, once authenticated, and what it may do. */
 export interface Identity {
   /** A name for logs and (capped) counter labels. */
   readonly user: string;
-  readonly policy: IdentityPolicy;
+  readonly policy: UserPolicy;
 }
 
-/** The identity of every request while the relay has no users. */
-export const ANONYMOUS: Identity = Object.freeze({ user: "anonymous", policy: Object.freeze({}) });
+/**
+ * The identity of every request when the relay runs without users
+ * (`--no-auth`): no per-user session limit (the relay's and the
+ * connection's still hold), no route or rate limit.
+ */
+export const ANONYMOUS: Identity = Object.freeze({
+  user: "anonymous",
+  policy: Object.freeze({ maxSessions: Number.MAX_SAFE_INTEGER }),
+});
 
-/** What the authenticator sees of a request. */
+/** What the authenticator sees of a request, whatever the transport. */
 export interface AdmissionRequest {
-  /** The request's header fields (`authorization` and the like). */
+  /** The request's header fields (`proxy-authorization` and the like). */
   readonly headers: readonly HeaderField[];
-  /** The target and IP protocol it asks for (RFC 9484 §4.6). */
-  readonly scope: ConnectIpScope;
   /** The peer's address and port, for logs. */
   readonly remote: string;
+  /** The peer's source key (IPv4 address or IPv6 /64, `sourceKey`), for the failure limiter. */
+  readonly source: string;
+  /**
+   * The connection the request came on: a key for what the authenticator
+   * keeps per connection (credentials verified once per connection).
+   */
+  readonly connection: object;
 }
 
-/** A refusal: the HTTP status to answer and the reason for the body and the log. */
+/** Why an authentication failed, for counters (a bounded set). */
+export const AUTH_FAILURES = [
+  "no credentials",
+  "malformed credentials",
+  "unknown user",
+  "wrong secret",
+  "overloaded",
+] as const;
+
+/** One of {@linkcode AUTH_FAILURES}. */
+export type AuthFailure = typeof AUTH_FAILURES[number];
+
+/**
+ * A refusal: the HTTP status to answer and the reason for the log (the
+ * body only for statuses other than 404). `failure`, for an authentication
+ * that failed: what went wrong, and whether it counts against the source
+ * in the failure limiter (`counts`; not when the relay was too busy to
+ * check).
+ */
 export interface AdmissionRefusal {
   readonly ok: false;
   readonly status: number;
   readonly reason: string;
+  readonly failure?: { readonly why: AuthFailure; readonly counts: boolean };
 }
 
 /** Step 1: who is asking; see the module docs. */
 export interface Authenticator {
   /**
-   * The identity behind `request`, or the status to answer (401, 403...).
-   * May take its time; must not reserve anything.
+   * The identity behind `request`, or the status to answer (404 for
+   * missing or wrong credentials: the answer to an unknown path). May take
+   * its time; must not reserve anything.
    */
   authenticate(
     request: AdmissionRequest,
   ): Promise<{ readonly ok: true; readonly identity: Identity } | AdmissionRefusal>;
+  /**
+   * Spends the time a credential check would on a request that carries
+   * credentials but was not checked (a GET), so that the time of a 404
+   * does not tell the two apart. Optional.
+   */
+  imitate?(headers: readonly HeaderField[]): Promise<void>;
 }
 
-/** Lets every request in as {@linkcode ANONYMOUS}. */
+/** Lets every request in as {@linkcode ANONYMOUS} (`--no-auth`). */
 export const ALLOW_EVERYONE: Authenticator = Object.freeze({
   authenticate: () => Promise.resolve({ ok: true as const, identity: ANONYMOUS }),
 });
@@ -84,16 +119,27 @@ export class Reservation {
   readonly identity: Identity;
   /** One address of each pool that is on: a /32 and/or a /128. */
   readonly addresses: readonly IpPrefix[];
+  /** The connection it was made on (the per-connection limit's key). */
+  readonly connection: object;
+  /**
+   * Called once when a newer session of the same user takes this
+   * reservation's fixed address; the reservation is released right after.
+   * The relay sets it to end the session.
+   */
+  onEvict: ((why: string) => void) | undefined;
   readonly #release: (reservation: Reservation) => void;
   #released = false;
 
   constructor(
     identity: Identity,
     addresses: readonly IpPrefix[],
+    connection: object,
     release: (reservation: Reservation) => void,
   ) {
     this.identity = identity;
     this.addresses = addresses;
+    this.connection = connection;
+    this.onEvict = undefined;
     this.#release = release;
   }
 
@@ -116,16 +162,31 @@ export interface SessionAdmissionOptions {
   readonly pools: readonly IpPrefix[];
   /** Sessions (open, or reserved and opening) at once. */
   readonly maxSessions: number;
+  /** Sessions of one connection at once (default: no limit beyond `maxSessions`). */
+  readonly maxSessionsPerConnection?: number;
+}
+
+function addressKey(address: Uint8Array): string {
+  return formatIp(address);
 }
 
 /** Step 2: the slots and the pools; see the module docs. */
 export class SessionAdmission {
   readonly #pools: readonly AddressPool[];
   readonly #maxSessions: number;
+  readonly #maxPerConnection: number;
   readonly #reservations = new Set<Reservation>();
+  readonly #perConnection = new Map<object, number>();
+  readonly #perUser = new Map<string, number>();
+  /** Fixed address (text) -> the reservation holding it. */
+  readonly #fixedHolders = new Map<string, Reservation>();
   readonly #released = (reservation: Reservation) => {
     this.#reservations.delete(reservation);
+    decrement(this.#perConnection, reservation.connection);
+    decrement(this.#perUser, reservation.identity.user);
     for (const prefix of reservation.addresses) {
+      const key = addressKey(prefix.address);
+      if (this.#fixedHolders.get(key) === reservation) this.#fixedHolders.delete(key);
       this.#pool(prefix.version)?.release(prefix.address);
     }
   };
@@ -136,6 +197,7 @@ export class SessionAdmission {
     }
     this.#pools = options.pools.map((prefix) => new AddressPool(prefix));
     this.#maxSessions = options.maxSessions;
+    this.#maxPerConnection = options.maxSessionsPerConnection ?? Number.MAX_SAFE_INTEGER;
   }
 
   /** The pools that are on (one or two). */
@@ -148,6 +210,11 @@ export class SessionAdmission {
     return this.#reservations.size;
   }
 
+  /** Reservations of `user` now. */
+  sessionsOf(user: string): number {
+    return this.#perUser.get(user) ?? 0;
+  }
+
   #pool(version: 4 | 6): AddressPool | undefined {
     return this.#pools.find((pool) => pool.prefix.version === version);
   }
@@ -158,26 +225,91 @@ export class SessionAdmission {
   }
 
   /**
-   * Reserves a session slot and one address of each pool for `identity`,
-   * synchronously, or refuses with 503 when the session limit or a pool is
-   * exhausted (nothing is then held). `scope` is what the request asked
-   * for; per-user policy (issue 10) will read both.
+   * Keeps users' fixed addresses out of the pools' dynamic allocation
+   * (replacing the previous set; at start and on each reload).
    */
-  admit(identity: Identity, _scope: ConnectIpScope): Reservation | AdmissionRefusal {
+  setFixedAddresses(addresses: readonly Uint8Array[]): void {
+    for (const pool of this.#pools) pool.setReserved(addresses);
+  }
+
+  /**
+   * Reserves a session slot and one address of each pool for `identity`
+   * on `connection`, synchronously, or refuses (nothing is then held): 503
+   * when the relay's session limit or a pool is used up, 429 when the
+   * connection's or the user's session limit is reached. A fixed address
+   * of the user's policy is taken from the older session of the same user
+   * that holds it (its `onEvict` is called and it is released). `scope` is
+   * what the request asked for (its routes were checked before).
+   */
+  admit(
+    identity: Identity,
+    _scope: ConnectIpScope,
+    connection: object,
+  ): Reservation | AdmissionRefusal {
     if (this.#reservations.size >= this.#maxSessions) {
       return { ok: false, status: 503, reason: "session limit reached" };
     }
+    if ((this.#perConnection.get(connection) ?? 0) >= this.#maxPerConnection) {
+      return {
+        ok: false,
+        status: 429,
+        reason: `session limit of this connection reached (${this.#maxPerConnection})`,
+      };
+    }
+    const policy = identity.policy;
+    if (this.sessionsOf(identity.user) >= policy.maxSessions) {
+      return {
+        ok: false,
+        status: 429,
+        reason: `session limit of user ${identity.user} reached (${policy.maxSessions})`,
+      };
+    }
     const addresses: IpPrefix[] = [];
+    const fixed: string[] = [];
+    const undo = () => {
+      for (const prefix of addresses) this.#pool(prefix.version)?.release(prefix.address);
+    };
     for (const pool of this.#pools) {
-      const address = pool.allocate();
+      const version = pool.prefix.version;
+      const wanted = version === 4 ? policy.address4 : policy.address6;
+      let address: Uint8Array | undefined;
+      if (wanted !== undefined) {
+        const holder = this.#fixedHolders.get(addressKey(wanted));
+        if (holder !== undefined && holder.identity.user === identity.user) {
+          holder.onEvict?.(`a newer session of ${identity.user} took ${formatIp(wanted)}`);
+          holder.release();
+        }
+        if (pool.claim(wanted)) {
+          address = wanted.slice();
+          fixed.push(addressKey(wanted));
+        } else {
+          undo();
+          return {
+            ok: false,
+            status: 503,
+            reason: `fixed address ${formatIp(wanted)} is in use`,
+          };
+        }
+      } else {
+        address = pool.allocate();
+      }
       if (address === undefined) {
-        for (const prefix of addresses) this.#pool(prefix.version)?.release(prefix.address);
+        undo();
         return { ok: false, status: 503, reason: "address pool exhausted" };
       }
       addresses.push(createPrefix(address, address.length * 8));
     }
-    const reservation = new Reservation(identity, addresses, this.#released);
+    const reservation = new Reservation(identity, addresses, connection, this.#released);
     this.#reservations.add(reservation);
+    this.#perConnection.set(connection, (this.#perConnection.get(connection) ?? 0) + 1);
+    this.#perUser.set(identity.user, this.sessionsOf(identity.user) + 1);
+    for (const key of fixed) this.#fixedHolders.set(key, reservation);
     return reservation;
   }
+}
+
+function decrement<K>(map: Map<K, number>, key: K): void {
+  const count = map.get(key) ?? 0;
+  if (count <= 1) map.delete(key);
+  else map.set(key, count - 1);
 }

@@ -44,6 +44,8 @@ export class AddressPool {
   #free: bigint[] = [];
   #freeHead = 0;
   #inUse = new Set<bigint>();
+  /** Offsets kept for one user each (fixed addresses): never handed out by allocate(). */
+  #reserved = new Set<bigint>();
 
   /**
    * Throws an `Error` when the prefix is inconsistent, has host bits set, or
@@ -97,6 +99,11 @@ export class AddressPool {
     return this.#toAddress(1n);
   }
 
+  /** How many addresses are kept for users ({@linkcode setReserved}). */
+  get reserved(): number {
+    return this.#reserved.size;
+  }
+
   /** How many addresses are allocated now. */
   get inUse(): number {
     return this.#inUse.size;
@@ -128,7 +135,7 @@ export class AddressPool {
   allocate(): Uint8Array | undefined {
     while (this.#next <= this.#last) {
       const offset = this.#next++;
-      if (!this.#inUse.has(offset)) {
+      if (!this.#inUse.has(offset) && !this.#reserved.has(offset)) {
         this.#inUse.add(offset);
         return this.#toAddress(offset);
       }
@@ -139,12 +146,35 @@ export class AddressPool {
         this.#free = this.#free.slice(this.#freeHead);
         this.#freeHead = 0;
       }
-      if (!this.#inUse.has(offset)) {
+      if (!this.#inUse.has(offset) && !this.#reserved.has(offset)) {
         this.#inUse.add(offset);
         return this.#toAddress(offset);
       }
     }
     return undefined;
+  }
+
+  /**
+   * Keeps `addresses` (client addresses of this pool; others are ignored)
+   * out of {@linkcode allocate}, replacing the previous set: the fixed
+   * addresses of users, which only {@linkcode claim} hands out. An address
+   * in use stays with its holder until released. Returns how many of
+   * `addresses` were taken.
+   */
+  setReserved(addresses: readonly Uint8Array[]): number {
+    const previous = this.#reserved;
+    this.#reserved = new Set();
+    for (const address of addresses) {
+      const offset = this.#offsetOf(address);
+      if (offset >= this.#first && offset <= this.#last) this.#reserved.add(offset);
+    }
+    // Freed from the reservation: back to the free list if the counter passed it.
+    for (const offset of previous) {
+      if (!this.#reserved.has(offset) && !this.#inUse.has(offset) && offset < this.#next) {
+        this.#free.push(offset);
+      }
+    }
+    return this.#reserved.size;
   }
 
   /**
@@ -167,8 +197,9 @@ export class AddressPool {
   release(address: Uint8Array): boolean {
     const offset = this.#offsetOf(address);
     if (offset < 0n || !this.#inUse.delete(offset)) return false;
-    // An address the counter has not reached yet (claimed) needs no free-list entry.
-    if (offset < this.#next) this.#free.push(offset);
+    // An address the counter has not reached yet (claimed) needs no free-list
+    // entry, nor does a reserved one (setReserved adds it when it is freed).
+    if (offset < this.#next && !this.#reserved.has(offset)) this.#free.push(offset);
     return true;
   }
 

@@ -171,6 +171,27 @@ Deno.test("AddressPool.claim() takes a requested address and allocate() skips it
   );
 });
 
+Deno.test("AddressPool.setReserved() keeps users' fixed addresses out of allocate(), claim() hands them out", () => {
+  const pool = new AddressPool(parsePrefix("198.18.100.0/29")); // clients .2 to .6
+  const fixed = ["198.18.100.3", "198.18.100.5"].map((a) => parseIp(a)!);
+  // Outside the pool and the gateway are ignored.
+  assertEquals(pool.setReserved([...fixed, parseIp("198.18.101.3")!, parseIp("198.18.100.1")!]), 2);
+  assertEquals(pool.reserved, 2);
+  const handed: string[] = [];
+  for (let a = pool.allocate(); a !== undefined; a = pool.allocate()) handed.push(formatIp(a));
+  assertEquals(handed, ["198.18.100.2", "198.18.100.4", "198.18.100.6"]);
+  assert(pool.claim(fixed[0]));
+  assert(!pool.claim(fixed[0]));
+  // Released, a fixed address does not go to allocate() either.
+  assert(pool.release(fixed[0]));
+  assert(pool.release(parseIp("198.18.100.4")!));
+  assertEquals(formatIp(pool.allocate()!), "198.18.100.4");
+  assertEquals(pool.allocate(), undefined);
+  // A new set replaces the old one: .3 is free for anyone now.
+  pool.setReserved([fixed[1]]);
+  assertEquals(formatIp(pool.allocate()!), "198.18.100.3");
+});
+
 Deno.test("AddressPool keeps its invariants under random operations", (t) =>
   fuzz(async (random) => {
     for (const text of ["198.18.0.0/28", "fd00::/124"]) {

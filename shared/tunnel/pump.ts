@@ -188,7 +188,7 @@ export class TunnelPeer {
   /** Rates and ICMP answers; replaced when the peer's policy changes (a reload). */
   limits: PeerLimits;
   /** Counts this peer's drops besides the pump's totals (the relay: per user), if set. */
-  drops: ((reason: PumpDropReason) => void) | undefined;
+  drops: ((direction: Direction, reason: PumpDropReason) => void) | undefined;
 
   constructor(
     session: PacketSession,
@@ -460,7 +460,7 @@ export class TunnelPump {
 
   #drop(dir: number, reason: PumpDropReason, packet: Uint8Array, peer?: TunnelPeer): DropAction {
     this.#counters.dropped[dir][reason].value++;
-    peer?.drops?.(reason);
+    peer?.drops?.(DIRECTIONS[dir], reason);
     if (this.#log.enabled("debug")) {
       this.#log.debug("packet dropped", {
         direction: DIRECTIONS[dir],

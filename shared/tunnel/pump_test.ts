@@ -252,7 +252,7 @@ Deno.test("rate limits: bytes past a peer's bucket are dropped as rate limited, 
       const bucket = new TokenBucket({ ratePerSecond: 1000, burst: 250 }, 0);
       s.peer.limits = direction === "outbound" ? { outbound: bucket } : { inbound: bucket };
       const peerDrops: string[] = [];
-      s.peer.drops = (reason) => peerDrops.push(reason);
+      s.peer.drops = (dir, reason) => peerDrops.push(`${dir} ${reason}`);
       const run = () =>
         direction === "outbound" ? s.pump.outbound(packet) : s.pump.inbound(s.peer, packet);
       // 250 bytes at once: two packets pass, the third is dropped.
@@ -262,7 +262,7 @@ Deno.test("rate limits: bytes past a peer's bucket are dropped as rate limited, 
       ]);
       assertStrictEquals(run(), DROP["rate limited"]);
       assertEquals(s.count("tunnel_packets_dropped_total", direction, "rate limited"), 1);
-      assertEquals(peerDrops, ["rate limited"]);
+      assertEquals(peerDrops, [`${direction} rate limited`]);
       // 100 ms later 100 bytes more have come in: one more packet.
       s.clock.now = 100;
       assert(run().kind !== "drop");

@@ -58,6 +58,7 @@ import {
 } from "../shared/tunnel/full_tunnel.ts";
 import type { RelayEndpoint } from "../shared/tunnel/kill_switch.ts";
 import type { Logger } from "../shared/log.ts";
+import type { HeaderField } from "../shared/h3/qpack.ts";
 import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
 import { SessionCounters } from "../shared/masque/connect_ip_session.ts";
 import type { PacketMode, SessionEnd } from "../shared/masque/connect_ip_session.ts";
@@ -308,6 +309,8 @@ export interface ClientSessionOptions {
   /** URI template of the relay (expanded for any target and protocol). */
   readonly template: string;
   readonly mode: PacketMode;
+  /** Fields added to the request: the credentials (`proxy-authorization`). */
+  readonly headers?: readonly HeaderField[];
   readonly log: Logger;
   /** The registry the connection counts in. */
   readonly counters: CounterRegistry;
@@ -378,6 +381,7 @@ export class ClientSession {
           ipProtocol: "any",
         }),
         mode: options.mode,
+        headers: options.headers,
         log: options.log,
         counters: options.sessionCounters,
       });
@@ -507,6 +511,8 @@ export interface ClientOptions {
   readonly authority: string;
   readonly template: string;
   readonly mode: PacketMode;
+  /** Fields added to the request: the credentials (`shared/auth/credentials.ts`). */
+  readonly headers?: readonly HeaderField[];
   /** The TUN MTU, bytes, or `"auto"` (see {@linkcode autoMtu}). */
   readonly mtu: number | "auto";
   /** The networks to route through the tunnel; empty: every advertised route. */
@@ -619,6 +625,7 @@ export class Client implements PeerRouter {
         authority: options.authority,
         template: options.template,
         mode: options.mode,
+        headers: options.headers,
         log,
         counters: this.counters,
         sessionCounters: this.#sessionCounters,

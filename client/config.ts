@@ -8,6 +8,7 @@
  * @module
  */
 
+import { parseToken } from "../shared/auth/credentials.ts";
 import { errorMessage } from "../shared/errors.ts";
 import type { LogLevel } from "../shared/log.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
@@ -91,6 +92,16 @@ export interface ClientConfig {
   readonly dns: "relay" | "off" | readonly Uint8Array[];
   /** Where the saved resolver configuration and its marker live. */
   readonly stateDir: string;
+  /**
+   * How to authenticate: a bearer token from a file (`--token-file`) or the
+   * environment (`MASQUE_TOKEN`), HTTP Basic with a password from a file,
+   * or nothing (a relay with `--no-auth`). Secrets are read by `main.ts`.
+   */
+  readonly credentials:
+    | { readonly kind: "none" }
+    | { readonly kind: "token-file"; readonly file: string }
+    | { readonly kind: "token"; readonly token: string }
+    | { readonly kind: "basic"; readonly user: string; readonly passwordFile: string };
 }
 
 /** `--kill-switch`. */
@@ -153,6 +164,29 @@ const RELAY_URL: ValueType<RelayUrl> = {
     if (typeof relay !== "string") return relay;
     errors.push(relay);
     return undefined;
+  },
+};
+
+/**
+ * `MASQUE_TOKEN`: a bearer token from the environment. Given as a flag it is
+ * refused: the command line of a process is visible to every user of the
+ * machine (`ps`).
+ */
+const TOKEN: ValueType<string> = {
+  kind: "token",
+  parse(text, name, errors) {
+    if (name.startsWith("--")) {
+      errors.push(
+        `${name} is refused: a command line is visible to every user of this machine (ps); ` +
+          "give the token in a file with --token-file FILE, or in MASQUE_TOKEN",
+      );
+      return undefined;
+    }
+    if (parseToken(text.trim()) === undefined) {
+      errors.push(`${name} does not hold a token (<id>.<secret>, as deno task users add prints)`);
+      return undefined;
+    }
+    return text.trim();
   },
 };
 
@@ -336,6 +370,33 @@ export const CLIENT_OPTIONS = {
     group: FULL_TUNNEL,
     help: "where the original resolver configuration is saved while the tunnel is up",
   }),
+  tokenFile: single({
+    flag: "token-file",
+    valueName: "FILE",
+    type: TEXT,
+    help: "the bearer token `deno task users add` printed, in a file (sent as " +
+      "`Proxy-Authorization: Bearer`)",
+  }),
+  token: single({
+    flag: "token",
+    valueName: "T",
+    type: TOKEN,
+    env: "MASQUE_TOKEN",
+    help: "the bearer token, from the environment only; on the command line it is refused " +
+      "(`ps` shows it)",
+  }),
+  user: single({
+    flag: "user",
+    valueName: "NAME",
+    type: TEXT,
+    help: "user name for HTTP Basic, with `--password-file`",
+  }),
+  passwordFile: single({
+    flag: "password-file",
+    valueName: "FILE",
+    type: TEXT,
+    help: "the password for HTTP Basic, on the first line of FILE",
+  }),
 };
 
 /** The environment variables the client reads; `main.ts` passes exactly these. */
@@ -354,7 +415,7 @@ export const CLIENT_HELP: string = renderHelp(CLIENT_OPTIONS, {
   ],
 });
 
-/** Errors that involve several options. */
+/** Errors that involve several options: one way to authenticate, Basic in two parts. */
 function checkClient(
   v: Partial<OptionValues<typeof CLIENT_OPTIONS>>,
   name: { readonly [K in keyof OptionValues<typeof CLIENT_OPTIONS>]: string },
@@ -370,6 +431,15 @@ function checkClient(
       fwmark: v.fwmark,
     });
     for (const problem of problems) errors.push(problem);
+  }
+  const ways = [
+    v.tokenFile !== undefined ? name.tokenFile : undefined,
+    v.token !== undefined ? name.token : undefined,
+    v.user !== undefined || v.passwordFile !== undefined ? `${name.user}` : undefined,
+  ].filter((way) => way !== undefined);
+  if (ways.length > 1) errors.push(`Give one of ${ways.join(", ")}, not several`);
+  if ((v.user === undefined) !== (v.passwordFile === undefined)) {
+    errors.push(`${name.user} and ${name.passwordFile} go together`);
   }
   return errors;
 }
@@ -387,6 +457,7 @@ function buildClient(v: OptionValues<typeof CLIENT_OPTIONS>): ClientConfig {
     logLevel: v.logLevel,
     statusFile: v.statusFile,
     tunOffload: v.tunOffload === "on",
+    credentials: credentialsOf(v),
     fullTunnel: Object.freeze({
       table: v.routingTable,
       priority: v.rulePriority,
@@ -409,6 +480,15 @@ function uniquePrefixes(prefixes: readonly IpPrefix[]): IpPrefix[] {
     seen.add(key);
     return true;
   });
+}
+
+function credentialsOf(v: OptionValues<typeof CLIENT_OPTIONS>): ClientConfig["credentials"] {
+  if (v.tokenFile !== undefined) return { kind: "token-file", file: v.tokenFile };
+  if (v.token !== undefined) return { kind: "token", token: v.token };
+  if (v.user !== undefined && v.passwordFile !== undefined) {
+    return { kind: "basic", user: v.user, passwordFile: v.passwordFile };
+  }
+  return { kind: "none" };
 }
 
 /**

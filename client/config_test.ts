@@ -248,3 +248,60 @@ Deno.test("parseClientConfig() reads the full tunnel's options", async (t) => {
     assertEquals(off.errors, ["--dns off cannot be combined with addresses"]);
   });
 });
+
+Deno.test("parseClientConfig() reads credentials, and refuses a token on the command line", async (t) => {
+  const relay = ["--relay", "https://relay.example"];
+  const token = "q3Xk0aZB.AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_abcde";
+  await t.step("none by default", () => {
+    const r = parseClientConfig(relay);
+    assert(r.ok === true);
+    assertEquals(r.config.credentials, { kind: "none" });
+  });
+  await t.step("--token-file", () => {
+    const r = parseClientConfig([...relay, "--token-file", "/etc/masque/token"]);
+    assert(r.ok === true);
+    assertEquals(r.config.credentials, { kind: "token-file", file: "/etc/masque/token" });
+  });
+  await t.step("MASQUE_TOKEN", () => {
+    const r = parseClientConfig(relay, { MASQUE_TOKEN: `${token}\n` });
+    assert(r.ok === true);
+    assertEquals(r.config.credentials, { kind: "token", token });
+  });
+  await t.step("MASQUE_TOKEN that is not a token: named, not quoted", () => {
+    const r = parseClientConfig(relay, { MASQUE_TOKEN: "hunter2" });
+    assert(r.ok === false);
+    assertEquals(r.errors, [
+      "MASQUE_TOKEN does not hold a token (<id>.<secret>, as deno task users add prints)",
+    ]);
+  });
+  await t.step("--token on the command line is refused, without repeating it", () => {
+    const r = parseClientConfig([...relay, "--token", token]);
+    assert(r.ok === false);
+    assertEquals(r.errors, [
+      "--token is refused: a command line is visible to every user of this machine (ps); " +
+      "give the token in a file with --token-file FILE, or in MASQUE_TOKEN",
+    ]);
+    assert(!r.errors.join("").includes(token));
+  });
+  await t.step("--user with --password-file", () => {
+    const r = parseClientConfig([...relay, "--user", "bob", "--password-file", "bob.pw"]);
+    assert(r.ok === true);
+    assertEquals(r.config.credentials, { kind: "basic", user: "bob", passwordFile: "bob.pw" });
+  });
+  await t.step("--user alone, or two ways at once", () => {
+    const alone = parseClientConfig([...relay, "--user", "bob"]);
+    assert(alone.ok === false);
+    assertEquals(alone.errors, ["--user and --password-file go together"]);
+    const two = parseClientConfig([
+      ...relay,
+      "--token-file",
+      "t",
+      "--user",
+      "b",
+      "--password-file",
+      "p",
+    ]);
+    assert(two.ok === false);
+    assertEquals(two.errors, ["Give one of --token-file, --user, not several"]);
+  });
+});

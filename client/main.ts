@@ -11,7 +11,9 @@
  * @module
  */
 
+import { basicField, bearerField, parseToken } from "../shared/auth/credentials.ts";
 import { errorMessage } from "../shared/errors.ts";
+import type { HeaderField } from "../shared/h3/qpack.ts";
 import { createLogger } from "../shared/log.ts";
 import { MAX_DATAGRAM_HEADROOM } from "../shared/masque/connect_ip_session.ts";
 import { VERSION } from "../shared/version.ts";
@@ -79,6 +81,7 @@ async function main(): Promise<number> {
 
 async function run(config: ClientConfig, log: Logger): Promise<number> {
   const caCerts = config.caFile ? [await readCa(config.caFile)] : undefined;
+  const credentials = await readCredentials(config.credentials);
   const relayAddress = await resolveRelay(config.relayHost);
   let tun: TunDevice | undefined;
   const dnsHost = { stateDir: config.stateDir };
@@ -115,6 +118,7 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     authority: config.authority,
     template: config.template,
     mode: config.mode,
+    headers: credentials,
     mtu: config.mtu,
     routes: config.routes,
     log,
@@ -129,6 +133,9 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
       relay: `${config.relayHost}:${config.relayPort}`,
       address: formatIp(relayAddress),
       mode: config.mode,
+      credentials: config.credentials.kind === "basic"
+        ? `basic user=${config.credentials.user}`
+        : config.credentials.kind,
     });
     const started = client.start().then(() => undefined);
     const early = await Promise.race([started, signal]);
@@ -218,6 +225,45 @@ async function dial(
     throw new Error(
       `Cannot connect to ${config.relayHost}:${config.relayPort}: ${errorMessage(error)}`,
     );
+  }
+}
+
+/**
+ * The request's credential field: a bearer token (from `--token-file` or
+ * `MASQUE_TOKEN`) or HTTP Basic (`--user`, `--password-file`). Errors name
+ * the file, never its content.
+ */
+async function readCredentials(
+  credentials: ClientConfig["credentials"],
+): Promise<HeaderField[]> {
+  const read = async (flag: string, path: string) => {
+    try {
+      return await Deno.readTextFile(path);
+    } catch (error) {
+      throw new Error(`Cannot read ${flag} ${path}: ${errorMessage(error)}`);
+    }
+  };
+  switch (credentials.kind) {
+    case "none":
+      return [];
+    case "token":
+      return [bearerField(credentials.token)];
+    case "token-file": {
+      const token = (await read("--token-file", credentials.file)).trim();
+      if (parseToken(token) === undefined) {
+        throw new Error(
+          `--token-file ${credentials.file} does not hold a token (<id>.<secret>, as deno task ` +
+            "users add prints)",
+        );
+      }
+      return [bearerField(token)];
+    }
+    case "basic": {
+      const password = (await read("--password-file", credentials.passwordFile)).split("\n")[0]
+        .replace(/\r$/, "");
+      if (password === "") throw new Error(`--password-file ${credentials.passwordFile} is empty`);
+      return [basicField(credentials.user, password)];
+    }
   }
 }
 

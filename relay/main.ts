@@ -1,6 +1,8 @@
 /**
- * `deno task relay`: listens for QUIC on UDP, serves CONNECT-IP sessions,
- * and forwards their packets through a TUN device (and NAT with `--nat`).
+ * `deno task relay`: listens for QUIC on UDP, serves CONNECT-IP sessions
+ * to the users of `--users` (or anyone with `--no-auth`), and forwards
+ * their packets through a TUN device (and NAT with `--nat`). SIGHUP
+ * rereads the users file and the certificate and key.
  *
  * @module
  */
@@ -17,6 +19,7 @@ import { hostInputChain, watchHostAddresses } from "./firewall.ts";
 import { installNat } from "./nat.ts";
 import { quicListenLimits } from "./limits.ts";
 import { serveListener } from "./listener.ts";
+import { fixedAddresses, onSighup, reloadUsers, setUpAccess } from "./access.ts";
 import { Relay } from "./relay.ts";
 import { MAX_DATAGRAM_HEADROOM } from "../shared/masque/connect_ip_session.ts";
 import { createLogger } from "../shared/log.ts";
@@ -114,6 +117,8 @@ async function loadCerts(config: RelayConfig, log: Logger): Promise<{ cert: stri
 
 async function run(config: RelayConfig, log: Logger): Promise<number> {
   const { cert, key } = await loadCerts(config, log);
+  const pools = [config.pool4, config.pool6].filter((pool) => pool !== undefined);
+  const access = await setUpAccess(config, pools, log);
   const tun = openTun(config.tunName, {
     mtu: config.mtu,
     log,
@@ -134,8 +139,12 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       allowRelayHost: config.allowRelayHost,
       allowClientToClient: config.allowClientToClient,
       dns: { servers: config.dnsServers, searchDomains: config.dnsSearch },
+      authenticator: access.authenticator,
+      notFound: access.notFound,
+      serveOther: access.serveOther,
       log,
     });
+    if (access.users) relay.applyPolicies(() => undefined, fixedAddresses(access.users.users));
     countTun(relay.counters, () => tun.stats);
     bringUpLink(
       { setLinkMtu, setLinkTxQueueLength, addAddress, setLinkUp },
@@ -146,7 +155,6 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
     const hostWatch = watchHostAddresses(relay, log);
     cleanups.push(() => hostWatch.stop());
     if (config.nat) {
-      const pools = [config.pool4, config.pool6].filter((pool) => pool !== undefined);
       const gateways = relay.gatewayAddresses.map((prefix) => prefix.address);
       const nat = await installNat(
         pools,
@@ -162,12 +170,13 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
     if (buffers instanceof Error) {
       log.warn("small UDP buffers: expect loss under load", { error: buffers.message });
     } else log.debug("UDP buffers", { receive: buffers.receiveBytes, send: buffers.sendBytes });
-    const listener = endpoint.listen({
-      alpnProtocols: ["h3"],
-      cert,
-      key,
-      ...quicListenLimits(config.limits, config.idleTimeoutMs),
-    });
+    const listen = (tls: { cert: string; key: string }) =>
+      endpoint.listen({
+        alpnProtocols: ["h3"],
+        ...tls,
+        ...quicListenLimits(config.limits, config.idleTimeoutMs),
+      });
+    let listener = listen({ cert, key });
     log.info("listening", {
       addr: `${endpoint.addr.hostname}:${endpoint.addr.port}`,
       tun: tun.name,
@@ -193,10 +202,41 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       cleanups.push(() => clearInterval(timer));
     }
     if (config.statusFile) writeStatusFile(config.statusFile, () => relay.status(), cleanups, log);
-    const accept = serveListener(relay, listener, log);
+    // The accept loop of the listener in use ends the relay when it stops; one
+    // replaced on a reload does not.
+    let listenerEnded!: (why: string) => void;
+    const accept = new Promise<string>((resolve) => listenerEnded = resolve);
+    const serve = (current: Deno.QuicListener) =>
+      serveListener(relay, current, log).then(
+        () => current === listener && listenerEnded("listener stopped"),
+        (error) => current === listener && listenerEnded(`listener failed: ${error}`),
+      );
+    serve(listener);
+    // SIGHUP: the users file (sessions of removed users end, the others take
+    // their new policy) and the certificate and key (new handshakes use
+    // them; open connections keep theirs). A part that fails keeps its old state.
+    cleanups.push(onSighup(async () => {
+      if (access.users && config.usersFile) {
+        await reloadUsers(relay, access.users, config.usersFile, pools, log);
+      }
+      let tls;
+      try {
+        tls = await loadCerts(config, log);
+      } catch (error) {
+        log.error("certificate not reloaded; the previous one stays in use", {
+          error: errorMessage(error),
+        });
+        return;
+      }
+      const previous = listener;
+      listener = listen(tls);
+      previous.stop();
+      serve(listener);
+      log.info("certificate reloaded");
+    }, log));
     const why = await Promise.race([
       untilSignal(cleanups),
-      accept.then(() => "listener stopped", (error) => `listener failed: ${error}`),
+      accept,
     ]);
     log.info("stopping", { why, sessions: relay.sessions.length });
     listener.stop();

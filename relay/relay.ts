@@ -661,8 +661,7 @@ export class Relay implements PeerRouter {
     if (!answer.session) {
       // Refused before or in authorize, which then reserved nothing.
       this.#counters.sessionsRefused.value++;
-      this.#logLimited(answer.status === 404 ? "debug" : "info", "request refused", {
-        peer: remote,
+      log.info("request refused", {
         status: answer.status,
         reason: answer.reason,
         user: identity?.user,

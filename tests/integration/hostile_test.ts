@@ -260,7 +260,7 @@ const BAD_REQUESTS: [HeaderField[], number][] = [
   ], 501],
   [buildConnectIpRequest({ authority: "localhost", path: "/.well-known/masque/ip/*/300/" }), 400],
   [buildConnectIpRequest({ authority: "localhost", path: "/.well-known/masque/ip/host/*/" }), 400],
-  [buildConnectIpRequest({ authority: "localhost", path: "/nope" }), 400],
+  [buildConnectIpRequest({ authority: "localhost", path: "/nope" }), 404],
   [
     buildConnectIpRequest({ authority: "localhost", path: ANY_PATH }).filter(([n]) =>
       n !== "capsule-protocol"

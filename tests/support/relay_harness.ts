@@ -18,7 +18,10 @@ import { quicListenLimits } from "../../relay/limits.ts";
 import type { RelayLimits } from "../../relay/limits.ts";
 import { serveListener } from "../../relay/listener.ts";
 import { Relay } from "../../relay/relay.ts";
+import type { RelayOptions } from "../../relay/relay.ts";
+import type { Authenticator } from "../../relay/sessions.ts";
 import { H3Connection } from "../../shared/h3/connection.ts";
+import type { HeaderField } from "../../shared/h3/qpack.ts";
 import { createLogger } from "../../shared/log.ts";
 import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
 import { openConnectIpSession } from "../../shared/masque/h3_connect_ip.ts";
@@ -43,8 +46,13 @@ export interface TestRelayOptions {
     readonly servers: readonly string[];
     readonly searchDomains?: readonly string[];
   };
-  /** Advertised routes (default 198.18.0.0/15 and fd00::/8). */
+  /** Step 1 of admission; default everyone, as `anonymous` (`--no-auth`). */
+  readonly authenticator?: Authenticator;
+  /** Advertised routes; default 198.18.0.0/15 and fd00::/8. */
   readonly routes?: readonly string[];
+  /** The relay's 404 and GET answers (`--decoy`). */
+  readonly notFound?: RelayOptions["notFound"];
+  readonly serveOther?: RelayOptions["serveOther"];
 }
 
 /** The relay on a QUIC listener on 127.0.0.1, its in-memory TUN and its log lines. */
@@ -63,6 +71,9 @@ export async function startTestRelay(options: TestRelayOptions = {}) {
       servers: options.dns.servers.map((text) => parseIp(text)!),
       searchDomains: options.dns.searchDomains ?? [],
     },
+    authenticator: options.authenticator,
+    notFound: options.notFound,
+    serveOther: options.serveOther,
     log,
   });
   const tunDone = relay.runTun();
@@ -132,16 +143,24 @@ export interface TestSession {
   readonly v4: string;
 }
 
-/** A client with an H3Connection on which `open()` opens connect-ip sessions. */
-export async function connectClient(port: number, hostname = "127.0.0.1") {
+/**
+ * A client with an H3Connection on which `open()` opens connect-ip sessions,
+ * sending `headers` (credentials) with each request.
+ */
+export async function connectClient(
+  port: number,
+  hostname = "127.0.0.1",
+  headers: readonly HeaderField[] = [],
+) {
   const dialed = await dialFrom(port, hostname);
   const h3 = new H3Connection(dialed.conn, { role: "client" });
   await h3.start();
-  const open = async (): Promise<TestSession> => {
+  const open = async (path = ANY_PATH): Promise<TestSession> => {
     const session = await openConnectIpSession(h3, {
       authority: "localhost",
-      path: ANY_PATH,
+      path,
       mode: "datagram",
+      headers,
     });
     const capsules: Capsule[] = [];
     const received: Uint8Array[] = [];

@@ -1,9 +1,11 @@
 /**
  * A newcomer's first run: builds three network namespaces on this machine
- * (client <-> relay <-> target), starts the relay (with NAT) and the client
- * as real processes, and shows traffic crossing the CONNECT-IP tunnel
- * (RFC 9484 over HTTP/3): IPv4 and IPv6 ping, an HTTP GET over TCP, and UDP
- * request/reply over IPv4 and IPv6.
+ * (client <-> relay <-> target), creates a user with `deno task users add`,
+ * starts the relay (with NAT and that users file) and the client (with the
+ * user's token) as real processes, and shows traffic crossing the
+ * CONNECT-IP tunnel (RFC 9484 over HTTP/3): IPv4 and IPv6 ping, an HTTP GET
+ * over TCP, and UDP request/reply over IPv4 and IPv6; then that a client
+ * without the token gets no tunnel.
  *
  * ```
  * sudo deno task demo
@@ -196,6 +198,30 @@ async function pingCheck(topology: Topology, family: 4 | 6, target: string): Pro
   }
 }
 
+/**
+ * Runs a second client without credentials: the relay answers 404, as for
+ * an unknown path, and the client says so and exits 1.
+ */
+async function refusedClientCheck(topology: Topology, certDir: string): Promise<void> {
+  const result = await topology.run("client", [
+    "deno",
+    "run",
+    "--unstable-net",
+    "--allow-net",
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL,MASQUE_TOKEN",
+    `${ROOT}/client/main.ts`,
+    ...["--relay", `https://${topology.relayUnderlay4}:${RELAY_PORT}`],
+    ...["--ca", `${certDir}/ca.pem`, "--tun", "mvpn-anon"],
+  ], { check: false, timeoutMs: PROBE_TIMEOUT_MS });
+  const line = result.stderr.split("\n").find((l) => l.includes("answered 404"));
+  if (result.code !== 1 || line === undefined) {
+    throw new Error(`expected a refusal, got exit ${result.code}: ${result.stderr.trim()}`);
+  }
+  detail(line.slice(line.indexOf("Cannot")));
+}
+
 /** Runs this file as a probe inside `ns` and returns the lines it printed. */
 async function runProbe(
   topology: Topology,
@@ -282,6 +308,28 @@ async function main(): Promise<number> {
     );
   });
 
+  const usersFile = `${state.logDir}/users.json`;
+  const tokenFile = `${certDir}/demo.token`;
+  await step("Creating a user: deno task users add demo", async () => {
+    const args = [
+      ...["add", "demo", "--users", usersFile, "--route", ROUTE4, "--route", ROUTE6],
+      ...["--max-sessions", "2"],
+    ];
+    const output = await new Deno.Command("deno", {
+      args: ["run", "--allow-read", "--allow-write", `${ROOT}/relay/users_main.ts`, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr).trim();
+    if (!output.success) throw new Error(`users add failed: ${stderr}`);
+    const token = new TextDecoder().decode(output.stdout).trim();
+    // The token is printed once; the demo keeps it in a file only the client reads.
+    await Deno.writeTextFile(tokenFile, `${token}\n`, { mode: 0o600 });
+    detail(`deno task users ${args.join(" ")}`);
+    detail(stderr.split("\n")[0]);
+    detail(`its token (printed once) is in ${tokenFile}; ${usersFile} keeps only its scrypt hash`);
+  });
+
   await step("Starting the relay (with NAT) in the relay namespace", async () => {
     state.relay = topology.spawn("relay", [
       "deno",
@@ -296,6 +344,7 @@ async function main(): Promise<number> {
       `${ROOT}/relay/main.ts`,
       ...["--dev-certs", certDir, "--dev-cert-name", topology.relayUnderlay4],
       ...["--port", String(RELAY_PORT), "--pool4", POOL4, "--pool6", POOL6, "--nat"],
+      ...["--users", usersFile],
     ], { name: "relay" });
     const line = await state.relay.waitForLog(/\blistening\b/, READY_TIMEOUT_MS);
     const addr = logField(line, "addr") ?? `:${RELAY_PORT}`;
@@ -305,6 +354,7 @@ async function main(): Promise<number> {
         `, TUN ${logField(line, "tun") ?? "?"}`,
     );
     detail(`client address pools ${POOL4}, ${POOL6}; masquerading them towards the target`);
+    detail(`users from ${usersFile}; a request without valid credentials gets 404`);
     detail(dim(
       `throwaway development CA and certificate for ${topology.relayUnderlay4} in ${certDir}`,
     ));
@@ -318,12 +368,16 @@ async function main(): Promise<number> {
       "--allow-net",
       "--allow-ffi",
       "--allow-read",
-      "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL",
+      "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL,MASQUE_TOKEN",
       `${ROOT}/client/main.ts`,
       ...["--relay", `https://${topology.relayUnderlay4}:${RELAY_PORT}`],
       ...["--ca", `${certDir}/ca.pem`, "--route", ROUTE4, "--route", ROUTE6],
+      ...["--token-file", tokenFile],
     ], { name: "client" });
-    detail(`CONNECT-IP request to https://${topology.relayUnderlay4}:${RELAY_PORT} over HTTP/3`);
+    detail(
+      `CONNECT-IP request to https://${topology.relayUnderlay4}:${RELAY_PORT} over HTTP/3, ` +
+        "as user demo (Proxy-Authorization: Bearer)",
+    );
     const assigned = await state.client.waitForLog(/\bassigned\b/, READY_TIMEOUT_MS);
     const up = await state.client.waitForLog(/\btunnel up\b/, READY_TIMEOUT_MS);
     const addresses = logField(assigned, "addresses")?.split(",").join(", ") ?? "?";
@@ -370,6 +424,10 @@ async function main(): Promise<number> {
           topology.target6,
           String(UDP_PORT),
         ]),
+    ],
+    [
+      "a client without the token gets no tunnel",
+      () => refusedClientCheck(topology, certDir),
     ],
   ];
   const results: CheckResult[] = [];

@@ -26,6 +26,7 @@
  */
 import { errorMessage } from "../../shared/errors.ts";
 import { parseArgs } from "node:util";
+import { bearerField } from "../../shared/auth/credentials.ts";
 import { H3Connection } from "../../shared/h3/connection.ts";
 import { expandConnectIpPath } from "../../shared/masque/connect_ip_request.ts";
 import { DEFAULT_URI_TEMPLATE } from "../../shared/masque/connect_ip_request.ts";
@@ -50,6 +51,7 @@ const { values } = parseArgs({
     concurrency: { type: "string", default: "16" },
     "timeout-ms": { type: "string", default: "90000" },
     "hold-ms": { type: "string", default: "60000" },
+    "token-file": { type: "string" },
   },
 });
 if (!values.host || !values.ca) {
@@ -64,6 +66,10 @@ const concurrency = Number(values.concurrency);
 const timeoutMs = Number(values["timeout-ms"]);
 const holdMs = Number(values["hold-ms"]);
 const caPem = await Deno.readTextFile(values.ca);
+/** The relay's user the sessions log in as (`--token-file`), if it has users. */
+const credentials = values["token-file"]
+  ? [bearerField((await Deno.readTextFile(values["token-file"])).trim())]
+  : [];
 const authority = `${host}:${port}`;
 const path = expandConnectIpPath(DEFAULT_URI_TEMPLATE, {
   target: { kind: "any" },
@@ -122,7 +128,12 @@ async function openConnection(): Promise<void> {
 
 async function openSession(h3: H3Connection): Promise<void> {
   const t0 = performance.now();
-  const session = await openConnectIpSession(h3, { authority, path, mode: "datagram" });
+  const session = await openConnectIpSession(h3, {
+    authority,
+    path,
+    mode: "datagram",
+    headers: credentials,
+  });
   sessions.push(session);
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(

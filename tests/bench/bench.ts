@@ -819,8 +819,12 @@ async function measureScale(settings: Settings): Promise<ScaleSummary> {
         ...["--pool4", SCALE_POOL4, "--max-sessions", String(sessions + 100)],
         // One generator, one source address, SCALE_PER_CONNECTION sessions per connection.
         ...["--max-requests-per-connection", String(SCALE_PER_CONNECTION)],
+        ...["--max-sessions-per-connection", String(SCALE_PER_CONNECTION)],
         ...["--max-connections-per-source", String(Math.ceil(sessions / SCALE_PER_CONNECTION))],
-      ]);
+      ], { users: [{ name: "scale", policy: { maxSessions: sessions + 100 } }] });
+      // The generator logs in as that user; the token stays in a file.
+      const tokenFile = `${topo.logDir}/scale.token`;
+      await Deno.writeTextFile(tokenFile, `${relay.tokens.scale}\n`, { mode: 0o600 });
       const pid = relay.process.pid;
       await sleep(1000);
       const rssBefore = await readStatusBytes(pid, "VmRSS");
@@ -831,6 +835,7 @@ async function measureScale(settings: Settings): Promise<ScaleSummary> {
         ...["--sessions", String(sessions), "--per-connection", String(SCALE_PER_CONNECTION)],
         ...["--concurrency", String(SCALE_CONCURRENCY), "--timeout-ms", String(openTimeoutMs)],
         ...["--hold-ms", String(openTimeoutMs)],
+        ...["--token-file", tokenFile],
       ], { name: "scale-client" });
       const line = await generator.waitForLog(/^\{"ready":true/, openTimeoutMs + 15_000);
       const result = JSON.parse(line) as {

@@ -249,7 +249,7 @@ async function startOurClient(
     "--allow-net",
     "--allow-ffi",
     "--allow-read",
-    "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL",
+    "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL,MASQUE_TOKEN",
     `--allow-write=${statusFile}`,
     `${ROOT}client/main.ts`,
     ...["--relay", options.relay, "--ca", options.ca, "--status-file", statusFile],
@@ -286,12 +286,14 @@ Deno.test({
   async fn() {
     await withTopology("cipgo-c", async (topo) => {
       await startTargetServers(topo);
+      // connect-ip-go's clients cannot send credentials: this relay runs with
+      // --no-auth (docs/interop.md).
       const relay = await startRelay(topo, [
         "--route",
         "198.18.1.0/24",
         "--route",
         "fd00:0:0:2::/64",
-      ]);
+      ], { noAuth: true });
       // connect-ip-go's client takes only templates without variables: the
       // RFC 9484 §3 default path, expanded to any target and protocol.
       const client = topo.spawn("client", [
@@ -352,7 +354,7 @@ Deno.test({
       const relay = await startRelay(topo, [
         ...["--template", "/vpn"],
         ...["--route", "198.18.1.0/24", "--route", "fd00:0:0:2::/64"],
-      ]);
+      ], { noAuth: true });
       await new Promise((r) => setTimeout(r, 300));
       // Each case dials, opens a session, sets up its TUN from our capsules,
       // runs, and exits 0 only when it passed; these are its own success lines.

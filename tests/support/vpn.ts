@@ -6,7 +6,10 @@
  * @module
  */
 import type { SnapshotValue } from "../../shared/counters.ts";
+import { writeUsersFile } from "../../relay/users.ts";
 import type { NamespaceRole, Process, Topology } from "./netns.ts";
+import { makeUsers } from "./users.ts";
+import type { TestUserSpec } from "./users.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
@@ -28,6 +31,10 @@ export interface RelayProcess {
   readonly process: Process;
   readonly certDir: string;
   readonly statusFile: string;
+  /** The users file (absent with `noAuth`). */
+  readonly usersFile?: string;
+  /** Each user's token, by name. */
+  readonly tokens: Readonly<Record<string, string>>;
   /** Reads the relay's JSON status file (written every 2 s). */
   status(): Promise<RelayStatus>;
 }
@@ -87,17 +94,30 @@ export function dropReasons(
   return out;
 }
 
+/** The user every client of {@linkcode startClient} logs in as unless told otherwise. */
+export const TEST_USER = "tester";
+
 /**
  * Starts the relay in the relay namespace with a status file and, unless
- * `options.nat` is false, NAT; waits until it listens.
+ * `options.nat` is false, NAT; waits until it listens. It has a users file
+ * with `options.users` (default one user, {@linkcode TEST_USER}), unless
+ * `options.noAuth`.
  */
 export async function startRelay(
   topo: Topology,
   extraArgs: string[] = [],
-  options: { nat?: boolean } = {},
+  options: { nat?: boolean; users?: readonly TestUserSpec[]; noAuth?: boolean } = {},
 ): Promise<RelayProcess> {
   const certDir = `${topo.logDir}/certs`;
   const statusFile = `${topo.logDir}/relay-status.json`;
+  let usersFile: string | undefined;
+  let tokens: Record<string, string> = {};
+  if (!options.noAuth) {
+    const made = await makeUsers(options.users ?? [{ name: TEST_USER, policy: { maxSessions: 64 } }]);
+    tokens = made.tokens;
+    usersFile = `${topo.logDir}/users.json`;
+    await writeUsersFile(usersFile, made.entries);
+  }
   const process = topo.spawn("relay", [
     Deno.execPath(),
     "run",
@@ -121,6 +141,7 @@ export async function startRelay(
     ...(options.nat === false ? [] : ["--nat"]),
     "--status-file",
     statusFile,
+    ...(usersFile ? ["--users", usersFile] : ["--no-auth"]),
     ...extraArgs,
   ], { name: "relay" });
   await process.waitForLog(/listening/, 20_000);
@@ -128,6 +149,8 @@ export async function startRelay(
     process,
     certDir,
     statusFile,
+    usersFile,
+    tokens,
     status: async () => JSON.parse(await Deno.readTextFile(statusFile)) as RelayStatus,
   };
 }
@@ -163,10 +186,15 @@ export async function startClient(
     permissions?: string[];
     /** More paths for `--allow-write` (the resolver's, a state directory). */
     write?: string[];
+    /** Log in as this user of the relay (default {@linkcode TEST_USER}, if the relay has users). */
+    user?: string;
   } = {},
 ): Promise<ClientProcess> {
   const tun = options.tun ?? "mvpn0";
   const statusFile = `${topo.logDir}/${options.name ?? "client"}-status.json`;
+  const token = relay.tokens[options.user ?? TEST_USER];
+  const tokenFile = `${topo.logDir}/${options.name ?? "client"}.token`;
+  if (token !== undefined) await Deno.writeTextFile(tokenFile, `${token}\n`, { mode: 0o600 });
   const process = topo.spawn(options.ns ?? "client", [
     Deno.execPath(),
     "run",
@@ -174,7 +202,7 @@ export async function startClient(
     "--allow-net",
     "--allow-ffi",
     "--allow-read",
-    "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL",
+    "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL,MASQUE_TOKEN",
     `--allow-write=${[statusFile, ...(options.write ?? [])].join(",")}`,
     ...(options.permissions ?? []),
     ...(V8_FLAGS ? [`--v8-flags=${V8_FLAGS}`] : []),
@@ -189,6 +217,7 @@ export async function startClient(
     tun,
     "--mode",
     options.mode ?? "datagram",
+    ...(token !== undefined ? ["--token-file", tokenFile] : []),
     ...(options.extraArgs ?? []),
   ], {
     name: options.name ?? "client",

@@ -265,6 +265,12 @@ interface ConnectionState {
   readonly authSource: string;
   /** Open sessions on it. */
   sessions: number;
+  /**
+   * Whether a request on it carried valid credentials: blocking its source
+   * for failed authentications does not close it (a user behind the same
+   * NAT as a prober keeps its tunnel), unless it fails itself while blocked.
+   */
+  authenticated: boolean;
   /** Closes it when it has had no session for `sessionlessTimeoutMs`. */
   timer: ReturnType<typeof setTimeout> | undefined;
 }
@@ -565,7 +571,14 @@ export class Relay implements PeerRouter {
         });
       },
     });
-    const state: ConnectionState = { h3, source, authSource, sessions: 0, timer: undefined };
+    const state: ConnectionState = {
+      h3,
+      source,
+      authSource,
+      sessions: 0,
+      authenticated: false,
+      timer: undefined,
+    };
     this.#connections.set(h3, state);
     this.#armSessionless(state);
     h3.onClose((info) => {
@@ -629,6 +642,7 @@ export class Relay implements PeerRouter {
           });
           if (auth.ok) {
             this.#counters.authSuccesses.value++;
+            state.authenticated = true;
             identity = auth.identity;
             return { accept: true };
           }
@@ -694,7 +708,9 @@ export class Relay implements PeerRouter {
 
   /**
    * Counts a failed authentication against the source; when that blocks it,
-   * closes every connection from it.
+   * closes every connection from it that has not authenticated. A failure
+   * on a connection whose source is blocked closes that connection too, so
+   * an authenticated connection cannot keep trying credentials.
    */
   #authFailed(
     state: ConnectionState,
@@ -705,11 +721,19 @@ export class Relay implements PeerRouter {
     this.#logLimited("info", "authentication failed", { peer: remote, reason: failure.why });
     if (!failure.counts) return;
     const outcome = this.#failures.fail(state.authSource, performance.now());
-    if (!outcome.blocked) return;
+    if (!outcome.blocked) {
+      if (outcome.blockedForMs > 0) state.h3.close(H3_EXCESSIVE_LOAD, "");
+      return;
+    }
     this.#counters.sourcesBlocked.value++;
     let closed = 0;
+    let kept = 0;
     for (const other of this.#connections.values()) {
       if (other.authSource !== state.authSource) continue;
+      if (other.authenticated && other !== state) {
+        kept++;
+        continue;
+      }
       closed++;
       other.h3.close(H3_EXCESSIVE_LOAD, "");
     }
@@ -718,6 +742,7 @@ export class Relay implements PeerRouter {
       failures: this.#limits.authFailuresPerMinute,
       seconds: Math.ceil(outcome.blockedForMs / 1000),
       connectionsClosed: closed,
+      authenticatedKept: kept,
     });
   }
 

@@ -62,7 +62,8 @@ export async function loadUsersFile(
 /**
  * Writes `users` to `path` atomically: a temporary file beside it with mode
  * 0600, written and synced, then renamed over `path`; a reader sees the old
- * file or the new one, never a part.
+ * file or the new one, never a part. The new file keeps the owner and group
+ * of the old one (the relay's user, when root runs `deno task users`).
  */
 export async function writeUsersFile(path: string, users: readonly UserEntry[]): Promise<void> {
   const slash = path.lastIndexOf("/");
@@ -81,10 +82,31 @@ export async function writeUsersFile(path: string, users: readonly UserEntry[]):
       file.close();
     }
     await Deno.chmod(temp, 0o600);
+    await keepOwner(path, temp);
     await Deno.rename(temp, path);
   } catch (error) {
     await Deno.remove(temp).catch(() => {});
     throw new Error(`Cannot write users file ${path}: ${errorMessage(error)}`);
+  }
+}
+
+/**
+ * Gives `temp` the owner and group of `path` when `path` exists and they
+ * differ (root editing the file of a relay that runs as its own user), so
+ * the relay can still read the file after the rename.
+ */
+async function keepOwner(path: string, temp: string): Promise<void> {
+  const old = await Deno.stat(path).catch(() => undefined);
+  if (old?.uid == null || old.gid == null) return;
+  const now = await Deno.stat(temp);
+  if (now.uid === old.uid && now.gid === old.gid) return;
+  try {
+    await Deno.chown(temp, old.uid, old.gid);
+  } catch (error) {
+    throw new Error(
+      `cannot give the new file the owner of the old one (uid ${old.uid}, gid ${old.gid}), ` +
+        `so the relay could no longer read it: ${errorMessage(error)}; run as root or as that user`,
+    );
   }
 }
 

@@ -31,7 +31,7 @@ import { encodeFieldSection } from "../../shared/h3/qpack.ts";
 import type { HeaderField } from "../../shared/h3/qpack.ts";
 import { formatIp, parsePrefix } from "../../shared/ip/ip_address.ts";
 import { buildConnectIpRequest } from "../../shared/masque/connect_ip_request.ts";
-import { ConnectIpError } from "../../shared/masque/h3_connect_ip.ts";
+import { ConnectIpError, openConnectIpSession } from "../../shared/masque/h3_connect_ip.ts";
 import { createLogger } from "../../shared/log.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -226,15 +226,19 @@ Deno.test({
 });
 
 Deno.test({
-  name: "after 10 failures the source is refused, its connections closed; other sources go on",
+  name:
+    "after 10 failures the source is refused, its unauthenticated connections closed; other sources go on",
   ...opts,
   async fn() {
     const { server, tokens } = await startAuthRelay();
     const good = await connectClient(server.port, "127.0.0.2", [bearerField(tokens.alice)]);
     const bad = await connectClient(server.port, "127.0.0.1", [basicField("bob", "guess")]);
     const idle = await dialFrom(server.port, "127.0.0.1");
+    // A user behind the same address as the prober (one NAT), logged in before the block.
+    const neighbour = await connectClient(server.port, "127.0.0.1", [bearerField(tokens.carol)]);
     try {
       await good.open();
+      const neighbourSession = await neighbour.open();
       for (let i = 0; i < 9; i++) {
         await assertRejects(() => bad.open(), ConnectIpError, "answered 404");
       }
@@ -260,11 +264,37 @@ Deno.test({
       );
       // 127.0.0.2 is not affected.
       await good.open();
-      assertEquals(server.relay.sessions.length, 2);
+      // The neighbour's connection stays open, and its session carries on...
+      assert(server.count(/source blocked .*connectionsClosed=2 authenticatedKept=1/) === 1);
+      assertEquals(server.relay.sessions.length, 3);
+      await neighbour.open();
+      assertEquals(server.relay.sessions.length, 4);
+      const settled = await Promise.race([
+        neighbourSession.end.then(() => "ended", () => "ended"),
+        new Promise((resolve) => setTimeout(() => resolve("running"), 50)),
+      ]);
+      assertEquals(settled, "running");
+      // ...until it fails itself while its source is blocked: then it is closed too.
+      await assertRejects(() =>
+        openConnectIpSession(neighbour.h3, {
+          authority: "localhost",
+          path: ANY_PATH,
+          mode: "datagram",
+          headers: [bearerField(tokens.carol.slice(0, -2) + "AA")],
+        })
+      );
+      const neighbourClosed = await within(neighbour.conn.closed, "the neighbour's close", 5000);
+      assertEquals(neighbourClosed.closeCode, 0x107);
+      await until(
+        () => server.relay.sessions.length === 2,
+        "the neighbour's sessions to end",
+        5000,
+      );
     } finally {
       good.close();
       bad.close();
       idle.close();
+      neighbour.close();
       await server.close();
     }
   },

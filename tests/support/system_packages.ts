@@ -130,8 +130,8 @@ export const SYSTEM_PACKAGES: readonly SystemPackage[] = [
   {
     name: "iperf3",
     commands: ["iperf3"],
-    why: "the benchmark's TCP and UDP throughput",
-    purposes: ["bench"],
+    why: "the benchmark's TCP and UDP throughput, and the e2e test of a user's rate limit",
+    purposes: ["test", "bench"],
   },
   {
     name: "wireguard-tools",

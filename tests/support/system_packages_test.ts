@@ -72,14 +72,14 @@ Deno.test("the package table: demo's packages are the test suite's too, each com
 
 Deno.test("planSetup() is ready when nothing the task needs is missing", () => {
   assertEquals(planSetup("test", facts({})), { kind: "ready" });
-  // iperf3 is the benchmark's, not the suite's.
-  assertEquals(planSetup("test", facts({ missingCommands: new Set(["iperf3"]) })), {
+  // wg is the benchmark's, not the suite's.
+  assertEquals(planSetup("test", facts({ missingCommands: new Set(["wg"]) })), {
     kind: "ready",
   });
 });
 
 Deno.test("planSetup() installs what is missing with apt, as root on Debian and Ubuntu", () => {
-  const missing = new Set(["nft", "ping", "iperf3", "dockerd"]);
+  const missing = new Set(["nft", "ping", "wg", "dockerd"]);
   const plan = planSetup("test", facts({ missingCommands: missing }));
   assertEquals(plan.kind, "install");
   if (plan.kind !== "install") return;

@@ -113,7 +113,9 @@ export async function startRelay(
   let usersFile: string | undefined;
   let tokens: Record<string, string> = {};
   if (!options.noAuth) {
-    const made = await makeUsers(options.users ?? [{ name: TEST_USER, policy: { maxSessions: 64 } }]);
+    const made = await makeUsers(
+      options.users ?? [{ name: TEST_USER, policy: { maxSessions: 64 } }],
+    );
     tokens = made.tokens;
     usersFile = `${topo.logDir}/users.json`;
     await writeUsersFile(usersFile, made.entries);

@@ -84,9 +84,11 @@ RUN mkdir -p /run/masque-vpn /etc/masque-vpn
 ENTRYPOINT ["deno", "run", "--cached-only", "--unstable-net", "--allow-net", "--allow-ffi", \
     "--allow-read", "--allow-write=/run/masque-vpn", "--allow-run=nft,sysctl", \
     "--allow-env=MASQUE_LOG_LEVEL", "relay/main.ts", "--status-file", "/run/masque-vpn/status.json"]
-# Certificate and key mounted at /etc/masque-vpn/tls/ (compose.yaml, docs/deploy.md).
+# Certificate and key mounted at /etc/masque-vpn/tls/, the users file (made
+# with `deno task users`) in a directory at /etc/masque-vpn/users/, so that
+# SIGHUP sees a file replaced by a rename (compose.yaml, docs/deploy.md).
 CMD ["--port", "443", "--nat", "--cert", "/etc/masque-vpn/tls/server.pem", \
-    "--key", "/etc/masque-vpn/tls/server-key.pem"]
+    "--key", "/etc/masque-vpn/tls/server-key.pem", "--users", "/etc/masque-vpn/users/users.json"]
 # Alive while the relay rewrites its status file (every 2 s). With the admin
 # endpoint of issue 11 this becomes: --url http://127.0.0.1:9464/healthz
 HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=3 \
@@ -112,8 +114,10 @@ RUN mkdir -p /run/masque-vpn /etc/masque-vpn
 # the status file.
 ENTRYPOINT ["deno", "run", "--cached-only", "--unstable-net", "--allow-net", "--allow-ffi", \
     "--allow-read", "--allow-write=/run/masque-vpn,/etc/resolv.conf,/var/lib/masque-vpn", \
-    "--allow-run=nft,resolvectl", "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL", \
+    "--allow-run=nft,resolvectl", "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL,MASQUE_TOKEN", \
     "client/main.ts", "--status-file", "/run/masque-vpn/status.json"]
+# Its token: --token-file (mounted, mode 0600) or the environment variable
+# MASQUE_TOKEN; never on the command line (compose.yaml, docs/deploy.md).
 CMD ["--help"]
 # Alive while the tunnel is up: the client writes its status file every 2 s
 # from the moment its TUN and routes are in place.

@@ -101,9 +101,9 @@ Deno.test("compose.yaml: internal networks in the test ranges, NET_ADMIN and the
     networks: Record<string, { internal: boolean; ipam: { config: { subnet: string }[] } }>;
   };
   assertEquals(Object.keys(compose.services).sort(), [
-    "certs",
     "check",
     "client",
+    "init",
     "relay",
     "target",
   ]);
@@ -125,13 +125,73 @@ Deno.test("compose.yaml: internal networks in the test ranges, NET_ADMIN and the
     assertEquals(service.cap_add, privileged ? ["NET_ADMIN"] : undefined, `${name}: cap_add`);
     assertEquals(service.devices, privileged ? ["/dev/net/tun"] : undefined, `${name}: devices`);
   }
-  const { relay, client, target, check, certs } = compose.services;
+  const { relay, client, target, check, init } = compose.services;
   assertEquals(Object.keys(relay.networks!).sort(), ["client-net", "target-net"]);
   assertEquals(Object.keys(client.networks!), ["client-net"]);
   assertEquals(Object.keys(target.networks!), ["target-net"]);
   assertEquals(check.network_mode, "service:client");
-  assertEquals(certs.network_mode, "none");
+  assertEquals(init.network_mode, "none");
   assertEquals(target.user, "10001:10001");
+});
+
+/** The value of `--NAME=VALUE` or `--NAME VALUE` among `words`. */
+function optionValue(words: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < words.length; i++) {
+    if (words[i] === `--${name}`) return words[i + 1];
+    if (words[i].startsWith(`--${name}=`)) return words[i].slice(name.length + 3);
+  }
+  return undefined;
+}
+
+Deno.test("every relay these files start has a users file, and the compose client a token file", () => {
+  const compose = parseYaml(read("compose.yaml"), { merge: true }) as {
+    services: Record<string, { command: string[]; volumes: string[] }>;
+  };
+  const relayOnly = parseYaml(read("deploy/compose.relay.yaml")) as typeof compose;
+  const cmd = JSON.parse(
+    read("Dockerfile").replace(/\\\n\s*/g, "").split("\n").find((l) =>
+      l.startsWith('CMD ["--port')
+    )!
+      .slice(4),
+  );
+  const k8s = manifests().find((m) => m.kind === "Deployment")!.spec.template.spec;
+  const starts: [string, string[], string[]][] = [
+    ["compose.yaml relay", compose.services.relay.command, compose.services.relay.volumes],
+    [
+      "deploy/compose.relay.yaml",
+      relayOnly.services.relay.command,
+      relayOnly.services.relay.volumes,
+    ],
+    ["Dockerfile relay CMD", cmd, []],
+    [
+      "deploy/systemd/relay.env.example",
+      read("deploy/systemd/relay.env.example").split("\n").find((l) =>
+        l.startsWith("RELAY_OPTIONS=")
+      )!
+        .split(/\s+/),
+      [],
+    ],
+    [
+      "deploy/kubernetes/relay.yaml",
+      k8s.containers[0].args,
+      k8s.containers[0].volumeMounts.map((m: { mountPath: string }) => `x:${m.mountPath}`),
+    ],
+  ];
+  for (const [where, words, volumes] of starts) {
+    assert(!words.includes("--no-auth"), `${where}: --no-auth`);
+    const users = optionValue(words, "users") ?? "";
+    assert(users?.endsWith(".json"), `${where}: no --users in ${words.join(" ")}`);
+    // Mounted as a directory, so that a rename on the other side shows (SIGHUP).
+    if (volumes.length > 0) {
+      const dir = users.slice(0, users.lastIndexOf("/"));
+      assert(volumes.some((v) => v.split(":")[1] === dir), `${where}: ${dir} not mounted`);
+    }
+  }
+  const client = compose.services.client;
+  const token = optionValue(client.command, "token-file");
+  assertEquals(token, "/etc/masque-vpn/token/token");
+  assert(client.volumes.includes("client-token:/etc/masque-vpn/token:ro"), "token volume");
+  assertMatch(read("compose.yaml"), /deploy\/docker\/dev_user\.ts/);
 });
 
 Deno.test(".dockerignore keeps tests, dev certificates and bench results out of the images", () => {

@@ -217,6 +217,14 @@ Deno.test({
           `relay counters: ${status.stdout}`,
         );
       }),
+      await t.step("the relay knows the client as user demo; its token is in no log", async () => {
+        const logs = await p.compose(["logs", "--no-color"], 60_000);
+        assertMatch(logs.stdout, /session opened .*user=demo/);
+        const token = (await p.exec("client", ["cat", "/etc/masque-vpn/token/token"])).stdout
+          .trim();
+        assertMatch(token, /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}$/);
+        assert(!(logs.stdout + logs.stderr).includes(token.slice(token.indexOf(".") + 1)));
+      }),
       await t.step("no other path from the client to the target", async () => {
         // No network in common.
         const networksOf = async (service: string) =>

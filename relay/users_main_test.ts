@@ -37,7 +37,8 @@ Deno.test("deno task users: add prints the token once, list/set/remove, the file
 });
 
 Deno.test({
-  name: "deno task users run as root keeps the file's owner, so a relay running as its user can read it",
+  name:
+    "deno task users run as root keeps the file's owner, so a relay running as its user can read it",
   ...skipUnless(isRoot(), NEEDS_ROOT, RUN_AS_ROOT),
   async fn() {
     const dir = await Deno.makeTempDir();

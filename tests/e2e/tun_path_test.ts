@@ -74,6 +74,8 @@ Deno.test({
         String(FLOOD_SECONDS),
         "--size",
         "1428",
+        "--token-file",
+        `${topo.logDir}/client.token`,
       ], { name: "flood" });
       await flood.waitForLog(/"ready":true/, 20_000);
       // The other session pings all through the flood (counted, not asserted:

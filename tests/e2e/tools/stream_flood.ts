@@ -7,7 +7,8 @@
  *
  * ```
  * deno run --unstable-net --allow-net --allow-read stream_flood.ts \
- *   --relay 198.18.0.1:4433 --ca certs/ca.pem --target 198.18.1.2 --seconds 5 --size 1428
+ *   --relay 198.18.0.1:4433 --ca certs/ca.pem --target 198.18.1.2 --seconds 5 --size 1428 \
+ *   [--token-file FILE]   # a user of the relay (its bearer token)
  * ```
  *
  * Prints `{"ready":true,...}` once the session is open and
@@ -20,6 +21,7 @@ import { H3Connection } from "../../../shared/h3/connection.ts";
 import { clientSettings, SETTINGS_H3_DATAGRAM } from "../../../shared/h3/settings.ts";
 import { expandConnectIpPath } from "../../../shared/masque/connect_ip_request.ts";
 import { openConnectIpSession } from "../../../shared/masque/h3_connect_ip.ts";
+import { bearerField } from "../../../shared/auth/credentials.ts";
 import {
   CapsuleParser,
   datagramCapsuleHeaderSize,
@@ -52,6 +54,7 @@ async function main(): Promise<number> {
       target: { type: "string", default: "198.18.1.2" },
       seconds: { type: "string", default: "5" },
       size: { type: "string", default: "1428" },
+      "token-file": { type: "string" },
     },
   });
   const [host, portText] = (values.relay ?? "").split(":");
@@ -80,6 +83,9 @@ async function main(): Promise<number> {
       ipProtocol: "any",
     }),
     mode: "stream",
+    headers: values["token-file"]
+      ? [bearerField((await Deno.readTextFile(values["token-file"])).trim())]
+      : [],
   });
   // Read only as far as the first ADDRESS_ASSIGN, then never again.
   const parser = new CapsuleParser();

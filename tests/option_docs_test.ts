@@ -10,6 +10,7 @@ import { updateOptionTables } from "./option_docs.ts";
 import { CLIENT_ENV, CLIENT_HELP, CLIENT_OPTIONS, parseClientConfig } from "../client/config.ts";
 import { parseRelayConfig, RELAY_ENV, RELAY_HELP, RELAY_OPTIONS } from "../relay/config.ts";
 import { HELP as BENCH_HELP } from "./bench/_settings.ts";
+import { USERS_OPTIONS } from "../relay/users_main.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const read = (path: string) => Deno.readTextFileSync(new URL(path, ROOT));
@@ -48,9 +49,10 @@ Deno.test("README's option tables are the ones the option tables render (deno ta
   }
 });
 
-Deno.test("every flag the docs name is an option of the relay, the client, the bench, the test runner or Deno", () => {
+Deno.test("every flag the docs name is an option of the relay, the client, deno task users, the bench, the test runner or Deno", () => {
   const known = new Set([
     ...flagsOf(RELAY_OPTIONS),
+    ...flagsOf(USERS_OPTIONS),
     ...flagsOf(CLIENT_OPTIONS),
     "--help",
     "--version",

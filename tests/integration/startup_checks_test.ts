@@ -20,7 +20,7 @@ const CLIENT = [
   "--allow-net",
   "--allow-ffi",
   "--allow-read",
-  "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL",
+  "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL,MASQUE_TOKEN",
   `${ROOT}client/main.ts`,
 ];
 const RELAY_NAT = [
@@ -34,6 +34,8 @@ const RELAY_NAT = [
   "--allow-env=MASQUE_LOG_LEVEL",
   `${ROOT}relay/main.ts`,
   "--nat",
+  // What is checked here comes before the users file would be read.
+  "--no-auth",
 ];
 
 async function run(command: string, args: string[], env: Record<string, string> = {}) {

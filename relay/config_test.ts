@@ -251,12 +251,15 @@ Deno.test("parseRelayConfig() reads --tun-offload, on by default", () => {
 
 Deno.test("parseRelayConfig() reads --dns and --dns-search", async (t) => {
   await t.step("none by default", () => {
-    const result = parseRelayConfig(["--dev-certs", "d"]);
+    const result = parse([
+      "--dev-certs",
+      "d",
+    ]);
     assert(result.ok === true);
     assertEquals([result.config.dnsServers, result.config.dnsSearch], [[], []]);
   });
   await t.step("repeated, both families", () => {
-    const result = parseRelayConfig([
+    const result = parse([
       "--dev-certs",
       "d",
       "--dns",
@@ -271,7 +274,7 @@ Deno.test("parseRelayConfig() reads --dns and --dns-search", async (t) => {
     assertEquals(result.config.dnsSearch, ["corp.example"]);
   });
   await t.step("every mistake is reported", () => {
-    const result = parseRelayConfig([
+    const result = parse([
       "--dev-certs",
       "d",
       "--pool6",
@@ -288,12 +291,24 @@ Deno.test("parseRelayConfig() reads --dns and --dns-search", async (t) => {
       '--dns must be an IP address, not "dns.example"',
       '--dns-search "a..b" has an empty label',
     ]);
-    const family = parseRelayConfig(["--dev-certs", "d", "--pool6", "none", "--dns", "fd00::53"]);
+    const family = parse([
+      "--dev-certs",
+      "d",
+      "--pool6",
+      "none",
+      "--dns",
+      "fd00::53",
+    ]);
     assert(family.ok === false);
     assertEquals(family.errors, [
       "--dns fd00::53 is IPv6, but --pool6 is none: clients could not reach it",
     ]);
-    const alone = parseRelayConfig(["--dev-certs", "d", "--dns-search", "corp.example"]);
+    const alone = parse([
+      "--dev-certs",
+      "d",
+      "--dns-search",
+      "corp.example",
+    ]);
     assert(alone.ok === false);
     assertEquals(alone.errors, ["--dns-search needs --dns"]);
   });

@@ -1,5 +1,5 @@
 /**
- * One-shot certificate set-up for the compose project (its `certs` service):
+ * One-shot certificate set-up for the compose project (the first step of its `init` service):
  * keeps a development CA in `--ca-dir` (created once, reused after), issues
  * or renews the relay's server certificate, and hands out copies so that
  * each container mounts only what it needs:

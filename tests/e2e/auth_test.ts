@@ -106,6 +106,8 @@ Deno.test({
         tun: "mvpn1",
         user: "bob",
         targets: "198.18.3.0/24",
+        // A second client in the same namespace: its own table, rules and mark.
+        extraArgs: ["--routing-table", "51901", "--rule-priority", "32700", "--fwmark", "51901"],
       });
 
       // Alice reaches her prefix...

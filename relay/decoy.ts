@@ -109,10 +109,12 @@ export async function loadDecoy(dir: string): Promise<Decoy> {
     request.abort();
   };
 
+  // Resolved paths that start with this are inside the site (also for DIR "/").
+  const inside = root.endsWith("/") ? root : `${root}/`;
   const read = async (name: string): Promise<Uint8Array | undefined> => {
     try {
       const path = await Deno.realPath(`${root}/${name}`);
-      if (!path.startsWith(`${root}/`)) return undefined;
+      if (!path.startsWith(inside)) return undefined;
       const info = await Deno.stat(path);
       if (!info.isFile || info.size > MAX_DECOY_FILE_BYTES) return undefined;
       return await Deno.readFile(path);

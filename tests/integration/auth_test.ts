@@ -24,6 +24,7 @@ import { ANY_PATH, connectClient, dialFrom, startTestRelay } from "../support/re
 import { makeUsers } from "../support/users.ts";
 import { onSighup, reloadUsers } from "../../relay/access.ts";
 import { UserAuthenticator, writeUsersFile } from "../../relay/users.ts";
+import { loadDecoy, MAX_DECOY_FILE_BYTES } from "../../relay/decoy.ts";
 import { basicField, bearerField } from "../../shared/auth/credentials.ts";
 import { H3Connection } from "../../shared/h3/connection.ts";
 import { encodeFrame, FRAME_HEADERS } from "../../shared/h3/frame.ts";
@@ -136,6 +137,74 @@ Deno.test({
     } finally {
       h3.close();
       await server.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "--decoy: GETs get the site's files; traversal, links out, hidden and oversized files get its 404, as missing credentials do",
+  ...opts,
+  async fn() {
+    const site = await Deno.makeTempDir({ prefix: "mvpn-decoy-" });
+    const outside = await Deno.makeTempDir({ prefix: "mvpn-outside-" });
+    await Deno.writeTextFile(`${site}/index.html`, "<h1>Welcome</h1>\n");
+    await Deno.writeTextFile(`${site}/404.html`, "<h1>Nothing here</h1>\n");
+    await Deno.writeTextFile(`${site}/.htpasswd`, "secret\n");
+    await Deno.writeFile(`${site}/big.bin`, new Uint8Array(MAX_DECOY_FILE_BYTES + 1));
+    await Deno.writeTextFile(`${outside}/secret.txt`, "outside the site\n");
+    await Deno.symlink(`${outside}/secret.txt`, `${site}/link.txt`);
+    await Deno.symlink(outside, `${site}/dir`);
+    const decoy = await loadDecoy(site);
+    const { server, tokens } = await startAuthRelay({
+      notFound: decoy.notFound,
+      serveOther: decoy.serveOther,
+    });
+    const conn = await dialTestServer(server.port);
+    const h3 = new H3Connection(conn, { role: "client" });
+    const get = (path: string): HeaderField[] => [
+      [":method", "GET"],
+      [":scheme", "https"],
+      [":authority", "localhost"],
+      [":path", path],
+    ];
+    const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+    try {
+      await h3.start();
+      const index = await rawAnswer(conn, get("/"));
+      assert(text(index).includes("<h1>Welcome</h1>"), text(index));
+      const notFound = hexOf(await rawAnswer(conn, get("/missing.html")));
+      assert(notFound.includes(hexOf(new TextEncoder().encode("<h1>Nothing here</h1>\n"))));
+      for (
+        const path of [
+          "/../../etc/passwd",
+          "/%2e%2e/%2e%2e/etc/passwd",
+          "/.htpasswd",
+          "/link.txt",
+          "/dir/secret.txt",
+          "/big.bin",
+          "/404.html/x",
+        ]
+      ) {
+        assertEquals(hexOf(await rawAnswer(conn, get(path))), notFound, path);
+      }
+      // A CONNECT-IP request without credentials, or with wrong ones, gets the same page.
+      const connectIp = (...extra: HeaderField[]) => [
+        ...buildConnectIpRequest({ authority: "localhost", path: ANY_PATH }),
+        ...extra,
+      ];
+      assertEquals(hexOf(await rawAnswer(conn, connectIp())), notFound, "no credentials");
+      assertEquals(
+        hexOf(await rawAnswer(conn, connectIp(bearerField(tokens.alice.slice(0, -4) + "AAAA")))),
+        notFound,
+        "a wrong token",
+      );
+      assert(!server.lines.some((line) => line.includes("outside the site")));
+    } finally {
+      h3.close();
+      await server.close();
+      await Deno.remove(site, { recursive: true });
+      await Deno.remove(outside, { recursive: true });
     }
   },
 });

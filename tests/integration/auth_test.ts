@@ -6,12 +6,16 @@
  * - probe resistance: no credentials, a wrong token, an unknown Basic user,
  *   a malformed header, a bad scope: each answer is byte for byte the
  *   answer to an unknown path (raw stream bytes, HEADERS and DATA);
+ * - `--decoy`: files served, nothing outside the site, one 404 page;
  * - a valid bearer token and valid Basic credentials open a session;
  * - per-user and per-connection session limits hold under concurrent
  *   requests;
- * - after 10 failures the source is refused, and another source is not;
+ * - after 10 failures the source is refused, and another source is not; a
+ *   user's connection from the blocked source stays until it fails itself;
  * - a user removed from the users file loses its session within 1 s of a
  *   SIGHUP, while another user's session takes its new routes;
+ * - a user's fixed address (the newest session takes it) and protocols
+ *   (TCP outside them answered with ICMP administratively prohibited);
  * - no token or password reaches a log line or the status.
  *
  * Run: deno test --unstable-net --allow-all tests/integration/auth_test.ts
@@ -22,7 +26,8 @@ import { until, within } from "../support/fake_quic.ts";
 import { ANY_PATH, connectClient, dialFrom, startTestRelay } from "../support/relay_harness.ts";
 
 import { makeUsers } from "../support/users.ts";
-import { onSighup, reloadUsers } from "../../relay/access.ts";
+import { fixedAddresses, onSighup, reloadUsers } from "../../relay/access.ts";
+import { buildIpv4, buildIpv4Udp } from "../support/packet_builder.ts";
 import { UserAuthenticator, writeUsersFile } from "../../relay/users.ts";
 import { loadDecoy, MAX_DECOY_FILE_BYTES } from "../../relay/decoy.ts";
 import { basicField, bearerField } from "../../shared/auth/credentials.ts";
@@ -30,7 +35,7 @@ import { H3Connection } from "../../shared/h3/connection.ts";
 import { encodeFrame, FRAME_HEADERS } from "../../shared/h3/frame.ts";
 import { encodeFieldSection } from "../../shared/h3/qpack.ts";
 import type { HeaderField } from "../../shared/h3/qpack.ts";
-import { formatIp, parsePrefix } from "../../shared/ip/ip_address.ts";
+import { formatIp, parseIp, parsePrefix } from "../../shared/ip/ip_address.ts";
 import { buildConnectIpRequest } from "../../shared/masque/connect_ip_request.ts";
 import { ConnectIpError, openConnectIpSession } from "../../shared/masque/h3_connect_ip.ts";
 import { createLogger } from "../../shared/log.ts";
@@ -435,6 +440,76 @@ Deno.test({
       d.close();
       await server.close();
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a user's fixed address and protocols: its sessions get the address, the newest takes it over, TCP outside its protocols gets ICMP prohibited",
+  ...opts,
+  async fn() {
+    const fixed4 = "198.18.100.50";
+    const { entries, tokens } = await makeUsers([
+      {
+        name: "erin",
+        policy: { protocols: [17], address4: parseIp(fixed4)!, address6: parseIp("fd00:100::50")! },
+      },
+    ]);
+    const users = new UserAuthenticator(entries);
+    const server = await startTestRelay({ authenticator: users });
+    // What relay/main.ts does with the users file at start.
+    server.relay.applyPolicies((name) => users.policyOf(name), fixedAddresses(entries));
+    const first = await connectClient(server.port, "127.0.0.1", [bearerField(tokens.erin)]);
+    const second = await connectClient(server.port, "127.0.0.1", [bearerField(tokens.erin)]);
+    try {
+      const s1 = await first.open();
+      assertEquals(s1.v4, fixed4);
+      // UDP passes to the TUN.
+      const udp = buildIpv4Udp({
+        src: fixed4,
+        dst: "198.18.1.2",
+        srcPort: 4000,
+        dstPort: 53,
+        payload: "erin",
+      });
+      assertEquals(s1.session.sendPacket(udp), "sent");
+      const forwarded = await server.tun.nextWritten();
+      assertEquals(forwarded.length, udp.length);
+      // TCP is outside erin's protocols: dropped, counted, and answered.
+      const tcp = buildIpv4({
+        src: fixed4,
+        dst: "198.18.1.2",
+        protocol: 6,
+        payload: new Uint8Array(20),
+      });
+      assertEquals(s1.session.sendPacket(tcp), "sent");
+      await until(() => s1.received.length >= 1, "the ICMP answer");
+      const icmp = s1.received[0];
+      assertEquals([icmp[9], icmp[20], icmp[21]], [1, 3, 13]); // ICMP, unreachable, prohibited
+      // From the relay's gateway address, as a router answers; quoting erin's packet.
+      assertEquals(formatIp(icmp.subarray(12, 16)), "198.18.100.1");
+      assertEquals(formatIp(icmp.subarray(16, 20)), fixed4);
+      assertEquals(formatIp(icmp.subarray(28 + 16, 28 + 20)), "198.18.1.2");
+      assertEquals(icmp[28 + 9], 6);
+      assertEquals(
+        server.relay.counters.value(
+          "relay_user_packets_dropped_total",
+          "erin",
+          "inbound",
+          "protocol not allowed",
+        ),
+        1,
+      );
+      // A second session of erin (a client that reconnected) takes the address over.
+      const s2 = await second.open();
+      assertEquals(s2.v4, fixed4);
+      await within(s1.end, "the older session to end", 2000);
+      await until(() => server.relay.sessions.length === 1, "one session of erin left");
+    } finally {
+      first.close();
+      second.close();
+      await server.close();
     }
   },
 });

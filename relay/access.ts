@@ -81,7 +81,11 @@ export async function reloadUsers(
     return false;
   }
   users.setUsers(entries);
-  const applied = relay.applyPolicies((name) => users.policyOf(name), fixedAddresses(entries));
+  const applied = relay.applyPolicies(
+    (name) => users.policyOf(name),
+    fixedAddresses(entries),
+    (identity) => users.holds(identity),
+  );
   log.info("users reloaded", {
     file,
     users: entries.length,

@@ -204,7 +204,7 @@ class RelayCounters {
     );
     this.sessionsRemoved = one(
       "relay_sessions_removed_total",
-      "Sessions ended because a reload removed their user",
+      "Sessions ended because a reload removed their user or the credential they used",
     );
     this.#userDrops = registry.counter("relay_user_packets_dropped_total", {
       help: "IP packets of each user's sessions dropped, by user, direction and reason " +
@@ -906,8 +906,10 @@ export class Relay implements PeerRouter {
 
   /**
    * Applies a reload of the users: `policyOf` gives each user's new policy,
-   * or `undefined` for a user that is gone. Sessions of removed users end
-   * at once; the others keep running under the new policy: new routes
+   * or `undefined` for a user that is gone, and `holds` whether a
+   * session's identity still holds (its credential was not replaced).
+   * Sessions of removed users and replaced credentials end at once; the
+   * others keep running under the new policy: new routes
    * (advertised again when they changed, and enforced from now on), the new
    * rate. Addresses stay until a session ends; the fixed addresses of
    * `fixed` are kept out of the pools from now on. Returns how many
@@ -916,6 +918,7 @@ export class Relay implements PeerRouter {
   applyPolicies(
     policyOf: (user: string) => UserPolicy | undefined,
     fixed: readonly Uint8Array[],
+    holds: (identity: Identity) => boolean = () => true,
   ): { ended: number; rerouted: number } {
     this.#admission.setFixedAddresses(fixed);
     let ended = 0;
@@ -929,6 +932,12 @@ export class Relay implements PeerRouter {
           ended++;
         }
         continue;
+      }
+      for (const entry of user.sessions) {
+        if (holds(entry.identity)) continue;
+        this.#counters.sessionsRemoved.value++;
+        this.#endSession(entry, "credentials replaced");
+        ended++;
       }
       const old = user.policy;
       user.policy = policy;

@@ -35,6 +35,12 @@ export interface Identity {
   /** A name for logs and (capped) counter labels. */
   readonly user: string;
   readonly policy: UserPolicy;
+  /**
+   * What the request's credential was checked against (the stored hash's
+   * text), when there is one: a reload that no longer has it ends the
+   * sessions it opened (a replaced token).
+   */
+  readonly credential?: string;
 }
 
 /**

@@ -167,6 +167,19 @@ export class UserAuthenticator implements Authenticator {
     this.#dummyPassword = dummyHash(params(users.find((u) => u.password)?.password?.hash));
   }
 
+  /**
+   * Whether `identity` still holds: its user exists and, when it names the
+   * credential it logged in with, that token or password is still the
+   * user's (not replaced by `deno task users set --new-token`).
+   */
+  holds(identity: Identity): boolean {
+    const user = this.#byName.get(identity.user);
+    if (user === undefined) return false;
+    if (identity.credential === undefined) return true;
+    return user.token?.hashText === identity.credential ||
+      user.password?.hashText === identity.credential;
+  }
+
   /** The policy of user `name`, or `undefined` when there is no such user. */
   policyOf(name: string): UserPolicy | undefined {
     return this.#byName.get(name)?.policy;
@@ -184,7 +197,10 @@ export class UserAuthenticator implements Authenticator {
     if (cached !== undefined) {
       const user = this.#byName.get(cached.user);
       if (user !== undefined && storedHash(user, credentials)?.hashText === cached.hashText) {
-        return { ok: true, identity: { user: user.name, policy: user.policy } };
+        return {
+          ok: true,
+          identity: { user: user.name, policy: user.policy, credential: cached.hashText },
+        };
       }
       cache!.delete(key);
     }
@@ -207,7 +223,10 @@ export class UserAuthenticator implements Authenticator {
     }
     if (verified.size >= VERIFIED_PER_CONNECTION) verified.delete(verified.keys().next().value!);
     verified.set(key, { user: user.name, hashText: stored.hashText });
-    return { ok: true, identity: { user: user.name, policy: user.policy } };
+    return {
+      ok: true,
+      identity: { user: user.name, policy: user.policy, credential: stored.hashText },
+    };
   }
 
   async imitate(headers: readonly HeaderField[]): Promise<void> {

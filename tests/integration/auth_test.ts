@@ -13,7 +13,8 @@
  * - after 10 failures the source is refused, and another source is not; a
  *   user's connection from the blocked source stays until it fails itself;
  * - a user removed from the users file loses its session within 1 s of a
- *   SIGHUP, while another user's session takes its new routes;
+ *   SIGHUP, while another user's session takes its new routes; a replaced
+ *   token's sessions end too;
  * - a user's fixed address (the newest session takes it) and protocols
  *   (TCP outside them answered with ICMP administratively prohibited);
  * - no token or password reaches a log line or the status.
@@ -438,6 +439,55 @@ Deno.test({
       stop();
       a.close();
       d.close();
+      await server.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "SIGHUP after users set --new-token: sessions opened with the old token end within 1 s, the user's Basic session stays",
+  ...opts,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const file = `${dir}/users.json`;
+    const { entries, tokens } = await makeUsers([{ name: "frank", password: "frank's pw" }]);
+    await writeUsersFile(file, entries);
+    const users = new UserAuthenticator(entries);
+    const server = await startTestRelay({ authenticator: users });
+    const pools = ["198.18.100.0/24", "fd00:100::/64"].map(parsePrefix);
+    const log = createLogger({ level: "error", write: () => {} });
+    const stop = onSighup(async () => {
+      await reloadUsers(server.relay, users, file, pools, log);
+    }, log);
+    const byToken = await connectClient(server.port, "127.0.0.1", [bearerField(tokens.frank)]);
+    const byPassword = await connectClient(server.port, "127.0.0.1", [
+      basicField("frank", "frank's pw"),
+    ]);
+    try {
+      const st = await byToken.open();
+      const sp = await byPassword.open();
+      // The token is replaced (what `deno task users set frank --new-token` writes).
+      const { entries: renewed } = await makeUsers([{ name: "frank" }]);
+      await writeUsersFile(file, [{ ...entries[0], token: renewed[0].token }]);
+      const started = performance.now();
+      Deno.kill(Deno.pid, "SIGHUP");
+      await within(st.end, "the old token's session to end", 1000);
+      assert(performance.now() - started < 1000);
+      await until(() => server.relay.sessions.length === 1, "one session left");
+      assert(server.count(/session closed .*user=frank .*reason="credentials replaced"/) === 1);
+      const settled = await Promise.race([
+        sp.end.then(() => "ended", () => "ended"),
+        new Promise((resolve) => setTimeout(() => resolve("running"), 100)),
+      ]);
+      assertEquals(settled, "running");
+      // The old token opens nothing more, even on the connection that had proved it.
+      await assertRejects(() => byToken.open(), ConnectIpError, "answered 404");
+    } finally {
+      stop();
+      byToken.close();
+      byPassword.close();
       await server.close();
       await Deno.remove(dir, { recursive: true });
     }

@@ -143,6 +143,8 @@ export interface ScaleSummary {
  * The many-clients measure (datagram mode): one TCP stream per client,
  * first from one client alone, then from `clients` at once, each way.
  * CPU is in percent of one core over the run (200 = both cores of two).
+ * The printed table adds the relay main thread's reach: throughput ÷ its
+ * share of a core, what it would carry with a core to itself.
  */
 export interface ClientsSummary {
   readonly ok: boolean;
@@ -390,6 +392,12 @@ export function formatClientsTable(c: ClientsSummary): string {
   const cpu = (pair: { one: number; many: number }) =>
     `${formatNumber(pair.one, 0)} → ${formatNumber(pair.many, 0)}`;
   const cpuRow = (label: string, pair: CpuPair) => [label, cpu(pair.up), cpu(pair.down)];
+  // What the relay's main thread would carry with a core to itself: the
+  // throughput divided by the share of a core it took for it.
+  const gbps = (mbps: number, percent: number) =>
+    percent > 0 && Number.isFinite(mbps) ? formatNumber(mbps / percent / 10, 1) : "—";
+  const reach = (oneMbps: number, one: number, manyMbps: number, many: number) =>
+    `${gbps(oneMbps, one)} → ${gbps(manyMbps, many)}`;
   const body: string[][] = [
     ["one client, Mbit/s", formatNumber(c.oneMbps.up, 0), formatNumber(c.oneMbps.down, 0)],
     [
@@ -409,6 +417,16 @@ export function formatClientsTable(c: ClientsSummary): string {
     ],
     cpuRow("relay CPU, % of a core (one → all)", c.relayCpu),
     cpuRow("relay main thread, % of a core", c.relayMainThreadCpu),
+    [
+      "relay main thread's reach, Gbit/s per core",
+      reach(c.oneMbps.up, c.relayMainThreadCpu.up.one, c.manyMbps.up, c.relayMainThreadCpu.up.many),
+      reach(
+        c.oneMbps.down,
+        c.relayMainThreadCpu.down.one,
+        c.manyMbps.down,
+        c.relayMainThreadCpu.down.many,
+      ),
+    ],
     cpuRow("clients' CPU, % of a core", c.clientsCpu),
     cpuRow("machine busy, % of all cores", c.machineBusy),
   ];

@@ -193,6 +193,8 @@ Deno.test("formatClientsTable: one client against all at once, with the ratio an
   assertEquals(row("4 clients ÷ one"), ["1.50×", "0.50×"]);
   assertEquals(row("each client, Mbit/s"), ["200 / 250 / 200 / 250", "100 / 100 / 100 / 100"]);
   assertEquals(row("relay main thread, % of a core"), ["30 → 45", "40 → 42"]);
+  // 600 Mbit/s for 30% of a core: 2 Gbit/s per core; 900 for 45%: 2.0; 800 / 40; 400 / 42.
+  assertEquals(row("relay main thread's reach, Gbit/s per core"), ["2.0 → 2.0", "2.0 → 1.0"]);
   assertEquals(row("machine busy, % of all cores"), ["90 → 100", "95 → 100"]);
   assert(!text.includes("error"));
 });

@@ -3,8 +3,8 @@
  * path and wireguard-go on this machine, in network namespaces, in one run.
  *
  * ```
- * sudo deno task bench          # full run, under 10 minutes
- * sudo deno task bench:quick    # one repeat, 3 s runs, 200 sessions; under 2 minutes
+ * sudo deno task bench          # full run, 10-12 minutes
+ * sudo deno task bench:quick    # one repeat, 3 s runs, 200 sessions; about 3 minutes
  * deno run ... tests/bench/bench.ts --help
  * ```
  *

@@ -10,7 +10,8 @@
 # the binary the `deno` npm package installs): the build takes
 # deploy/docker/deno-cache/<package>-<version>.tgz when it is there (put it
 # there with `npm pack`; see docs/deploy.md) and otherwise fetches it with npm
-# in a throwaway stage. The code's dependencies are cached at build time, so a
+# in a throwaway stage. The code's dependencies are cached at build time (from
+# deploy/docker/deno-cache/deno-dir when it holds them, else from npm), so a
 # container starts without network access (`--cached-only`).
 #
 # Without Docker's default bridge (the test engines here), build with the
@@ -56,8 +57,20 @@ RUN useradd --system --uid 10001 --user-group --no-create-home \
       --home-dir /nonexistent --shell /usr/sbin/nologin masque
 WORKDIR /opt/masque-vpn
 
+# --- npm packages cached beforehand (optional) ------------------------------
+# deploy/docker/deno-cache/deno-dir/npm, when there, is a DENO_DIR's npm cache
+# filled on the build host (`DENO_DIR=deploy/docker/deno-cache/deno-dir deno
+# cache relay/main.ts client/main.ts`; docs/deploy.md): `deno cache` below
+# then downloads nothing. A throwaway stage, so the app image gets no copy of
+# the whole context directory.
+FROM base AS npm-cache
+COPY deploy/docker/deno-cache/ /tmp/deno-cache/
+RUN mkdir -p "$DENO_DIR" \
+    && if [ -d /tmp/deno-cache/deno-dir/npm ]; then cp -a /tmp/deno-cache/deno-dir/npm "$DENO_DIR/"; fi
+
 # --- the code, its dependencies cached --------------------------------------
 FROM base AS app
+COPY --from=npm-cache /opt/deno-dir /opt/deno-dir
 COPY deno.json deno.lock ./
 COPY shared/ shared/
 COPY ffi/ ffi/
@@ -80,20 +93,25 @@ COPY --from=app /opt/deno-dir /opt/deno-dir
 COPY --from=app /opt/masque-vpn /opt/masque-vpn
 RUN mkdir -p /run/masque-vpn /etc/masque-vpn
 # The permissions of `deno task relay:nat` (deno.json), but for --allow-write:
-# /run/masque-vpn (the status file) instead of ./dev-certs.
+# /run/masque-vpn (the status file) instead of ./dev-certs. The admin endpoint
+# on the container's loopback serves the HEALTHCHECK and `deno task status`
+# (docs/operations.md); an --admin given later (0.0.0.0:9464 for a scraper)
+# replaces it: keep port 9464, or the HEALTHCHECK fails.
 ENTRYPOINT ["deno", "run", "--cached-only", "--unstable-net", "--allow-net", "--allow-ffi", \
     "--allow-read", "--allow-write=/run/masque-vpn", "--allow-run=nft,sysctl", \
-    "--allow-env=MASQUE_LOG_LEVEL", "relay/main.ts", "--status-file", "/run/masque-vpn/status.json"]
+    "--allow-env=MASQUE_LOG_LEVEL", "relay/main.ts", "--status-file", "/run/masque-vpn/status.json", \
+    "--admin", "127.0.0.1:9464"]
 # Certificate and key mounted at /etc/masque-vpn/tls/, the users file (made
 # with `deno task users`) in a directory at /etc/masque-vpn/users/, so that
 # SIGHUP sees a file replaced by a rename (compose.yaml, docs/deploy.md).
 CMD ["--port", "443", "--nat", "--cert", "/etc/masque-vpn/tls/server.pem", \
     "--key", "/etc/masque-vpn/tls/server-key.pem", "--users", "/etc/masque-vpn/users/users.json"]
-# Alive while the relay rewrites its status file (every 2 s). With the admin
-# endpoint of issue 11 this becomes: --url http://127.0.0.1:9464/healthz
+# Healthy while the admin endpoint answers /healthz: it listens once the TUN
+# is up and the QUIC listener bound, and keeps answering while the relay
+# drains (/readyz is the one that turns false then).
 HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["deno", "run", "--cached-only", "--allow-read=/run/masque-vpn", \
-        "deploy/docker/healthcheck.ts", "--status-file", "/run/masque-vpn/status.json"]
+    CMD ["deno", "run", "--cached-only", "--allow-net=127.0.0.1:9464", \
+        "deploy/docker/healthcheck.ts", "--url", "http://127.0.0.1:9464/healthz"]
 EXPOSE 443/udp
 
 # --- client -----------------------------------------------------------------
@@ -111,16 +129,18 @@ COPY --from=app /opt/deno-dir /opt/deno-dir
 COPY --from=app /opt/masque-vpn /opt/masque-vpn
 RUN mkdir -p /run/masque-vpn /etc/masque-vpn
 # The permissions of `deno task client` (deno.json), plus --allow-write for
-# the status file.
+# the status file; the admin endpoint on the container's loopback as in the
+# relay image.
 ENTRYPOINT ["deno", "run", "--cached-only", "--unstable-net", "--allow-net", "--allow-ffi", \
     "--allow-read", "--allow-write=/run/masque-vpn,/etc/resolv.conf,/var/lib/masque-vpn", \
     "--allow-run=nft,resolvectl", "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL,MASQUE_TOKEN", \
-    "client/main.ts", "--status-file", "/run/masque-vpn/status.json"]
+    "client/main.ts", "--status-file", "/run/masque-vpn/status.json", "--admin", "127.0.0.1:9464"]
 # Its token: --token-file (mounted, mode 0600) or the environment variable
 # MASQUE_TOKEN; never on the command line (compose.yaml, docs/deploy.md).
 CMD ["--help"]
-# Alive while the tunnel is up: the client writes its status file every 2 s
-# from the moment its TUN and routes are in place.
+# Healthy while the tunnel is up: /readyz answers 200 while a session is up
+# and 503 while the client connects or reconnects (a reconnect longer than
+# the retries makes the container unhealthy until it is back).
 HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["deno", "run", "--cached-only", "--allow-read=/run/masque-vpn", \
-        "deploy/docker/healthcheck.ts", "--status-file", "/run/masque-vpn/status.json"]
+    CMD ["deno", "run", "--cached-only", "--allow-net=127.0.0.1:9464", \
+        "deploy/docker/healthcheck.ts", "--url", "http://127.0.0.1:9464/readyz"]

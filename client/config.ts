@@ -10,7 +10,7 @@
 
 import { parseToken } from "../shared/auth/credentials.ts";
 import { errorMessage } from "../shared/errors.ts";
-import type { LogLevel } from "../shared/log.ts";
+import type { LogFormat, LogLevel } from "../shared/log.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
 import { formatPrefix, parseIp, parsePrefix } from "../shared/ip/ip_address.ts";
 import {
@@ -27,17 +27,23 @@ import {
 } from "../shared/masque/connect_ip_request.ts";
 import type { PacketMode } from "../shared/masque/connect_ip_session.ts";
 import {
+  ADMIN_OPTION,
   cidr,
+  CONFIG_OPTION,
   envNames,
+  type HostPort,
   integer,
   INTERFACE_NAME,
   list,
+  LOG_FORMAT_OPTION,
   LOG_LEVEL_OPTION,
   oneOf,
   type OptionValues,
   parseInteger,
   parseProgramOptions,
   type ParseResult,
+  PRINT_CONFIG_OPTION,
+  type ReadFile,
   renderHelp,
   single,
   TEXT,
@@ -45,8 +51,26 @@ import {
   type ValueType,
 } from "../shared/options.ts";
 
+/** One relay to try, from one `--relay`. */
+export interface RelayEndpoint {
+  /** Relay host name or address, and UDP port. */
+  readonly relayHost: string;
+  readonly relayPort: number;
+  /** `:authority` sent in the request. */
+  readonly authority: string;
+  /** The relay's URI template (RFC 9484 §3), absolute. */
+  readonly template: string;
+  /** Name checked against the relay's certificate (`--server-name`, else its host). */
+  readonly serverName: string;
+}
+
 /** The client's configuration. */
 export interface ClientConfig {
+  /**
+   * Every `--relay`, in order: the client tries the first, and on a failure
+   * the next (failover); the fields below are the first one's.
+   */
+  readonly relays: readonly RelayEndpoint[];
   /** Relay host name or address, and UDP port. */
   readonly relayHost: string;
   readonly relayPort: number;
@@ -72,6 +96,15 @@ export interface ClientConfig {
   readonly routes: readonly IpPrefix[];
   readonly mode: PacketMode;
   readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+  /**
+   * Nothing from the relay for this long (keep-alives go every second)
+   * ends the connection and starts a reconnect: QUIC's idle timeout,
+   * milliseconds.
+   */
+  readonly relayTimeoutMs: number;
+  /** Where the admin endpoint (`/metrics`, `/healthz`, `/readyz`, `/status`) listens; off when absent. */
+  readonly admin?: HostPort;
   /** Where to write the counters as JSON every 2 s (needs `--allow-write` for it). */
   readonly statusFile?: string;
   /** Ask the kernel for TUN offloads (`--tun-offload on`, the default); see ffi/tun_linux.ts. */
@@ -246,14 +279,15 @@ const FULL_TUNNEL = "full tunnel";
  * `--help` and the README. Errors are reported in this order.
  */
 export const CLIENT_OPTIONS = {
-  relay: single({
+  relay: list({
     flag: "relay",
     valueName: "URL",
     type: RELAY_URL,
     required: "e.g. --relay https://relay.example:4433",
     help: "the relay's URI template (RFC 9484 §3), e.g. `https://relay.example/vpn`; only " +
       `\`https://HOST[:PORT]\`: the default template \`${DEFAULT_URI_TEMPLATE}\` on that ` +
-      "host, port 443 if not given",
+      "host, port 443 if not given. Several: tried in order when connecting and reconnecting " +
+      "(failover)",
   }),
   ca: single({
     flag: "ca",
@@ -300,7 +334,16 @@ export const CLIENT_OPTIONS = {
       "request stream (reliable, ordered)",
   }),
   tunOffload: TUN_OFFLOAD_OPTION,
+  relayTimeout: single({
+    flag: "relay-timeout",
+    valueName: "SEC",
+    type: integer(2, 300),
+    default: 5,
+    help: "reconnect when nothing came from the relay for this long (QUIC idle timeout; " +
+      "the client sends keep-alives every second)",
+  }),
   logLevel: LOG_LEVEL_OPTION,
+  logFormat: LOG_FORMAT_OPTION,
   statusFile: single({
     flag: "status-file",
     valueName: "FILE",
@@ -382,6 +425,7 @@ export const CLIENT_OPTIONS = {
     valueName: "T",
     type: TOKEN,
     env: "MASQUE_TOKEN",
+    secret: true,
     help: "the bearer token, from the environment only; on the command line it is refused " +
       "(`ps` shows it)",
   }),
@@ -397,6 +441,9 @@ export const CLIENT_OPTIONS = {
     type: TEXT,
     help: "the password for HTTP Basic, on the first line of FILE",
   }),
+  admin: ADMIN_OPTION,
+  config: CONFIG_OPTION,
+  printConfig: PRINT_CONFIG_OPTION,
 };
 
 /** The environment variables the client reads; `main.ts` passes exactly these. */
@@ -446,15 +493,21 @@ function checkClient(
 
 /** The config from values that all read without error. */
 function buildClient(v: OptionValues<typeof CLIENT_OPTIONS>): ClientConfig {
+  const relays = v.relay.map((relay) =>
+    Object.freeze({ ...relay, serverName: v.serverName ?? relay.relayHost })
+  );
   return Object.freeze({
-    ...v.relay,
-    serverName: v.serverName ?? v.relay.relayHost,
+    ...relays[0],
+    relays: Object.freeze(relays),
     caFile: v.ca,
     tunName: v.tun,
     mtu: v.mtu,
     routes: v.routes ?? Object.freeze([]),
     mode: v.mode,
     logLevel: v.logLevel,
+    logFormat: v.logFormat,
+    relayTimeoutMs: v.relayTimeout * 1000,
+    admin: v.admin,
     statusFile: v.statusFile,
     tunOffload: v.tunOffload === "on",
     credentials: credentialsOf(v),
@@ -499,10 +552,12 @@ function credentialsOf(v: OptionValues<typeof CLIENT_OPTIONS>): ClientConfig["cr
 export function parseClientConfig(
   args: readonly string[],
   env: Readonly<Record<string, string | undefined>> = {},
+  readFile?: ReadFile,
 ): ParseResult<ClientConfig> {
   return parseProgramOptions(
     { table: CLIENT_OPTIONS, check: checkClient, build: buildClient },
     args,
     env,
+    readFile,
   );
 }

@@ -1,12 +1,12 @@
 /**
  * `deno task client`: wires the {@linkcode Client} (`client/client.ts`) to
- * this host: the config, the logger, the relay's address (resolved once, so
- * that reconnecting needs no DNS while the kill switch blocks it), QUIC
+ * this host: the config, the logger, each relay's address (resolved once,
+ * so that reconnecting needs no DNS while the kill switch blocks it), QUIC
  * from a socket with larger buffers and the firewall mark, the real TUN,
  * netlink and policy routing, the kill switch and resolver
- * (`client/full_tunnel.ts`), the status file and the signals. Exits 0 when
- * stopped by a signal, 1 when the tunnel ended or failed, 2 for a bad
- * configuration.
+ * (`client/full_tunnel.ts`), the status file, the admin endpoint and the
+ * signals. Exits 0 when stopped by a signal, 1 when the tunnel ended or
+ * failed, 2 for a bad configuration.
  *
  * @module
  */
@@ -18,11 +18,20 @@ import { createLogger } from "../shared/log.ts";
 import { MAX_DATAGRAM_HEADROOM } from "../shared/masque/connect_ip_session.ts";
 import { VERSION } from "../shared/version.ts";
 import type { Logger } from "../shared/log.ts";
+import { serveAdmin } from "../host/admin.ts";
 import { CleanupStack, untilSignal, writeStatusFile } from "../host/lifecycle.ts";
+import { countProcess } from "../host/process_metrics.ts";
+import { withPermissionHint } from "../host/link.ts";
 import { countTun } from "../host/tun_counters.ts";
 import { openTun } from "../ffi/tun_linux.ts";
 import type { TunDevice } from "../ffi/tun_linux.ts";
-import { addAddress, setLinkMtu, setLinkTxQueueLength, setLinkUp } from "../ffi/netlink.ts";
+import {
+  addAddress,
+  deleteAddress,
+  setLinkMtu,
+  setLinkTxQueueLength,
+  setLinkUp,
+} from "../ffi/netlink.ts";
 import { markUdpSocket } from "../ffi/policy_routing.ts";
 import { tryEnlargeUdpBuffers } from "../ffi/udp_buffers.ts";
 import { commandState } from "../host/command.ts";
@@ -38,20 +47,24 @@ import { installKillSwitch, killSwitchInstalled, removeKillSwitch } from "./kill
 import { applyDns, recoverDns } from "./dns.ts";
 import { installRouting, removeStaleRouting } from "./routing.ts";
 import { CLIENT_ENV, CLIENT_HELP, parseClientConfig } from "./config.ts";
-import type { ClientConfig } from "./config.ts";
+import type { ClientConfig, RelayEndpoint } from "./config.ts";
 
 /** How long a signal during setup waits for the step under way, milliseconds. */
 const SETUP_GRACE_MS = 5000;
 
 async function main(): Promise<number> {
   const env = Object.fromEntries(CLIENT_ENV.map((name) => [name, Deno.env.get(name)]));
-  const parsed = parseClientConfig(Deno.args, env);
+  const parsed = parseClientConfig(Deno.args, env, Deno.readTextFileSync);
   if (parsed.ok === "help") {
     console.log(CLIENT_HELP);
     return 0;
   }
   if (parsed.ok === "version") {
     console.log(`masque-vpn client ${VERSION} (Deno ${Deno.version.deno})`);
+    return 0;
+  }
+  if (parsed.ok === "print") {
+    console.log(parsed.text);
     return 0;
   }
   if (!parsed.ok) {
@@ -69,8 +82,12 @@ async function main(): Promise<number> {
     for (const line of formatHostProblems("client", problems)) console.error(line);
     return 1;
   }
-  const log = createLogger({ level: config.logLevel, write: (line) => console.error(line) })
-    .with({ role: "client" });
+  const log = createLogger({
+    level: config.logLevel,
+    format: config.logFormat,
+    write: (line) => console.error(line),
+  }).with({ role: "client" });
+  for (const warning of parsed.warnings) log.warn(warning);
   try {
     return await run(config, log);
   } catch (error) {
@@ -82,12 +99,18 @@ async function main(): Promise<number> {
 async function run(config: ClientConfig, log: Logger): Promise<number> {
   const caCerts = config.caFile ? [await readCa(config.caFile)] : undefined;
   const credentials = await readCredentials(config.credentials);
-  const relayAddress = await resolveRelay(config.relayHost);
+  const relays = await Promise.all(
+    config.relays.map(async (relay) => ({
+      ...relay,
+      address: await resolveRelay(relay.relayHost),
+    })),
+  );
   let tun: TunDevice | undefined;
   const dnsHost = { stateDir: config.stateDir };
   const fullTunnel = new FullTunnel({
     killSwitch: config.killSwitch,
-    relays: [{ address: relayAddress, port: config.relayPort }],
+    // Every relay: a reconnect to the next one is never blocked.
+    relays: relays.map((relay) => ({ address: relay.address, port: relay.relayPort })),
     tunName: config.tunName,
     fwmark: config.fullTunnel.fwmark,
     allowLan: config.allowLan,
@@ -101,22 +124,29 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     log,
   });
   const client = new Client({
-    connect: () => dial(config, formatIp(relayAddress), caCerts, log),
+    relays: relays.map((relay) => ({
+      name: `${
+        relay.relayHost.includes(":") ? `[${relay.relayHost}]` : relay.relayHost
+      }:${relay.relayPort}`,
+      connect: () => dial(config, relay, formatIp(relay.address), caCerts, log),
+      authority: relay.authority,
+      template: relay.template,
+    })),
     openTun: (name, options) =>
-      tun = openTun(name, {
-        ...options,
-        offload: config.tunOffload,
-        // Room for the HTTP Datagram header in front of each packet read.
-        headroom: MAX_DATAGRAM_HEADROOM,
-      }),
-    netlink: { setLinkMtu, setLinkTxQueueLength, addAddress, setLinkUp },
+      tun = withPermissionHint(() =>
+        openTun(name, {
+          ...options,
+          offload: config.tunOffload,
+          // Room for the HTTP Datagram header in front of each packet read.
+          headroom: MAX_DATAGRAM_HEADROOM,
+        })
+      ),
+    netlink: { setLinkMtu, setLinkTxQueueLength, addAddress, deleteAddress, setLinkUp },
     routing: { install: installRouting, removeStale: removeStaleRouting },
     fullTunnel: config.fullTunnel,
     dns: config.dns,
     hooks: [fullTunnel],
     tunName: config.tunName,
-    authority: config.authority,
-    template: config.template,
     mode: config.mode,
     headers: credentials,
     mtu: config.mtu,
@@ -124,19 +154,25 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     log,
   });
   countTun(client.counters, () => tun?.stats);
+  countProcess(client.counters);
   const cleanups = new CleanupStack(log);
   // Listening from the start: a signal during setup still undoes what was done.
   const signal = untilSignal(cleanups);
   let stopReason: "user" | "failure" = "failure";
   try {
-    log.info("connecting", {
-      relay: `${config.relayHost}:${config.relayPort}`,
-      address: formatIp(relayAddress),
-      mode: config.mode,
-      credentials: config.credentials.kind === "basic"
+    log.info("credentials", {
+      kind: config.credentials.kind === "basic"
         ? `basic user=${config.credentials.user}`
         : config.credentials.kind,
     });
+    if (config.admin) {
+      const admin = serveAdmin(config.admin, {
+        counters: client.counters,
+        status: () => client.status(),
+        notReady: () => (client.state === "up" ? [] : [`client ${client.state}`]),
+      }, log);
+      cleanups.push(() => admin.close());
+    }
     const started = client.start().then(() => undefined);
     const early = await Promise.race([started, signal]);
     if (early !== undefined) {
@@ -158,13 +194,13 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     ]);
     if (why.startsWith("received")) stopReason = "user";
     log.info("stopping", { why, ...client.summary() });
-    await client.stop(stopReason);
-    // Give QUIC a moment to put CONNECTION_CLOSE on the wire before the
-    // process exits, so the relay frees our addresses at once.
-    await new Promise((resolve) => setTimeout(resolve, 100));
     return stopReason === "user" ? 0 : 1;
   } finally {
     await client.stop(stopReason);
+    // Give QUIC a moment to put CONNECTION_CLOSE on the wire before the
+    // process exits, on every path (also a failure after the session
+    // opened), so the relay frees our addresses at once.
+    await new Promise((resolve) => setTimeout(resolve, 100));
     await cleanups.run();
   }
 }
@@ -189,13 +225,16 @@ async function resolveRelay(host: string): Promise<Uint8Array> {
 }
 
 /**
- * A QUIC connection to the relay at `address` from an endpoint of our own,
+ * A QUIC connection to `relay` at `address` from an endpoint of our own,
  * whose socket buffers are grown and whose packets carry the firewall mark
  * (so they leave by the main table, not into the tunnel). The certificate
  * is checked against `--server-name` (default: the `--relay` host).
+ * Nothing from the relay for `--relay-timeout` (with keep-alives every
+ * second) closes it, also during the handshake.
  */
 async function dial(
   config: ClientConfig,
+  relay: RelayEndpoint,
   address: string,
   caCerts: string[] | undefined,
   log: Logger,
@@ -209,21 +248,24 @@ async function dial(
     } else log.debug("UDP buffers", { receive: buffers.receiveBytes, send: buffers.sendBytes });
     // Before the first packet: an unmarked handshake would go into the tunnel's table.
     markUdpSocket(endpoint.addr.port, config.fullTunnel.fwmark);
-    return await Deno.connectQuic({
+    const conn = await Deno.connectQuic({
       endpoint,
       hostname: address,
-      port: config.relayPort,
-      serverName: config.serverName,
+      port: relay.relayPort,
+      serverName: relay.serverName,
       alpnProtocols: ["h3"],
       caCerts,
-      // Keep-alives keep the relay's idle timer (default 30 s) from firing.
       keepAliveInterval: 1_000,
-      maxIdleTimeout: 30_000,
+      maxIdleTimeout: config.relayTimeoutMs,
     });
+    // The endpoint goes with the connection: a reconnect dials from a new one.
+    const used = endpoint;
+    conn.closed.finally(() => used.close()).catch(() => {});
+    return conn;
   } catch (error) {
     endpoint?.close();
     throw new Error(
-      `Cannot connect to ${config.relayHost}:${config.relayPort}: ${errorMessage(error)}`,
+      `Cannot connect to ${relay.relayHost}:${relay.relayPort}: ${errorMessage(error)}`,
     );
   }
 }

@@ -45,12 +45,44 @@ export function describeSessionEnd(
   // Errors already name their side ("Stream reset by the peer with ...",
   // "Cannot parse capsule: ...").
   if (end.reason === "error") return end.message;
-  const { packetsOut, packetsIn } = session.stats;
+  const { packetsOut } = session.stats;
   let text = "the relay ended the request stream (FIN, no error code)";
-  if (session.mode === "stream" && packetsOut > 0 && packetsIn === 0) {
+  if (refusesCapsules(end, session)) {
     text += ` after ${packetsOut} IP packet${packetsOut === 1 ? "" : "s"} from us in DATAGRAM ` +
       "capsules and none back: it probably does not accept DATAGRAM capsules (RFC 9297 §3.5); " +
       "try --mode datagram";
   }
   return text;
+}
+
+/** The first reconnect waits at most this long, milliseconds (half of it at least). */
+export const BACKOFF_FIRST_MS = 500;
+/** Reconnect waits grow to at most this, milliseconds. */
+export const BACKOFF_CAP_MS = 30_000;
+
+/**
+ * How long the client waits before reconnect attempt `attempt` (0 first),
+ * milliseconds: exponential backoff with "equal jitter", so that clients
+ * that lost the same relay do not all come back at once. The wait before
+ * attempt n is uniform in [d/2, d) with d = min(cap, first * 2^n): 250-500
+ * ms first, then 0.5-1 s, 1-2 s, ... up to 15-30 s. `random` gives a number
+ * in [0, 1).
+ */
+export function backoffDelay(attempt: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_FIRST_MS * 2 ** Math.min(attempt, 30));
+  return Math.floor(ceiling / 2 + random() * (ceiling / 2));
+}
+
+/**
+ * Whether a session's end says the relay does not accept DATAGRAM capsules
+ * (see {@linkcode describeSessionEnd}): a FIN in stream mode after packets
+ * from us and none back. Reconnecting would end the same way, so the
+ * client stops with that message instead.
+ */
+export function refusesCapsules(
+  end: SessionEnd,
+  session: { readonly mode: "datagram" | "stream"; readonly stats: ConnectIpSessionStats },
+): boolean {
+  const { packetsOut, packetsIn } = session.stats;
+  return end.reason !== "error" && session.mode === "stream" && packetsOut > 0 && packetsIn === 0;
 }

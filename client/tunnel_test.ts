@@ -1,5 +1,12 @@
-import { assertEquals } from "../tests/support/assert.ts";
-import { AUTO_MTU_MAX, AUTO_MTU_MIN, autoMtu, describeSessionEnd } from "./tunnel.ts";
+import { assert, assertEquals } from "../tests/support/assert.ts";
+import {
+  AUTO_MTU_MAX,
+  AUTO_MTU_MIN,
+  autoMtu,
+  BACKOFF_CAP_MS,
+  backoffDelay,
+  describeSessionEnd,
+} from "./tunnel.ts";
 
 Deno.test("autoMtu() follows the datagram limit between 1280 and 1500", () => {
   assertEquals([AUTO_MTU_MIN, AUTO_MTU_MAX], [1280, 1500]);
@@ -51,4 +58,16 @@ Deno.test("describeSessionEnd() says which side ended the session and why", asyn
     } as const;
     assertEquals(describeSessionEnd(reset, { mode: "stream", stats: stats(1, 0) }), reset.message);
   });
+});
+
+Deno.test("backoffDelay() doubles from under a second to a cap of 30 s, with jitter", () => {
+  const low = () => 0;
+  const high = () => 0.999999;
+  const schedule = (random: () => number) =>
+    Array.from({ length: 10 }, (_, attempt) => backoffDelay(attempt, random));
+  assertEquals(schedule(low), [250, 500, 1000, 2000, 4000, 8000, 15000, 15000, 15000, 15000]);
+  assertEquals(schedule(high), [499, 999, 1999, 3999, 7999, 15999, 29999, 29999, 29999, 29999]);
+  // The first retry comes within a second; no wait ever passes the cap.
+  assert(backoffDelay(0) < 1000);
+  assert(backoffDelay(1e6) < BACKOFF_CAP_MS);
 });

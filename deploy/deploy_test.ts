@@ -46,6 +46,22 @@ function dockerfileEntrypoints(): Map<string, string[]> {
   return entrypoints;
 }
 
+/** The JSON array of each Dockerfile `HEALTHCHECK ... CMD`, by stage. */
+function dockerfileHealthchecks(): Map<string, string[]> {
+  const text = read("Dockerfile").replace(/\\\n\s*/g, "");
+  const checks = new Map<string, string[]>();
+  let stage = "";
+  for (const line of text.split("\n")) {
+    const from = /^FROM \S+ AS (\S+)/.exec(line);
+    if (from) stage = from[1];
+    const cmd = line.indexOf(" CMD [");
+    if (line.startsWith("HEALTHCHECK ") && cmd > 0) {
+      checks.set(stage, JSON.parse(line.slice(cmd + 5)));
+    }
+  }
+  return checks;
+}
+
 /** `ExecStart=` of a systemd unit, split into words. */
 function execStart(unit: string): string[] {
   const line = read(unit).split("\n").find((l) => l.startsWith("ExecStart="));
@@ -79,6 +95,37 @@ Deno.test("images and systemd units run relay and client with the permissions of
   // Dependencies come from the image's or the install's cache, never from the network.
   for (const words of [relay, client, execStart("deploy/systemd/masque-relay.service")]) {
     assert(words.includes("--cached-only"), words.join(" "));
+  }
+});
+
+Deno.test("the images' health checks ask the admin endpoint each image starts on its loopback", () => {
+  const entrypoints = dockerfileEntrypoints();
+  const checks = dockerfileHealthchecks();
+  const paths: Record<string, string> = { relay: "/healthz", client: "/readyz" };
+  for (const stage of ["relay", "client"]) {
+    const words = entrypoints.get(stage)!;
+    const admin = words[words.indexOf("--admin") + 1];
+    assertEquals(admin, "127.0.0.1:9464", `${stage}: --admin in the ENTRYPOINT`);
+    assertEquals(checks.get(stage), [
+      "deno",
+      "run",
+      "--cached-only",
+      `--allow-net=${admin}`,
+      "deploy/docker/healthcheck.ts",
+      "--url",
+      `http://${admin}${paths[stage]}`,
+    ], `${stage}: HEALTHCHECK`);
+  }
+  // The Kubernetes probes ask the same endpoint from inside the container.
+  const relay = read("deploy/kubernetes/relay.yaml");
+  for (const probe of ["livenessProbe", "readinessProbe"]) {
+    const path = probe === "livenessProbe" ? "/healthz" : "/readyz";
+    const at = relay.indexOf(`${probe}:`);
+    assert(at > 0, `relay.yaml: ${probe}`);
+    assert(
+      relay.slice(at, at + 400).includes(`- --url=http://127.0.0.1:9464${path}\n`),
+      `relay.yaml: ${probe} GETs ${path}`,
+    );
   }
 });
 

@@ -158,6 +158,7 @@ export const RTM_NEWLINK = 16;
 export const RTM_DELLINK = 17;
 /** Add an address. */
 export const RTM_NEWADDR = 20;
+export const RTM_DELADDR = 21;
 /** Add a route. */
 export const RTM_NEWROUTE = 24;
 /** Delete a route. */
@@ -606,6 +607,29 @@ export function encodeAddAddressRequest(
         family: family(prefix),
         prefixLength: prefix.prefixLength,
         flags: prefix.version === 6 ? IFA_F_NODAD : 0,
+        scope: RT_SCOPE_UNIVERSE,
+        index,
+      }),
+      encodeRtattr(IFA_LOCAL, prefix.address),
+      encodeRtattr(IFA_ADDRESS, prefix.address),
+    ],
+  );
+}
+
+/** `RTM_DELADDR` for `prefix` on interface `index` (`ip addr del P dev X`). */
+export function encodeDeleteAddressRequest(
+  seq: number,
+  index: number,
+  prefix: IpPrefix,
+): Uint8Array<ArrayBuffer> {
+  checkPrefix(prefix, "Cannot pack address");
+  return encodeNetlinkMessage(
+    { type: RTM_DELADDR, flags: REQUEST_ACK, seq, pid: 0 },
+    [
+      encodeIfaddrmsg({
+        family: family(prefix),
+        prefixLength: prefix.prefixLength,
+        flags: 0,
         scope: RT_SCOPE_UNIVERSE,
         index,
       }),

@@ -9,6 +9,7 @@ import {
   decodeIfreqInt,
   decodeIfreqName,
   encodeAddAddressRequest,
+  encodeDeleteAddressRequest,
   encodeDeleteLinkRequest,
   encodeIfreq,
   encodeNetlinkMessage,
@@ -506,3 +507,26 @@ Deno.test("netlink parsers only ever throw StructError on random and mutated inp
     }
     assert(rejected > 100, `expected many rejections, got ${rejected}`);
   }, 0x5eed));
+
+Deno.test("encodeDeleteAddressRequest() matches `ip addr del`", () => {
+  const address = new Uint8Array([198, 18, 2, 1]);
+  assertEquals(
+    encodeDeleteAddressRequest(9, 7, { version: 4, address, prefixLength: 32 }),
+    hex(
+      "28 00 00 00", // nlmsg_len: 16 + ifaddrmsg 8 + 2 x 8
+      "15 00", // RTM_DELADDR (21)
+      "05 00", // REQUEST | ACK
+      "09 00 00 00", // seq
+      "00 00 00 00", // pid
+      "02", // ifa_family: AF_INET
+      "20", // ifa_prefixlen: 32
+      "00", // ifa_flags
+      "00", // ifa_scope: RT_SCOPE_UNIVERSE
+      "07 00 00 00", // ifa_index
+      "08 00 02 00", // rtattr: len 8, IFA_LOCAL
+      "c6 12 02 01", // 198.18.2.1
+      "08 00 01 00", // rtattr: len 8, IFA_ADDRESS
+      "c6 12 02 01", // 198.18.2.1
+    ),
+  );
+});

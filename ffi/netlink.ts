@@ -20,6 +20,7 @@ import {
   AF_NETLINK,
   decodeIfreqInt,
   encodeAddAddressRequest,
+  encodeDeleteAddressRequest,
   encodeDeleteLinkRequest,
   encodeIfreq,
   encodePollfds,
@@ -138,6 +139,14 @@ export function addAddress(name: string, prefix: IpPrefix): void {
   const action = `Cannot add address ${formatPrefix(prefix)} to ${name}`;
   const seq = nextSeq++;
   talk(encodeAddAddressRequest(seq, indexFor(name, action), prefix), seq, action);
+}
+
+/** Removes `prefix` from interface `name` (`ip addr del PREFIX dev NAME`). */
+export function deleteAddress(name: string, prefix: IpPrefix): void {
+  checkPrefix(prefix, `Cannot delete address on ${name}`);
+  const action = `Cannot delete address ${formatPrefix(prefix)} from ${name}`;
+  const seq = nextSeq++;
+  talk(encodeDeleteAddressRequest(seq, indexFor(name, action), prefix), seq, action);
 }
 
 /** Deletes interface `name` (`ip link del dev NAME`). */

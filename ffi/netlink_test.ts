@@ -17,6 +17,7 @@ import {
 import { formatPrefix } from "../shared/ip/ip_address.ts";
 import {
   addAddress,
+  deleteAddress,
   deleteLink,
   LibcError,
   linkIndex,
@@ -133,6 +134,9 @@ Deno.test({
         LibcError,
         `Cannot add address 198.19.${subnet}.1/24 to ${device.name}: File exists (EEXIST)`,
       );
+      deleteAddress(device.name, { version: 4, address: v4(subnet, 1), prefixLength: 24 });
+      const after = showLink(device.name)?.addr_info?.map((a) => `${a.local}/${a.prefixlen}`);
+      assert(!after?.includes(`198.19.${subnet}.1/24`), after?.join(", "));
     }),
 });
 

@@ -58,6 +58,52 @@ export function untilSignal(cleanups: CleanupStack): Promise<string> {
   });
 }
 
+/** Signals as they come: {@linkcode SignalWatch.next} resolves with the next one's name. */
+export interface SignalWatch {
+  next(): Promise<string>;
+}
+
+/**
+ * Watches `signals` until the last step of `cleanups`: each call of
+ * `next()` waits for the next signal (one that came while nobody waited is
+ * kept). The relay drains on the first SIGTERM and exits at once on the
+ * second.
+ */
+export function watchSignals(
+  cleanups: CleanupStack,
+  signals: readonly Deno.Signal[] = ["SIGINT", "SIGTERM"],
+): SignalWatch {
+  const queued: string[] = [];
+  let waiting: ((signal: string) => void) | undefined;
+  for (const signal of signals) {
+    const handler = () => {
+      if (waiting) {
+        const wake = waiting;
+        waiting = undefined;
+        wake(signal);
+      } else queued.push(signal);
+    };
+    Deno.addSignalListener(signal, handler);
+    cleanups.push(() => Deno.removeSignalListener(signal, handler), { last: true });
+  }
+  return {
+    next: () =>
+      queued.length > 0
+        ? Promise.resolve(queued.shift()!)
+        : new Promise((resolve) => waiting = resolve),
+  };
+}
+
+/**
+ * Keeps SIGHUP from ending the process (its default): `onHangup` runs
+ * instead (a reload; until there is one, a log line). Removed by the last
+ * step of `cleanups`.
+ */
+export function handleHangup(cleanups: CleanupStack, onHangup: () => void): void {
+  Deno.addSignalListener("SIGHUP", onHangup);
+  cleanups.push(() => Deno.removeSignalListener("SIGHUP", onHangup), { last: true });
+}
+
 /** How often the status file is written, milliseconds. */
 export const STATUS_INTERVAL_MS = 2000;
 

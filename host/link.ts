@@ -33,3 +33,23 @@ export function bringUpLink(
   for (const prefix of addresses) ops.addAddress(name, prefix);
   ops.setLinkUp(name);
 }
+
+/**
+ * Runs `open` (opening a TUN) and adds what to do to a permission error:
+ * `Cannot create TUN mvpn0: Operation not permitted (EPERM)` becomes
+ * `...: run as root or with CAP_NET_ADMIN (...)`.
+ */
+export function withPermissionHint<T>(open: () => T): T {
+  try {
+    return open();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (/\((EPERM|EACCES)\)/.test(message)) {
+      throw new Error(
+        `${message}: creating a TUN device needs root or CAP_NET_ADMIN ` +
+          "(sudo, or AmbientCapabilities=CAP_NET_ADMIN in a systemd unit)",
+      );
+    }
+    throw error;
+  }
+}

@@ -9,28 +9,42 @@
 
 import { errorMessage } from "../shared/errors.ts";
 import {
+  ADMIN_OPTION,
   cidr,
+  CONFIG_OPTION,
   DOMAIN_NAME,
   envNames,
+  type HostPort,
   integer,
   INTERFACE_NAME,
   IP_ADDRESS,
   list,
+  LOG_FORMAT_OPTION,
   LOG_LEVEL_OPTION,
   type OptionValues,
   parseCidr,
   parseProgramOptions,
   type ParseResult,
+  PRINT_CONFIG_OPTION,
+  type ReadFile,
   renderHelp,
+  type Resolved,
   single,
   TEXT,
   toggle,
   TUN_OFFLOAD_OPTION,
   type ValueType,
 } from "../shared/options.ts";
-import type { LogLevel } from "../shared/log.ts";
+import type { LogFormat, LogLevel } from "../shared/log.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
-import { formatIp, formatPrefix, parsePrefix } from "../shared/ip/ip_address.ts";
+import {
+  formatIp,
+  formatPrefix,
+  hasHostBits,
+  parseIp,
+  parsePrefix,
+} from "../shared/ip/ip_address.ts";
+import { AddressPool } from "../shared/tunnel/address_pool.ts";
 import {
   DEFAULT_URI_TEMPLATE,
   parseConnectIpTemplate,
@@ -73,6 +87,14 @@ export interface RelayConfig {
   /** Most sessions served at once. */
   readonly maxSessions: number;
   readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+  /** Where the admin endpoint (`/metrics`, `/healthz`, `/readyz`, `/status`) listens; off when absent. */
+  readonly admin?: HostPort;
+  /**
+   * How long a SIGTERM lets existing sessions run after GOAWAY before they
+   * are closed, milliseconds.
+   */
+  readonly drainTimeoutMs: number;
   /** Write a JSON status file here every few seconds (sessions, counters). */
   readonly statusFile?: string;
   /** A client silent this long is gone: its session ends, its addresses return to the pool. Milliseconds. */
@@ -306,6 +328,18 @@ export const RELAY_OPTIONS = {
     help: "serve the files in DIR to GET requests, and DIR/404.html as the answer to unknown " +
       "paths and to requests without valid credentials, so the host looks like a small website",
   }),
+  logFormat: LOG_FORMAT_OPTION,
+  admin: ADMIN_OPTION,
+  drainTimeout: single({
+    flag: "drain-timeout",
+    valueName: "SEC",
+    type: integer(0, 3600),
+    default: 10,
+    help: "on SIGTERM: send GOAWAY, refuse new connections and requests, and let existing " +
+      "sessions run this long before closing them; a second SIGTERM or SIGINT exits at once",
+  }),
+  config: CONFIG_OPTION,
+  printConfig: PRINT_CONFIG_OPTION,
   maxConnections: single({
     flag: "max-connections",
     valueName: "N",
@@ -444,12 +478,85 @@ export const RELAY_ENV: readonly string[] = Object.freeze(envNames(RELAY_OPTIONS
 export function parseRelayConfig(
   args: readonly string[],
   env: Readonly<Record<string, string | undefined>> = {},
+  readFile?: ReadFile,
 ): ParseResult<RelayConfig> {
   return parseProgramOptions(
-    { table: RELAY_OPTIONS, check: checkRelay, build: buildRelay },
+    { table: RELAY_OPTIONS, check: checkRelay, warn: warnRelay, build: buildRelay },
     args,
     env,
+    readFile,
   );
+}
+
+type RelayValues = OptionValues<typeof RELAY_OPTIONS>;
+
+/**
+ * What a relay configuration will do that its user may not expect: a pool
+ * written with host bits (they are cleared), a session limit larger than
+ * the pools can serve (the pools run out first: 503).
+ */
+function warnRelay(
+  v: RelayValues,
+  name: Resolved<typeof RELAY_OPTIONS>["names"],
+  settings: Resolved<typeof RELAY_OPTIONS>["settings"],
+): string[] {
+  const warnings: string[] = [];
+  const pools: [IpPrefix, string][] = [];
+  for (const key of ["pool4", "pool6"] as const) {
+    const pool = v[key];
+    if (pool === "none") continue;
+    pools.push([pool, name[key]]);
+    const raw = settings[key]?.raw;
+    if (typeof raw !== "string") continue;
+    const slash = raw.indexOf("/");
+    const written = parseIp(raw.slice(0, slash).trim());
+    if (written && hasHostBits(written, pool.prefixLength)) {
+      warnings.push(
+        `${name[key]} ${raw} has host bits set: the pool is ${formatPrefix(pool)} ` +
+          `(write it that way to silence this warning)`,
+      );
+    }
+  }
+  const capacities = pools.map(([pool, poolName]) => ({
+    poolName,
+    pool,
+    size: new AddressPool(pool).size,
+  }));
+  const smallest = capacities.reduce<typeof capacities[number] | undefined>(
+    (min, c) => (min === undefined || c.size < min.size ? c : min),
+    undefined,
+  );
+  // Only when given: the default (1024) with a small pool is the pool's limit, as documented.
+  const given = settings.maxSessions?.from !== "default";
+  if (given && smallest !== undefined && v.maxSessions > smallest.size) {
+    warnings.push(
+      `${name.maxSessions} ${v.maxSessions} is more than ${smallest.poolName} ` +
+        `${formatPrefix(smallest.pool)} can serve: it has ${smallest.size} client addresses, ` +
+        `so at most ${smallest.size} sessions; more get 503 "address pool exhausted"`,
+    );
+  }
+  return warnings;
+}
+
+/**
+ * The warning for a relay without `--nat` on a host that does not forward
+ * (`ipv4`/`ipv6`: `net.ipv4.ip_forward` and `net.ipv6.conf.all.forwarding`
+ * are on, `undefined` when unknown), for the families with a pool; or
+ * nothing. With `--nat` the relay turns forwarding on itself.
+ */
+export function forwardingWarning(
+  config: Pick<RelayConfig, "nat" | "pool4" | "pool6">,
+  forwarding: { readonly ipv4?: boolean; readonly ipv6?: boolean },
+): string | undefined {
+  if (config.nat) return undefined;
+  const off = [
+    ...(config.pool4 && forwarding.ipv4 === false ? ["net.ipv4.ip_forward"] : []),
+    ...(config.pool6 && forwarding.ipv6 === false ? ["net.ipv6.conf.all.forwarding"] : []),
+  ];
+  if (off.length === 0) return undefined;
+  return `${off.join(" and ")} ${off.length === 1 ? "is" : "are"} 0 and --nat is not given: ` +
+    "clients' packets reach the relay's TUN and go no further. Give --nat, or turn forwarding " +
+    `on (sysctl -w ${off.map((key) => `${key}=1`).join(" ")}) and route the pools back here`;
 }
 
 /** Errors that involve several options. */
@@ -510,7 +617,7 @@ function checkRelay(
 }
 
 /** The config from values that all read without error. */
-function buildRelay(v: OptionValues<typeof RELAY_OPTIONS>): RelayConfig {
+function buildRelay(v: RelayValues): RelayConfig {
   const pool4 = v.pool4 === "none" ? undefined : v.pool4;
   const pool6 = v.pool6 === "none" ? undefined : v.pool6;
   const routes = v.routes ?? [
@@ -533,6 +640,9 @@ function buildRelay(v: OptionValues<typeof RELAY_OPTIONS>): RelayConfig {
     template: v.template,
     maxSessions: v.maxSessions,
     logLevel: v.logLevel,
+    logFormat: v.logFormat,
+    admin: v.admin,
+    drainTimeoutMs: v.drainTimeout * 1000,
     statusFile: v.statusFile,
     idleTimeoutMs: v.idleTimeout * 1000,
     limits: Object.freeze({

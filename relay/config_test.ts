@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../tests/support/assert.ts";
 import { formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
-import { parseRelayConfig, RELAY_HELP } from "./config.ts";
+import { forwardingWarning, parseRelayConfig, RELAY_HELP } from "./config.ts";
 import { DEFAULT_RELAY_LIMITS } from "./limits.ts";
 
 /** The relay's parser with `--no-auth`, which every test here but the last needs. */
@@ -341,4 +341,51 @@ Deno.test("parseRelayConfig() needs --users or --no-auth, and reads --decoy", as
     assert(result.ok === true);
     assertEquals([result.config.usersFile, result.config.noAuth], [undefined, true]);
   });
+});
+
+Deno.test("parseRelayConfig() warns about a pool with host bits and more sessions than addresses", () => {
+  const result = parseRelayConfig([
+    "--dev-certs",
+    "d",
+    "--no-auth",
+    "--pool4",
+    "10.0.0.1/24",
+    "--pool6",
+    "fd00:1::/121",
+    "--max-sessions",
+    "300",
+  ]);
+  assert(result.ok === true);
+  assertEquals(formatPrefix(result.config.pool4!), "10.0.0.0/24");
+  assertEquals(result.warnings, [
+    "--pool4 10.0.0.1/24 has host bits set: the pool is 10.0.0.0/24 (write it that way to " +
+    "silence this warning)",
+    "--max-sessions 300 is more than --pool6 fd00:1::/121 can serve: it has 126 client " +
+    'addresses, so at most 126 sessions; more get 503 "address pool exhausted"',
+  ]);
+  // The default session limit with a small pool is the documented pool limit: no warning.
+  const quiet = parseRelayConfig(["--dev-certs", "d", "--no-auth", "--pool4", "10.0.0.0/28"]);
+  assert(quiet.ok === true);
+  assertEquals(quiet.warnings, []);
+});
+
+Deno.test("forwardingWarning() speaks up for a relay without --nat on a host that does not forward", () => {
+  const result = parseRelayConfig(["--dev-certs", "d", "--no-auth"]);
+  assert(result.ok === true);
+  const config = result.config;
+  assertEquals(
+    forwardingWarning(config, { ipv4: false, ipv6: true }),
+    "net.ipv4.ip_forward is 0 and --nat is not given: clients' packets reach the relay's TUN " +
+      "and go no further. Give --nat, or turn forwarding on (sysctl -w net.ipv4.ip_forward=1) " +
+      "and route the pools back here",
+  );
+  assertEquals(forwardingWarning(config, { ipv4: true, ipv6: true }), undefined);
+  assertEquals(
+    forwardingWarning({ ...config, nat: true }, { ipv4: false, ipv6: false }),
+    undefined,
+  );
+  assertEquals(
+    forwardingWarning({ ...config, pool6: undefined }, { ipv4: true, ipv6: false }),
+    undefined,
+  );
 });

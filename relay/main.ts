@@ -9,10 +9,12 @@
 
 import { errorMessage } from "../shared/errors.ts";
 import { VERSION } from "../shared/version.ts";
-import { CleanupStack, untilSignal, writeStatusFile } from "../host/lifecycle.ts";
-import { bringUpLink } from "../host/link.ts";
+import { serveAdmin } from "../host/admin.ts";
+import { CleanupStack, watchSignals, writeStatusFile } from "../host/lifecycle.ts";
+import { countProcess } from "../host/process_metrics.ts";
+import { bringUpLink, withPermissionHint } from "../host/link.ts";
 import { countTun } from "../host/tun_counters.ts";
-import { parseRelayConfig, RELAY_ENV, RELAY_HELP } from "./config.ts";
+import { forwardingWarning, parseRelayConfig, RELAY_ENV, RELAY_HELP } from "./config.ts";
 import type { RelayConfig } from "./config.ts";
 import { loadOrCreateDevCerts } from "./dev_certs.ts";
 import { hostInputChain, watchHostAddresses } from "./firewall.ts";
@@ -52,9 +54,13 @@ function largestPacketLimit(relay: Relay): number {
 
 async function main(): Promise<number> {
   const env = Object.fromEntries(RELAY_ENV.map((name) => [name, Deno.env.get(name)]));
-  const parsed = parseRelayConfig(Deno.args, env);
+  const parsed = parseRelayConfig(Deno.args, env, Deno.readTextFileSync);
   if (parsed.ok === "help") {
     console.log(RELAY_HELP);
+    return 0;
+  }
+  if (parsed.ok === "print") {
+    console.log(parsed.text);
     return 0;
   }
   if (parsed.ok === "version") {
@@ -77,8 +83,12 @@ async function main(): Promise<number> {
     for (const line of formatHostProblems("relay", problems)) console.error(line);
     return 1;
   }
-  const log = createLogger({ level: config.logLevel, write: (line) => console.error(line) })
-    .with({ role: "relay" });
+  const log = createLogger({
+    level: config.logLevel,
+    format: config.logFormat,
+    write: (line) => console.error(line),
+  }).with({ role: "relay" });
+  for (const warning of parsed.warnings) log.warn(warning);
   try {
     return await run(config, log);
   } catch (error) {
@@ -115,17 +125,38 @@ async function loadCerts(config: RelayConfig, log: Logger): Promise<{ cert: stri
   return { cert: certs.certPem, key: certs.keyPem };
 }
 
+/** Whether a forwarding sysctl is on; `undefined` when it cannot be read. */
+function sysctlOn(path: string): boolean | undefined {
+  try {
+    return Deno.readTextFileSync(path).trim() !== "0";
+  } catch {
+    return undefined;
+  }
+}
+
+/** `host:port` with an IPv6 host in brackets. */
+function hostPort(hostname: string, port: number): string {
+  return hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+}
+
 async function run(config: RelayConfig, log: Logger): Promise<number> {
+  const forwarding = forwardingWarning(config, {
+    ipv4: sysctlOn("/proc/sys/net/ipv4/ip_forward"),
+    ipv6: sysctlOn("/proc/sys/net/ipv6/conf/all/forwarding"),
+  });
+  if (forwarding) log.warn(forwarding);
   const { cert, key } = await loadCerts(config, log);
   const pools = [config.pool4, config.pool6].filter((pool) => pool !== undefined);
   const access = await setUpAccess(config, pools, log);
-  const tun = openTun(config.tunName, {
-    mtu: config.mtu,
-    log,
-    offload: config.tunOffload,
-    // Room for the HTTP Datagram header in front of each packet read.
-    headroom: MAX_DATAGRAM_HEADROOM,
-  });
+  const tun = withPermissionHint(() =>
+    openTun(config.tunName, {
+      mtu: config.mtu,
+      log,
+      offload: config.tunOffload,
+      // Room for the HTTP Datagram header in front of each packet read.
+      headroom: MAX_DATAGRAM_HEADROOM,
+    })
+  );
   const cleanups = new CleanupStack(log);
   cleanups.push(() => tun.close());
   try {
@@ -146,6 +177,7 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
     });
     if (access.users) relay.applyPolicies(() => undefined, fixedAddresses(access.users.users));
     countTun(relay.counters, () => tun.stats);
+    countProcess(relay.counters);
     bringUpLink(
       { setLinkMtu, setLinkTxQueueLength, addAddress, setLinkUp },
       tun.name,
@@ -164,7 +196,16 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       cleanups.push(() => nat.remove());
       log.info("NAT installed", { table: nat.table });
     }
-    const endpoint = new Deno.QuicEndpoint({ hostname: config.host, port: config.port });
+    let endpoint: Deno.QuicEndpoint;
+    try {
+      endpoint = new Deno.QuicEndpoint({ hostname: config.host, port: config.port });
+    } catch (error) {
+      throw new Error(
+        `Cannot listen on ${hostPort(config.host, config.port)} (UDP, QUIC): ${
+          errorMessage(error)
+        }`,
+      );
+    }
     cleanups.push(() => endpoint.close());
     const buffers = tryEnlargeUdpBuffers(endpoint.addr.port);
     if (buffers instanceof Error) {
@@ -234,10 +275,44 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       serve(listener);
       log.info("certificate reloaded");
     }, log));
-    const why = await Promise.race([
-      untilSignal(cleanups),
-      accept,
-    ]);
+    // SIGINT/SIGTERM: the first drains, a second exits at once.
+    const signals = watchSignals(cleanups);
+    if (config.admin) {
+      const admin = serveAdmin(config.admin, {
+        counters: relay.counters,
+        status: () => relay.status(),
+        notReady: () => (relay.draining ? ["draining"] : []),
+      }, log);
+      cleanups.push(() => admin.close());
+    }
+    const stopped = accept;
+    const why = await Promise.race([signals.next().then((s) => `received ${s}`), stopped]);
+    if (why.startsWith("received") && relay.sessions.length > 0 && config.drainTimeoutMs > 0) {
+      // Drain: GOAWAY, no new connections or requests (/readyz says so at
+      // once), open sessions go on until they end, the time is up, or a
+      // second signal.
+      log.info("draining", {
+        why,
+        sessions: relay.sessions.length,
+        timeoutSeconds: config.drainTimeoutMs / 1000,
+      });
+      await relay.drain();
+      const drained = await Promise.race([
+        signals.next().then((s) => `received ${s} again`),
+        new Promise<string>((resolve) => {
+          const deadline = Date.now() + config.drainTimeoutMs;
+          const timer = setInterval(() => {
+            if (relay.sessions.length === 0) resolve("every session ended");
+            else if (Date.now() >= deadline) resolve("drain timeout");
+            else return;
+            clearInterval(timer);
+          }, 100);
+          cleanups.push(() => clearInterval(timer));
+        }),
+        stopped,
+      ]);
+      log.info("drain over", { why: drained, sessions: relay.sessions.length });
+    }
     log.info("stopping", { why, sessions: relay.sessions.length });
     listener.stop();
     await relay.stop();

@@ -43,7 +43,13 @@ import { sessionRoutes } from "../shared/auth/policy.ts";
 import type { UserPolicy } from "../shared/auth/policy.ts";
 import { CREDENTIAL_FIELDS } from "../shared/auth/credentials.ts";
 import { counterByLabel, CounterRegistry } from "../shared/counters.ts";
-import type { Collect, Counter, LabelSpec } from "../shared/counters.ts";
+import type {
+  Collect,
+  Counter,
+  CounterFamily,
+  HistogramFamily,
+  LabelSpec,
+} from "../shared/counters.ts";
 import { H3Connection } from "../shared/h3/connection.ts";
 import type { QuicConnLike } from "../shared/h3/quic.ts";
 import type { H3Limits } from "../shared/h3/connection.ts";
@@ -63,6 +69,7 @@ import type { H3RequestStream } from "../shared/h3/request_stream.ts";
 import type { IpAddressRange } from "../shared/ip/ip_address.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
 import { compareIp, formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
+import type { RequestedAddress } from "../shared/masque/capsule.ts";
 import { addressKey, destinationKey } from "../shared/ip/ip_header.ts";
 import { checkFromClient } from "../shared/tunnel/packet_policy.ts";
 import { HostFirewall, withDnsServices } from "../shared/tunnel/host_firewall.ts";
@@ -141,6 +148,10 @@ class RelayCounters {
   readonly sourcesBlocked: Counter;
   readonly sessionsEvicted: Counter;
   readonly sessionsRemoved: Counter;
+  readonly addressesGranted: Counter;
+  readonly setupSeconds: HistogramFamily;
+  /** Bytes by user (capped label) and direction, added every second from the sessions. */
+  readonly userBytes: CounterFamily;
   readonly #userDrops;
 
   constructor(registry: CounterRegistry) {
@@ -206,6 +217,23 @@ class RelayCounters {
       "relay_sessions_removed_total",
       "Sessions ended because a reload removed their user or the credential they used",
     );
+    this.addressesGranted = one(
+      "relay_addresses_granted_total",
+      "ADDRESS_REQUESTs for a specific free address that moved the session to it " +
+        "(a reconnecting client getting its previous address back)",
+    );
+    this.setupSeconds = registry.histogram("relay_session_setup_seconds", {
+      help: "Time from a request's HEADERS to its 200 response, seconds",
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+    });
+    this.userBytes = registry.counter("relay_user_bytes_total", {
+      help: `Bytes of IP packets per user (at most ${USER_LABEL_CAP} users by name, then ` +
+        '"other"), outbound to the client and inbound from it; updated every second',
+      labels: [
+        { name: "user", cap: USER_LABEL_CAP },
+        { name: "direction", values: ["outbound", "inbound"] },
+      ],
+    });
     this.#userDrops = registry.counter("relay_user_packets_dropped_total", {
       help: "IP packets of each user's sessions dropped, by user, direction and reason " +
         `(at most ${USER_LABELS} users, then "other")`,
@@ -235,6 +263,12 @@ class RelayCounters {
 
 /** Users named in counter labels; past it they count as "other". */
 const USER_LABELS = 1000;
+
+/** Distinct users `relay_user_bytes_total` labels; the rest count as `other`. */
+export const USER_LABEL_CAP = 100;
+
+/** How often sessions' figures are sampled (last packet, per-user bytes), milliseconds. */
+export const SAMPLE_INTERVAL_MS = 1000;
 
 /** ICMP administratively prohibited answers per session: 10 per second after a burst of 10. */
 const PROHIBITED_ANSWERS = { ratePerSecond: 10, burst: 10 } as const;
@@ -273,6 +307,8 @@ interface ConnectionState {
   authenticated: boolean;
   /** Closes it when it has had no session for `sessionlessTimeoutMs`. */
   timer: ReturnType<typeof setTimeout> | undefined;
+  /** The highest request stream id seen (for GOAWAY when draining), or -1. */
+  maxStreamId: number;
 }
 
 /** One client session as the relay tracks it. */
@@ -280,7 +316,8 @@ export interface RelaySession {
   readonly id: number;
   readonly session: H3ConnectIpSession;
   readonly identity: Identity;
-  readonly addresses: readonly IpPrefix[];
+  /** Its addresses; they change when an ADDRESS_REQUEST moves it to a free one. */
+  addresses: readonly IpPrefix[];
   /** The routes advertised now (they change when a reload changes the user's policy). */
   routes: readonly IpAddressRange[];
   /** What the request asked for (RFC 9484 §4.6). */
@@ -291,6 +328,10 @@ export interface RelaySession {
   readonly peer: TunnelPeer;
   /** Why the relay ended it, when it did (a reload, a newer session). */
   endedBy?: string;
+  /** When a packet from the client last arrived (ms since the epoch, sampled every second). */
+  lastPacketAt: number | undefined;
+  /** What {@linkcode SAMPLE_INTERVAL_MS} sampling saw last: packets in, bytes out and in. */
+  readonly sampled: { packetsIn: number; bytesOut: number; bytesIn: number };
 }
 
 /** The relay's state: connections, admission, sessions, and the pump. */
@@ -318,6 +359,8 @@ export class Relay implements PeerRouter {
   readonly #users = new Map<string, UserState>();
   #nextId = 1;
   #stopped = false;
+  #draining = false;
+  #sampler: ReturnType<typeof setInterval> | undefined;
   /**
    * Every counter of the relay: its own, the pump's, its connections' and
    * sessions' (and what `relay/main.ts` adds, such as the TUN's).
@@ -421,6 +464,7 @@ export class Relay implements PeerRouter {
    * reading a `QuicIncoming`'s address consumes it). Counted and logged.
    */
   beginHandshake(): boolean {
+    if (this.#draining || this.#stopped) return false;
     const refusal = this.#limiter.beginHandshake();
     if (refusal === undefined) return true;
     this.#refused(refusal, undefined);
@@ -578,6 +622,7 @@ export class Relay implements PeerRouter {
       sessions: 0,
       authenticated: false,
       timer: undefined,
+      maxStreamId: -1,
     };
     this.#connections.set(h3, state);
     this.#armSessionless(state);
@@ -622,6 +667,12 @@ export class Relay implements PeerRouter {
     // requests cannot all pass the limits. A request the relay cannot serve
     // gets its status and no session, rather than a 200 and a session closed
     // at once.
+    const started = performance.now();
+    state.maxStreamId = Math.max(state.maxStreamId, Number(request.streamId));
+    // Every line about this request and its session carries its id (and,
+    // once authenticated, the user).
+    const id = this.#nextId++;
+    log = log.with({ session: id });
     let identity: Identity | undefined;
     let routes: IpAddressRange[] = [];
     let reservation: Reservation | undefined;
@@ -644,6 +695,7 @@ export class Relay implements PeerRouter {
             this.#counters.authSuccesses.value++;
             state.authenticated = true;
             identity = auth.identity;
+            log = log.with({ user: auth.identity.user });
             return { accept: true };
           }
           if (auth.failure !== undefined) this.#authFailed(state, remote, auth.failure);
@@ -651,6 +703,7 @@ export class Relay implements PeerRouter {
         },
         authorize: (scope) => {
           if (this.#stopped) return { accept: false, status: 503, reason: "relay stopping" };
+          if (this.#draining) return { accept: false, status: 503, reason: "relay draining" };
           const who = identity!;
           routes = this.#routesFor(who.policy, scope);
           if (routes.length === 0) {
@@ -675,16 +728,22 @@ export class Relay implements PeerRouter {
     if (!answer.session) {
       // Refused before or in authorize, which then reserved nothing.
       this.#counters.sessionsRefused.value++;
-      log.info("request refused", {
-        status: answer.status,
-        reason: answer.reason,
-        user: identity?.user,
-      });
+      log.info("request refused", { status: answer.status, reason: answer.reason });
       return;
     }
     if (reservation === undefined) throw new Error("Cannot open session: nothing reserved");
+    this.#counters.setupSeconds.observe((performance.now() - started) / 1000);
     try {
-      await this.#runSession(state, answer.session, answer.scope, routes, reservation, remote, log);
+      await this.#runSession(
+        id,
+        state,
+        answer.session,
+        answer.scope,
+        routes,
+        reservation,
+        remote,
+        log,
+      );
     } finally {
       reservation.release();
     }
@@ -774,6 +833,7 @@ export class Relay implements PeerRouter {
   }
 
   async #runSession(
+    id: number,
     state: ConnectionState,
     session: H3ConnectIpSession,
     scope: ConnectIpScope,
@@ -782,7 +842,6 @@ export class Relay implements PeerRouter {
     remote: string,
     log: Logger,
   ): Promise<void> {
-    const addresses = reservation.addresses;
     const firewall = this.#firewall;
     const user = this.#userState(reservation.identity);
     const gateways = this.gatewayAddresses;
@@ -797,25 +856,27 @@ export class Relay implements PeerRouter {
       return verdict.ok ? firewall.check(packet) : verdict;
     };
     const entry: RelaySession = {
-      id: this.#nextId++,
+      id,
       session,
       identity: reservation.identity,
-      addresses,
+      addresses: reservation.addresses,
       routes,
       scope,
       remote,
       openedAt: Date.now(),
       peer: new TunnelPeer(session, check, this.#peerLimits(user, prohibited)),
+      lastPacketAt: undefined,
+      sampled: { packetsIn: 0, bytesOut: 0, bytesIn: 0 },
     };
     entry.peer.drops = user.drops;
     reservation.onEvict = (why) => this.#endSession(entry, why);
     user.sessions.add(entry);
     this.#open(state, entry);
-    const slog = log.with({ session: entry.id });
+    // The log carries the session id and the user.
+    const slog = log;
     const audit = () => ({
-      user: entry.identity.user,
       peer: remote,
-      addresses: addresses.map(formatPrefix).join(","),
+      addresses: entry.addresses.map(formatPrefix).join(","),
       target: scope.target.kind === "any" ? "*" : formatPrefix(scope.target.prefix),
       ipproto: scope.ipProtocol === "any" ? "*" : scope.ipProtocol,
     });
@@ -823,7 +884,7 @@ export class Relay implements PeerRouter {
     try {
       await session.sendCapsule({
         type: "address_assign",
-        addresses: addresses.map((prefix) => ({ requestId: 0, prefix })),
+        addresses: entry.addresses.map((prefix) => ({ requestId: 0, prefix })),
       });
       await session.sendCapsule({ type: "route_advertisement", ranges: routes });
       // After the routes, never before them (draft-ietf-masque-connect-ip-dns-05 §7).
@@ -853,6 +914,11 @@ export class Relay implements PeerRouter {
         // bounded rate, merged while an answer is unsent (RFC 9484 §4.7.2).
         if (capsule.type !== "address_request") return;
         this.#counters.addressRequests.value++;
+        // A request for a specific free address (a reconnecting client's
+        // previous one) moves the session there first; the answer lists it.
+        if (this.#grantRequested(entry, reservation, capsule.addresses, slog)) {
+          requests.reassign(entry.addresses);
+        }
         if (requests.receive(capsule.addresses) === "overflow") {
           this.#counters.addressRequestOverflows.value++;
           const limit = this.#limits.maxPendingAddressRequests;
@@ -871,6 +937,7 @@ export class Relay implements PeerRouter {
       },
     });
     requests.close();
+    this.#sample(entry, Date.now());
     this.#close(state, entry);
     user.sessions.delete(entry);
     if (user.sessions.size === 0 && this.#users.get(entry.identity.user) === user) {
@@ -886,6 +953,69 @@ export class Relay implements PeerRouter {
       bytesOut: stats.bytesOut,
       reason: entry.endedBy ?? end.message,
     });
+  }
+
+  /**
+   * Moves `entry` to the specific addresses an ADDRESS_REQUEST names (RFC
+   * 9484 §4.7.2), each only when free in its pool and not a user's fixed
+   * address: a client reconnecting asks for the addresses it had, so that
+   * its applications' sockets survive. At most once per IP version per
+   * session, so a session cannot walk the pool. Returns whether an address
+   * changed; the answer to the request then lists the new assignment.
+   */
+  #grantRequested(
+    entry: RelaySession,
+    reservation: Reservation,
+    requested: readonly RequestedAddress[],
+    log: Logger,
+  ): boolean {
+    let changed = false;
+    for (const { prefix } of requested) {
+      const bits = prefix.address.length * 8;
+      if (prefix.prefixLength !== bits || prefix.address.every((byte) => byte === 0)) continue;
+      const current = entry.addresses.find((a) => a.version === prefix.version);
+      if (current === undefined || formatIp(current.address) === formatIp(prefix.address)) continue;
+      const moved = this.#moved.get(entry) ?? new Set<number>();
+      if (moved.has(prefix.version)) continue;
+      const old = this.#admission.move(reservation, prefix);
+      if (old === undefined) continue;
+      moved.add(prefix.version);
+      this.#moved.set(entry, moved);
+      const oldKey = addressKey(old.address);
+      if (this.#byAddress.get(oldKey) === entry) this.#byAddress.delete(oldKey);
+      entry.addresses = reservation.addresses;
+      this.#byAddress.set(addressKey(prefix.address), entry);
+      this.#counters.addressesGranted.value++;
+      changed = true;
+      log.info("address granted as requested", {
+        from: formatPrefix(old),
+        to: formatPrefix(prefix),
+      });
+    }
+    return changed;
+  }
+
+  /** Sessions that moved to a requested address, and for which IP versions. */
+  readonly #moved = new WeakMap<RelaySession, Set<number>>();
+
+  /**
+   * Every second: when each session last received a packet, and the bytes
+   * each user moved (`relay_user_bytes_total`).
+   */
+  #sample(entry: RelaySession, now: number): void {
+    const stats = entry.session.stats;
+    const sampled = entry.sampled;
+    if (stats.packetsIn !== sampled.packetsIn) {
+      entry.lastPacketAt = now;
+      sampled.packetsIn = stats.packetsIn;
+    }
+    const user = entry.identity.user;
+    const out = stats.bytesOut - sampled.bytesOut;
+    const inbound = stats.bytesIn - sampled.bytesIn;
+    if (out > 0) this.#counters.userBytes.child(user, "outbound").value += out;
+    if (inbound > 0) this.#counters.userBytes.child(user, "inbound").value += inbound;
+    sampled.bytesOut = stats.bytesOut;
+    sampled.bytesIn = stats.bytesIn;
   }
 
   /**
@@ -1002,12 +1132,37 @@ export class Relay implements PeerRouter {
    * path).
    */
   runTun(): Promise<void> {
+    this.#sampler ??= setInterval(() => {
+      const now = Date.now();
+      for (const entry of this.#sessions) this.#sample(entry, now);
+    }, SAMPLE_INTERVAL_MS);
     return this.#pump.runTun();
+  }
+
+  /** Whether {@linkcode drain} was called. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /**
+   * Starts a drain (SIGTERM): sends every connection GOAWAY naming the
+   * first request stream it will not serve (RFC 9114 §5.2), so clients go
+   * elsewhere or come back later; from now on new connections are refused
+   * before the handshake and new requests get 503 "relay draining", while
+   * the open sessions go on until {@linkcode stop}.
+   */
+  async drain(): Promise<void> {
+    if (this.#draining) return;
+    this.#draining = true;
+    await Promise.all(
+      [...this.#connections.values()].map((state) => state.h3.goaway(state.maxStreamId + 4)),
+    );
   }
 
   /** Closes every connection (GOAWAY first) and stops the TUN loop. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    clearInterval(this.#sampler);
     this.#pump.stop();
     for (const state of this.#connections.values()) {
       clearTimeout(state.timer);
@@ -1026,15 +1181,23 @@ export class Relay implements PeerRouter {
    */
   status(): Record<string, unknown> {
     return {
+      role: "relay",
+      draining: this.#draining,
       sessions: this.sessions.map((s) => ({
         id: s.id,
         remote: s.remote,
         user: s.identity.user,
         mode: s.session.mode,
+        // The transport (issue 13 adds HTTP/2 and WebTransport).
+        transport: "h3",
         addresses: s.addresses.map(formatPrefix),
         target: s.scope.target.kind === "any" ? "*" : formatPrefix(s.scope.target.prefix),
         ipproto: s.scope.ipProtocol === "any" ? "*" : s.scope.ipProtocol,
         openedAt: new Date(s.openedAt).toISOString(),
+        lastPacketAt: s.lastPacketAt === undefined
+          ? undefined
+          : new Date(s.lastPacketAt).toISOString(),
+        droppedByPolicy: s.peer.dropped,
         pendingCapsuleWrites: s.session.pendingCapsuleWrites,
         ...s.session.stats,
       })),

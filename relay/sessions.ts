@@ -123,8 +123,7 @@ export const ALLOW_EVERYONE: Authenticator = Object.freeze({
  */
 export class Reservation {
   readonly identity: Identity;
-  /** One address of each pool that is on: a /32 and/or a /128. */
-  readonly addresses: readonly IpPrefix[];
+  #addresses: readonly IpPrefix[];
   /** The connection it was made on (the per-connection limit's key). */
   readonly connection: object;
   /**
@@ -143,10 +142,28 @@ export class Reservation {
     release: (reservation: Reservation) => void,
   ) {
     this.identity = identity;
-    this.addresses = addresses;
+    this.#addresses = addresses;
     this.connection = connection;
     this.onEvict = undefined;
     this.#release = release;
+  }
+
+  /**
+   * One address of each pool that is on: a /32 and/or a /128. Changes only
+   * through {@linkcode SessionAdmission.move}.
+   */
+  get addresses(): readonly IpPrefix[] {
+    return this.#addresses;
+  }
+
+  /** For {@linkcode SessionAdmission.move}: the address of `wanted`'s version becomes `wanted`. */
+  replace(wanted: IpPrefix): IpPrefix | undefined {
+    const old = this.#addresses.find((prefix) => prefix.version === wanted.version);
+    if (old === undefined) return undefined;
+    this.#addresses = Object.freeze(
+      this.#addresses.map((prefix) => (prefix === old ? wanted : prefix)),
+    );
+    return old;
   }
 
   /** Whether {@linkcode release} has been called. */
@@ -184,6 +201,8 @@ export class SessionAdmission {
   readonly #reservations = new Set<Reservation>();
   readonly #perConnection = new Map<object, number>();
   readonly #perUser = new Map<string, number>();
+  /** Users' fixed addresses (text): never given to an ADDRESS_REQUEST ({@linkcode move}). */
+  #fixed = new Set<string>();
   /** Fixed address (text) -> the reservation holding it. */
   readonly #fixedHolders = new Map<string, Reservation>();
   readonly #released = (reservation: Reservation) => {
@@ -231,11 +250,36 @@ export class SessionAdmission {
   }
 
   /**
+   * Moves `reservation` to the address `wanted` (a /32 or /128 of a pool
+   * that is on), as a client's ADDRESS_REQUEST for its previous address
+   * asks (RFC 9484 §4.7.2): when `wanted` is free it is taken and the
+   * reservation's address of that version goes back to its pool. Returns
+   * the address given up, or `undefined` (nothing changed) when `wanted` is
+   * outside the pools, in use, or a user's fixed address (its user gets it
+   * at admission, `setFixedAddresses`).
+   */
+  move(reservation: Reservation, wanted: IpPrefix): IpPrefix | undefined {
+    if (reservation.released || !this.#reservations.has(reservation)) return undefined;
+    const pool = this.#pool(wanted.version);
+    if (pool === undefined || wanted.prefixLength !== wanted.address.length * 8) return undefined;
+    if (this.#fixed.has(addressKey(wanted.address))) return undefined;
+    if (!pool.claim(wanted.address)) return undefined;
+    const old = reservation.replace(createPrefix(wanted.address, wanted.prefixLength));
+    if (old === undefined) {
+      pool.release(wanted.address);
+      return undefined;
+    }
+    pool.release(old.address);
+    return old;
+  }
+
+  /**
    * Keeps users' fixed addresses out of the pools' dynamic allocation
    * (replacing the previous set; at start and on each reload).
    */
   setFixedAddresses(addresses: readonly Uint8Array[]): void {
     for (const pool of this.#pools) pool.setReserved(addresses);
+    this.#fixed = new Set(addresses.map(addressKey));
   }
 
   /**

@@ -274,6 +274,8 @@ export async function runUsers(args: readonly string[]): Promise<UsersResult> {
   if (parsed.ok === "help" || parsed.ok === "version") {
     return { code: 0, out: [USERS_HELP], err: [] };
   }
+  // (Its table has no --print-config, so this does not happen.)
+  if (parsed.ok === "print") return { code: 0, out: [parsed.text], err: [] };
   if (!parsed.ok) return fail(...parsed.errors);
   const o = parsed.config;
   const params: ScryptParams = { ...DEFAULT_SCRYPT, logN: o.scryptLn };

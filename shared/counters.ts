@@ -223,9 +223,76 @@ export function counterByLabel<V extends string>(
   >;
 }
 
+/**
+ * A histogram without labels (Prometheus style): observations counted in
+ * cumulative buckets by upper bound, with their count and sum. Observing is
+ * a walk over the bounds and three increments; for rare events (a session
+ * setup), not per packet.
+ */
+export class HistogramFamily {
+  readonly name: string;
+  readonly help: string;
+  readonly kind = "histogram" as const;
+  readonly labels: readonly LabelSpec[] = [];
+  /** Upper bounds of the buckets, ascending; `+Inf` is implied. */
+  readonly bounds: readonly number[];
+  /** Observations at or below each bound (not cumulative; see {@linkcode buckets}). */
+  readonly #counts: number[];
+  count = 0;
+  sum = 0;
+
+  constructor(name: string, help: string, bounds: readonly number[]) {
+    if (!isMetricName(name)) {
+      throw new Error(`Cannot register histogram "${name}": not a metric name`);
+    }
+    if (bounds.length === 0 || bounds.some((b, i) => !Number.isFinite(b) || b <= bounds[i - 1])) {
+      throw new Error(`Cannot register histogram ${name}: bounds must be finite and ascending`);
+    }
+    this.name = name;
+    this.help = help;
+    this.bounds = Object.freeze([...bounds]);
+    this.#counts = bounds.map(() => 0);
+  }
+
+  /** Counts one observation of `value` (in the family's unit). */
+  observe(value: number): void {
+    this.count++;
+    this.sum += value;
+    for (let i = 0; i < this.bounds.length; i++) {
+      if (value <= this.bounds[i]) {
+        this.#counts[i]++;
+        return;
+      }
+    }
+  }
+
+  /** The cumulative count at or below each bound, then `+Inf` (all). */
+  buckets(): { readonly le: string; readonly count: number }[] {
+    let total = 0;
+    const out = this.bounds.map((bound, i) => {
+      total += this.#counts[i];
+      return { le: String(bound), count: total };
+    });
+    out.push({ le: "+Inf", count: this.count });
+    return out;
+  }
+
+  /** `{ count, sum, buckets: { "0.01": n, ..., "+Inf": n } }` for the status file. */
+  snapshot(): SnapshotValue {
+    return {
+      count: this.count,
+      sum: this.sum,
+      buckets: Object.fromEntries(this.buckets().map((b) => [b.le, b.count])),
+    };
+  }
+}
+
+/** A registered family: counters and gauges, or a histogram. */
+export type Family = CounterFamily | HistogramFamily;
+
 /** A process's counters and gauges; see the module docs. */
 export class CounterRegistry {
-  readonly #families = new Map<string, CounterFamily>();
+  readonly #families = new Map<string, Family>();
 
   /** A family that only grows; registering the same name and labels again returns it. */
   counter(name: string, options: FamilyOptions): CounterFamily {
@@ -237,8 +304,33 @@ export class CounterRegistry {
     return this.#register(name, "gauge", options);
   }
 
+  /**
+   * A histogram with these bucket bounds (ascending, in the unit its name
+   * ends with: `_seconds`); registering it again with the same bounds
+   * returns it.
+   */
+  histogram(name: string, options: { help: string; buckets: readonly number[] }): HistogramFamily {
+    const existing = this.#families.get(name);
+    if (existing === undefined) {
+      const family = new HistogramFamily(name, options.help, options.buckets);
+      this.#families.set(name, family);
+      return family;
+    }
+    if (
+      !(existing instanceof HistogramFamily) ||
+      existing.bounds.length !== options.buckets.length ||
+      existing.bounds.some((b, i) => b !== options.buckets[i])
+    ) {
+      throw new Error(`Cannot register counter ${name}: registered already with another shape`);
+    }
+    return existing;
+  }
+
   #register(name: string, kind: CounterKind, options: FamilyOptions): CounterFamily {
     const existing = this.#families.get(name);
+    if (existing instanceof HistogramFamily) {
+      throw new Error(`Cannot register counter ${name}: registered already with another shape`);
+    }
     if (existing === undefined) {
       const family = new CounterFamily(name, kind, options);
       this.#families.set(name, family);
@@ -254,12 +346,12 @@ export class CounterRegistry {
   }
 
   /** The family named `name`, if registered. */
-  family(name: string): CounterFamily | undefined {
+  family(name: string): Family | undefined {
     return this.#families.get(name);
   }
 
   /** Every family, in registration order (for a metrics rendering). */
-  families(): IterableIterator<CounterFamily> {
+  families(): IterableIterator<Family> {
     return this.#families.values();
   }
 

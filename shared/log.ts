@@ -11,6 +11,11 @@ export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 /** One of {@linkcode LOG_LEVELS}. */
 export type LogLevel = typeof LOG_LEVELS[number];
 
+/** How lines are written: `time LEVEL message key=value`, or one JSON object per line. */
+export const LOG_FORMATS = ["text", "json"] as const;
+/** One of {@linkcode LOG_FORMATS}. */
+export type LogFormat = typeof LOG_FORMATS[number];
+
 /** Structured context appended to a log line as `key=value`. */
 export type LogFields = Readonly<Record<string, string | number | bigint | boolean | undefined>>;
 
@@ -34,6 +39,8 @@ export interface LoggerOptions {
   readonly write: (line: string, level: LogLevel) => void;
   /** Returns the current time; default `() => new Date()`. */
   readonly now?: () => Date;
+  /** `"text"` (default, {@linkcode formatLogLine}) or `"json"` ({@linkcode formatJsonLogLine}). */
+  readonly format?: LogFormat;
 }
 
 function formatValue(value: string | number | bigint | boolean): string {
@@ -55,13 +62,38 @@ export function formatLogLine(
   return line;
 }
 
+/**
+ * Formats one line as a JSON object: `ts` (ISO 8601), `level`, `msg`, then
+ * the fields (undefined ones left out, bigints as strings). A field named
+ * `ts`, `level` or `msg` cannot replace those: it is written as `field_ts`...
+ */
+export function formatJsonLogLine(
+  time: Date,
+  level: LogLevel,
+  message: string,
+  fields: LogFields,
+): string {
+  const out: Record<string, string | number | boolean> = {
+    ts: time.toISOString(),
+    level,
+    msg: message,
+  };
+  for (const [key, value] of Object.entries(fields)) {
+    if (value === undefined) continue;
+    const name = key === "ts" || key === "level" || key === "msg" ? `field_${key}` : key;
+    out[name] = typeof value === "bigint" ? value.toString() : value;
+  }
+  return JSON.stringify(out);
+}
+
 /** Creates a {@linkcode Logger} that writes lines at or above `options.level`. */
 export function createLogger(options: LoggerOptions, base: LogFields = {}): Logger {
   const threshold = LOG_LEVELS.indexOf(options.level ?? "info");
   const now = options.now ?? (() => new Date());
+  const format = options.format === "json" ? formatJsonLogLine : formatLogLine;
   const log = (level: LogLevel, message: string, fields?: LogFields) => {
     if (LOG_LEVELS.indexOf(level) < threshold) return;
-    options.write(formatLogLine(now(), level, message, { ...base, ...fields }), level);
+    options.write(format(now(), level, message, { ...base, ...fields }), level);
   };
   return {
     debug: (message, fields) => log("debug", message, fields),

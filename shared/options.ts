@@ -7,8 +7,8 @@
  *   the reading of the command line ({@linkcode flagSource});
  * - the environment variables read ({@linkcode envNames}, {@linkcode envSource});
  * - the layering: {@linkcode resolveOptions} takes sources in order of
- *   precedence, today flags, environment, defaults ({@linkcode defaultSource});
- *   a config file is one more source between environment and defaults;
+ *   precedence: flags, environment, the config file (`--config`,
+ *   `shared/config_file.ts`), defaults ({@linkcode defaultSource});
  * - `--help` ({@linkcode renderHelp}) and the README's option tables
  *   ({@linkcode renderMarkdownTable}, checked by `tests/option_docs_test.ts`).
  *
@@ -19,14 +19,23 @@
  */
 
 import { parseArgs } from "node:util";
+import { configFileSource, parseConfigFile, renderConfig } from "./config_file.ts";
+import type { ConfigFileResult } from "./config_file.ts";
 import { errorMessage } from "./errors.ts";
 import { type IpPrefix, parseIp, parsePrefix } from "./ip/ip_address.ts";
 import { domainNameProblem } from "./masque/dns_capsule.ts";
-import { LOG_LEVELS } from "./log.ts";
+import { LOG_FORMATS, LOG_LEVELS } from "./log.ts";
 
 /** The outcome of a program's option parser: a frozen config, the errors, `--help` or `--version`. */
 export type ParseResult<T> =
-  | { readonly ok: true; readonly config: T }
+  | {
+    readonly ok: true;
+    readonly config: T;
+    /** What the configuration will do that the user may not expect; to log at warn. */
+    readonly warnings: readonly string[];
+  }
+  /** `--print-config`: the effective configuration as a config file, to print. */
+  | { readonly ok: "print"; readonly text: string }
   | { readonly ok: false; readonly errors: readonly string[] }
   | { readonly ok: "help" }
   | { readonly ok: "version" };
@@ -37,11 +46,16 @@ export type ParseResult<T> =
  */
 export type RawValue = string | boolean | readonly string[];
 
+/** Where a setting came from. */
+export type SettingOrigin = "flag" | "environment" | "file" | "default";
+
 /** One option's value from one source, with the name errors call it by. */
 export interface Setting {
   readonly raw: RawValue;
   /** `--port` for a flag, `MASQUE_LOG_LEVEL` for the environment, the key for a file. */
   readonly name: string;
+  /** The source it came from (for `--print-config`). */
+  readonly from?: SettingOrigin;
 }
 
 /** The type of an option's values: how one text is parsed, and what it is called in docs. */
@@ -73,6 +87,10 @@ export interface OptionDoc {
   readonly required?: string;
   /** Heading group in `--help` and the README; absent: the main table. */
   readonly group?: string;
+  /** Only on the command line (`--config`, `--print-config`): not a config file key. */
+  readonly commandLineOnly?: boolean;
+  /** `--print-config` shows `<redacted>` instead of the value (a password, a token). */
+  readonly secret?: boolean;
 }
 
 /** One declared option whose resolved value has type `T`. */
@@ -140,6 +158,8 @@ type ListSpec<T> = Omit<OptionDoc, "default"> & {
 export function list<T>(spec: ListSpec<T> & { readonly default: readonly string[] }): Option<
   readonly T[]
 >;
+/** A repeatable option that must be given at least once. */
+export function list<T>(spec: ListSpec<T> & { readonly required: string }): Option<readonly T[]>;
 /** A repeatable option with no default: `undefined` when not given. */
 export function list<T>(spec: ListSpec<T>): Option<readonly T[] | undefined>;
 export function list<T>(spec: ListSpec<T>): Option<readonly T[] | undefined> {
@@ -278,6 +298,50 @@ export const LOG_LEVEL_OPTION = single({
   help: "debug, info, warn or error",
 });
 
+/** `--log-format`, the same on both programs: `text` lines or one JSON object per line. */
+export const LOG_FORMAT_OPTION = single({
+  flag: "log-format",
+  valueName: "FORMAT",
+  type: oneOf(LOG_FORMATS),
+  default: "text",
+  help: "`text`: `time LEVEL message key=value`; `json`: one object per line with `ts`, " +
+    "`level`, `msg` and the fields",
+});
+
+/** A listening address and port: `127.0.0.1:9464`, `[::1]:9464`. */
+export interface HostPort {
+  readonly hostname: string;
+  readonly port: number;
+}
+
+/** `ADDR:PORT`, an IPv6 address in brackets. */
+export const HOST_PORT: ValueType<HostPort> = {
+  kind: "ADDR:PORT",
+  parse(text, name, errors) {
+    const colon = text.lastIndexOf(":");
+    let host = colon > 0 ? text.slice(0, colon) : "";
+    if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
+    else if (host.includes(":")) host = "";
+    const port = parseInteger(text.slice(colon + 1), name, 1, 65535, []);
+    if (host === "" || port === undefined) {
+      errors.push(`${name} must be ADDR:PORT (127.0.0.1:9464, [::1]:9464), not "${text}"`);
+      return undefined;
+    }
+    return { hostname: host, port };
+  },
+};
+
+/** `--admin`, the same on both programs: the HTTP endpoint for metrics, health and status. */
+export const ADMIN_OPTION = single({
+  flag: "admin",
+  valueName: "ADDR:PORT",
+  type: HOST_PORT,
+  defaultText: "off",
+  help: "serve `/metrics` (Prometheus), `/healthz`, `/readyz` and `/status` (JSON) over " +
+    "HTTP here, e.g. `127.0.0.1:9464`; no authentication, so keep it on loopback or a " +
+    "private network",
+});
+
 /** `--tun-offload`, the same on both programs: ask the kernel for TUN offloads. */
 export const TUN_OFFLOAD_OPTION = single({
   flag: "tun-offload",
@@ -388,7 +452,7 @@ export function flagSource(table: OptionTable, args: readonly string[]): Command
     const raw = token.rawName;
     if (option === undefined) {
       if (token.value === undefined) afterUnknown = token.index + 1;
-      const near = nearestFlag(token.name, [...byFlag.keys(), "help", "version"]);
+      const near = nearestName(token.name, [...byFlag.keys(), "help", "version"]);
       errors.push(`Unknown option ${raw}${near ? ` (did you mean --${near}?)` : ""}`);
     } else if (option.valueName === undefined) {
       if (token.value !== undefined) errors.push(`${raw} takes no value, not "${token.value}"`);
@@ -410,13 +474,13 @@ export function flagSource(table: OptionTable, args: readonly string[]): Command
     errors,
     source: (_key, option) => {
       const raw = settings.get(option.flag);
-      return raw === undefined ? undefined : { raw, name: `--${option.flag}` };
+      return raw === undefined ? undefined : { raw, name: `--${option.flag}`, from: "flag" };
     },
   };
 }
 
-/** The known flag within two edits of `name`, if there is one. */
-function nearestFlag(name: string, flags: readonly string[]): string | undefined {
+/** The known name within two edits of `name`, if there is one (for "did you mean"). */
+export function nearestName(name: string, flags: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = 3;
   for (const flag of flags) {
@@ -448,13 +512,17 @@ export function envNames(table: OptionTable): string[] {
 export function envSource(env: Readonly<Record<string, string | undefined>>): Source {
   return (_key, option) => {
     const raw = option.env === undefined ? undefined : env[option.env];
-    return raw === undefined || raw === "" ? undefined : { raw, name: option.env! };
+    return raw === undefined || raw === ""
+      ? undefined
+      : { raw, name: option.env!, from: "environment" };
   };
 }
 
 /** The table's defaults as a source, the last one; errors name the flag. */
 export const defaultSource: Source = (_key, option) =>
-  option.default === undefined ? undefined : { raw: option.default, name: `--${option.flag}` };
+  option.default === undefined
+    ? undefined
+    : { raw: option.default, name: `--${option.flag}`, from: "default" };
 
 /** A table's values from its sources, with every error and the name each value came by. */
 export interface Resolved<Table extends OptionTable> {
@@ -463,13 +531,15 @@ export interface Resolved<Table extends OptionTable> {
   readonly errors: readonly string[];
   /** How errors should name each option: as its source named it, else as its flag. */
   readonly names: { readonly [K in keyof Table]: string };
+  /** The setting each option was read from; `undefined` when no source had it. */
+  readonly settings: { readonly [K in keyof Table]: Setting | undefined };
 }
 
 /**
  * Resolves each option from the first source, in order of precedence, that
- * has it: today flags, environment, defaults; issue 11 puts a config file
- * before the defaults. An option no source has is `undefined`, or an error
- * when it is required. Errors come in table order.
+ * has it: flags, environment, config file, defaults. An option no source
+ * has is `undefined`, or an error when it is required. Errors come in table
+ * order.
  */
 export function resolveOptions<Table extends OptionTable>(
   table: Table,
@@ -477,6 +547,7 @@ export function resolveOptions<Table extends OptionTable>(
 ): Resolved<Table> {
   const values: Record<string, unknown> = {};
   const names: Record<string, string> = {};
+  const settings: Record<string, Setting | undefined> = {};
   const errors: string[] = [];
   for (const [key, option] of Object.entries(table)) {
     let setting: Setting | undefined;
@@ -485,6 +556,7 @@ export function resolveOptions<Table extends OptionTable>(
       if (setting !== undefined) break;
     }
     names[key] = setting?.name ?? `--${option.flag}`;
+    settings[key] = setting;
     if (setting === undefined) {
       if (option.required !== undefined) {
         errors.push(`--${option.flag} ${option.valueName} is required, ${option.required}`);
@@ -499,6 +571,7 @@ export function resolveOptions<Table extends OptionTable>(
     values: values as Partial<OptionValues<Table>>,
     errors,
     names: names as { [K in keyof Table]: string },
+    settings: settings as { [K in keyof Table]: Setting | undefined },
   };
 }
 
@@ -507,34 +580,110 @@ export interface Program<Table extends OptionTable, Config> {
   readonly table: Table;
   /** Errors that involve several options; runs on what was read, even after errors. */
   check?(values: Partial<OptionValues<Table>>, names: Resolved<Table>["names"]): string[];
+  /**
+   * Warnings about a configuration that reads without error but will not do
+   * what the user may expect (a pool with host bits, a session limit the
+   * pools cannot serve); `settings` has each value as given.
+   */
+  warn?(
+    values: OptionValues<Table>,
+    names: Resolved<Table>["names"],
+    settings: Resolved<Table>["settings"],
+  ): string[];
   /** The frozen config, from values that all read without error. */
   build(values: OptionValues<Table>): Config;
 }
 
 /**
- * Parses a program's command line and environment: flags over environment
- * over defaults. Returns `"help"` or `"version"` when asked, else the config
- * or every error (the command line's, each option's in table order, then the
- * program's checks).
+ * Reads a config file's text synchronously (`Deno.readTextFileSync` in
+ * `main.ts`); throws with why it cannot.
+ */
+export type ReadFile = (path: string) => string;
+
+/**
+ * How a program names its command-line-only options: `--config FILE` and
+ * `--print-config`, keys `config` and `printConfig` in its table
+ * ({@linkcode CONFIG_OPTION}, {@linkcode PRINT_CONFIG_OPTION}).
+ */
+const CONFIG_KEY = "config";
+const PRINT_CONFIG_KEY = "printConfig";
+
+/** `--config FILE`: options from a JSONC file, below flags and environment. */
+export const CONFIG_OPTION = single({
+  flag: "config",
+  valueName: "FILE",
+  type: TEXT,
+  commandLineOnly: true,
+  help: "read options from a JSON file with comments (keys as in `--print-config`); " +
+    "flags and environment override it",
+});
+
+/** `--print-config`: print the effective configuration (as a config file) and exit. */
+export const PRINT_CONFIG_OPTION = toggle({
+  flag: "print-config",
+  commandLineOnly: true,
+  help: "print the effective configuration as a config file, secrets redacted, and exit",
+});
+
+/**
+ * Parses a program's command line, environment and config file: flags over
+ * environment over the file (`--config FILE`, read with `readFile` when the
+ * table has {@linkcode CONFIG_OPTION}) over defaults. Returns `"help"` or
+ * `"version"` when asked, else every error (the command line's, the file's,
+ * each option's in table order, then the program's checks), else the
+ * effective configuration as text for `--print-config`, else the config
+ * with its warnings.
  */
 export function parseProgramOptions<Table extends OptionTable, Config>(
   program: Program<Table, Config>,
   args: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
+  readFile?: ReadFile,
 ): ParseResult<Config> {
-  const commandLine = flagSource(program.table, args);
+  const table = program.table;
+  const commandLine = flagSource(table, args);
   if (commandLine.help) return { ok: "help" };
   if (commandLine.version) return { ok: "version" };
-  const resolved = resolveOptions(program.table, [
-    commandLine.source,
-    envSource(env),
-    defaultSource,
-  ]);
-  const errors = [...commandLine.errors, ...resolved.errors];
+  const sources = [commandLine.source, envSource(env)];
+  const errors = [...commandLine.errors];
+  const configSetting = CONFIG_KEY in table
+    ? commandLine.source(CONFIG_KEY, table[CONFIG_KEY])
+    : undefined;
+  if (typeof configSetting?.raw === "string" && configSetting.raw !== "") {
+    const path = configSetting.raw;
+    const file = readConfigFile(table, path, readFile);
+    if (file.ok) sources.push(configFileSource(file.values));
+    else errors.push(...file.errors);
+  }
+  const resolved = resolveOptions(table, [...sources, defaultSource]);
+  errors.push(...resolved.errors);
   errors.push(...(program.check?.(resolved.values, resolved.names) ?? []));
   if (errors.length > 0) return { ok: false, errors };
   // Every option read without error: each value is there, or optional by its type.
-  return { ok: true, config: program.build(resolved.values as OptionValues<Table>) };
+  const values = resolved.values as OptionValues<Table>;
+  if (PRINT_CONFIG_KEY in table && values[PRINT_CONFIG_KEY] === true) {
+    return { ok: "print", text: renderConfig(table, resolved.settings) };
+  }
+  return {
+    ok: true,
+    config: program.build(values),
+    warnings: program.warn?.(values, resolved.names, resolved.settings) ?? [],
+  };
+}
+
+function readConfigFile(
+  table: OptionTable,
+  path: string,
+  readFile: ReadFile | undefined,
+): ConfigFileResult {
+  let text: string;
+  try {
+    if (readFile === undefined) throw new Error("no file reader given");
+    text = readFile(path);
+  } catch (error) {
+    return { ok: false, errors: [`Cannot read --config ${path}: ${errorMessage(error)}`] };
+  }
+  return parseConfigFile(table, text, path);
 }
 
 /** How `--help` and the README show the program's options. */

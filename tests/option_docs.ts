@@ -18,6 +18,7 @@
  */
 
 import { type OptionTable, renderMarkdownTable } from "../shared/options.ts";
+import { renderConfigKeys } from "../shared/config_file.ts";
 import { RELAY_OPTIONS } from "../relay/config.ts";
 import { CLIENT_OPTIONS } from "../client/config.ts";
 
@@ -52,10 +53,41 @@ export function updateOptionTables(markdown: string): string {
   }
 }
 
+const KEYS_END = "<!-- end config keys -->";
+
+/**
+ * `markdown` with every config-key table (`<!-- config keys: relay -->` ...
+ * `<!-- end config keys -->`, in `docs/operations.md`) replaced by the one
+ * rendered from the program's option table ({@linkcode renderConfigKeys}).
+ */
+export function updateConfigKeyTables(markdown: string): string {
+  let out = "";
+  let at = 0;
+  for (;;) {
+    const start = markdown.indexOf("<!-- config keys: ", at);
+    if (start < 0) return out + markdown.slice(at);
+    const close = markdown.indexOf(" -->\n", start);
+    const name = markdown.slice(start + "<!-- config keys: ".length, close);
+    const entry = OPTION_TABLES[name];
+    if (close < 0 || entry === undefined) throw new Error(`Unknown config keys marker "${name}"`);
+    const end = markdown.indexOf(KEYS_END, close);
+    if (end < 0) throw new Error(`Config keys marker "${name}" has no "${KEYS_END}"`);
+    out += `${markdown.slice(at, close + 5)}\n${renderConfigKeys(entry.table)}\n`;
+    at = end;
+  }
+}
+
 if (import.meta.main) {
-  const path = new URL("../README.md", import.meta.url);
-  const before = await Deno.readTextFile(path);
-  const after = updateOptionTables(before);
-  if (after !== before) await Deno.writeTextFile(path, after);
-  console.log(after === before ? "README.md: option tables up to date" : "README.md: updated");
+  for (
+    const [file, update] of [
+      ["README.md", updateOptionTables],
+      ["docs/operations.md", updateConfigKeyTables],
+    ] as const
+  ) {
+    const path = new URL(`../${file}`, import.meta.url);
+    const before = await Deno.readTextFile(path);
+    const after = update(before);
+    if (after !== before) await Deno.writeTextFile(path, after);
+    console.log(after === before ? `${file}: tables up to date` : `${file}: updated`);
+  }
 }

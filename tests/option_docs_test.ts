@@ -6,7 +6,7 @@
 // programs read.
 import { RUNNER_FLAGS } from "./support/test_report.ts";
 import { assert, assertEquals } from "./support/assert.ts";
-import { updateOptionTables } from "./option_docs.ts";
+import { updateConfigKeyTables, updateOptionTables } from "./option_docs.ts";
 import { CLIENT_ENV, CLIENT_HELP, CLIENT_OPTIONS, parseClientConfig } from "../client/config.ts";
 import { parseRelayConfig, RELAY_ENV, RELAY_HELP, RELAY_OPTIONS } from "../relay/config.ts";
 import { HELP as BENCH_HELP } from "./bench/_settings.ts";
@@ -49,6 +49,14 @@ Deno.test("README's option tables are the ones the option tables render (deno ta
   }
 });
 
+Deno.test("docs/operations.md's config key tables are the generated ones (deno task docs)", () => {
+  const text = read("docs/operations.md");
+  for (const marker of ["relay", "client"]) {
+    assert(text.includes(`<!-- config keys: ${marker} -->\n`), `marker "${marker}" missing`);
+  }
+  assertEquals(updateConfigKeyTables(text), text, "run deno task docs");
+});
+
 Deno.test("every flag the docs name is an option of the relay, the client, deno task users, the bench, the test runner or Deno", () => {
   const known = new Set([
     ...flagsOf(RELAY_OPTIONS),
@@ -56,6 +64,7 @@ Deno.test("every flag the docs name is an option of the relay, the client, deno 
     ...flagsOf(CLIENT_OPTIONS),
     "--help",
     "--version",
+    "--json", // deno task status
     ...DENO_FLAGS,
     ...RUNNER_FLAGS,
     ...[...BENCH_HELP.matchAll(/--[a-z0-9-]+/g)].map((m) => m[0]),
@@ -67,6 +76,7 @@ Deno.test("every flag the docs name is an option of the relay, the client, deno 
     "docs/rfc_map.md",
     "docs/interop.md",
     "docs/architecture.md",
+    "docs/operations.md",
   ];
   const unknown: string[] = [];
   for (const file of files) {
@@ -124,18 +134,32 @@ Deno.test("deno.json's tasks allow exactly the environment variables the program
   assertEquals(allowed("client"), [...CLIENT_ENV].sort());
 });
 
+/** The README's example config file: the jsonc block that starts with `// relay.jsonc`. */
+function readmeConfig(): string {
+  const readme = read("README.md");
+  const start = readme.indexOf("```jsonc\n// relay.jsonc");
+  assert(start >= 0, "the README's relay.jsonc example is missing");
+  const body = readme.slice(start + "```jsonc\n".length);
+  return body.slice(0, body.indexOf("```"));
+}
+
 Deno.test("the README's relay and client commands parse", () => {
   const commands = read("README.md").split("\n").filter((line) =>
     /^(?:\S+=\S+ )?deno task (?:relay|relay:nat|client) /.test(line)
   );
   assert(commands.length >= 4, commands.join("\n"));
   for (const command of commands) {
-    const words = command.split(" ");
+    const words = command.replace(/\s+#.*$/, "").split(" ");
     const at = words.indexOf("task");
     const program = words[at + 1];
     const args = words.slice(at + 2);
-    const result = program === "client" ? parseClientConfig(args) : parseRelayConfig(args);
-    assert(result.ok === true, `${command}: ${JSON.stringify(result)}`);
+    // `--config docs/config/relay.jsonc`: relative to the repository;
+    // `--config relay.jsonc`: the README's example file.
+    const readFile = (path: string) => path === "relay.jsonc" ? readmeConfig() : read(path);
+    const result = program === "client"
+      ? parseClientConfig(args, {}, readFile)
+      : parseRelayConfig(args, {}, readFile);
+    assert(result.ok === true || result.ok === "print", `${command}: ${JSON.stringify(result)}`);
   }
 });
 

@@ -6,12 +6,14 @@
  * deno run --allow-net=127.0.0.1:9464 healthcheck.ts --url http://127.0.0.1:9464/healthz
  * ```
  *
+ * - `--url`: healthy when a GET answers 2xx within `--timeout` seconds
+ *   (default 3). The images use it on the admin endpoint they start on
+ *   their loopback (`--admin 127.0.0.1:9464`): the relay's `/healthz`, the
+ *   client's `/readyz` (200 while its session is up).
  * - `--status-file`: healthy while the program keeps rewriting its JSON status
  *   file (every 2 s): the file parses as a JSON object and was modified less
  *   than `--max-age` seconds ago (default 10). A hung event loop or a dead
- *   tunnel loop stops the writes.
- * - `--url`: healthy when a GET answers 2xx within `--timeout` seconds
- *   (default 3): the admin endpoint's `/healthz` once it exists (issue 11).
+ *   tunnel loop stops the writes. For a program run without `--admin`.
  *
  * Prints one line saying why, exits 0 (healthy) or 1 (unhealthy), as Docker
  * expects; 2 for bad arguments.

@@ -420,6 +420,16 @@ export class H3Connection {
     this.#closeHandlers.push(fn);
   }
 
+  readonly #goawayHandlers: ((id: number) => void)[] = [];
+
+  /**
+   * Registers `fn` to run when the peer's GOAWAY arrives (RFC 9114 §5.2),
+   * with its id; a client then opens no new request on this connection.
+   */
+  onGoaway(fn: (id: number) => void): void {
+    this.#goawayHandlers.push(fn);
+  }
+
   /**
    * Opens the control stream, sends SETTINGS, and starts reading the peer's
    * streams and datagrams. Resolves once SETTINGS has been written.
@@ -843,6 +853,7 @@ export class H3Connection {
             }
             this.#goawayId = id;
             this.#log.info("peer sent GOAWAY", { id });
+            for (const handler of this.#goawayHandlers) handler(id);
             break;
           }
           case FRAME_CANCEL_PUSH:

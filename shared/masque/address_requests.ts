@@ -93,6 +93,7 @@ export class AddressRequestAnswerer {
   readonly #options: AddressRequestAnswererOptions;
   readonly #bucket: TokenBucket;
   #pending: RequestedAddress[] = [];
+  #assigned: readonly IpPrefix[];
   #inFlight = false;
   #timer: unknown = undefined;
   #closed = false;
@@ -103,10 +104,19 @@ export class AddressRequestAnswerer {
 
   constructor(options: AddressRequestAnswererOptions) {
     this.#options = options;
+    this.#assigned = options.assigned;
     this.#bucket = new TokenBucket(
       { ratePerSecond: options.ratePerSecond, burst: options.burst },
       options.now(),
     );
+  }
+
+  /**
+   * The session's assignment changed (the relay granted a requested
+   * address): answers from now on list `assigned`.
+   */
+  reassign(assigned: readonly IpPrefix[]): void {
+    this.#assigned = assigned;
   }
 
   /** Requested addresses waiting for an answer. */
@@ -158,7 +168,7 @@ export class AddressRequestAnswerer {
     this.answersSent++;
     this.#options.send({
       type: "address_assign",
-      addresses: buildAddressAnswer(this.#options.assigned, batch),
+      addresses: buildAddressAnswer(this.#assigned, batch),
     }).then(
       () => {
         this.#inFlight = false;

@@ -103,12 +103,15 @@ export async function openConnectIpSession(
     throw new ConnectIpError(`Cannot open connect-ip session: ${errorMessage(error)}`);
   }
   if (status < 200 || status >= 300) {
+    const reason = await readRefusalReason(stream);
     stream.abort();
     throw new ConnectIpError(
       status === 404
         ? "Cannot open connect-ip session: the relay answered 404: it refused the credentials " +
           `or has no CONNECT-IP at this path (${options.path})`
-        : `Cannot open connect-ip session: the relay answered ${status}`,
+        : `Cannot open connect-ip session: the relay answered ${status}${
+          reason ? `: ${reason}` : ""
+        }`,
       status,
     );
   }
@@ -285,4 +288,36 @@ export async function answerRequest(
   });
   await request.writeHeaders(buildConnectIpResponse(200));
   return { session, scope: parsed.scope };
+}
+
+/** The most of a refusal's body the client reads and shows, bytes. */
+export const MAX_REFUSAL_REASON_BYTES = 256;
+/** How long the client waits for a refusal's body, milliseconds. */
+export const REFUSAL_REASON_TIMEOUT_MS = 1000;
+
+/**
+ * The reason a relay gave in the body of a refusal (`address pool
+ * exhausted`), as one line of printable ASCII of at most
+ * {@linkcode MAX_REFUSAL_REASON_BYTES}, or "" when it sent none within
+ * {@linkcode REFUSAL_REASON_TIMEOUT_MS}. Never throws.
+ */
+export async function readRefusalReason(stream: H3RequestStream): Promise<string> {
+  const bytes: number[] = [];
+  const body = (async () => {
+    for await (const chunk of stream.readBody()) {
+      for (let i = 0; i < chunk.length && bytes.length < MAX_REFUSAL_REASON_BYTES; i++) {
+        bytes.push(chunk[i]);
+      }
+      if (bytes.length >= MAX_REFUSAL_REASON_BYTES) return;
+    }
+  })().catch(() => {});
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    body,
+    new Promise((resolve) => timer = setTimeout(resolve, REFUSAL_REASON_TIMEOUT_MS)),
+  ]);
+  clearTimeout(timer);
+  let text = "";
+  for (const byte of bytes) text += byte >= 0x20 && byte < 0x7f ? String.fromCharCode(byte) : " ";
+  return text.replace(/ +/g, " ").trim();
 }

@@ -189,6 +189,8 @@ export class TunnelPeer {
   limits: PeerLimits;
   /** Counts this peer's drops besides the pump's totals (the relay: per user), if set. */
   drops: ((direction: Direction, reason: PumpDropReason) => void) | undefined;
+  /** Packets from this peer its inbound policy dropped (for the status view). */
+  dropped = 0;
 
   constructor(
     session: PacketSession,
@@ -315,6 +317,7 @@ export class TunnelPump {
   inbound(from: TunnelPeer, packet: Uint8Array): PumpAction {
     const verdict = from.check(packet);
     if (verdict !== TO_PEER && !verdict.ok) {
+      from.dropped++;
       const dropped = this.#drop(INBOUND, verdict.reason, packet, from);
       const prohibited = from.limits.prohibited;
       if (prohibited === undefined || !POLICY_REFUSALS.has(verdict.reason)) return dropped;

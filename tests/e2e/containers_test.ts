@@ -25,6 +25,7 @@ import {
   dockerSkipReason,
   ensureBaseImage,
   ensureDenoPackage,
+  ensureNpmCache,
   IMAGE_TAGS,
   imageSize,
   isolateNetworks,
@@ -141,6 +142,7 @@ Deno.test({
     const base = await ensureBaseImage(engine);
     timings.baseImage = seconds();
     await ensureDenoPackage();
+    await ensureNpmCache();
     const builds = await buildImages(engine);
     timings.build = seconds();
     const sizes: Record<string, string> = {};
@@ -225,6 +227,50 @@ Deno.test({
         assertMatch(token, /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}$/);
         assert(!(logs.stdout + logs.stderr).includes(token.slice(token.indexOf(".") + 1)));
       }),
+      await t.step(
+        "health from the admin endpoint; the status view in the relay container",
+        async () => {
+          // The HEALTHCHECKs GET the admin endpoint the images start on their loopback.
+          for (const [service, path] of [["relay", "/healthz"], ["client", "/readyz"]]) {
+            const health = JSON.parse(
+              (await engine.docker([
+                "inspect",
+                "--format",
+                "{{json .State.Health}}",
+                await p.container(service),
+              ])).stdout,
+            );
+            assertEquals(health.Status, "healthy", `${service}: ${JSON.stringify(health)}`);
+            const last = health.Log.at(-1);
+            assertEquals(last.ExitCode, 0, `${service}: ${JSON.stringify(last)}`);
+            assertMatch(
+              last.Output,
+              new RegExp(`^healthy: http://127\\.0\\.0\\.1:9464${path} answered 200`),
+            );
+          }
+          // `deno task status` (what it runs, with the image's cache).
+          const view = await p.exec("relay", [
+            "deno",
+            "run",
+            "--cached-only",
+            "--allow-net=127.0.0.1:9464",
+            "host/status.ts",
+          ]);
+          assertEquals(view.code, 0, view.stderr);
+          assertMatch(view.stdout, /^relay: serving, 1 session\n/);
+          const pool4 = p.vars.MASQUE_POOL4.split("/")[0].split(".").slice(0, 3).join(".");
+          assert(view.stdout.includes(`  addresses: ${pool4}.`), view.stdout);
+          const client = await p.exec("client", [
+            "deno",
+            "run",
+            "--cached-only",
+            "--allow-net=127.0.0.1:9464",
+            "host/status.ts",
+          ]);
+          assertEquals(client.code, 0, client.stderr);
+          assertMatch(client.stdout, /^client: up\n/);
+        },
+      ),
       await t.step("no other path from the client to the target", async () => {
         // No network in common.
         const networksOf = async (service: string) =>

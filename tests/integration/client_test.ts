@@ -49,6 +49,9 @@ class FakeNetlink implements ClientNetlink {
   addAddress(name: string, prefix: IpPrefix) {
     this.calls.push(`address ${name} ${formatPrefix(prefix)}`);
   }
+  deleteAddress(name: string, prefix: IpPrefix) {
+    this.calls.push(`address del ${name} ${formatPrefix(prefix)}`);
+  }
   setLinkUp(name: string) {
     this.calls.push(`up ${name}`);
   }
@@ -105,6 +108,11 @@ function clientFor(
     routes?: string[];
     hooks?: TunnelHooks[];
     dns?: "relay" | "off" | string[];
+    reconnect?: boolean;
+    /** More relays to fail over to, after `relay`. */
+    more?: TestRelay[];
+    /** Where `relay` is now (a relay restarted elsewhere, as far as the client can tell). */
+    port?: () => number;
   } = {},
 ) {
   const netlink = new FakeNetlink();
@@ -112,7 +120,12 @@ function clientFor(
   const tuns: InMemoryPacketDevice[] = [];
   const lines: string[] = [];
   const client = new Client({
-    connect: () => dialTestServer(relay.port),
+    relays: [relay, ...(options.more ?? [])].map((r, i) => ({
+      name: `127.0.0.1:${r.port}`,
+      connect: () => dialTestServer(i === 0 && options.port ? options.port() : r.port),
+      authority: "localhost",
+      template: "/.well-known/masque/ip/{target}/{ipproto}/",
+    })),
     openTun: (name, { mtu }) => {
       const tun = new InMemoryPacketDevice({ name, mtu });
       tuns.push(tun);
@@ -122,14 +135,13 @@ function clientFor(
     routing,
     dns: Array.isArray(options.dns) ? options.dns.map((text) => parseIp(text)!) : options.dns,
     tunName: "mvpn-test",
-    authority: "localhost",
-    template: "/.well-known/masque/ip/{target}/{ipproto}/",
     mode: options.mode ?? "datagram",
     mtu: 1280,
     routes: (options.routes ?? ["198.18.1.0/24"]).map(parsePrefix),
     log: createLogger({ level: "debug", write: (line) => lines.push(line) }),
     hooks: options.hooks,
-    timing: { pmtuWaitMs: 0 },
+    reconnect: options.reconnect,
+    timing: { pmtuWaitMs: 0, backoff: () => 50, addressRequestWaitMs: 1000 },
   });
   return { client, netlink, routing, tuns, lines };
 }
@@ -266,10 +278,10 @@ Deno.test({
 });
 
 Deno.test({
-  name: "Client: the relay ending the session ends the tunnel, with why",
+  name: "Client: without reconnect, the relay ending the session ends the tunnel, with why",
   ...opts,
   fn: () =>
-    withClient({}, async (relay, { client }) => {
+    withClient({ reconnect: false }, async (relay, { client }) => {
       await relay.relay.sessions[0].session.close();
       const why = await within(client.ended, "the end", 5000);
       assertEquals(why, "session ended: the relay ended the request stream (FIN, no error code)");
@@ -348,6 +360,105 @@ Deno.test({
   },
 });
 
+/** Opens a session on `relay` that holds its first addresses (198.18.100.2, fd00:100::2). */
+async function takeFirstAddresses(relay: TestRelay) {
+  const other = clientFor(relay, { reconnect: false });
+  await within(other.client.start(), "the other client's start", 10_000);
+  return other.client;
+}
+
+Deno.test({
+  name: "Client: survives a relay restart and gets its previous addresses back",
+  ...opts,
+  async fn() {
+    let relay = await startTestRelay();
+    const other = await takeFirstAddresses(relay);
+    // Deno keeps a closed endpoint's port while its connections live, so the
+    // restarted relay gets a new port; the client's relay entry dials it.
+    const { client, netlink, routing, tuns } = clientFor(relay, { port: () => relay.port });
+    try {
+      await within(client.start(), "the client's start", 10_000);
+      assertEquals(client.host.addresses.map(formatPrefix), ["198.18.100.3/32", "fd00:100::3/128"]);
+      await other.stop();
+      const callsBefore = netlink.calls.length;
+      const routingBefore = routing.calls.length;
+
+      // Gone; while it is, packets for the tunnel are dropped and counted.
+      await relay.close();
+      await until(() => client.state === "reconnecting", "the client to notice", 10_000);
+      const request = buildIcmpv4Echo({ src: "198.18.100.3", dst: "198.18.1.2", sequence: 1 });
+      tuns[0].inject(request);
+      await until(
+        () => client.counters.value("tunnel_packets_dropped_total", "outbound", "no session") === 1,
+        "the drop to be counted",
+        5000,
+      );
+
+      // Back with a fresh pool, which would hand out .2 first.
+      relay = await startTestRelay();
+      await until(() => client.reconnects[0]?.downMs !== undefined, "a reconnect", 10_000);
+      assertEquals(client.host.addresses.map(formatPrefix), ["198.18.100.3/32", "fd00:100::3/128"]);
+      assertEquals(relay.relay.sessions[0].addresses.map(formatPrefix), [
+        "198.18.100.3/32",
+        "fd00:100::3/128",
+      ]);
+      assertEquals(relay.relay.counters.value("relay_addresses_granted_total"), 2);
+      // Nothing changed on the TUN: no address or routing call since the first bring-up.
+      assertEquals(netlink.calls.slice(callsBefore), []);
+      assertEquals(routing.calls.slice(routingBefore), []);
+      // relay.close() sends GOAWAY and closes at once: either may be seen first.
+      const [record] = client.reconnects;
+      assert(["goaway", "connection closed"].includes(record.cause), record.cause);
+      assertEquals(record.sameAddresses, true);
+      assertEquals(client.counters.value("client_reconnects_total"), 1);
+
+      // Traffic flows again, both ways.
+      const again = buildIcmpv4Echo({ src: "198.18.100.3", dst: "198.18.1.2", sequence: 2 });
+      tuns[0].inject(again);
+      assertEquals(await relay.tun.nextWritten(5000), again);
+      const reply = buildIcmpv4Echo({
+        src: "198.18.1.2",
+        dst: "198.18.100.3",
+        sequence: 2,
+        reply: true,
+      });
+      relay.tun.inject(reply);
+      assertEquals(await tuns[0].nextWritten(5000), reply);
+    } finally {
+      await client.stop();
+      await other.stop();
+      await relay.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "Client: a new assignment after a reconnect changes the TUN's addresses in place",
+  ...opts,
+  async fn() {
+    let relay = await startTestRelay();
+    const { client, netlink } = clientFor(relay, { port: () => relay.port });
+    try {
+      await within(client.start(), "the client's start", 10_000);
+      const callsBefore = netlink.calls.length;
+      await relay.close();
+      relay = await startTestRelay({ pool4: "198.18.101.0/24" });
+      await until(() => client.reconnects[0]?.downMs !== undefined, "a reconnect", 10_000);
+      assertEquals(client.host.addresses.map(formatPrefix), ["fd00:100::2/128", "198.18.101.2/32"]);
+      // The new address first, then the old one goes; routes and link untouched.
+      assertEquals(netlink.calls.slice(callsBefore), [
+        "address mvpn-test 198.18.101.2/32",
+        "address del mvpn-test 198.18.100.2/32",
+      ]);
+      assertEquals(client.reconnects[0].sameAddresses, false);
+      assert(client.status().state === "up");
+    } finally {
+      await client.stop();
+      await relay.close();
+    }
+  },
+});
+
 Deno.test({
   name: "Client: --dns ADDR replaces the relay's nameservers, --dns off ignores them",
   ...opts,
@@ -371,6 +482,95 @@ Deno.test({
       assert(!planLines(none.routing.installed!).some((line) => line.startsWith("32760")));
       await none.client.stop();
     } finally {
+      await relay.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "Client: GOAWAY makes it reconnect at once (to the next relay), without an error",
+  ...opts,
+  async fn() {
+    const first = await startTestRelay();
+    const second = await startTestRelay();
+    const { client, tuns } = clientFor(first, { more: [second] });
+    try {
+      await within(client.start(), "the client's start", 10_000);
+      assertEquals(first.relay.sessions.length, 1);
+      let ended = false;
+      client.ended.then(() => ended = true);
+      await first.relay.drain();
+      // The draining relay refuses new connections, so the client goes to the next one.
+      await until(
+        () => second.relay.sessions.length === 1,
+        "a session on the second relay",
+        10_000,
+      );
+      await until(() => first.relay.sessions.length === 0, "the old session to close", 5000);
+      assertEquals(client.state, "up");
+      assertEquals(client.reconnects.map((r) => [r.cause, r.relay]), [
+        ["goaway", `127.0.0.1:${second.port}`],
+      ]);
+      // The second relay's pool is fresh: it granted the addresses the client had.
+      assertEquals(second.relay.sessions[0].addresses.map(formatPrefix), [
+        "198.18.100.2/32",
+        "fd00:100::2/128",
+      ]);
+      const request = buildIcmpv4Echo({ src: "198.18.100.2", dst: "198.18.1.2", sequence: 3 });
+      tuns[0].inject(request);
+      assertEquals(await second.tun.nextWritten(5000), request);
+      assert(!ended, "the client did not end");
+    } finally {
+      await client.stop();
+      await first.close();
+      await second.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "Client: a refusal's reason is shown, and no session is held when the TUN cannot open",
+  ...opts,
+  async fn() {
+    const relay = await startTestRelay({ maxSessions: 1 });
+    const other = await takeFirstAddresses(relay);
+    const { client } = clientFor(relay);
+    try {
+      await assertRejects(
+        () => client.start(),
+        Error,
+        "Cannot open connect-ip session: the relay answered 503: session limit reached",
+      );
+    } finally {
+      await client.stop();
+      await other.stop();
+    }
+    // A TUN that cannot open: the relay is never asked.
+    const refused = new Client({
+      relays: [{
+        name: "r",
+        connect: () => dialTestServer(relay.port),
+        authority: "localhost",
+        template: "/.well-known/masque/ip/{target}/{ipproto}/",
+      }],
+      openTun: () => {
+        throw new Error("Cannot create TUN mvpn-test: Operation not permitted (EPERM)");
+      },
+      netlink: new FakeNetlink(),
+      routing: new FakeRouting(),
+      tunName: "mvpn-test",
+      mode: "datagram",
+      mtu: 1280,
+      routes: [],
+      log: createLogger({ level: "error", write: () => {} }),
+    });
+    try {
+      const sessionsBefore = relay.relay.counters.value("relay_sessions_opened_total");
+      await assertRejects(() => refused.start(), Error, "Operation not permitted");
+      assertEquals(relay.relay.counters.value("relay_sessions_opened_total"), sessionsBefore);
+      assertEquals(relay.relay.counters.value("relay_connections_accepted_total"), 2);
+    } finally {
+      await refused.stop();
       await relay.close();
     }
   },
@@ -433,4 +633,22 @@ Deno.test({
       server.close();
     }
   },
+});
+
+Deno.test({
+  name: "Client: a --route outside what the relay advertises gets a warning",
+  ...opts,
+  fn: () =>
+    withClient({ routes: ["198.18.1.0/24", "10.9.0.0/16"] }, (_relay, { lines }) => {
+      const warnings = lines.filter((line) => line.includes("WARN"));
+      assertEquals(warnings.length, 1, warnings.join("\n"));
+      assert(
+        warnings[0].includes(
+          "--route 10.9.0.0/16 is outside what the relay advertises (198.18.0.0/15, fd00::/8): " +
+            "it is not routed through the tunnel",
+        ),
+        warnings[0],
+      );
+      return Promise.resolve();
+    }),
 });

@@ -423,6 +423,57 @@ Deno.test({
 });
 
 Deno.test({
+  name: "ADDRESS_REQUEST for a specific free address moves the session there, once per IP version",
+  ...opts,
+  fn: () =>
+    withRelay({}, async (server) => {
+      const first = await connectClient(server.port);
+      const client = await connectClient(server.port);
+      try {
+        const held = (await first.open()).v4;
+        const s = await client.open();
+        const v6 = formatPrefix(
+          server.relay.sessions.find((e) => e.remote === client.remote)!.addresses[1],
+        );
+        const entry = () => server.relay.sessions.find((e) => e.remote === client.remote)!;
+        const answers = () => s.capsules.filter((c) => c.type === "address_assign");
+        const show = (c: Capsule) =>
+          c.type === "address_assign"
+            ? c.addresses.map((a) => `${a.requestId} ${formatPrefix(a.prefix)}`)
+            : [];
+        const ask = (id: number, prefix: string) =>
+          s.session.sendCapsule({
+            type: "address_request",
+            addresses: [{ requestId: id, prefix: parsePrefix(prefix) }],
+          });
+        // Taken by another session: not granted; the answer is the assignment as it is.
+        await ask(1, `${held}/32`);
+        await until(() => answers().length === 2, "the first answer", 5000);
+        assertEquals(show(answers()[1]), [`1 ${s.v4}/32`, `0 ${v6}`]);
+        // Free: granted, and packets from the new address pass, from the old one not.
+        await ask(2, "198.18.100.50/32");
+        await until(() => answers().length === 3, "the second answer", 5000);
+        assertEquals(show(answers()[2]), ["2 198.18.100.50/32", `0 ${v6}`]);
+        assertEquals(entry().addresses.map(formatPrefix), ["198.18.100.50/32", v6]);
+        const usage = server.relay.poolUsage;
+        // A second move of the same IP version is refused: a session cannot walk the pool.
+        await ask(3, "198.18.100.60/32");
+        await until(() => answers().length === 4, "the third answer", 5000);
+        assertEquals(show(answers()[3]), ["3 198.18.100.50/32", `0 ${v6}`]);
+        assertEquals(server.relay.counters.value("relay_addresses_granted_total"), 1);
+        assertEquals(server.relay.poolUsage, usage); // the old address went back
+        // Outside the pool: not granted either (the IPv6 version may still move once).
+        await ask(4, "fd00:999::1/128");
+        await until(() => answers().length === 5, "the fourth answer", 5000);
+        assertEquals(show(answers()[4]), ["0 198.18.100.50/32", `4 ${v6}`]);
+      } finally {
+        client.close();
+        first.close();
+      }
+    }),
+});
+
+Deno.test({
   name: "a connection without a session is closed after sessionlessTimeoutMs",
   ...opts,
   fn: () =>

@@ -17,6 +17,8 @@
  * - {@linkcode ensureDenoPackage}: the npm tarball of the Deno binary for the
  *   build context (`deploy/docker/deno-cache/`), fetched with `npm pack`
  *   (npm's cache makes it offline after the first fetch).
+ * - {@linkcode ensureNpmCache}: the npm packages for the build context
+ *   (`deploy/docker/deno-cache/deno-dir`), fetched by this host's Deno.
  * - {@linkcode buildImages}: the relay, client and app images with the classic
  *   builder and host networking (BuildKit needs the default bridge).
  * - {@linkcode composeCommand}: `docker-compose` (v1, Debian 12's) or
@@ -524,6 +526,27 @@ export async function ensureDenoPackage(
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
   return file;
+}
+
+/**
+ * Fills `deploy/docker/deno-cache/deno-dir` (a DENO_DIR) with the npm
+ * packages of `deno.lock` by running `deno cache` on this host, where the
+ * network and its certificate authorities are the user's, so the image
+ * build's `deno cache` downloads nothing. Cheap when nothing is missing.
+ * Returns the directory.
+ */
+export async function ensureNpmCache(dir = `${ROOT}/deploy/docker/deno-cache/deno-dir`): Promise<
+  string
+> {
+  await Deno.mkdir(dir, { recursive: true });
+  await run([
+    Deno.execPath(),
+    "cache",
+    "--frozen",
+    `${ROOT}/relay/main.ts`,
+    `${ROOT}/client/main.ts`,
+  ], { cwd: ROOT, env: { DENO_DIR: dir }, timeoutMs: 300_000 });
+  return dir;
 }
 
 /**

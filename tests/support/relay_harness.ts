@@ -53,6 +53,8 @@ export interface TestRelayOptions {
   /** The relay's 404 and GET answers (`--decoy`). */
   readonly notFound?: RelayOptions["notFound"];
   readonly serveOther?: RelayOptions["serveOther"];
+  /** UDP port on 127.0.0.1 (default: any free one). */
+  readonly port?: number;
 }
 
 /** The relay on a QUIC listener on 127.0.0.1, its in-memory TUN and its log lines. */
@@ -77,7 +79,7 @@ export async function startTestRelay(options: TestRelayOptions = {}) {
     log,
   });
   const tunDone = relay.runTun();
-  const endpoint = new Deno.QuicEndpoint({ hostname: "127.0.0.1", port: 0 });
+  const endpoint = new Deno.QuicEndpoint({ hostname: "127.0.0.1", port: options.port ?? 0 });
   const listener = endpoint.listen({
     alpnProtocols: ["h3"],
     cert: certPem,

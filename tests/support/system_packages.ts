@@ -128,6 +128,13 @@ export const SYSTEM_PACKAGES: readonly SystemPackage[] = [
     purposes: ["test"],
   },
   {
+    name: "prometheus",
+    commands: ["promtool"],
+    why:
+      "`promtool check metrics` checks the admin endpoint's /metrics (tests/integration/admin_test.ts)",
+    purposes: ["test"],
+  },
+  {
     name: "iperf3",
     commands: ["iperf3"],
     why: "the benchmark's TCP and UDP throughput, and the e2e test of a user's rate limit",

@@ -106,7 +106,13 @@ export const TEST_USER = "tester";
 export async function startRelay(
   topo: Topology,
   extraArgs: string[] = [],
-  options: { nat?: boolean; users?: readonly TestUserSpec[]; noAuth?: boolean } = {},
+  options: {
+    nat?: boolean;
+    users?: readonly TestUserSpec[];
+    noAuth?: boolean;
+    /** The process's name, for its log file (default "relay"; a restarted relay takes another). */
+    name?: string;
+  } = {},
 ): Promise<RelayProcess> {
   const certDir = `${topo.logDir}/certs`;
   const statusFile = `${topo.logDir}/relay-status.json`;
@@ -145,7 +151,7 @@ export async function startRelay(
     statusFile,
     ...(usersFile ? ["--users", usersFile] : ["--no-auth"]),
     ...extraArgs,
-  ], { name: "relay" });
+  ], { name: options.name ?? "relay" });
   await process.waitForLog(/listening/, 20_000);
   return {
     process,

@@ -94,16 +94,6 @@ export function watchSignals(
   };
 }
 
-/**
- * Keeps SIGHUP from ending the process (its default): `onHangup` runs
- * instead (a reload; until there is one, a log line). Removed by the last
- * step of `cleanups`.
- */
-export function handleHangup(cleanups: CleanupStack, onHangup: () => void): void {
-  Deno.addSignalListener("SIGHUP", onHangup);
-  cleanups.push(() => Deno.removeSignalListener("SIGHUP", onHangup), { last: true });
-}
-
 /** How often the status file is written, milliseconds. */
 export const STATUS_INTERVAL_MS = 2000;
 

@@ -79,20 +79,13 @@ import type { HeaderField } from "../shared/h3/qpack.ts";
 import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
 import { SessionCounters } from "../shared/masque/connect_ip_session.ts";
 import type { PacketMode } from "../shared/masque/connect_ip_session.ts";
-import { openConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
+import { ConnectIpError, openConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
 import type { H3ConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
 import type { PacketDevice } from "../shared/tunnel/packet_device.ts";
 import { checkFromRelay } from "../shared/tunnel/packet_policy.ts";
 import { PumpCounters, TunnelPeer, TunnelPump } from "../shared/tunnel/pump.ts";
 import type { PeerRouter } from "../shared/tunnel/pump.ts";
-import {
-  AUTO_MTU_MAX,
-  AUTO_MTU_MIN,
-  autoMtu,
-  backoffDelay,
-  describeSessionEnd,
-  refusesCapsules,
-} from "./tunnel.ts";
+import { AUTO_MTU_MAX, AUTO_MTU_MIN, autoMtu, backoffDelay, describeSessionEnd } from "./tunnel.ts";
 import type { Assignment } from "./tunnel.ts";
 import type { DnsSettings } from "./dns.ts";
 
@@ -414,7 +407,12 @@ export interface ClientSessionEnd {
   readonly cause: SessionEndCause;
   /** The session's or connection's own words. */
   readonly message: string;
-  /** Reconnecting would end the same way (the relay refuses DATAGRAM capsules). */
+  /**
+   * The relay ended the session itself (FIN on the request stream, the
+   * connection alive): it removed the user, replaced its credentials, gave
+   * its fixed address to a newer session, or refuses DATAGRAM capsules.
+   * Reconnecting would fight that decision or end the same way.
+   */
   readonly permanent?: boolean;
 }
 
@@ -594,7 +592,7 @@ export class ClientSession {
       sessionEnd.then((end): ClientSessionEnd => ({
         cause: "session ended",
         message: describeSessionEnd(end, this.session),
-        permanent: refusesCapsules(end, this.session),
+        permanent: end.reason === "closed",
       })),
       this.h3.closed.then((info: QuicCloseInfoLike): ClientSessionEnd => ({
         cause: "connection closed",
@@ -644,6 +642,25 @@ function describeRoutes(plan: RoutingPlan): string {
   return plan.routes.map((r) =>
     r.type === "tunnel" ? formatPrefix(r.destination) : `${r.type} ${formatPrefix(r.destination)}`
   ).join(",") || "none";
+}
+
+/** Answers that say this client may not use the relay: 404 (credentials not accepted), 403... */
+const REFUSALS: ReadonlySet<number> = new Set([401, 403, 404, 407]);
+
+/**
+ * Whether `error` is a relay's answer that the request is not allowed
+ * ({@linkcode REFUSALS}), not a passing outage (503) or limit (429).
+ */
+function isRefusal(error: unknown): boolean {
+  return error instanceof ConnectIpError && error.status !== undefined &&
+    REFUSALS.has(error.status);
+}
+
+/** Every relay answered a reconnect with a 4xx ({@linkcode isRefusal}); `cause` is the last. */
+class RefusedEverywhere extends Error {
+  constructor(cause: unknown) {
+    super(errorMessage(cause), { cause });
+  }
 }
 
 /** How long the client waits for its assignment, milliseconds. */
@@ -940,12 +957,14 @@ export class Client implements PeerRouter {
    */
   async #openAny(previous: readonly IpPrefix[]): Promise<LiveSession> {
     let last: unknown;
+    let refusals = 0;
     for (const relay of this.#relays) {
       if (this.#stopped) break;
       try {
         return await this.#open(relay, previous);
       } catch (error) {
         last = error;
+        if (isRefusal(error)) refusals++;
         this.#lastError = errorMessage(error);
         this.#counters.attemptsFailed.value++;
         if (this.#relays.length > 1) {
@@ -953,6 +972,7 @@ export class Client implements PeerRouter {
         }
       }
     }
+    if (last !== undefined && refusals === this.#relays.length) throw new RefusedEverywhere(last);
     throw last ?? new Error("Cannot connect: the client is stopping");
   }
 
@@ -1115,6 +1135,9 @@ export class Client implements PeerRouter {
     if (this.#stopped || this.#live !== live) return;
     const log = this.#log.with({ session: live.number });
     if (this.#options.reconnect === false || end.permanent) {
+      if (end.permanent && this.#options.reconnect !== false) {
+        log.warn("the relay ended the session: not reconnecting", { why: end.message });
+      }
       this.#end(`${end.cause}: ${end.message}`);
       return;
     }
@@ -1172,6 +1195,15 @@ export class Client implements PeerRouter {
         try {
           live = await this.#openAny(previous);
         } catch (error) {
+          if (error instanceof RefusedEverywhere) {
+            // Trying again would be refused again, and counted against this
+            // source by the relay's failure limiter.
+            this.#log.error("every relay refused the reconnect: stopping", {
+              error: errorMessage(error.cause),
+            });
+            this.#end(`reconnect refused: ${errorMessage(error.cause)}`);
+            return;
+          }
           this.#log.warn("reconnect failed", { attempt: attempt + 1, error: errorMessage(error) });
           continue;
         }

@@ -12,7 +12,7 @@
 import { assert, assertEquals } from "../support/assert.ts";
 import { createTopology, needsNamespaces } from "../support/netns.ts";
 import type { Topology } from "../support/netns.ts";
-import { startClient, startRelay } from "../support/vpn.ts";
+import { startClient, startRelay, TEST_USER } from "../support/vpn.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const { ignore } = await needsNamespaces();
@@ -105,7 +105,7 @@ Deno.test({
       await relay.process.status;
       const killedAt = Date.now() / 1000;
       await new Promise((resolve) => setTimeout(resolve, 2000));
-      relay = await startRelay(topo, relayArgs, { name: "relay2" });
+      relay = await startRelay(topo, relayArgs, { name: "relay2", usersOf: relay });
       const backAt = Date.now() / 1000;
 
       let resumed: number | undefined;
@@ -134,7 +134,7 @@ Deno.test({
       const relayView = await status(topo, "relay", RELAY_ADMIN);
       assert(relayView.startsWith("relay: serving, 1 session\n"), relayView);
       assert(relayView.includes(`  addresses: ${client.addresses.join(", ")}\n`), relayView);
-      assert(relayView.includes("  user: anonymous\n"), relayView);
+      assert(relayView.includes(`  user: ${TEST_USER}\n`), relayView);
       const clientView = await status(topo, "client", CLIENT_ADMIN);
       assert(clientView.startsWith("client: up\n"), clientView);
       assert(
@@ -163,7 +163,7 @@ Deno.test({
   async fn() {
     const topo = await createTopology({ id: "e2e-release" });
     try {
-      const relay = await startRelay(topo);
+      const relay = await startRelay(topo, [], { noAuth: true });
       // --dns without the write permission the resolver needs (deno task client grants
       // --allow-write=/etc/resolv.conf,/var/lib/masque-vpn): the tunnel's DNS hook fails
       // after the session is up and the routing is in place.
@@ -174,7 +174,7 @@ Deno.test({
         "--allow-net",
         "--allow-ffi",
         "--allow-read",
-        "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL",
+        "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL,MASQUE_TOKEN",
         `${ROOT}client/main.ts`,
         "--relay",
         `https://${topo.relayUnderlay4}:4433`,

@@ -488,6 +488,36 @@ Deno.test({
 });
 
 Deno.test({
+  name: "Client: a reconnect the relay refuses (404: credentials not accepted) ends the client",
+  ...opts,
+  async fn() {
+    let relay = await startTestRelay();
+    const { client, lines } = clientFor(relay, { port: () => relay.port });
+    try {
+      await within(client.start(), "the client's start", 10_000);
+      await relay.close();
+      // Back, but this client's credentials are no longer accepted (a user removed).
+      relay = await startTestRelay({
+        authenticator: {
+          authenticate: () =>
+            Promise.resolve({ ok: false, status: 404, reason: "not authenticated: unknown user" }),
+        },
+      });
+      const why = await within(client.ended, "the client to end", 10_000);
+      assert(why.startsWith("reconnect refused: "), why);
+      assert(why.includes("the relay answered 404"), why);
+      // Once: no retry that the relay's failure limiter would count.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assertEquals(lines.filter((line) => /INFO +connecting /.test(line)).length, 2);
+      assertEquals(client.reconnects.length, 1);
+    } finally {
+      await client.stop();
+      await relay.close();
+    }
+  },
+});
+
+Deno.test({
   name: "Client: GOAWAY makes it reconnect at once (to the next relay), without an error",
   ...opts,
   async fn() {

@@ -112,13 +112,18 @@ export async function startRelay(
     noAuth?: boolean;
     /** The process's name, for its log file (default "relay"; a restarted relay takes another). */
     name?: string;
+    /** A relay started before (a restart): its users file and tokens are used again. */
+    usersOf?: RelayProcess;
   } = {},
 ): Promise<RelayProcess> {
   const certDir = `${topo.logDir}/certs`;
   const statusFile = `${topo.logDir}/relay-status.json`;
   let usersFile: string | undefined;
   let tokens: Record<string, string> = {};
-  if (!options.noAuth) {
+  if (options.usersOf !== undefined) {
+    usersFile = options.usersOf.usersFile;
+    tokens = options.usersOf.tokens;
+  } else if (!options.noAuth) {
     const made = await makeUsers(
       options.users ?? [{ name: TEST_USER, policy: { maxSessions: 64 } }],
     );

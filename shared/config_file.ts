@@ -25,7 +25,7 @@ import { parse as parseJsonc, printParseErrorCode } from "npm:jsonc-parser@3.3.1
 import type { ParseError } from "npm:jsonc-parser@3.3.1";
 import { z } from "npm:zod@4.6.7";
 import type { Option, OptionTable, RawValue, Resolved, Setting, Source } from "./options.ts";
-import { nearestName, splitList } from "./options.ts";
+import { formatMarkdownTable, nearestName, splitList } from "./options.ts";
 
 /** What a config file gives: a value per key, as a source would. */
 export type ConfigFileValues = Readonly<Record<string, RawValue>>;
@@ -260,20 +260,7 @@ export function renderConfigKeys(table: OptionTable): string {
         : option.default === undefined
         ? ""
         : JSON.stringify(fileValue(option, option.default)));
-    rows.push(
-      [`\`${key}\``, `\`--${option.flag}\``, value, shown].map((cell) =>
-        cell.replaceAll("|", "\\|")
-      ),
-    );
+    rows.push([`\`${key}\``, `\`--${option.flag}\``, value, shown]);
   }
-  const widths = rows[0].map((_, column) =>
-    Math.max(3, ...rows.map((row) => [...row[column]].length))
-  );
-  const line = (cells: string[]) =>
-    `| ${cells.map((cell, i) => cell + " ".repeat(widths[i] - [...cell].length)).join(" | ")} |`;
-  return [
-    line(rows[0]),
-    line(widths.map((width) => "-".repeat(width))),
-    ...rows.slice(1).map(line),
-  ].join("\n") + "\n";
+  return formatMarkdownTable(rows);
 }

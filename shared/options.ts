@@ -789,20 +789,26 @@ export function renderMarkdownTable(table: OptionTable, group?: string): string 
       ...(option.env ? [envNote(option)] : []),
     ];
     const meaning = notes.length > 0 ? `${option.help} (${notes.join("; ")})` : option.help;
-    rows.push([`\`${flagCell(option)}\``, meaning, defaultCell(option)].map(escapeCell));
+    rows.push([`\`${flagCell(option)}\``, meaning, defaultCell(option)]);
   }
-  const widths = rows[0].map((_, column) =>
-    Math.max(3, ...rows.map((row) => [...row[column]].length))
-  );
-  const line = (cells: string[]) =>
-    `| ${cells.map((cell, i) => cell + " ".repeat(widths[i] - [...cell].length)).join(" | ")} |`;
-  return [
-    line(rows[0]),
-    line(widths.map((width) => "-".repeat(width))),
-    ...rows.slice(1).map(line),
-  ].join("\n") + "\n";
+  return formatMarkdownTable(rows);
 }
 
-function escapeCell(text: string): string {
-  return text.replaceAll("|", "\\|");
+/**
+ * A Markdown table of `rows` (the first is the header), with `|` in cells
+ * escaped and columns padded as `deno fmt` pads them, so generated tables in
+ * the docs stay byte for byte what the formatter leaves.
+ */
+export function formatMarkdownTable(rows: readonly (readonly string[])[]): string {
+  const cells = rows.map((row) => row.map((cell) => cell.replaceAll("|", "\\|")));
+  const widths = cells[0].map((_, column) =>
+    Math.max(3, ...cells.map((row) => [...row[column]].length))
+  );
+  const line = (row: string[]) =>
+    `| ${row.map((cell, i) => cell + " ".repeat(widths[i] - [...cell].length)).join(" | ")} |`;
+  return [
+    line(cells[0]),
+    line(widths.map((width) => "-".repeat(width))),
+    ...cells.slice(1).map(line),
+  ].join("\n") + "\n";
 }

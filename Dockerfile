@@ -97,7 +97,7 @@ RUN mkdir -p /run/masque-vpn /etc/masque-vpn
 # on the container's loopback serves the HEALTHCHECK and `deno task status`
 # (docs/operations.md); an --admin given later (0.0.0.0:9464 for a scraper)
 # replaces it: keep port 9464, or the HEALTHCHECK fails.
-ENTRYPOINT ["deno", "run", "--cached-only", "--unstable-net", "--allow-net", "--allow-ffi", \
+ENTRYPOINT ["deno", "run", "--cached-only", "--v8-flags=--max-semi-space-size=4", "--unstable-net", "--allow-net", "--allow-ffi", \
     "--allow-read", "--allow-write=/run/masque-vpn", "--allow-run=nft,sysctl", \
     "--allow-env=MASQUE_LOG_LEVEL", "relay/main.ts", "--status-file", "/run/masque-vpn/status.json", \
     "--admin", "127.0.0.1:9464"]
@@ -131,7 +131,7 @@ RUN mkdir -p /run/masque-vpn /etc/masque-vpn
 # The permissions of `deno task client` (deno.json), plus --allow-write for
 # the status file; the admin endpoint on the container's loopback as in the
 # relay image.
-ENTRYPOINT ["deno", "run", "--cached-only", "--unstable-net", "--allow-net", "--allow-ffi", \
+ENTRYPOINT ["deno", "run", "--cached-only", "--v8-flags=--max-semi-space-size=4", "--unstable-net", "--allow-net", "--allow-ffi", \
     "--allow-read", "--allow-write=/run/masque-vpn,/etc/resolv.conf,/var/lib/masque-vpn", \
     "--allow-run=nft,resolvectl", "--allow-env=TARGET_CIDRS,MASQUE_LOG_LEVEL,MASQUE_TOKEN", \
     "client/main.ts", "--status-file", "/run/masque-vpn/status.json", "--admin", "127.0.0.1:9464"]

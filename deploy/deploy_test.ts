@@ -16,9 +16,15 @@ import { NEEDS_ROOT, RUN_AS_ROOT, skipUnless, skipUnlessCommands } from "../test
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const read = (path: string) => Deno.readTextFileSync(`${ROOT}/${path}`);
 
-/** The permission flags (`--allow-*`, `--unstable-*`) and entry file of a `deno run` command. */
+/**
+ * The permission flags (`--allow-*`, `--unstable-*`), the V8 flags (the
+ * tasks' smaller young generation, docs/performance.md) and entry file of a
+ * `deno run` command.
+ */
 function permissions(words: readonly string[]): { flags: string[]; main: string } {
-  const flags = words.filter((w) => w.startsWith("--allow-") || w.startsWith("--unstable-"));
+  const flags = words.filter((w) =>
+    w.startsWith("--allow-") || w.startsWith("--unstable-") || w.startsWith("--v8-flags")
+  );
   const main = words.find((w) => w.endsWith("/main.ts"));
   if (!main) throw new Error(`no main.ts in ${words.join(" ")}`);
   return { flags: flags.sort(), main };
@@ -69,7 +75,7 @@ function execStart(unit: string): string[] {
   return line.slice("ExecStart=".length).split(/\s+/);
 }
 
-Deno.test("images and systemd units run relay and client with the permissions of their tasks", () => {
+Deno.test("images and systemd units run relay and client with the permissions and V8 flags of their tasks", () => {
   const entrypoints = dockerfileEntrypoints();
   const relay = entrypoints.get("relay")!;
   const client = entrypoints.get("client")!;

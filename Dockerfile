@@ -79,7 +79,11 @@ COPY relay/ relay/
 COPY client/ client/
 COPY deploy/docker/*.ts deploy/docker/
 COPY tests/e2e/tools/http_server.ts tests/e2e/tools/udp_echo.ts tests/e2e/tools/
+# The WebTransport package is imported when it is first used: check that it
+# is cached (deno cache does not fail when it cannot fetch it).
 RUN deno cache relay/main.ts client/main.ts deploy/docker/*.ts tests/e2e/tools/*.ts \
+    && { test -d "$DENO_DIR/npm/registry.npmjs.org/@fails-components/webtransport/1.6.8" \
+         || { echo "npm:@fails-components/webtransport@1.6.8 was not cached" >&2; exit 1; }; } \
     && mkdir -p "$DENO_DIR" && chmod -R a+rX "$DENO_DIR" /opt/masque-vpn
 CMD ["deno", "--version"]
 
@@ -112,7 +116,8 @@ CMD ["--port", "443", "--nat", "--cert", "/etc/masque-vpn/tls/server.pem", \
 HEALTHCHECK --interval=5s --timeout=5s --start-period=30s --retries=3 \
     CMD ["deno", "run", "--cached-only", "--allow-net=127.0.0.1:9464", \
         "deploy/docker/healthcheck.ts", "--url", "http://127.0.0.1:9464/healthz"]
-EXPOSE 443/udp
+# UDP for HTTP/3; TCP (same number) for HTTP/2 and WebTransport (--no-tcp turns it off).
+EXPOSE 443/udp 443/tcp
 
 # --- client -----------------------------------------------------------------
 # nftables for the kill switch, iproute2 and iputils-ping to look at and try

@@ -80,7 +80,17 @@ import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
 import { SessionCounters } from "../shared/masque/connect_ip_session.ts";
 import type { PacketMode } from "../shared/masque/connect_ip_session.ts";
 import { ConnectIpError, openConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
-import type { H3ConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
+import type { ConnectIpSession, SessionEnd } from "../shared/masque/connect_ip_session.ts";
+import type { TransportName } from "../shared/masque/connect_stream.ts";
+import { CLIENT_KEY_HEADER } from "../shared/masque/connect_ip_request.ts";
+import {
+  openH2ClientSession,
+  openH3ClientSession,
+  openWebTransportClientSession,
+} from "./transports.ts";
+import type { H2Dialed, SessionRequest, WebTransportDialed } from "./transports.ts";
+
+export type { H2Dialed, WebTransportDialed } from "./transports.ts";
 import type { PacketDevice } from "../shared/tunnel/packet_device.ts";
 import { checkFromRelay } from "../shared/tunnel/packet_policy.ts";
 import { PumpCounters, TunnelPeer, TunnelPump } from "../shared/tunnel/pump.ts";
@@ -417,15 +427,34 @@ export interface ClientSessionEnd {
 }
 
 /**
- * The replaceable half of the client: one QUIC connection, HTTP/3 on it,
- * and the CONNECT-IP session; see the module docs.
+ * What a transport's opener (`client/transports.ts`) gives a
+ * {@linkcode ClientSession}: the session, the relay's address, and how the
+ * connection under it ends, says GOAWAY and is closed.
+ */
+export interface ClientSessionParts {
+  readonly transport: TransportName;
+  readonly session: ConnectIpSession;
+  readonly relay: { readonly hostname: string; readonly port: number };
+  /** Resolves with why when the connection under the session closes. */
+  readonly closed: Promise<string>;
+  /** Calls back once when the relay says it is draining (GOAWAY), with the stream id. */
+  readonly onGoaway?: (callback: (id: bigint | number) => void) => void;
+  /** Closes the connection (after the session's FIN). */
+  readonly close: () => void;
+  readonly log: Logger;
+}
+
+/**
+ * The replaceable half of the client: one connection (QUIC with HTTP/3,
+ * or TLS over TCP with HTTP/2 or WebTransport) and the CONNECT-IP session
+ * on it; see the module docs.
  */
 export class ClientSession {
-  readonly h3: H3Connection;
-  readonly session: H3ConnectIpSession;
+  readonly transport: TransportName;
+  readonly session: ConnectIpSession;
   /** The relay's address, IPv4-mapped addresses unmapped (undefined for a name). */
   readonly relayAddress: Uint8Array | undefined;
-  /** The relay's UDP port. */
+  /** The relay's port: UDP for HTTP/3, TCP for HTTP/2 and WebTransport. */
   readonly relayPort: number;
   /** The relay's address as dialled, for logs and the status. */
   readonly remote: string;
@@ -438,20 +467,22 @@ export class ClientSession {
   /** DNS_ASSIGN capsules ignored because no ROUTE_ADVERTISEMENT came before them (draft §7). */
   dnsIgnored = 0;
   readonly #log: Logger;
+  readonly #parts: ClientSessionParts;
 
-  private constructor(
-    h3: H3Connection,
-    session: H3ConnectIpSession,
-    relay: { hostname: string; port: number },
-    log: Logger,
-  ) {
-    this.h3 = h3;
-    this.session = session;
-    const address = parseIp(relay.hostname);
+  constructor(parts: ClientSessionParts) {
+    this.#parts = parts;
+    this.transport = parts.transport;
+    this.session = parts.session;
+    const address = parseIp(parts.relay.hostname);
     this.relayAddress = address && unmapIpv4(address);
-    this.relayPort = relay.port;
-    this.remote = relay.hostname;
-    this.#log = log;
+    this.relayPort = parts.relay.port;
+    this.remote = parts.relay.hostname;
+    this.#log = parts.log;
+  }
+
+  /** The relay endpoint's protocol, for the kill switch and the routing. */
+  get relayProtocol(): "udp" | "tcp" {
+    return this.transport === "h3" ? "udp" : "tcp";
   }
 
   /**
@@ -483,7 +514,15 @@ export class ClientSession {
         log: options.log,
         counters: options.sessionCounters,
       });
-      return new ClientSession(h3, session, conn.remoteAddr, options.log);
+      return new ClientSession({
+        transport: "h3",
+        session,
+        relay: conn.remoteAddr,
+        closed: h3.closed.then((info: QuicCloseInfoLike) => describeClose(info)),
+        onGoaway: (callback) => h3.onGoaway(callback),
+        close: () => h3.close(),
+        log: options.log,
+      });
     } catch (error) {
       h3.close();
       throw error;
@@ -594,15 +633,15 @@ export class ClientSession {
         message: describeSessionEnd(end, this.session),
         permanent: end.reason === "closed",
       })),
-      this.h3.closed.then((info: QuicCloseInfoLike): ClientSessionEnd => ({
+      this.#parts.closed.then((message): ClientSessionEnd => ({
         cause: "connection closed",
-        message: describeClose(info),
+        message,
       })),
     ]);
     const ended = Promise.race([
       finished,
       new Promise<ClientSessionEnd>((res) =>
-        this.h3.onGoaway((id) =>
+        this.#parts.onGoaway?.((id) =>
           res({ cause: "goaway", message: `the relay sent GOAWAY (stream ${id}): it is draining` })
         )
       ),
@@ -618,7 +657,7 @@ export class ClientSession {
   /** Ends the session (FIN) and closes the connection with H3_NO_ERROR. */
   async close(): Promise<void> {
     await this.session.close().catch(() => {});
-    this.h3.close();
+    this.#parts.close();
   }
 }
 
@@ -684,7 +723,19 @@ export interface RelayTarget {
   readonly authority: string;
   /** Its URI template (expanded for any target and protocol). */
   readonly template: string;
+  /** Dials its TCP port with TLS and ALPN h2 (HTTP/2), for `--transport h2|auto`. */
+  readonly connectH2?: () => Promise<H2Dialed>;
+  /** Opens a WebTransport session to its TCP port at the path given. */
+  readonly connectWebTransport?: (path: string) => Promise<WebTransportDialed>;
 }
+
+/** `--transport`: one transport, or `auto` (HTTP/3, else HTTP/2, moving back). */
+export type TransportChoice = TransportName | "auto";
+
+/** How long `auto` waits for the QUIC handshake before it uses HTTP/2, milliseconds. */
+export const H3_HANDSHAKE_TIMEOUT_MS = 2000;
+/** How often `auto` on HTTP/2 tries HTTP/3 again, milliseconds. */
+export const H3_RETRY_INTERVAL_MS = 300_000;
 
 /** Options of {@linkcode Client}. */
 export interface ClientOptions {
@@ -695,8 +746,13 @@ export interface ClientOptions {
   readonly relays?: readonly RelayTarget[];
   /** One relay, when `relays` is not given: how to dial it. */
   readonly connect?: () => Promise<DialedConnection>;
+  /** With `connect`: the relay's HTTP/2 and WebTransport dialers. */
+  readonly connectH2?: RelayTarget["connectH2"];
+  readonly connectWebTransport?: RelayTarget["connectWebTransport"];
   readonly authority?: string;
   readonly template?: string;
+  /** `--transport` (default `h3`). */
+  readonly transport?: TransportChoice;
   readonly openTun: TunOpener;
   readonly netlink: ClientNetlink;
   /** The policy routing (`client/routing.ts`). */
@@ -729,7 +785,13 @@ export interface ClientOptions {
     readonly mtuFollowIntervalMs?: number;
     readonly addressRequestWaitMs?: number;
     readonly backoff?: (attempt: number) => number;
+    /** `auto`: the QUIC handshake's time limit before HTTP/2 is used. */
+    readonly h3HandshakeTimeoutMs?: number;
+    /** `auto` on HTTP/2 or WebTransport: how often HTTP/3 is tried again. */
+    readonly h3RetryIntervalMs?: number;
   };
+  /** A random secret sent as `masque-vpn-client-key` (default: a new one); see connect_ip_request.ts. */
+  readonly clientKey?: string;
 }
 
 /** The client's connection state, as its status shows it. */
@@ -771,8 +833,35 @@ class ClientCounters {
   readonly reconnects: Readonly<Record<SessionEndCause, Counter>>;
   readonly attemptsFailed: Counter;
   readonly setupSeconds: HistogramFamily;
+  /** Times `auto` used HTTP/2 because HTTP/3 did not connect. */
+  readonly fallbacks: Counter;
+  /** Moves back to HTTP/3, and tries that failed. */
+  readonly moves: Counter;
+  readonly moveFailures: Counter;
 
-  constructor(registry: CounterRegistry, connected: () => number) {
+  constructor(
+    registry: CounterRegistry,
+    connected: () => number,
+    transport: () => TransportName | undefined,
+  ) {
+    const transports = ["h3", "h2", "webtransport"] as const;
+    registry.gauge("client_transport", {
+      help: "1 for the transport the tunnel runs on now",
+      labels: [{ name: "transport", values: transports }],
+      collect: () => {
+        const now = transport();
+        return Object.fromEntries(transports.map((t) => [t, t === now ? 1 : 0]));
+      },
+    });
+    this.fallbacks = registry.counter("client_transport_fallbacks_total", {
+      help: "Times --transport auto used HTTP/2 because HTTP/3 did not connect",
+    }).child();
+    this.moves = registry.counter("client_transport_moves_total", {
+      help: "Times --transport auto moved the tunnel back to HTTP/3 (make before break)",
+    }).child();
+    this.moveFailures = registry.counter("client_transport_move_failures_total", {
+      help: "Tries to move back to HTTP/3 that failed (no QUIC, or the addresses not given back)",
+    }).child();
     this.reconnects = counterByLabel(
       registry,
       "client_reconnects_total",
@@ -803,6 +892,11 @@ export class Client implements PeerRouter {
   readonly #log: Logger;
   readonly #host: TunnelHost;
   readonly #relays: readonly RelayTarget[];
+  readonly #clientKey: string;
+  /** Why the current session's transport was chosen (`--transport`, a fallback, a move back). */
+  #transportReason = "";
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #moving = false;
   readonly #pumpCounters: PumpCounters;
   readonly #sessionCounters: SessionCounters;
   readonly #counters: ClientCounters;
@@ -832,14 +926,21 @@ export class Client implements PeerRouter {
     this.counters = options.counters ?? new CounterRegistry();
     this.#pumpCounters = new PumpCounters(this.counters);
     this.#sessionCounters = new SessionCounters(this.counters);
-    this.#counters = new ClientCounters(this.counters, () => (this.#peer ? 1 : 0));
+    this.#counters = new ClientCounters(
+      this.counters,
+      () => (this.#peer ? 1 : 0),
+      () => this.#live?.client.transport,
+    );
     this.#relays = options.relays ?? [{
       name: options.authority ?? "relay",
       connect: options.connect ??
         (() => Promise.reject(new Error("Cannot connect: no relay given"))),
+      connectH2: options.connectH2,
+      connectWebTransport: options.connectWebTransport,
       authority: options.authority ?? "",
       template: options.template ?? "",
     }];
+    this.#clientKey = options.clientKey ?? randomKey();
     if (this.#relays.length === 0) throw new Error("Cannot start the client: no relay given");
     this.#host = new TunnelHost({
       name: options.tunName,
@@ -976,26 +1077,182 @@ export class Client implements PeerRouter {
     throw last ?? new Error("Cannot connect: the client is stopping");
   }
 
+  /** What every transport's request carries: the credentials and the client key. */
+  #request(relay: RelayTarget, log: Logger): SessionRequest {
+    return {
+      authority: relay.authority,
+      path: expandConnectIpPath(relay.template, { target: { kind: "any" }, ipProtocol: "any" }),
+      headers: [...(this.#options.headers ?? []), [CLIENT_KEY_HEADER, this.#clientKey]],
+      log,
+      counters: this.counters,
+      sessionCounters: this.#sessionCounters,
+    };
+  }
+
+  /**
+   * A session with `relay` on `transport`. For HTTP/3, `handshakeTimeoutMs`
+   * bounds the QUIC handshake (`auto`); a late connection is closed.
+   */
+  async #openOn(
+    relay: RelayTarget,
+    transport: TransportName,
+    log: Logger,
+    handshakeTimeoutMs?: number,
+  ): Promise<ClientSession> {
+    const request = this.#request(relay, log);
+    if (transport === "h3") {
+      const connect = handshakeTimeoutMs === undefined
+        ? relay.connect
+        : () => withTimeout(relay.connect(), handshakeTimeoutMs, (conn) => conn.close());
+      return await openH3ClientSession(connect, { ...request, mode: this.#options.mode });
+    }
+    if (transport === "h2") {
+      if (relay.connectH2 === undefined) throw new Error("Cannot use HTTP/2: no TCP dialer");
+      return await openH2ClientSession(relay.connectH2, request);
+    }
+    const connect = relay.connectWebTransport;
+    if (connect === undefined) throw new Error("Cannot use WebTransport: no WebTransport dialer");
+    // The WebTransport client sends no header of ours: the credentials go in
+    // the path's query (relay/webtransport.ts, the project's convention).
+    const credentials = request.headers?.find(([name]) => name === "proxy-authorization")?.[1];
+    const path = credentials === undefined
+      ? request.path
+      : `${request.path}?proxy-authorization=${encodeURIComponent(credentials)}`;
+    return await openWebTransportClientSession(() => connect(path), request);
+  }
+
+  /**
+   * The configured transport, or with `auto` HTTP/3 and, when no QUIC
+   * handshake completes within the time limit or QUIC fails, HTTP/2. A
+   * refusal by the relay (an HTTP status) is not a reason to fall back: it
+   * would refuse over HTTP/2 too.
+   */
+  async #openFirst(relay: RelayTarget, log: Logger): Promise<ClientSession> {
+    const choice = this.#options.transport ?? "h3";
+    if (choice !== "auto") {
+      const session = await this.#openOn(relay, choice, log);
+      this.#transportReason = `--transport ${choice}`;
+      return session;
+    }
+    const timing = this.#options.timing ?? {};
+    try {
+      const session = await this.#openOn(
+        relay,
+        "h3",
+        log,
+        timing.h3HandshakeTimeoutMs ?? H3_HANDSHAKE_TIMEOUT_MS,
+      );
+      this.#transportReason = "auto: HTTP/3 connected";
+      return session;
+    } catch (error) {
+      if (error instanceof ConnectIpError && error.status !== undefined) throw error;
+      const why = errorMessage(error);
+      log.warn("HTTP/3 did not connect; trying HTTP/2", { error: why });
+      this.#counters.fallbacks.value++;
+      const session = await this.#openOn(relay, "h2", log);
+      this.#transportReason = `auto: HTTP/2 because HTTP/3 failed (${why})`;
+      return session;
+    }
+  }
+
+  /** `auto` on HTTP/2: tries HTTP/3 again after the retry interval. */
+  #scheduleMoveBack(): void {
+    if (this.#stopped || this.#options.transport !== "auto") return;
+    if (this.#live === undefined || this.#live.client.transport === "h3") return;
+    const ms = this.#options.timing?.h3RetryIntervalMs ?? H3_RETRY_INTERVAL_MS;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#moveBack().then((moved) => {
+        if (!moved) this.#scheduleMoveBack();
+      });
+    }, ms);
+  }
+
+  /**
+   * Moves the tunnel back to HTTP/3 through the reconnect machinery, make
+   * before break: a new HTTP/3 session asks for the current addresses with
+   * ADDRESS_REQUEST (RFC 9484 §4.7.2; the relay moves them from this
+   * client's session, same user and `masque-vpn-client-key`); only when it
+   * gets exactly them back does it replace the old session (`#replace`),
+   * which is then closed. Otherwise the new one is closed and the tunnel
+   * stays. Resolves whether it moved.
+   */
+  async #moveBack(): Promise<boolean> {
+    const old = this.#live;
+    if (this.#stopped || this.#moving || old === undefined || old.client.transport === "h3") {
+      return false;
+    }
+    this.#moving = true;
+    const timing = this.#options.timing ?? {};
+    const previous = [...this.#host.addresses];
+    let live: LiveSession | undefined;
+    try {
+      live = await this.#open(old.relay, previous, {
+        transport: "h3",
+        handshakeTimeoutMs: timing.h3HandshakeTimeoutMs ?? H3_HANDSHAKE_TIMEOUT_MS,
+      });
+      const got = live.assigned.addresses;
+      const same = got.length === previous.length &&
+        previous.every((p) => got.some((a) => formatPrefix(a) === formatPrefix(p)));
+      if (!same) {
+        throw new Error(
+          `the relay gave ${got.map(formatPrefix).join(",")} instead of ` +
+            previous.map(formatPrefix).join(","),
+        );
+      }
+      if (this.#stopped || this.#live !== old) throw new Error("the tunnel changed meanwhile");
+      const record: ReconnectRecord = {
+        at: new Date().toISOString(),
+        cause: "session ended",
+        message: "moving back to HTTP/3",
+      };
+      const moving = live;
+      const replaced = this.#updates.then(() =>
+        this.#replace(moving, record, Date.now(), previous)
+      );
+      this.#updates = replaced.catch(() => {});
+      await replaced;
+      this.#transportReason = "auto: moved back to HTTP/3, which works again";
+      this.#counters.moves.value++;
+      this.#log.info("moved to HTTP/3", {
+        from: old.client.transport,
+        addresses: previous.map(formatPrefix).join(","),
+      });
+      return true;
+    } catch (error) {
+      this.#counters.moveFailures.value++;
+      this.#log.info(`staying on ${old.client.transport}`, {
+        reason: `HTTP/3 not usable: ${errorMessage(error)}`,
+      });
+      if (live !== undefined && this.#live !== live) await live.client.close();
+      return false;
+    } finally {
+      this.#moving = false;
+    }
+  }
+
   /** One session with `relay`, assigned; closed again when anything fails. */
-  async #open(relay: RelayTarget, previous: readonly IpPrefix[]): Promise<LiveSession> {
+  async #open(
+    relay: RelayTarget,
+    previous: readonly IpPrefix[],
+    only?: { readonly transport: TransportName; readonly handshakeTimeoutMs?: number },
+  ): Promise<LiveSession> {
     const timing = this.#options.timing ?? {};
     const number = ++this.#sessions;
     const log = this.#log.with({ session: number });
     const started = performance.now();
     log.info("connecting", { relay: relay.name, mode: this.#options.mode });
-    const client = await ClientSession.open({
-      connect: relay.connect,
-      authority: relay.authority,
-      template: relay.template,
-      mode: this.#options.mode,
-      headers: this.#options.headers,
-      log,
-      counters: this.counters,
-      sessionCounters: this.#sessionCounters,
-    });
+    const client = only === undefined
+      ? await this.#openFirst(relay, log)
+      : await this.#openOn(relay, only.transport, log, only.handshakeTimeoutMs);
     try {
       const session = client.session;
-      log.info("session open", { stream: session.stream.streamId, relay: client.remote });
+      log.info("session open", {
+        relay: client.remote,
+        transport: client.transport,
+        reason: this.#transportReason,
+      });
       // The inbound policy: only packets to our assigned addresses (RFC 9484 §7).
       const policy = { addresses: [] as readonly IpPrefix[] };
       const peer = new TunnelPeer(session, (packet) => checkFromRelay(packet, policy));
@@ -1046,7 +1303,7 @@ export class Client implements PeerRouter {
     return {
       addresses,
       plan,
-      relay: { address: relayAddress, port: client.relayPort },
+      relay: { address: relayAddress, port: client.relayPort, protocol: client.relayProtocol },
       dns: plan.dnsServers.length > 0
         ? { servers: plan.dnsServers.map(formatIp), searchDomains }
         : undefined,
@@ -1124,6 +1381,8 @@ export class Client implements PeerRouter {
     this.#peer = live.peer;
     this.#state = "up";
     live.ended.then((end) => this.#lost(live, end));
+    // `auto` on HTTP/2: HTTP/3 again later, make before break.
+    this.#scheduleMoveBack();
   }
 
   /**
@@ -1289,7 +1548,7 @@ export class Client implements PeerRouter {
    * when the path does not yet carry 1280 (RFC 9484 §10.1: the tunnel must
    * carry the IPv6 minimum).
    */
-  async #chooseMtu(session: H3ConnectIpSession, waitMs: number): Promise<number> {
+  async #chooseMtu(session: ConnectIpSession, waitMs: number): Promise<number> {
     const configured = this.#options.mtu;
     if (session.mode === "stream") return configured === "auto" ? AUTO_MTU_MAX : configured;
     const wanted = configured === "auto" ? AUTO_MTU_MIN : configured;
@@ -1352,6 +1611,7 @@ export class Client implements PeerRouter {
     this.#state = "stopped";
     for (const wake of [...this.#wakers]) wake();
     clearInterval(this.#followTimer);
+    clearTimeout(this.#retryTimer);
     this.#pump?.stop();
     this.#peer = undefined;
     // A change under way finishes first (never wait for a setup that is not running).
@@ -1388,9 +1648,9 @@ export class Client implements PeerRouter {
       state: this.#state,
       relay: live?.relay.name,
       relayAddress: live?.client.remote,
+      transport: live?.client.transport,
+      transportReason: live === undefined ? undefined : this.#transportReason,
       relays: this.#relays.map((relay) => relay.name),
-      // The transport (issue 13 adds HTTP/2 and WebTransport).
-      transport: "h3",
       sessionNumber: live?.number,
       since: live === undefined ? undefined : new Date(live.openedAt).toISOString(),
       tun: this.#host.tun?.name,
@@ -1415,4 +1675,34 @@ export class Client implements PeerRouter {
       counters: this.counters.snapshot(),
     };
   }
+}
+
+/**
+ * `promise`, or a rejection after `ms` milliseconds; a value that comes
+ * after that goes to `late` (to close a connection nobody waits for).
+ */
+function withTimeout<T>(promise: Promise<T>, ms: number, late?: (value: T) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      reject(new Error(`no QUIC handshake within ${ms / 1000} s`));
+    }, ms);
+    promise.then((value) => {
+      clearTimeout(timer);
+      if (timedOut) late?.(value);
+      else resolve(value);
+    }, (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
+/** A random 128-bit client key, base64url without padding (22 characters). */
+function randomKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  let text = btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
+  while (text.endsWith("=")) text = text.slice(0, -1);
+  return text;
 }

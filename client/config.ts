@@ -26,6 +26,7 @@ import {
   parseConnectIpTemplate,
 } from "../shared/masque/connect_ip_request.ts";
 import type { PacketMode } from "../shared/masque/connect_ip_session.ts";
+import type { TransportName } from "../shared/masque/connect_stream.ts";
 import {
   ADMIN_OPTION,
   cidr,
@@ -135,6 +136,14 @@ export interface ClientConfig {
     | { readonly kind: "token-file"; readonly file: string }
     | { readonly kind: "token"; readonly token: string }
     | { readonly kind: "basic"; readonly user: string; readonly passwordFile: string };
+  /** `auto` (HTTP/3, else HTTP/2, moving back when HTTP/3 works) or one transport. */
+  readonly transport: TransportName | "auto";
+  /** The relays' TCP port for HTTP/2 and WebTransport (default: each URL's port). */
+  readonly tcpPort?: number;
+  /** `auto`: how long the QUIC handshake may take before HTTP/2 is tried, milliseconds. */
+  readonly h3TimeoutMs: number;
+  /** `auto` on HTTP/2: how often HTTP/3 is tried again, milliseconds. */
+  readonly h3RetryMs: number;
 }
 
 /** `--kill-switch`. */
@@ -441,6 +450,37 @@ export const CLIENT_OPTIONS = {
     type: TEXT,
     help: "the password for HTTP Basic, on the first line of FILE",
   }),
+  transport: single({
+    flag: "transport",
+    valueName: "T",
+    type: oneOf(["auto", "h3", "h2", "webtransport"]),
+    default: "auto",
+    help: "`auto`: HTTP/3, and HTTP/2 over TCP when no QUIC handshake completes in " +
+      "`--h3-timeout` (UDP blocked), moving back to HTTP/3 when it works again; `h3`, `h2`: " +
+      "only that; `webtransport`: the project's WebTransport over HTTP/2 transport",
+  }),
+  tcpPort: single({
+    flag: "tcp-port",
+    valueName: "N",
+    type: integer(1, 65535),
+    defaultText: "the URL's port",
+    help: "the relay's TCP port for HTTP/2 and WebTransport",
+  }),
+  h3Timeout: single({
+    flag: "h3-timeout",
+    valueName: "SEC",
+    type: integer(1, 60),
+    default: 2,
+    help: "`--transport auto`: how long the QUIC handshake may take before HTTP/2 is used",
+  }),
+  h3Retry: single({
+    flag: "h3-retry",
+    valueName: "SEC",
+    type: integer(5, 86_400),
+    default: 300,
+    help: "`--transport auto` on HTTP/2: how often to try HTTP/3 again; the tunnel moves " +
+      "when a new HTTP/3 session gets the same addresses",
+  }),
   admin: ADMIN_OPTION,
   config: CONFIG_OPTION,
   printConfig: PRINT_CONFIG_OPTION,
@@ -451,7 +491,7 @@ export const CLIENT_ENV: readonly string[] = Object.freeze(envNames(CLIENT_OPTIO
 
 /** `--help` text, from {@linkcode CLIENT_OPTIONS}. */
 export const CLIENT_HELP: string = renderHelp(CLIENT_OPTIONS, {
-  title: "masque-vpn client: tunnels IP traffic to a CONNECT-IP relay over HTTP/3.",
+  title: "masque-vpn client: tunnels IP traffic to a CONNECT-IP relay (HTTP/3, HTTP/2).",
   usage: "Usage: deno task client --relay https://HOST[:PORT][/TEMPLATE] [options]",
   groups: [
     { heading: "Options" },
@@ -511,6 +551,10 @@ function buildClient(v: OptionValues<typeof CLIENT_OPTIONS>): ClientConfig {
     statusFile: v.statusFile,
     tunOffload: v.tunOffload === "on",
     credentials: credentialsOf(v),
+    transport: v.transport,
+    tcpPort: v.tcpPort,
+    h3TimeoutMs: v.h3Timeout * 1000,
+    h3RetryMs: v.h3Retry * 1000,
     fullTunnel: Object.freeze({
       table: v.routingTable,
       priority: v.rulePriority,

@@ -46,6 +46,8 @@ import { FullTunnel } from "./full_tunnel.ts";
 import { installKillSwitch, killSwitchInstalled, removeKillSwitch } from "./kill_switch.ts";
 import { applyDns, recoverDns } from "./dns.ts";
 import { installRouting, removeStaleRouting } from "./routing.ts";
+import { dialH2 } from "./transports.ts";
+import { dialWebTransport } from "./webtransport.ts";
 import { CLIENT_ENV, CLIENT_HELP, parseClientConfig } from "./config.ts";
 import type { ClientConfig, RelayEndpoint } from "./config.ts";
 
@@ -109,8 +111,16 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
   const dnsHost = { stateDir: config.stateDir };
   const fullTunnel = new FullTunnel({
     killSwitch: config.killSwitch,
-    // Every relay: a reconnect to the next one is never blocked.
-    relays: relays.map((relay) => ({ address: relay.address, port: relay.relayPort })),
+    // Every relay: a reconnect to the next one is never blocked. HTTP/2 and
+    // WebTransport: TCP to its TCP port, which Deno cannot mark.
+    relays: relays.flatMap((relay) => [
+      { address: relay.address, port: relay.relayPort },
+      ...(config.transport === "h3" ? [] : [{
+        address: relay.address,
+        port: config.tcpPort ?? relay.relayPort,
+        protocol: "tcp" as const,
+      }]),
+    ]),
     tunName: config.tunName,
     fwmark: config.fullTunnel.fwmark,
     allowLan: config.allowLan,
@@ -124,14 +134,29 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
     log,
   });
   const client = new Client({
-    relays: relays.map((relay) => ({
-      name: `${
-        relay.relayHost.includes(":") ? `[${relay.relayHost}]` : relay.relayHost
-      }:${relay.relayPort}`,
-      connect: () => dial(config, relay, formatIp(relay.address), caCerts, log),
-      authority: relay.authority,
-      template: relay.template,
-    })),
+    relays: relays.map((relay) => {
+      // HTTP/2 to the address the kill switch lets through, the name for TLS;
+      // WebTransport checks the certificate against the URL's host: the name.
+      const tcp = {
+        port: config.tcpPort ?? relay.relayPort,
+        serverName: relay.serverName,
+        caCerts,
+        log,
+      };
+      return {
+        name: `${
+          relay.relayHost.includes(":") ? `[${relay.relayHost}]` : relay.relayHost
+        }:${relay.relayPort}`,
+        connect: () => dial(config, relay, formatIp(relay.address), caCerts, log),
+        connectH2: () => dialH2({ ...tcp, hostname: formatIp(relay.address) }),
+        connectWebTransport: (path: string) =>
+          dialWebTransport({ ...tcp, hostname: relay.relayHost }, path),
+        authority: relay.authority,
+        template: relay.template,
+      };
+    }),
+    transport: config.transport,
+    timing: { h3HandshakeTimeoutMs: config.h3TimeoutMs, h3RetryIntervalMs: config.h3RetryMs },
     openTun: (name, options) =>
       tun = withPermissionHint(() =>
         openTun(name, {
@@ -161,6 +186,7 @@ async function run(config: ClientConfig, log: Logger): Promise<number> {
   let stopReason: "user" | "failure" = "failure";
   try {
     log.info("credentials", {
+      transport: config.transport,
       kind: config.credentials.kind === "basic"
         ? `basic user=${config.credentials.user}`
         : config.credentials.kind,

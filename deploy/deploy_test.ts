@@ -312,10 +312,14 @@ Deno.test({
     await t.step("each unit has what the deployment guide relies on", () => {
       for (const unit of units) {
         const text = read(`deploy/systemd/${unit}`);
+        // The relay also binds port 443 (UDP, and TCP for HTTP/2 and WebTransport).
+        const caps = unit === "masque-relay.service"
+          ? "CAP_NET_ADMIN CAP_NET_BIND_SERVICE"
+          : "CAP_NET_ADMIN";
         for (
           const line of [
-            "AmbientCapabilities=CAP_NET_ADMIN",
-            "CapabilityBoundingSet=CAP_NET_ADMIN",
+            `AmbientCapabilities=${caps}`,
+            `CapabilityBoundingSet=${caps}`,
             "User=masque-vpn",
             "NoNewPrivileges=yes",
             "ProtectSystem=strict",
@@ -383,7 +387,7 @@ Deno.test("kubernetes manifests validate against the API schemas (offline; not r
     }
     assertMatch(message, /containerPort must be integer/);
   });
-  await t.step("the relay pod: NET_ADMIN only, the TUN, probes, one replica, UDP 443", () => {
+  await t.step("the relay pod: NET_ADMIN only, the TUN, probes, one replica, port 443", () => {
     const deployment = all.find((m) => m.kind === "Deployment")!;
     const pod = deployment.spec.template.spec;
     const relay = pod.containers[0];
@@ -399,6 +403,21 @@ Deno.test("kubernetes manifests validate against the API schemas (offline; not r
     const service = all.find((m) => m.kind === "Service")!;
     assertEquals(service.spec.ports[0].protocol, "UDP");
     assertEquals(service.spec.ports[0].port, 443);
+    assertEquals(service.spec.ports[1].protocol, "TCP");
+    assertEquals(service.spec.ports[1].port, 443);
+    assertEquals(
+      relay.ports.map((p: { containerPort: number; protocol: string }) =>
+        `${p.containerPort}/${p.protocol}`
+      ),
+      ["443/UDP", "443/TCP"],
+    );
+    // Port 443 without CAP_NET_BIND_SERVICE (the relay checks at start-up).
+    assert(
+      pod.securityContext.sysctls.some((s: { name: string; value: string }) =>
+        s.name === "net.ipv4.ip_unprivileged_port_start" && s.value === "0"
+      ),
+      "ip_unprivileged_port_start 0",
+    );
   });
 });
 

@@ -117,6 +117,11 @@ export interface RelayConfig {
   readonly noAuth: boolean;
   /** A directory of static files served to GET requests, and its 404 page (`relay/decoy.ts`). */
   readonly decoyDir?: string;
+  /**
+   * TCP port of the TLS listener for HTTP/2 and WebTransport (default: the
+   * UDP port); `undefined` with `--no-tcp`.
+   */
+  readonly tcpPort?: number;
 }
 
 const D = DEFAULT_RELAY_LIMITS;
@@ -455,11 +460,32 @@ export const RELAY_OPTIONS = {
     help: "sources the failure limiter remembers; past it the oldest that are not blocked " +
       "are forgotten first",
   }),
+  tcpPort: single({
+    flag: "tcp-port",
+    valueName: "N",
+    type: integer(1, 65535),
+    defaultText: "the UDP port (`--port`)",
+    help: "TCP port of the TLS listener (ALPN h2) that serves CONNECT-IP over HTTP/2 and " +
+      "WebTransport, for clients whose UDP is blocked",
+  }),
+  noTcp: toggle({
+    flag: "no-tcp",
+    help: "serve HTTP/3 only: no TCP listener",
+  }),
+  maxQueuedBytes: single({
+    flag: "max-queued-bytes",
+    valueName: "N",
+    type: integer(4096, 64 * 1024 * 1024),
+    default: D.maxQueuedBytes,
+    group: LIMITS,
+    help: "bytes a session over TCP (HTTP/2, WebTransport) may have waiting to be written; " +
+      "packets past it are dropped and counted",
+  }),
 };
 
 /** `--help` text, from {@linkcode RELAY_OPTIONS}. */
 export const RELAY_HELP: string = renderHelp(RELAY_OPTIONS, {
-  title: "masque-vpn relay: serves CONNECT-IP (RFC 9484) over HTTP/3.",
+  title: "masque-vpn relay: serves CONNECT-IP (RFC 9484) over HTTP/3 and HTTP/2.",
   usage: "Usage: deno task relay [options]",
   groups: [
     { heading: "Options" },
@@ -601,6 +627,9 @@ function checkRelay(
   if (v.cert === undefined && v.devCerts === undefined) {
     errors.push("Give --cert and --key, or --dev-certs DIR for a development certificate");
   }
+  if (v.noTcp && v.tcpPort !== undefined) {
+    errors.push(`Give either ${name.tcpPort} or ${name.noTcp}, not both`);
+  }
   if (v.cert !== undefined && v.devCerts !== undefined) {
     errors.push(`Give either ${name.cert}/${name.key} or ${name.devCerts}, not both`);
   }
@@ -659,6 +688,7 @@ function buildRelay(v: RelayValues): RelayConfig {
       authFailuresPerMinute: v.authFailures,
       authBackoffMs: v.authBackoff * 1000,
       authFailureSources: v.authFailureSources,
+      maxQueuedBytes: v.maxQueuedBytes,
     }),
     allowRelayHost: v.allowRelayHost,
     allowClientToClient: v.allowClientToClient,
@@ -668,5 +698,6 @@ function buildRelay(v: RelayValues): RelayConfig {
     usersFile: v.users,
     noAuth: v.noAuth,
     decoyDir: v.decoy,
+    tcpPort: v.noTcp ? undefined : v.tcpPort ?? v.port,
   });
 }

@@ -154,6 +154,7 @@ Deno.test("parseRelayConfig() reads the limits, with their defaults, and checks 
     ...["--max-handshakes", "10", "--max-requests-per-connection", "50", "--max-uni-streams", "5"],
     ...["--sessionless-timeout", "2", "--address-request-rate", "1"],
     ...["--address-request-burst", "2", "--max-pending-address-requests", "9"],
+    ...["--max-queued-bytes", "65536"],
   ]);
   assert(set.ok === true);
   assertEquals(set.config.limits, {
@@ -170,6 +171,7 @@ Deno.test("parseRelayConfig() reads the limits, with their defaults, and checks 
     authFailuresPerMinute: 5,
     authBackoffMs: 30_000,
     authFailureSources: 99,
+    maxQueuedBytes: 65536,
   });
   const bad = parse([
     ...["--dev-certs", "d", "--max-connections", "0", "--max-uni-streams", "2"],
@@ -388,4 +390,19 @@ Deno.test("forwardingWarning() speaks up for a relay without --nat on a host tha
     forwardingWarning({ ...config, pool6: undefined }, { ipv4: true, ipv6: false }),
     undefined,
   );
+});
+
+Deno.test("parseRelayConfig() puts the TCP listener on the UDP port, another port, or none", () => {
+  const same = parseRelayConfig(["--dev-certs", "d", "--no-auth", "--port", "8443"]);
+  assert(same.ok === true);
+  assertEquals(same.config.tcpPort, 8443);
+  const other = parseRelayConfig(["--dev-certs", "d", "--no-auth", "--tcp-port", "443"]);
+  assert(other.ok === true);
+  assertEquals([other.config.port, other.config.tcpPort], [4433, 443]);
+  const none = parseRelayConfig(["--dev-certs", "d", "--no-auth", "--no-tcp"]);
+  assert(none.ok === true);
+  assertEquals(none.config.tcpPort, undefined);
+  const both = parseRelayConfig(["--dev-certs", "d", "--no-auth", "--no-tcp", "--tcp-port", "443"]);
+  assert(both.ok === false);
+  assertEquals(both.errors, ["Give either --tcp-port or --no-tcp, not both"]);
 });

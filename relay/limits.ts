@@ -54,6 +54,12 @@ export interface RelayLimits {
   readonly authBackoffMs: number;
   /** Sources the failure limiter tracks; past it the oldest are forgotten. */
   readonly authFailureSources: number;
+  /**
+   * Bytes a session over TCP (HTTP/2, WebTransport) may have waiting to be
+   * written before its packets are dropped: over TCP each byte queued is
+   * delay for every packet behind it.
+   */
+  readonly maxQueuedBytes: number;
 }
 
 /**
@@ -77,6 +83,7 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = Object.freeze({
   authFailuresPerMinute: 10,
   authBackoffMs: 60_000,
   authFailureSources: 10_000,
+  maxQueuedBytes: 512 * 1024,
 });
 
 /** The longest a source stays blocked for failed authentications, milliseconds (1 h). */

@@ -22,6 +22,8 @@ import { installNat } from "./nat.ts";
 import { quicListenLimits } from "./limits.ts";
 import { serveListener } from "./listener.ts";
 import { fixedAddresses, onSighup, reloadUsers, setUpAccess } from "./access.ts";
+import { listenTcp } from "./tcp_listener.ts";
+import { createWebTransportBridge } from "./webtransport.ts";
 import { Relay } from "./relay.ts";
 import { MAX_DATAGRAM_HEADROOM } from "../shared/masque/connect_ip_session.ts";
 import { createLogger } from "../shared/log.ts";
@@ -45,7 +47,8 @@ const PACKET_LIMIT_INTERVAL_MS = 1000;
 function largestPacketLimit(relay: Relay): number {
   let largest = 0;
   for (const entry of relay.sessions) {
-    if (entry.session.mode === "datagram") {
+    // WebTransport sessions take packets up to 65535 bytes on their stream.
+    if (entry.transport === "h3" && entry.session.mode === "datagram") {
       largest = Math.max(largest, entry.session.maxPacketSize);
     }
   }
@@ -73,7 +76,12 @@ async function main(): Promise<number> {
     return 2;
   }
   const config = parsed.config;
-  const problems = checkHost({ program: "relay", nat: config.nat, port: config.port }, {
+  const problems = checkHost({
+    program: "relay",
+    nat: config.nat,
+    port: config.port,
+    tcpPort: config.tcpPort,
+  }, {
     ...readHostFacts(),
     commands: config.nat
       ? { nft: await commandState("nft"), sysctl: await commandState("sysctl") }
@@ -230,6 +238,30 @@ async function run(config: RelayConfig, log: Logger): Promise<number> {
       dns: config.dnsServers.map(formatIp).join(",") || "none",
       allowClientToClient: config.allowClientToClient,
     });
+    if (config.tcpPort !== undefined) {
+      const webTransport = await createWebTransportBridge(relay, {
+        cert,
+        key,
+        template: config.template,
+        log,
+        maxQueuedBytes: config.limits.maxQueuedBytes,
+      });
+      const tcp = await listenTcp(relay, {
+        hostname: config.host,
+        port: config.tcpPort,
+        cert,
+        key,
+        limits: config.limits,
+        idleTimeoutMs: config.idleTimeoutMs,
+        log,
+        webTransport,
+      });
+      cleanups.push(() => tcp.close());
+      log.info("listening on TCP", {
+        addr: `${config.host}:${tcp.port}`,
+        protocols: "HTTP/2 CONNECT-IP, WebTransport",
+      });
+    }
     relay.runTun().catch((error) => log.error("TUN loop failed", { error: String(error) }));
     if (tun.offload !== "off") {
       // TCP super-packets from the TUN are cut to the largest datagram-mode

@@ -64,8 +64,19 @@ import type { RelayLimits } from "./limits.ts";
 import type { ConnectIpScope } from "../shared/masque/connect_ip_request.ts";
 import { SessionCounters } from "../shared/masque/connect_ip_session.ts";
 import { answerRequest, respondNotFound } from "../shared/masque/h3_connect_ip.ts";
-import type { H3ConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
+import type { AuthorizeResult } from "../shared/masque/h3_connect_ip.ts";
+import type { ConnectIpSession } from "../shared/masque/connect_ip_session.ts";
+import type { TransportName } from "../shared/masque/connect_stream.ts";
+import {
+  answerH2Request,
+  H2_ENHANCE_YOUR_CALM,
+  H2_NO_ERROR,
+} from "../shared/masque/h2_connect_ip.ts";
+import type { H2ServerStreamLike } from "../shared/masque/h2_connect_ip.ts";
 import type { H3RequestStream } from "../shared/h3/request_stream.ts";
+import { ByteBudget, DEFAULT_MAX_BUFFERED_BYTES } from "../shared/h3/byte_budget.ts";
+import type { HeaderField } from "../shared/h3/qpack.ts";
+import { CLIENT_KEY_HEADER, MAX_CLIENT_KEY_LENGTH } from "../shared/masque/connect_ip_request.ts";
 import type { IpAddressRange } from "../shared/ip/ip_address.ts";
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
 import { compareIp, formatIp, formatPrefix } from "../shared/ip/ip_address.ts";
@@ -137,6 +148,7 @@ class RelayCounters {
   readonly sessionsClosed: Counter;
   readonly sessionsRefused: Counter;
   readonly connectionsAccepted: Counter;
+  readonly tcpConnectionsAccepted: Counter;
   readonly connectionsRefused: Readonly<Record<ConnectionRefusal | "auth-failures", Counter>>;
   readonly handshakesFailed: Counter;
   readonly connectionsSessionless: Counter;
@@ -166,6 +178,11 @@ class RelayCounters {
       "relay_connections_accepted_total",
       "QUIC connections that finished the handshake and were admitted",
     );
+    this.tcpConnectionsAccepted = one(
+      "relay_tcp_connections_accepted_total",
+      "TLS over TCP connections (HTTP/2, WebTransport) that finished the handshake and were " +
+        "admitted",
+    );
     this.connectionsRefused = counterByLabel(
       registry,
       "relay_connections_refused_total",
@@ -189,6 +206,12 @@ class RelayCounters {
     this.addressAnswers = one(
       "relay_address_answers_total",
       "ADDRESS_ASSIGN answers to ADDRESS_REQUESTs sent (each may answer several)",
+    );
+    this.addressesGranted = one(
+      "relay_addresses_granted_total",
+      "Addresses given to a session that asked for them with ADDRESS_REQUEST (free in the " +
+        "pool: a reconnecting client's previous one; or moved from another session of the same " +
+        "client: a move between transports)",
     );
     this.addressRequestOverflows = one(
       "relay_address_request_overflows_total",
@@ -216,11 +239,6 @@ class RelayCounters {
     this.sessionsRemoved = one(
       "relay_sessions_removed_total",
       "Sessions ended because a reload removed their user or the credential they used",
-    );
-    this.addressesGranted = one(
-      "relay_addresses_granted_total",
-      "ADDRESS_REQUESTs for a specific free address that moved the session to it " +
-        "(a reconnecting client getting its previous address back)",
     );
     this.setupSeconds = registry.histogram("relay_session_setup_seconds", {
       help: "Time from a request's HEADERS to its 200 response, seconds",
@@ -290,9 +308,34 @@ interface UserState {
   readonly drops: (direction: "outbound" | "inbound", reason: PumpDropReason) => void;
 }
 
-/** One connection as the relay tracks it. */
+/**
+ * An HTTP/2 connection (TLS over TCP) as the relay serves it:
+ * `relay/tcp_listener.ts` makes one of a `node:http2` session.
+ */
+export interface H2ConnectionLike {
+  /** Sends GOAWAY with `code` (RFC 9113 §6.8) and closes the connection and its streams. */
+  close(code: number, reason: string): void;
+  /** `listener` runs once when the connection has closed, for any reason. */
+  onClose(listener: () => void): void;
+}
+
+/** What {@linkcode Relay.admitH2Connection} gives the TCP listener for one connection. */
+export interface RelayH2Connection {
+  /**
+   * Serves one request stream with its field lines (`node:http2`'s raw
+   * list); never throws.
+   */
+  serveStream(stream: H2ServerStreamLike, headers: readonly HeaderField[]): void;
+  /** The connection's budget of bytes held between reads. */
+  readonly budget: ByteBudget;
+  /** Marks a session of another protocol (WebTransport) as open on it: no sessionless close meanwhile. */
+  hold(): () => void;
+}
+
+/** One connection as the relay tracks it: QUIC with HTTP/3, or TLS over TCP with HTTP/2. */
 interface ConnectionState {
-  readonly h3: H3Connection;
+  /** The H3Connection, or the HTTP/2 connection's handle. */
+  readonly key: object;
   /** Its {@linkcode sourceKey} when the connection limiter counts it. */
   readonly source: string | undefined;
   /** Its {@linkcode sourceKey} for the failure limiter (always set). */
@@ -309,19 +352,33 @@ interface ConnectionState {
   timer: ReturnType<typeof setTimeout> | undefined;
   /** The highest request stream id seen (for GOAWAY when draining), or -1. */
   maxStreamId: number;
+  /** Closes the connection without an error, telling the peer `reason`. */
+  readonly close: (reason: string) => void;
+  /** Closes it at once for excessive load (H3_EXCESSIVE_LOAD, ENHANCE_YOUR_CALM). */
+  readonly closeExcessive: () => void;
+  /** Tells the peer no new requests are taken (GOAWAY), before {@linkcode close}. */
+  readonly goaway: () => Promise<void>;
+  /** GOAWAY past the last request seen, for a drain (open sessions go on). */
+  readonly drain: () => Promise<void>;
 }
 
 /** One client session as the relay tracks it. */
 export interface RelaySession {
   readonly id: number;
-  readonly session: H3ConnectIpSession;
+  readonly session: ConnectIpSession;
+  /** The transport the session runs on. */
+  readonly transport: TransportName;
   readonly identity: Identity;
-  /** Its addresses; they change when an ADDRESS_REQUEST moves it to a free one. */
+  /** The addresses it is assigned now (an ADDRESS_REQUEST may change them). */
   addresses: readonly IpPrefix[];
   /** The routes advertised now (they change when a reload changes the user's policy). */
   routes: readonly IpAddressRange[];
   /** What the request asked for (RFC 9484 §4.6). */
   readonly scope: ConnectIpScope;
+  /** The slot and addresses it holds. */
+  readonly reservation: Reservation;
+  /** The request's `masque-vpn-client-key`, if it sent one (never logged). */
+  readonly clientKey: string | undefined;
   readonly remote: string;
   readonly openedAt: number;
   /** The session as the pump sees it, with its inbound policy. */
@@ -334,6 +391,23 @@ export interface RelaySession {
   readonly sampled: { packetsIn: number; bytesOut: number; bytesIn: number };
 }
 
+/**
+ * One request's admission (`Relay.#admissionFor`): what `authenticate`
+ * and `authorize` found, for the session that follows.
+ */
+export interface RequestAdmission {
+  identity: Identity | undefined;
+  routes: IpAddressRange[];
+  reservation: Reservation | undefined;
+  authenticate(): Promise<AuthorizeResult>;
+  authorize(scope: ConnectIpScope): AuthorizeResult;
+}
+
+/** What {@linkcode Relay.admitSession} decided: an admission holding a reservation, or the status. */
+export type RelayAdmission =
+  | { readonly ok: true; readonly admission: RequestAdmission }
+  | { readonly ok: false; readonly status: number; readonly reason: string };
+
 /** The relay's state: connections, admission, sessions, and the pump. */
 export class Relay implements PeerRouter {
   readonly #options: RelayOptions;
@@ -343,7 +417,8 @@ export class Relay implements PeerRouter {
   /** Address key (of each assigned address) -> session. */
   readonly #byAddress = new Map<number | string, RelaySession>();
   readonly #sessions = new Set<RelaySession>();
-  readonly #connections = new Map<H3Connection, ConnectionState>();
+  readonly #byReservation = new Map<Reservation, RelaySession>();
+  readonly #connections = new Map<object, ConnectionState>();
   readonly #limits: RelayLimits;
   readonly #limiter: ConnectionLimiter;
   /** Repeated log lines about peers (refusals, idle closes) are limited per message. */
@@ -420,6 +495,16 @@ export class Relay implements PeerRouter {
         () => this.#limiter.sources,
       ],
       [
+        "relay_sessions_by_transport",
+        "CONNECT-IP sessions open, by transport",
+        () => {
+          const open = { h3: 0, h2: 0, webtransport: 0 };
+          for (const session of this.#sessions) open[session.transport]++;
+          return open;
+        },
+        { name: "transport", values: ["h3", "h2", "webtransport"] },
+      ],
+      [
         "relay_pool_addresses_in_use",
         "Client addresses assigned or reserved, by pool",
         () => ({ ipv4: this.#admission.inUse(4), ipv6: this.#admission.inUse(6) }),
@@ -462,9 +547,20 @@ export class Relay implements PeerRouter {
    * or false when it would pass `maxHandshakes` or `maxConnections`: the
    * caller refuses it without reading anything from it (in Deno 2.9,
    * reading a `QuicIncoming`'s address consumes it). Counted and logged.
+   * A TCP connection, whose address is known at once, gives `hostname` and
+   * is also refused when its source has `maxConnectionsPerSource` open.
    */
-  beginHandshake(): boolean {
+  beginHandshake(hostname?: string): boolean {
     if (this.#draining || this.#stopped) return false;
+    if (hostname !== undefined) {
+      // Over TCP the source is known before the handshake: a source at its
+      // limit costs no TLS handshake.
+      const source = sourceKey(hostname);
+      if (this.#limiter.openFrom(source) >= this.#limits.maxConnectionsPerSource) {
+        this.#refused("per-source", source);
+        return false;
+      }
+    }
     const refusal = this.#limiter.beginHandshake();
     if (refusal === undefined) return true;
     this.#refused(refusal, undefined);
@@ -616,13 +712,17 @@ export class Relay implements PeerRouter {
       },
     });
     const state: ConnectionState = {
-      h3,
+      key: h3,
       source,
       authSource,
       sessions: 0,
       authenticated: false,
       timer: undefined,
       maxStreamId: -1,
+      close: (reason) => h3.close(H3_NO_ERROR, reason),
+      closeExcessive: () => h3.close(H3_EXCESSIVE_LOAD, ""),
+      goaway: () => h3.goaway(0),
+      drain: () => h3.goaway(state.maxStreamId + 4),
     };
     this.#connections.set(h3, state);
     this.#armSessionless(state);
@@ -645,14 +745,46 @@ export class Relay implements PeerRouter {
     const ms = this.#limits.sessionlessTimeoutMs;
     state.timer = setTimeout(() => {
       state.timer = undefined;
-      if (state.sessions > 0 || !this.#connections.has(state.h3)) return;
+      if (state.sessions > 0 || !this.#connections.has(state.key)) return;
       this.#counters.connectionsSessionless.value++;
       this.#logLimited("info", "closing connection without a session", {
         seconds: ms / 1000,
         source: state.source,
       });
-      state.h3.close(H3_NO_ERROR, `no session for ${ms / 1000} s`);
+      state.close(`no session for ${ms / 1000} s`);
     }, ms);
+  }
+
+  /**
+   * Admission of a session another protocol's server answers (WebTransport)
+   * on the HTTP/2 connection `conn`: the same two steps as every request
+   * (credentials from `headers`; then the scope `scopeOf` reads from the
+   * path, the user's routes for it and the reservation), on that
+   * connection's state. On success, run the session
+   * with {@linkcode serveSession}.
+   */
+  async admitSession(
+    conn: H2ConnectionLike,
+    headers: readonly HeaderField[],
+    remote: string,
+    scopeOf: () =>
+      | { readonly ok: true; readonly scope: ConnectIpScope }
+      | { readonly ok: false; readonly status: number; readonly reason: string },
+  ): Promise<RelayAdmission> {
+    const state = this.#connections.get(conn);
+    if (state === undefined) return { ok: false, status: 503, reason: "connection closed" };
+    const admission = this.#admissionFor(state, headers, remote);
+    const identity = await admission.authenticate();
+    if (!identity.accept) {
+      return { ok: false, status: identity.status, reason: identity.reason ?? "refused" };
+    }
+    const scope = scopeOf();
+    if (!scope.ok) return scope;
+    const decision = admission.authorize(scope.scope);
+    if (!decision.accept) {
+      return { ok: false, status: decision.status, reason: decision.reason ?? "refused" };
+    }
+    return { ok: true, admission };
   }
 
   async #serveRequest(
@@ -669,66 +801,109 @@ export class Relay implements PeerRouter {
     // at once.
     const started = performance.now();
     state.maxStreamId = Math.max(state.maxStreamId, Number(request.streamId));
-    // Every line about this request and its session carries its id (and,
-    // once authenticated, the user).
+    // Every line about this request and its session carries its id.
     const id = this.#nextId++;
     log = log.with({ session: id });
-    let identity: Identity | undefined;
-    let routes: IpAddressRange[] = [];
-    let reservation: Reservation | undefined;
+    const admission = this.#admissionFor(state, request.headers, remote);
     let answer: Awaited<ReturnType<typeof answerRequest>>;
     try {
       answer = await answerRequest(request, {
         template: this.#options.template,
         log,
         counters: this.#sessionCounters,
-        notFound: (r) => this.#notFound(r, identity !== undefined),
+        notFound: (r) => this.#notFound(r, admission.identity !== undefined),
         serveOther: this.#options.serveOther,
-        authenticate: async () => {
-          const auth = await this.#authenticator.authenticate({
-            headers: request.headers,
-            remote,
-            source: state.authSource,
-            connection: state.h3,
-          });
-          if (auth.ok) {
-            this.#counters.authSuccesses.value++;
-            state.authenticated = true;
-            identity = auth.identity;
-            log = log.with({ user: auth.identity.user });
-            return { accept: true };
-          }
-          if (auth.failure !== undefined) this.#authFailed(state, remote, auth.failure);
-          return { accept: false, status: auth.status, reason: auth.reason };
-        },
-        authorize: (scope) => {
-          if (this.#stopped) return { accept: false, status: 503, reason: "relay stopping" };
-          if (this.#draining) return { accept: false, status: 503, reason: "relay draining" };
-          const who = identity!;
-          routes = this.#routesFor(who.policy, scope);
-          if (routes.length === 0) {
-            return {
-              accept: false,
-              status: 403,
-              reason: "the request's scope has no route this user may reach",
-            };
-          }
-          const admitted = this.#admission.admit(who, scope, state.h3);
-          if (!(admitted instanceof Reservation)) {
-            return { accept: false, status: admitted.status, reason: admitted.reason };
-          }
-          reservation = admitted;
-          return { accept: true };
-        },
+        authenticate: () => admission.authenticate(),
+        authorize: (scope) => admission.authorize(scope),
       });
     } catch (error) {
-      reservation?.release();
+      admission.reservation?.release();
       throw error;
     }
+    const clientKey = clientKeyOf(request.headers);
+    await this.#serveAnswer(state, answer, admission, remote, log, "h3", clientKey, id, started);
+  }
+
+  /**
+   * One request's admission on `state`'s connection, whatever the transport:
+   * `authenticate` checks the credentials in `headers` (counting failures
+   * against the source), `authorize` then checks the user's routes for the
+   * scope and reserves the slot and addresses synchronously. What they
+   * found stays on the returned object.
+   */
+  #admissionFor(
+    state: ConnectionState,
+    headers: readonly HeaderField[],
+    remote: string,
+  ): RequestAdmission {
+    const admission: RequestAdmission = {
+      identity: undefined,
+      routes: [],
+      reservation: undefined,
+      authenticate: async (): Promise<AuthorizeResult> => {
+        const auth = await this.#authenticator.authenticate({
+          headers,
+          remote,
+          source: state.authSource,
+          connection: state.key,
+        });
+        if (auth.ok) {
+          this.#counters.authSuccesses.value++;
+          state.authenticated = true;
+          admission.identity = auth.identity;
+          return { accept: true };
+        }
+        if (auth.failure !== undefined) this.#authFailed(state, remote, auth.failure);
+        return { accept: false, status: auth.status, reason: auth.reason };
+      },
+      authorize: (scope: ConnectIpScope): AuthorizeResult => {
+        if (this.#stopped) return { accept: false, status: 503, reason: "relay stopping" };
+        if (this.#draining) return { accept: false, status: 503, reason: "relay draining" };
+        const who = admission.identity;
+        if (who === undefined) return { accept: false, status: 403, reason: "not authenticated" };
+        admission.routes = this.#routesFor(who.policy, scope);
+        if (admission.routes.length === 0) {
+          return {
+            accept: false,
+            status: 403,
+            reason: "the request's scope has no route this user may reach",
+          };
+        }
+        const admitted = this.#admission.admit(who, scope, state.key);
+        if (!(admitted instanceof Reservation)) {
+          return { accept: false, status: admitted.status, reason: admitted.reason };
+        }
+        admission.reservation = admitted;
+        return { accept: true };
+      },
+    };
+    return admission;
+  }
+
+  /** Runs the session an answer made, or counts and logs its refusal. */
+  async #serveAnswer(
+    state: ConnectionState,
+    answer:
+      | { readonly session: ConnectIpSession; readonly scope: ConnectIpScope }
+      | { readonly session: undefined; readonly status: number; readonly reason: string },
+    admission: RequestAdmission,
+    remote: string,
+    log: Logger,
+    transport: TransportName,
+    clientKey: string | undefined,
+    id: number,
+    started: number,
+  ): Promise<void> {
+    const reservation = admission.reservation;
     if (!answer.session) {
       // Refused before or in authorize, which then reserved nothing.
       this.#counters.sessionsRefused.value++;
-      log.info("request refused", { status: answer.status, reason: answer.reason });
+      log.info("request refused", {
+        status: answer.status,
+        reason: answer.reason,
+        user: admission.identity?.user,
+        transport,
+      });
       return;
     }
     if (reservation === undefined) throw new Error("Cannot open session: nothing reserved");
@@ -739,13 +914,182 @@ export class Relay implements PeerRouter {
         state,
         answer.session,
         answer.scope,
-        routes,
+        admission.routes,
         reservation,
         remote,
         log,
+        transport,
+        clientKey,
       );
     } finally {
       reservation.release();
+    }
+  }
+
+  /**
+   * Serves an HTTP/2 connection whose TLS handshake has finished (the TCP
+   * listener called {@linkcode beginHandshake} and {@linkcode endHandshake}
+   * around it), unless its source already has `maxConnectionsPerSource`
+   * open connections or the total is reached: then it is closed with
+   * ENHANCE_YOUR_CALM, counted and logged, and `undefined` returned.
+   */
+  admitH2Connection(conn: H2ConnectionLike, peer: PeerAddress): RelayH2Connection | undefined {
+    const source = sourceKey(peer.hostname);
+    // A source blocked for failed authentications, as over QUIC.
+    const blockedMs = this.#failures.blockedFor(source, performance.now());
+    if (blockedMs > 0) {
+      this.#counters.connectionsRefused["auth-failures"].value++;
+      this.#logLimited("info", "connection refused", {
+        limit: "auth-failures",
+        source,
+        seconds: Math.ceil(blockedMs / 1000),
+      });
+      conn.close(H2_ENHANCE_YOUR_CALM, "");
+      return undefined;
+    }
+    const refusal = this.#limiter.admit(source);
+    if (refusal !== undefined) {
+      this.#refused(refusal, source);
+      conn.close(
+        H2_ENHANCE_YOUR_CALM,
+        refusal === "per-source"
+          ? "too many connections from this address"
+          : "too many connections",
+      );
+      return undefined;
+    }
+    this.#counters.tcpConnectionsAccepted.value++;
+    const remote = `${peer.hostname}:${peer.port}`;
+    const log = this.#log.with({ peer: remote, transport: "h2" });
+    const budget = new ByteBudget(this.#options.h3?.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES);
+    const failConnection = (code: number, reason: string) => {
+      log.warn("closing HTTP/2 connection", { code, reason });
+      conn.close(code, reason);
+    };
+    const state: ConnectionState = {
+      key: conn,
+      source,
+      authSource: source,
+      sessions: 0,
+      authenticated: false,
+      timer: undefined,
+      close: (reason) => conn.close(H2_NO_ERROR, reason),
+      closeExcessive: () => conn.close(H2_ENHANCE_YOUR_CALM, ""),
+      goaway: () => Promise.resolve(),
+      // node:http2 takes no GOAWAY of ours here: new requests get 503 "relay draining".
+      drain: () => Promise.resolve(),
+      maxStreamId: -1,
+    };
+    this.#connections.set(conn, state);
+    this.#armSessionless(state);
+    conn.onClose(() => {
+      if (!this.#connections.delete(conn)) return;
+      clearTimeout(state.timer);
+      state.timer = undefined;
+      this.#limiter.release(source);
+      log.debug("connection closed");
+    });
+    return {
+      budget,
+      serveStream: (stream, headers) => {
+        this.#serveH2Stream(state, stream, headers, remote, log, budget, failConnection)
+          .catch((error) => log.warn("request failed", { error: errorMessage(error) }));
+      },
+      hold: () => {
+        state.sessions++;
+        clearTimeout(state.timer);
+        state.timer = undefined;
+        let held = true;
+        return () => {
+          if (!held) return;
+          held = false;
+          state.sessions--;
+          if (this.#connections.has(state.key)) this.#armSessionless(state);
+        };
+      },
+    };
+  }
+
+  async #serveH2Stream(
+    state: ConnectionState,
+    stream: H2ServerStreamLike,
+    headers: readonly HeaderField[],
+    remote: string,
+    log: Logger,
+    budget: ByteBudget,
+    failConnection: (code: number, reason: string) => void,
+  ): Promise<void> {
+    // The same admission as over HTTP/3: credentials first, before anything
+    // about the resource is revealed; every 404 is the relay's one answer.
+    const started = performance.now();
+    const id = this.#nextId++;
+    log = log.with({ session: id });
+    const admission = this.#admissionFor(state, headers, remote);
+    let answer: Awaited<ReturnType<typeof answerH2Request>>;
+    try {
+      answer = await answerH2Request(stream, headers, {
+        template: this.#options.template,
+        log,
+        counters: this.#sessionCounters,
+        authenticate: () => admission.authenticate(),
+        authorize: (scope) => admission.authorize(scope),
+        budget,
+        failConnection,
+        maxQueuedBytes: this.#limits.maxQueuedBytes,
+      });
+    } catch (error) {
+      admission.reservation?.release();
+      throw error;
+    }
+    await this.#serveAnswer(
+      state,
+      answer,
+      admission,
+      remote,
+      log,
+      "h2",
+      clientKeyOf(headers),
+      id,
+      started,
+    );
+  }
+
+  /**
+   * Runs a session that another protocol's server answered after
+   * {@linkcode authorize} reserved for it (WebTransport), on the HTTP/2
+   * connection `conn` it arrived on; releases the reservation when it ends.
+   */
+  async serveSession(
+    conn: H2ConnectionLike,
+    session: ConnectIpSession,
+    scope: ConnectIpScope,
+    admission: RequestAdmission,
+    remote: string,
+    transport: TransportName,
+  ): Promise<void> {
+    const state = this.#connections.get(conn);
+    const id = this.#nextId++;
+    const log = this.#log.with({ peer: remote, transport, session: id });
+    const reservation = admission.reservation;
+    try {
+      if (state === undefined || reservation === undefined) {
+        await session.close();
+        throw new Error("Cannot serve session: its connection is closed");
+      }
+      await this.#runSession(
+        id,
+        state,
+        session,
+        scope,
+        admission.routes,
+        reservation,
+        remote,
+        log,
+        transport,
+        undefined,
+      );
+    } finally {
+      reservation?.release();
     }
   }
 
@@ -781,7 +1125,7 @@ export class Relay implements PeerRouter {
     if (!failure.counts) return;
     const outcome = this.#failures.fail(state.authSource, performance.now());
     if (!outcome.blocked) {
-      if (outcome.blockedForMs > 0) state.h3.close(H3_EXCESSIVE_LOAD, "");
+      if (outcome.blockedForMs > 0) state.closeExcessive();
       return;
     }
     this.#counters.sourcesBlocked.value++;
@@ -794,7 +1138,7 @@ export class Relay implements PeerRouter {
         continue;
       }
       closed++;
-      other.h3.close(H3_EXCESSIVE_LOAD, "");
+      other.closeExcessive();
     }
     this.#log.warn("source blocked for failed authentications", {
       source: state.authSource,
@@ -835,12 +1179,14 @@ export class Relay implements PeerRouter {
   async #runSession(
     id: number,
     state: ConnectionState,
-    session: H3ConnectIpSession,
+    session: ConnectIpSession,
     scope: ConnectIpScope,
     routes: IpAddressRange[],
     reservation: Reservation,
     remote: string,
     log: Logger,
+    transport: TransportName,
+    clientKey: string | undefined,
   ): Promise<void> {
     const firewall = this.#firewall;
     const user = this.#userState(reservation.identity);
@@ -858,8 +1204,11 @@ export class Relay implements PeerRouter {
     const entry: RelaySession = {
       id,
       session,
+      transport,
       identity: reservation.identity,
       addresses: reservation.addresses,
+      reservation,
+      clientKey,
       routes,
       scope,
       remote,
@@ -880,7 +1229,7 @@ export class Relay implements PeerRouter {
       target: scope.target.kind === "any" ? "*" : formatPrefix(scope.target.prefix),
       ipproto: scope.ipProtocol === "any" ? "*" : scope.ipProtocol,
     });
-    slog.info("session opened", { ...audit(), mode: session.mode });
+    slog.info("session opened", { ...audit(), transport, mode: session.mode });
     try {
       await session.sendCapsule({
         type: "address_assign",
@@ -915,8 +1264,13 @@ export class Relay implements PeerRouter {
         if (capsule.type !== "address_request") return;
         this.#counters.addressRequests.value++;
         // A request for a specific free address (a reconnecting client's
-        // previous one) moves the session there first; the answer lists it.
-        if (this.#grantRequested(entry, reservation, capsule.addresses, slog)) {
+        // previous one) moves the session there first; or one the same
+        // client's other session holds (a move between transports, make
+        // before break). The answer lists the new assignment.
+        if (
+          this.#grantRequested(entry, reservation, capsule.addresses, slog) ||
+          this.#grant(entry, capsule.addresses.map((a) => a.prefix), slog)
+        ) {
           requests.reassign(entry.addresses);
         }
         if (requests.receive(capsule.addresses) === "overflow") {
@@ -1101,7 +1455,42 @@ export class Relay implements PeerRouter {
     );
   }
 
+  /**
+   * Grants what an ADDRESS_REQUEST asks for where the session may have it
+   * (`SessionAdmission.request`): a free address of a pool, or one another
+   * session of the same client holds (the same `masque-vpn-client-key` and
+   * user), which moves here. Packets to a granted address go to this
+   * session at once. The other session keeps accepting packets from the
+   * moved address until it ends (the client switches over to this one), so
+   * the move loses no packet the client sends meanwhile.
+   */
+  #grant(entry: RelaySession, wanted: readonly IpPrefix[], log: Logger): boolean {
+    const changes = this.#admission.request(entry.reservation, wanted, (holder) => {
+      const other = this.#byReservation.get(holder);
+      return other !== undefined && other !== entry && entry.clientKey !== undefined &&
+        other.clientKey === entry.clientKey && other.identity.user === entry.identity.user;
+    });
+    if (changes.length === 0) return false;
+    for (const change of changes) {
+      const replaced = addressKey(change.replaced.address);
+      if (this.#byAddress.get(replaced) === entry) this.#byAddress.delete(replaced);
+      this.#byAddress.set(addressKey(change.granted.address), entry);
+      const donor = change.from && this.#byReservation.get(change.from);
+      if (donor) donor.addresses = change.from!.addresses;
+      this.#counters.addressesGranted.value++;
+      log.info("address granted", {
+        address: formatPrefix(change.granted),
+        replaced: formatPrefix(change.replaced),
+        from: donor ? `session ${donor.id}` : "pool",
+      });
+    }
+    // The inbound check (checkFromClient) reads the entry's addresses.
+    entry.addresses = entry.reservation.addresses;
+    return true;
+  }
+
   #open(state: ConnectionState, entry: RelaySession): void {
+    this.#byReservation.set(entry.reservation, entry);
     this.#sessions.add(entry);
     state.sessions++;
     clearTimeout(state.timer);
@@ -1112,13 +1501,14 @@ export class Relay implements PeerRouter {
 
   #close(state: ConnectionState, entry: RelaySession): void {
     if (!this.#sessions.delete(entry)) return;
+    this.#byReservation.delete(entry.reservation);
     for (const prefix of entry.addresses) {
       const key = addressKey(prefix.address);
       if (this.#byAddress.get(key) === entry) this.#byAddress.delete(key);
     }
     this.#counters.sessionsClosed.value++;
     state.sessions--;
-    if (this.#connections.has(state.h3)) this.#armSessionless(state);
+    if (this.#connections.has(state.key)) this.#armSessionless(state);
   }
 
   /** The pump's router: the session that owns `packet`'s destination address. */
@@ -1155,7 +1545,7 @@ export class Relay implements PeerRouter {
     if (this.#draining) return;
     this.#draining = true;
     await Promise.all(
-      [...this.#connections.values()].map((state) => state.h3.goaway(state.maxStreamId + 4)),
+      [...this.#connections.values()].map((state) => state.drain()),
     );
   }
 
@@ -1168,9 +1558,9 @@ export class Relay implements PeerRouter {
       clearTimeout(state.timer);
       state.timer = undefined;
     }
-    await Promise.all([...this.#connections.keys()].map(async (h3) => {
-      await h3.goaway(0);
-      h3.close();
+    await Promise.all([...this.#connections.values()].map(async (state) => {
+      await state.goaway().catch(() => {});
+      state.close("relay stopping");
     }));
   }
 
@@ -1187,9 +1577,8 @@ export class Relay implements PeerRouter {
         id: s.id,
         remote: s.remote,
         user: s.identity.user,
+        transport: s.transport,
         mode: s.session.mode,
-        // The transport (issue 13 adds HTTP/2 and WebTransport).
-        transport: "h3",
         addresses: s.addresses.map(formatPrefix),
         target: s.scope.target.kind === "any" ? "*" : formatPrefix(s.scope.target.prefix),
         ipproto: s.scope.ipProtocol === "any" ? "*" : s.scope.ipProtocol,
@@ -1222,4 +1611,12 @@ function sameRanges(a: readonly IpAddressRange[], b: readonly IpAddressRange[]):
     return range.version === other.version && range.ipProtocol === other.ipProtocol &&
       compareIp(range.start, other.start) === 0 && compareIp(range.end, other.end) === 0;
   });
+}
+
+/** The request's client key (`masque-vpn-client-key`), if it has a usable one. */
+function clientKeyOf(headers: readonly HeaderField[]): string | undefined {
+  const key = headers.find(([name]) => name === CLIENT_KEY_HEADER)?.[1];
+  return key !== undefined && key.length > 0 && key.length <= MAX_CLIENT_KEY_LENGTH
+    ? key
+    : undefined;
 }

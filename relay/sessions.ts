@@ -24,7 +24,13 @@
  */
 
 import type { IpPrefix } from "../shared/ip/ip_address.ts";
-import { createPrefix, formatIp } from "../shared/ip/ip_address.ts";
+import {
+  addressBits,
+  createPrefix,
+  formatIp,
+  formatPrefix,
+  prefixContains,
+} from "../shared/ip/ip_address.ts";
 import type { HeaderField } from "../shared/h3/qpack.ts";
 import type { UserPolicy } from "../shared/auth/policy.ts";
 import type { ConnectIpScope } from "../shared/masque/connect_ip_request.ts";
@@ -150,7 +156,7 @@ export class Reservation {
 
   /**
    * One address of each pool that is on: a /32 and/or a /128. Changes only
-   * through {@linkcode SessionAdmission.move}.
+   * through {@linkcode SessionAdmission.move} and {@linkcode SessionAdmission.request}.
    */
   get addresses(): readonly IpPrefix[] {
     return this.#addresses;
@@ -166,6 +172,12 @@ export class Reservation {
     return old;
   }
 
+  /** For {@linkcode SessionAdmission.request}: gives up `prefix`, which moved to another reservation. */
+  drop(prefix: IpPrefix): void {
+    const key = formatPrefix(prefix);
+    this.#addresses = Object.freeze(this.#addresses.filter((a) => formatPrefix(a) !== key));
+  }
+
   /** Whether {@linkcode release} has been called. */
   get released(): boolean {
     return this.#released;
@@ -177,6 +189,16 @@ export class Reservation {
     this.#released = true;
     this.#release(this);
   }
+}
+
+/** One address {@linkcode SessionAdmission.request} granted. */
+export interface AddressChange {
+  /** The address the reservation holds now. */
+  readonly granted: IpPrefix;
+  /** The address of the same IP version it gave back to the pool. */
+  readonly replaced: IpPrefix;
+  /** The reservation `granted` was taken from; undefined when it was free. */
+  readonly from: Reservation | undefined;
 }
 
 /** Options of {@linkcode SessionAdmission}. */
@@ -271,6 +293,50 @@ export class SessionAdmission {
     }
     pool.release(old.address);
     return old;
+  }
+
+  /**
+   * Gives `to` the addresses it asks for with ADDRESS_REQUEST (RFC 9484
+   * §4.7.2), where it may have them: a single address (/32, /128) of a
+   * pool, free in the pool, or held by another reservation that
+   * `mayTakeFrom` allows (the same client's other session). Each address
+   * granted replaces the one `to` held of its IP version, which goes back to
+   * the pool; one taken from another reservation leaves it. Other requests
+   * (a prefix, an address outside the pools or in use by someone else)
+   * change nothing. Returns what moved, so the caller can route the
+   * addresses anew.
+   */
+  request(
+    to: Reservation,
+    wanted: readonly IpPrefix[],
+    mayTakeFrom: (holder: Reservation) => boolean,
+  ): AddressChange[] {
+    const changes: AddressChange[] = [];
+    for (const prefix of wanted) {
+      if (prefix.prefixLength !== addressBits(prefix.version)) continue;
+      const key = formatPrefix(prefix);
+      const current = to.addresses.find((a) => a.version === prefix.version);
+      if (current === undefined || formatPrefix(current) === key) continue;
+      const pool = this.#pool(prefix.version);
+      if (pool === undefined || !prefixContains(pool.prefix, prefix.address)) continue;
+      if (this.#fixed.has(addressKey(prefix.address))) continue;
+      let from: Reservation | undefined;
+      if (pool.claim(prefix.address)) {
+        // free: now ours
+      } else {
+        for (const holder of this.#reservations) {
+          if (holder === to || !holder.addresses.some((a) => formatPrefix(a) === key)) continue;
+          if (mayTakeFrom(holder)) from = holder;
+          break;
+        }
+        if (from === undefined) continue;
+        from.drop(prefix);
+      }
+      pool.release(current.address);
+      to.replace(prefix);
+      changes.push({ granted: prefix, replaced: current, from });
+    }
+    return changes;
   }
 
   /**

@@ -142,5 +142,44 @@ Deno.test("admit() gives a user its fixed addresses; a newer session of the user
   first.release();
   assertEquals(held(a), [2, 2, 2]);
   second.release();
+});
+
+Deno.test("request() moves an address from a reservation the caller allows, and frees the one replaced", () => {
+  const a = admission(10);
+  const old = a.admit(ANONYMOUS, ANY, CONN);
+  const other = a.admit(ANONYMOUS, ANY, CONN);
+  const next = a.admit(ANONYMOUS, ANY, CONN);
+  assert(old instanceof Reservation && other instanceof Reservation && next instanceof Reservation);
+  assertEquals(next.addresses.map(formatPrefix), ["198.18.100.4/32", "fd00:100::4/128"]);
+  const changes = a.request(next, old.addresses, (holder) => holder === old);
+  assertEquals(
+    changes.map((c) => [formatPrefix(c.granted), formatPrefix(c.replaced), c.from === old]),
+    [["198.18.100.2/32", "198.18.100.4/32", true], ["fd00:100::2/128", "fd00:100::4/128", true]],
+  );
+  assertEquals(next.addresses.map(formatPrefix), ["198.18.100.2/32", "fd00:100::2/128"]);
+  assertEquals(old.addresses, []);
+  // ::4 and .4 went back: three reservations hold four addresses of each pool no more.
+  assertEquals(held(a), [3, 2, 2]);
+  // Another holder that the caller does not allow keeps its address.
+  assertEquals(a.request(next, other.addresses, () => false), []);
+  assertEquals(other.addresses.map(formatPrefix), ["198.18.100.3/32", "fd00:100::3/128"]);
+  // Releasing the emptied reservation frees nothing that moved.
+  old.release();
+  assertEquals(held(a), [2, 2, 2]);
+  next.release();
+  assertEquals(held(a), [1, 1, 1]);
+});
+
+Deno.test("request() grants a free address of a pool and ignores prefixes and strangers", () => {
+  const a = admission(10);
+  const r = a.admit(ANONYMOUS, ANY, CONN);
+  assert(r instanceof Reservation);
+  const wanted = ["198.18.100.77/32", "fd00:100::/64", "198.18.200.1/32", "198.18.100.1/32"]
+    .map(parsePrefix);
+  const changes = a.request(r, wanted, () => true);
+  // Only the free single address of the pool: not a prefix, not outside the
+  // pool, not the relay's own first host.
+  assertEquals(changes.map((c) => formatPrefix(c.granted)), ["198.18.100.77/32"]);
+  assertEquals(r.addresses.map(formatPrefix), ["198.18.100.77/32", "fd00:100::2/128"]);
   assertEquals(held(a), [1, 1, 1]);
 });

@@ -26,6 +26,8 @@ export interface HostNeeds {
   readonly port?: number;
   /** The client's `--kill-switch on` (installed before the first connection, through `nft`). */
   readonly killSwitch?: boolean;
+  /** The relay's TCP port (HTTP/2, WebTransport); undefined with `--no-tcp`. */
+  readonly tcpPort?: number;
 }
 
 /** What was found on the host (see `host/host_facts.ts`). */
@@ -129,18 +131,20 @@ export function checkHost(needs: HostNeeds, state: HostState): HostProblem[] {
       });
     }
   }
-  const port = needs.port;
   const firstFree = state.unprivilegedPortStart ?? 1024;
-  if (
-    port !== undefined && port !== 0 && port < firstFree && caps !== undefined &&
-    !hasCapability(caps, CAP_NET_BIND_SERVICE)
-  ) {
+  const mayBind = caps === undefined || hasCapability(caps, CAP_NET_BIND_SERVICE);
+  const ports = [
+    { proto: "UDP", port: needs.port, flag: "--port" },
+    { proto: "TCP", port: needs.tcpPort, flag: "--tcp-port" },
+  ];
+  for (const { proto, port, flag } of ports) {
+    if (port === undefined || port === 0 || port >= firstFree || mayBind) continue;
     problems.push({
-      problem: `UDP port ${port} is below ${firstFree}: binding it needs root or ` +
+      problem: `${proto} port ${port} is below ${firstFree}: binding it needs root or ` +
         "CAP_NET_BIND_SERVICE",
       fix: "run it as root, or grant CAP_NET_BIND_SERVICE (systemd: AmbientCapabilities=" +
         "CAP_NET_ADMIN CAP_NET_BIND_SERVICE), or lower net.ipv4.ip_unprivileged_port_start, " +
-        `or choose --port ${firstFree} or above`,
+        `or choose ${flag} ${firstFree} or above` + (proto === "TCP" ? " (or --no-tcp)" : ""),
     });
   }
   return problems;

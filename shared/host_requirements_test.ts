@@ -158,6 +158,22 @@ Deno.test("checkHost() flags a privileged port without CAP_NET_BIND_SERVICE", ()
     [],
   );
   assertEquals(checkHost({ program: "relay", port: 0 }, state(caps)), []);
+  // The TCP port of HTTP/2 and WebTransport is checked the same way.
+  assertEquals(
+    checkHost({ program: "relay", port: 443, tcpPort: 443 }, state(caps)).map((p) => p.problem),
+    [
+      "UDP port 443 is below 1024: binding it needs root or CAP_NET_BIND_SERVICE",
+      "TCP port 443 is below 1024: binding it needs root or CAP_NET_BIND_SERVICE",
+    ],
+  );
+  assertEquals(
+    checkHost({ program: "relay", port: 4433, tcpPort: 80 }, state(caps)).map((p) => p.fix),
+    [
+      "run it as root, or grant CAP_NET_BIND_SERVICE (systemd: AmbientCapabilities=" +
+      "CAP_NET_ADMIN CAP_NET_BIND_SERVICE), or lower net.ipv4.ip_unprivileged_port_start, " +
+      "or choose --tcp-port 1024 or above (or --no-tcp)",
+    ],
+  );
   assertEquals(
     checkHost(
       { program: "relay", port: 443 },

@@ -33,6 +33,20 @@ export const CONNECT_IP_PROTOCOL = "connect-ip";
 export const CAPSULE_PROTOCOL_HEADER = "capsule-protocol";
 
 /**
+ * The project's own request header (not RFC 9484's): a random secret the
+ * client sends with every request. A relay moves an address that one
+ * session holds to another that asks for it with ADDRESS_REQUEST only when
+ * both requests carried the same key and came from the same user: that is
+ * how the client moves its tunnel to a new session (HTTP/2 to HTTP/3)
+ * without changing its addresses. Other clients do not send it and lose
+ * nothing.
+ */
+export const CLIENT_KEY_HEADER = "masque-vpn-client-key";
+
+/** The longest client key a relay keeps, characters; a longer one is ignored. */
+export const MAX_CLIENT_KEY_LENGTH = 64;
+
+/**
  * What a CONNECT-IP request asks to reach (RFC 9484 §4.6): any host (`*`), or
  * an IP prefix; a bare address is a /32 or /128. Hostnames are not supported.
  */
@@ -745,6 +759,69 @@ function skipBareItem(text: string, at: number): number {
 /** Whether `c` is optional whitespace around a field value (RFC 9110 §5.5: SP or HTAB). */
 function isOws(c: number): boolean {
   return c === 0x20 || c === 0x09;
+}
+
+/**
+ * The scope (RFC 9484 §4.6) a request `path` asks for under `template`
+ * (default RFC 9484's well-known path): its `target` and `ipproto`
+ * variables percent-decoded, `*` or absent meaning any. A path that does
+ * not match the template, or holds a value that is not an address, prefix
+ * or protocol number, gets 400 and why. For transports whose request is not
+ * a connect-ip request (the WebTransport convention) but whose path still
+ * names the scope.
+ */
+export function parseConnectIpPath(
+  path: string,
+  template: string = DEFAULT_URI_TEMPLATE,
+):
+  | { readonly ok: true; readonly scope: ConnectIpScope }
+  | { readonly ok: false; readonly status: number; readonly reason: string } {
+  let parsed: ConnectIpTemplate;
+  try {
+    parsed = parseTemplateCached(template);
+  } catch (error) {
+    return { ok: false, status: 500, reason: errorMessage(error) };
+  }
+  return scopeFromPath(parsed, path);
+}
+
+function scopeFromPath(
+  parsed: ConnectIpTemplate,
+  path: string,
+): { ok: true; scope: ConnectIpScope } | { ok: false; status: number; reason: string } {
+  const refuse = (status: number, reason: string) => ({ ok: false as const, status, reason });
+  const match = matchConnectIpTemplate(parsed, path);
+  // A path outside the template is not found, as over HTTP/3.
+  if (!match.ok) return refuse(404, match.reason);
+  let target: ConnectIpTarget = { kind: "any" };
+  let ipProtocol: number | "any" = "any";
+  const rawTarget = match.values.target;
+  if (rawTarget !== undefined) {
+    const value = percentDecode(rawTarget);
+    if (value === undefined) {
+      return refuse(400, `target "${rawTarget}" is not valid percent-encoding`);
+    }
+    if (value !== "*") {
+      try {
+        target = { kind: "prefix", prefix: parsePrefix(value) };
+      } catch {
+        return refuse(400, `target "${value}" is not an IP address, IP prefix or "*"`);
+      }
+    }
+  }
+  const rawIpproto = match.values.ipproto;
+  if (rawIpproto !== undefined) {
+    const value = percentDecode(rawIpproto);
+    if (value === undefined) {
+      return refuse(400, `ipproto "${rawIpproto}" is not valid percent-encoding`);
+    }
+    if (value !== "*") {
+      const number = parseIpProtocol(value);
+      if (number === undefined) return refuse(400, `ipproto "${value}" is not 0..255 or "*"`);
+      ipProtocol = number;
+    }
+  }
+  return { ok: true, scope: { target, ipProtocol } };
 }
 
 /**

@@ -155,6 +155,14 @@ export interface ConnectIpSessionOptions {
    * {@linkcode DEFAULT_MAX_PACKETS_QUEUED}.
    */
   readonly maxPacketsQueued?: number;
+  /**
+   * Stream mode: a packet is dropped when this many bytes already wait in
+   * the transport's write buffer (`ConnectStream.queuedBytes`; transports
+   * that cannot tell are bounded by {@linkcode maxPacketsQueued} only).
+   * Default: no byte bound. Over TCP every byte queued is delay for every
+   * packet behind it, so HTTP/2 sets one.
+   */
+  readonly maxBytesQueued?: number;
   /** The process's counters (default: counters of this session's own). */
   readonly counters?: SessionCounters;
 }
@@ -187,6 +195,7 @@ export class ConnectIpSession<S extends ConnectStream = ConnectStream> {
   readonly #log: Logger;
   readonly #maxCapsuleSize?: number;
   readonly #maxPacketsQueued: number;
+  readonly #maxBytesQueued: number;
   readonly #counters: SessionCounters;
   /** Stream mode: packet writes that have not settled yet. */
   #packetsQueued = 0;
@@ -236,6 +245,7 @@ export class ConnectIpSession<S extends ConnectStream = ConnectStream> {
     this.#log = options.log ?? nullLogger;
     this.#maxCapsuleSize = options.maxCapsuleSize;
     this.#maxPacketsQueued = options.maxPacketsQueued ?? DEFAULT_MAX_PACKETS_QUEUED;
+    this.#maxBytesQueued = options.maxBytesQueued ?? Infinity;
     this.#counters = options.counters ?? new SessionCounters(new CounterRegistry());
     this.#datagrams?.onDatagram((payload) => this.#receiveDatagramPayload(payload));
   }
@@ -291,7 +301,8 @@ export class ConnectIpSession<S extends ConnectStream = ConnectStream> {
    * When the send queue is full the packet is dropped and `"sent"` returned
    * all the same: in stream mode when
    * {@linkcode ConnectIpSessionOptions.maxPacketsQueued} writes are
-   * unsettled (counted in `stats.queueFull`), in datagram mode as the
+   * unsettled or {@linkcode ConnectIpSessionOptions.maxBytesQueued} bytes
+   * wait in the transport (counted in `stats.queueFull`), in datagram mode as the
    * transport's {@linkcode DatagramChannel.send} decides. Never throws.
    *
    * @param headroom bytes in front of `packet` in its buffer that this call
@@ -336,13 +347,16 @@ export class ConnectIpSession<S extends ConnectStream = ConnectStream> {
         return sent;
       }
     } else {
-      if (this.#packetsQueued >= this.#maxPacketsQueued) {
+      // DATAGRAM capsule: type, length, context id 0, then the packet
+      const header = datagramCapsuleHeaderSize(packet.length + 1);
+      if (
+        this.#packetsQueued >= this.#maxPacketsQueued ||
+        (this.#stream.queuedBytes ?? 0) + header + 1 + packet.length > this.#maxBytesQueued
+      ) {
         this.stats.queueFull++;
         this.#counters.queueFull.value++;
         return "sent";
       }
-      // DATAGRAM capsule: type, length, context id 0, then the packet
-      const header = datagramCapsuleHeaderSize(packet.length + 1);
       const capsule = new Uint8Array(header + 1 + packet.length);
       writeDatagramCapsuleHeader(capsule, 0, packet.length + 1);
       capsule[header] = CONTEXT_ID_IP_PACKET;

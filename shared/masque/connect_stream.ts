@@ -12,13 +12,22 @@
  *
  * HTTP/3 implements it with `H3RequestStream` (`shared/h3/request_stream.ts`);
  * `shared/masque/h3_connect_ip.ts` opens and answers the request and makes
- * the session. Which packet mode a session uses is decided outside it, from
+ * the session. HTTP/2 (`h2_connect_ip.ts`, no datagrams) and WebTransport
+ * (`wt_connect_ip.ts`, packets on a stream of their own) are the others. Which packet mode a session uses is decided outside it, from
  * the peer's SETTINGS, and passed in.
  *
  * @module
  */
 
 import type { ByteBudget } from "../h3/byte_budget.ts";
+
+/**
+ * The transports a CONNECT-IP session runs on: HTTP/3 (`h3`, RFC 9484 over
+ * RFC 9220), HTTP/2 (`h2`, RFC 9484 over RFC 8441) and WebTransport over
+ * HTTP/2 (`webtransport`, the project's own convention; see
+ * `wt_connect_ip.ts`).
+ */
+export type TransportName = "h3" | "h2" | "webtransport";
 
 /** What {@linkcode DatagramChannel.send} did with a datagram. */
 export type DatagramSendResult = "sent" | "too_big" | "closed";
@@ -77,6 +86,13 @@ export interface ConnectStream {
   writeData(bytes: Uint8Array): Promise<void>;
   /** Whether writes can still succeed. */
   readonly writable: boolean;
+  /**
+   * Bytes passed to {@linkcode writeData} that still wait in this side's
+   * buffers to be written (HTTP/2: the stream's write buffer), when the
+   * transport can tell; a session bounds its stream-mode packets by it
+   * (`ConnectIpSessionOptions.maxBytesQueued`).
+   */
+  readonly queuedBytes?: number;
   /** Ends the sending side cleanly (FIN) and stops taking datagrams. */
   end(): Promise<void>;
   /**

@@ -7,6 +7,10 @@
  *   and the target routes the client link back (no NAT).
  * - `datagram` / `stream`: the project's relay (with NAT) and client as
  *   real processes, packets in HTTP Datagrams or in DATAGRAM capsules.
+ * - `h2` / `webtransport`: the same over TLS and TCP: CONNECT-IP over
+ *   HTTP/2 (DATAGRAM capsules on the stream), and the WebTransport
+ *   transport (length-prefixed packets on a WebTransport stream over
+ *   HTTP/2). TCP inside TCP: see docs/performance.md.
  * - `wireguard-go`: one wireguard-go per side (client and relay namespace),
  *   MTU 1420, endpoint over the client <-> relay underlay, NAT on the relay
  *   as for the project's relay. One such path per `--wireguard-go` build
@@ -19,10 +23,25 @@ import { counter, startClient, startRelay } from "../support/vpn.ts";
 import type { WireguardGoBuild } from "./_wireguard_go.ts";
 
 /** The paths, in the order they are measured. */
-export const PATH_NAMES = ["direct", "wireguard-go", "datagram", "stream"] as const;
+export const PATH_NAMES = [
+  "direct",
+  "wireguard-go",
+  "datagram",
+  "stream",
+  "h2",
+  "webtransport",
+] as const;
 
 /** One of {@linkcode PATH_NAMES}. */
 export type PathName = typeof PATH_NAMES[number];
+
+/** The paths that run the project's relay and client (measured `--repeats` times). */
+export const TUNNEL_PATHS: readonly PathName[] = ["datagram", "stream", "h2", "webtransport"];
+
+/** Whether `name` runs the project's relay and client. */
+export function isTunnelPath(name: PathName): boolean {
+  return TUNNEL_PATHS.includes(name);
+}
 
 /** A process whose CPU time and peak memory the benchmark reports. */
 export interface MeasuredProcess {
@@ -109,6 +128,8 @@ export function setupPath(
       return setupWireguard(topo, wireguardGo.command);
     case "datagram":
     case "stream":
+    case "h2":
+    case "webtransport":
       return setupTunnel(topo, name, tunnel);
   }
 }
@@ -121,14 +142,19 @@ async function setupDirect(topo: Topology): Promise<PathSetup> {
 
 async function setupTunnel(
   topo: Topology,
-  mode: "datagram" | "stream",
+  name: "datagram" | "stream" | "h2" | "webtransport",
   tunnel: TunnelOptions,
 ): Promise<PathSetup> {
-  const args = ["--tun-offload", tunnel.tunOffload];
-  const relay = await startRelay(topo, args);
+  const overTcp = name === "h2" || name === "webtransport";
+  const mode = name === "datagram" ? "datagram" : "stream";
+  const args = [
+    ...["--tun-offload", tunnel.tunOffload],
+    ...["--transport", overTcp ? name : "h3"],
+  ];
+  const relay = await startRelay(topo, ["--tun-offload", tunnel.tunOffload]);
   const client = await startClient(topo, relay, { mode, targets: TARGET_NET4, extraArgs: args });
   return {
-    name: mode,
+    name,
     processes: [
       { role: "client", pid: client.process.pid, process: client.process },
       { role: "relay", pid: relay.process.pid, process: relay.process },

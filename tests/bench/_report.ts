@@ -452,6 +452,8 @@ const COLORS: Readonly<Record<PathName, string>> = {
   "wireguard-go": "#e67e22",
   "datagram": "#2e86de",
   "stream": "#27ae60",
+  "h2": "#16a085",
+  "webtransport": "#7f8c8d",
 };
 /** The second and later wireguard-go columns. */
 const MORE_WIREGUARD_COLORS = ["#c0392b", "#8e44ad", "#b7950b", "#6e2c00"];

@@ -41,7 +41,7 @@ export const MAX_CLIENTS = 8;
 /** What one run of the benchmark measures. */
 export interface Settings {
   readonly quick: boolean;
-  /** Repeats of the tunnel paths (datagram, stream). */
+  /** Repeats of the tunnel paths (datagram, stream, h2, webtransport). */
   readonly repeats: number;
   /** Repeats of the reference paths (direct, each wireguard-go). */
   readonly baselineRepeats: number;

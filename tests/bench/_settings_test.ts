@@ -30,7 +30,7 @@ Deno.test("parseSettings: --quick defaults, --paths order and errors", () => {
   );
   assertEquals(quick.paths, ["direct", "stream"]);
   const full = parse([]);
-  assertEquals(full.paths, ["direct", "wireguard-go", "datagram", "stream"]);
+  assertEquals(full.paths, ["direct", "wireguard-go", "datagram", "stream", "h2", "webtransport"]);
   assertEquals(full.chart, "/repo/docs/bench-chart.svg");
   assertEquals(parse(["--paths", "datagram"]).chart, undefined, "a subset keeps the chart");
   assertEquals(parse(["--paths", "datagram", "--chart", "c.svg"]).chart, "c.svg");

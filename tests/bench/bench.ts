@@ -44,7 +44,7 @@ import {
   slope,
 } from "./_measure.ts";
 import type { CpuTicks } from "./_measure.ts";
-import { setupPath } from "./_paths.ts";
+import { isTunnelPath, setupPath } from "./_paths.ts";
 import type { MeasuredProcess, PathSetup } from "./_paths.ts";
 import { HELP, parseSettings } from "./_settings.ts";
 import type { Settings } from "./_settings.ts";
@@ -584,9 +584,7 @@ async function withTopology<T>(id: string, body: (topo: Topology) => Promise<T>)
 async function measurePath(plan: PathPlan, settings: Settings): Promise<PathSummary> {
   const name = plan.name;
   const label = plan.label;
-  const repeatCount = name === "datagram" || name === "stream"
-    ? settings.repeats
-    : settings.baselineRepeats;
+  const repeatCount = isTunnelPath(name) ? settings.repeats : settings.baselineRepeats;
   let setup: PathSetup | undefined;
   let cpu: CpuAccount | undefined;
   const repeats: RepeatResult[] = [];
@@ -963,11 +961,9 @@ function plannedSeconds(settings: Settings, plans: readonly PathPlan[]): number 
   let total = 0;
   for (const { name: p, wireguardGo } of plans) {
     if (wireguardGo?.problem !== undefined) continue;
-    const repeats = p === "datagram" || p === "stream"
-      ? settings.repeats
-      : settings.baselineRepeats;
+    const repeats = isTunnelPath(p) ? settings.repeats : settings.baselineRepeats;
     // The traced UDP run waits twice for the tunnel processes' status files.
-    const tracing = p === "datagram" || p === "stream" ? (2 * STATUS_SETTLE_MS) / 1000 : 0;
+    const tracing = isTunnelPath(p) ? (2 * STATUS_SETTLE_MS) / 1000 : 0;
     // The many-clients measure: its clients start, then 4 TCP runs.
     const clients = settings.clients > 1 ? 5 * settings.clients + 4 * (settings.tcpSeconds + 1) : 0;
     total += 6 + repeats * (perRepeat + tracing) +

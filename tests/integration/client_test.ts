@@ -21,7 +21,7 @@ import type {
   TunnelHooks,
 } from "../../client/client.ts";
 import type { RoutingPlan } from "../../shared/tunnel/full_tunnel.ts";
-import { ClientSession } from "../../client/client.ts";
+import { openH3ClientSession } from "../../client/transports.ts";
 import { createFakeQuicPair } from "../support/fake_quic.ts";
 import { H3Connection } from "../../shared/h3/connection.ts";
 import { answerRequest } from "../../shared/masque/h3_connect_ip.ts";
@@ -623,18 +623,20 @@ Deno.test({
     try {
       await server.start();
       const counters = new CounterRegistry();
-      const opening = ClientSession.open({
-        connect: () =>
+      const opening = openH3ClientSession(
+        () =>
           Promise.resolve(
             Object.assign(clientConn, { remoteAddr: { hostname: "::ffff:198.18.0.1", port: 443 } }),
           ),
-        authority: "localhost",
-        template: "/.well-known/masque/ip/{target}/{ipproto}/",
-        mode: "datagram",
-        log: nullLogger,
-        counters,
-        sessionCounters: new SessionCounters(counters),
-      });
+        {
+          authority: "localhost",
+          path: "/.well-known/masque/ip/*/*/",
+          mode: "datagram",
+          log: nullLogger,
+          counters,
+          sessionCounters: new SessionCounters(counters),
+        },
+      );
       await until(() => answered.length === 1, "the request", 5000);
       const session = (await answered[0]).session!;
       const client = await opening;

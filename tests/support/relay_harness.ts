@@ -17,6 +17,9 @@ import { buildIpv4Udp } from "./packet_builder.ts";
 import { quicListenLimits } from "../../relay/limits.ts";
 import type { RelayLimits } from "../../relay/limits.ts";
 import { serveListener } from "../../relay/listener.ts";
+import { listenTcp } from "../../relay/tcp_listener.ts";
+import type { TcpListener } from "../../relay/tcp_listener.ts";
+import { createWebTransportBridge } from "../../relay/webtransport.ts";
 import { Relay } from "../../relay/relay.ts";
 import type { RelayOptions } from "../../relay/relay.ts";
 import type { Authenticator } from "../../relay/sessions.ts";
@@ -55,6 +58,12 @@ export interface TestRelayOptions {
   readonly serveOther?: RelayOptions["serveOther"];
   /** UDP port on 127.0.0.1 (default: any free one). */
   readonly port?: number;
+  /** Also serve HTTP/2 and WebTransport on a TCP listener on 127.0.0.1 (`tcpPort`). */
+  readonly tcp?: boolean;
+  /** The relay's idle timeout on TCP, milliseconds (default 30 s). */
+  readonly idleTimeoutMs?: number;
+  /** How long a TLS handshake on TCP may take, milliseconds (default 10 s). */
+  readonly handshakeTimeoutMs?: number;
 }
 
 /** The relay on a QUIC listener on 127.0.0.1, its in-memory TUN and its log lines. */
@@ -90,6 +99,27 @@ export async function startTestRelay(options: TestRelayOptions = {}) {
   const serving = serveListener(relay, listener, log).catch((error) => {
     listenerErrors.push(error);
   });
+  let tcp: TcpListener | undefined;
+  if (options.tcp) {
+    const webTransport = await createWebTransportBridge(relay, {
+      cert: certPem,
+      key: keyPem,
+      template: "/.well-known/masque/ip/{target}/{ipproto}/",
+      log,
+      maxQueuedBytes: relay.limits.maxQueuedBytes,
+    });
+    tcp = await listenTcp(relay, {
+      hostname: "127.0.0.1",
+      port: 0,
+      cert: certPem,
+      key: keyPem,
+      limits: relay.limits,
+      idleTimeoutMs: options.idleTimeoutMs ?? 30_000,
+      handshakeTimeoutMs: options.handshakeTimeoutMs,
+      log,
+      webTransport,
+    });
+  }
   return {
     relay,
     tun,
@@ -97,10 +127,13 @@ export async function startTestRelay(options: TestRelayOptions = {}) {
     tunDone,
     listenerErrors,
     port: endpoint.addr.port,
+    /** The TCP listener's port (HTTP/2, WebTransport), with `tcp: true`. */
+    tcpPort: tcp?.port ?? 0,
     /** Log lines matching `pattern`. */
     count: (pattern: RegExp) => lines.filter((line) => pattern.test(line)).length,
     async close() {
       await relay.stop();
+      await tcp?.close();
       tun.close();
       listener.stop();
       endpoint.close();

@@ -80,7 +80,7 @@ import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
 import { SessionCounters } from "../shared/masque/connect_ip_session.ts";
 import type { PacketMode } from "../shared/masque/connect_ip_session.ts";
 import { ConnectIpError, openConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
-import type { ConnectIpSession, SessionEnd } from "../shared/masque/connect_ip_session.ts";
+import type { ConnectIpSession } from "../shared/masque/connect_ip_session.ts";
 import type { TransportName } from "../shared/masque/connect_stream.ts";
 import { CLIENT_KEY_HEADER } from "../shared/masque/connect_ip_request.ts";
 import {
@@ -1347,6 +1347,11 @@ export class Client implements PeerRouter {
     }).catch((error) => {
       this.#log.warn("cannot change the tunnel", { error: errorMessage(error) });
     });
+  }
+
+  /** The transport in use and why it was chosen (`--transport`, a fallback, a move back). */
+  get transport(): { readonly name: TransportName | undefined; readonly reason: string } {
+    return { name: this.#live?.client.transport, reason: this.#transportReason };
   }
 
   /** Waits until the setup and the changes queued so far (a late DNS_ASSIGN, a reconnect) are done. */

@@ -24,21 +24,11 @@ import { H3Connection } from "../shared/h3/connection.ts";
 import type { QuicCloseInfoLike, QuicConnLike } from "../shared/h3/quic.ts";
 import { describeClose } from "../shared/h3/quic.ts";
 import { clientSettings, SETTINGS_H3_DATAGRAM } from "../shared/h3/settings.ts";
-import type { IpAddressRange, IpPrefix } from "../shared/ip/ip_address.ts";
 import { parseIp } from "../shared/ip/ip_address.ts";
-import type { Capsule } from "../shared/masque/capsule.ts";
-import type { DnsConfiguration } from "../shared/masque/dns_capsule.ts";
-import { unmapIpv4 } from "../shared/tunnel/full_tunnel.ts";
 import type { Logger } from "../shared/log.ts";
 import type { HeaderField } from "../shared/h3/qpack.ts";
 import { buildConnectIpRequest } from "../shared/masque/connect_ip_request.ts";
-import type {
-  ConnectIpSession,
-  PacketMode,
-  SessionCounters,
-  SessionEnd,
-} from "../shared/masque/connect_ip_session.ts";
-import type { TransportName } from "../shared/masque/connect_stream.ts";
+import type { PacketMode, SessionCounters } from "../shared/masque/connect_ip_session.ts";
 import { openConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
 import { ConnectIpError } from "../shared/masque/h3_connect_ip.ts";
 import {

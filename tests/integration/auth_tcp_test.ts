@@ -24,7 +24,7 @@ import {
   openH2ClientSession,
   openWebTransportClientSession,
 } from "../../client/transports.ts";
-import type { ClientSession } from "../../client/transports.ts";
+import type { ClientSession } from "../../client/client.ts";
 import { dialWebTransport } from "../../client/webtransport.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };

@@ -37,6 +37,7 @@ class FakeNetlink implements ClientNetlink {
     this.calls.push(`address ${name} ${formatPrefix(prefix)}`);
   }
   setLinkUp() {}
+  deleteAddress() {}
 }
 
 /** A Client for `relay` on `transport`; `quic` replaces the QUIC dialer (to fail it). */

@@ -895,13 +895,14 @@ export class Relay implements PeerRouter {
     started: number,
   ): Promise<void> {
     const reservation = admission.reservation;
+    // Once authenticated, every line about the request and its session names the user.
+    if (admission.identity !== undefined) log = log.with({ user: admission.identity.user });
     if (!answer.session) {
       // Refused before or in authorize, which then reserved nothing.
       this.#counters.sessionsRefused.value++;
       log.info("request refused", {
         status: answer.status,
         reason: answer.reason,
-        user: admission.identity?.user,
         transport,
       });
       return;
@@ -1069,7 +1070,12 @@ export class Relay implements PeerRouter {
   ): Promise<void> {
     const state = this.#connections.get(conn);
     const id = this.#nextId++;
-    const log = this.#log.with({ peer: remote, transport, session: id });
+    const log = this.#log.with({
+      peer: remote,
+      transport,
+      session: id,
+      ...(admission.identity ? { user: admission.identity.user } : {}),
+    });
     const reservation = admission.reservation;
     try {
       if (state === undefined || reservation === undefined) {
@@ -1465,11 +1471,13 @@ export class Relay implements PeerRouter {
    * the move loses no packet the client sends meanwhile.
    */
   #grant(entry: RelaySession, wanted: readonly IpPrefix[], log: Logger): boolean {
+    // Free addresses are #grantRequested's (once per IP version); here only
+    // one the same client's other session holds.
     const changes = this.#admission.request(entry.reservation, wanted, (holder) => {
       const other = this.#byReservation.get(holder);
       return other !== undefined && other !== entry && entry.clientKey !== undefined &&
         other.clientKey === entry.clientKey && other.identity.user === entry.identity.user;
-    });
+    }, { fromPool: false });
     if (changes.length === 0) return false;
     for (const change of changes) {
       const replaced = addressKey(change.replaced.address);

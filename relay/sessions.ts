@@ -310,6 +310,7 @@ export class SessionAdmission {
     to: Reservation,
     wanted: readonly IpPrefix[],
     mayTakeFrom: (holder: Reservation) => boolean,
+    options: { readonly fromPool?: boolean } = {},
   ): AddressChange[] {
     const changes: AddressChange[] = [];
     for (const prefix of wanted) {
@@ -321,7 +322,7 @@ export class SessionAdmission {
       if (pool === undefined || !prefixContains(pool.prefix, prefix.address)) continue;
       if (this.#fixed.has(addressKey(prefix.address))) continue;
       let from: Reservation | undefined;
-      if (pool.claim(prefix.address)) {
+      if (options.fromPool !== false && pool.claim(prefix.address)) {
         // free: now ours
       } else {
         for (const holder of this.#reservations) {

@@ -90,14 +90,15 @@ Deno.test({
     const { server, tokens, h2 } = await startAuthRelay({ authFailuresPerMinute: 100 });
     try {
       const wrong = tokens.alice.slice(0, -4) + "AAAA";
-      const cases: [string, Promise<ClientSession>][] = [
-        ["an unknown path, with a valid token", h2([bearerField(tokens.alice)], "/nope")],
-        ["no credentials", h2([])],
-        ["a wrong token", h2([bearerField(wrong)])],
-        ["a known Basic user, wrong password", h2([basicField("bob", "x")])],
-        ["a malformed header", h2([["proxy-authorization", "Bearer !!"]])],
+      // One at a time: each attempt starts when the one before has been answered.
+      const cases: [string, () => Promise<ClientSession>][] = [
+        ["an unknown path, with a valid token", () => h2([bearerField(tokens.alice)], "/nope")],
+        ["no credentials", () => h2([])],
+        ["a wrong token", () => h2([bearerField(wrong)])],
+        ["a known Basic user, wrong password", () => h2([basicField("bob", "x")])],
+        ["a malformed header", () => h2([["proxy-authorization", "Bearer !!"]])],
       ];
-      for (const [what, open] of cases) assertEquals(await statusOf(open), 404, what);
+      for (const [what, open] of cases) assertEquals(await statusOf(open()), 404, what);
       assertEquals(server.relay.counters.value("relay_auth_failures_total"), 4);
       assertEquals(server.relay.poolUsage, { v4: 0, v6: 0 });
       // Valid bearer and Basic credentials: sessions of those users, over HTTP/2.

@@ -54,10 +54,7 @@ import type { LinkOps } from "../host/link.ts";
 import { counterByLabel, CounterRegistry } from "../shared/counters.ts";
 import type { Counter, HistogramFamily } from "../shared/counters.ts";
 import { errorMessage } from "../shared/errors.ts";
-import { H3Connection } from "../shared/h3/connection.ts";
-import type { QuicCloseInfoLike, QuicConnLike } from "../shared/h3/quic.ts";
-import { describeClose } from "../shared/h3/quic.ts";
-import { clientSettings, SETTINGS_H3_DATAGRAM } from "../shared/h3/settings.ts";
+import type { QuicConnLike } from "../shared/h3/quic.ts";
 import type { IpAddressRange, IpPrefix } from "../shared/ip/ip_address.ts";
 import { formatIp, formatPrefix, parseIp } from "../shared/ip/ip_address.ts";
 import type { Capsule } from "../shared/masque/capsule.ts";
@@ -79,7 +76,7 @@ import type { HeaderField } from "../shared/h3/qpack.ts";
 import { expandConnectIpPath } from "../shared/masque/connect_ip_request.ts";
 import { SessionCounters } from "../shared/masque/connect_ip_session.ts";
 import type { PacketMode } from "../shared/masque/connect_ip_session.ts";
-import { ConnectIpError, openConnectIpSession } from "../shared/masque/h3_connect_ip.ts";
+import { ConnectIpError } from "../shared/masque/h3_connect_ip.ts";
 import type { ConnectIpSession } from "../shared/masque/connect_ip_session.ts";
 import type { TransportName } from "../shared/masque/connect_stream.ts";
 import { CLIENT_KEY_HEADER } from "../shared/masque/connect_ip_request.ts";
@@ -389,23 +386,6 @@ export class TunnelHost {
   }
 }
 
-/** Options of {@linkcode ClientSession.open}. */
-export interface ClientSessionOptions {
-  readonly connect: () => Promise<DialedConnection>;
-  /** `:authority` of the request. */
-  readonly authority: string;
-  /** URI template of the relay (expanded for any target and protocol). */
-  readonly template: string;
-  readonly mode: PacketMode;
-  /** Fields added to the request: the credentials (`proxy-authorization`). */
-  readonly headers?: readonly HeaderField[];
-  readonly log: Logger;
-  /** The registry the connection counts in. */
-  readonly counters: CounterRegistry;
-  /** The session's counters, resolved from the same registry. */
-  readonly sessionCounters: SessionCounters;
-}
-
 /** What changed in what the relay told a session, after its assignment. */
 export type RelayUpdate = "routes" | "dns" | "pref64";
 
@@ -483,50 +463,6 @@ export class ClientSession {
   /** The relay endpoint's protocol, for the kill switch and the routing. */
   get relayProtocol(): "udp" | "tcp" {
     return this.transport === "h3" ? "udp" : "tcp";
-  }
-
-  /**
-   * Dials the relay, starts HTTP/3 (in stream mode advertising
-   * SETTINGS_H3_DATAGRAM = 0, so the relay sends capsules) and opens the
-   * session. Throws a clear error; closes what it opened on failure.
-   */
-  static async open(options: ClientSessionOptions): Promise<ClientSession> {
-    const conn = await options.connect();
-    const settings = new Map(clientSettings());
-    // In stream mode we tell the relay not to send HTTP Datagrams (RFC 9297 §2.1.1).
-    if (options.mode === "stream") settings.set(SETTINGS_H3_DATAGRAM, 0);
-    const h3 = new H3Connection(conn, {
-      role: "client",
-      settings,
-      log: options.log,
-      counters: options.counters,
-    });
-    try {
-      await h3.start();
-      const session = await openConnectIpSession(h3, {
-        authority: options.authority,
-        path: expandConnectIpPath(options.template, {
-          target: { kind: "any" },
-          ipProtocol: "any",
-        }),
-        mode: options.mode,
-        headers: options.headers,
-        log: options.log,
-        counters: options.sessionCounters,
-      });
-      return new ClientSession({
-        transport: "h3",
-        session,
-        relay: conn.remoteAddr,
-        closed: h3.closed.then((info: QuicCloseInfoLike) => describeClose(info)),
-        onGoaway: (callback) => h3.onGoaway(callback),
-        close: () => h3.close(),
-        log: options.log,
-      });
-    } catch (error) {
-      h3.close();
-      throw error;
-    }
   }
 
   /**

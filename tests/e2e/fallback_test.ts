@@ -10,7 +10,7 @@
 import { assert, assertEquals } from "../support/assert.ts";
 import { createTopology, needsNamespaces } from "../support/netns.ts";
 import type { Topology } from "../support/netns.ts";
-import { startClient, startRelay } from "../support/vpn.ts";
+import { startClient, startRelay, startTargetServers } from "../support/vpn.ts";
 import type { ClientProcess } from "../support/vpn.ts";
 
 const TOOLS = new URL("./tools/", import.meta.url).pathname;
@@ -62,27 +62,6 @@ async function unblockUdp(topo: Topology): Promise<void> {
 async function droppedUdp(topo: Topology): Promise<number> {
   const out = await topo.run("client", ["nft", "list", "table", "inet", TABLE]);
   return [...out.stdout.matchAll(/counter packets (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
-}
-
-async function startTargets(topo: Topology): Promise<void> {
-  const deno = Deno.execPath();
-  const udp = topo.spawn("target", [
-    deno,
-    "run",
-    "--allow-net",
-    `${TOOLS}udp_echo.ts`,
-    "--port",
-    "7",
-  ], {
-    name: "udp_echo",
-  });
-  const tcp = topo.spawn(
-    "target",
-    [deno, "run", "--allow-net", `${TOOLS}tcp_blast.ts`, "server", "--port", "5201"],
-    { name: "tcp_blast" },
-  );
-  await udp.waitForLog(/"ready":true/, 15_000);
-  await tcp.waitForLog(/"ready":true/, 15_000);
 }
 
 /** Ping (v4 and v6), a UDP echo and a 4 MB TCP transfer with its SHA-256, through the tunnel. */
@@ -153,7 +132,7 @@ Deno.test({
   ...opts,
   async fn() {
     await withTopology("e2e-fallback", async (topo) => {
-      await startTargets(topo);
+      await startTargetServers(topo);
       const relay = await startRelay(topo);
       await blockUdp(topo);
       // The default transport is auto; --h3-retry 5 makes the test wait 5 s, not 5 min.
@@ -192,7 +171,7 @@ Deno.test({
   ...opts,
   async fn() {
     await withTopology("e2e-wt", async (topo) => {
-      await startTargets(topo);
+      await startTargetServers(topo);
       const relay = await startRelay(topo);
       await blockUdp(topo);
       const client = await startClient(topo, relay, { extraArgs: ["--transport", "webtransport"] });

@@ -6,7 +6,7 @@
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
 import { createTopology, needsNamespaces } from "../support/netns.ts";
 import type { Topology } from "../support/netns.ts";
-import { counter, startClient, startRelay } from "../support/vpn.ts";
+import { counter, startClient, startRelay, startTargetServers } from "../support/vpn.ts";
 import type { RelayProcess, RelayStatus } from "../support/vpn.ts";
 
 const TOOLS = new URL("./tools/", import.meta.url).pathname;
@@ -27,27 +27,6 @@ async function withTopology(id: string, fn: (topo: Topology) => Promise<void>): 
   } finally {
     await topo.teardown();
   }
-}
-
-async function startTargetServers(topo: Topology): Promise<void> {
-  const deno = Deno.execPath();
-  const udp = topo.spawn("target", [
-    deno,
-    "run",
-    "--allow-net",
-    `${TOOLS}udp_echo.ts`,
-    "--port",
-    "7",
-  ], {
-    name: "udp_echo",
-  });
-  const tcp = topo.spawn(
-    "target",
-    [deno, "run", "--allow-net", `${TOOLS}tcp_blast.ts`, "server", "--port", "5201"],
-    { name: "tcp_blast" },
-  );
-  await udp.waitForLog(/"ready":true/, 15_000);
-  await tcp.waitForLog(/"ready":true/, 15_000);
 }
 
 /** Sends one UDP datagram from the client namespace and returns the echo. */

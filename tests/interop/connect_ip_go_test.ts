@@ -22,7 +22,7 @@ import { assert, assertEquals, assertMatch } from "../support/assert.ts";
 import { createTopology, haveCommand, isRoot } from "../support/netns.ts";
 import { missingCommand, NEEDS_ROOT, RUN_AS_ROOT, skipUnless } from "../support/skip.ts";
 import type { Process, Topology } from "../support/netns.ts";
-import { counter, dropReasons, startRelay } from "../support/vpn.ts";
+import { counter, dropReasons, startRelay, startTargetServers } from "../support/vpn.ts";
 import type { ClientStatus } from "../support/vpn.ts";
 import { loadOrCreateDevCerts } from "../../relay/dev_certs.ts";
 
@@ -91,28 +91,6 @@ async function withTopology(id: string, fn: (topo: Topology) => Promise<void>): 
   } finally {
     await topo.teardown();
   }
-}
-
-/** UDP echo on port 7 and the SHA-256 TCP sink on port 5201 in the target namespace. */
-async function startTargetServers(topo: Topology): Promise<void> {
-  const deno = Deno.execPath();
-  const udp = topo.spawn("target", [
-    deno,
-    "run",
-    "--allow-net",
-    `${TOOLS}udp_echo.ts`,
-    "--port",
-    "7",
-  ], {
-    name: "udp_echo",
-  });
-  const tcp = topo.spawn(
-    "target",
-    [deno, "run", "--allow-net", `${TOOLS}tcp_blast.ts`, "server", "--port", "5201"],
-    { name: "tcp_blast" },
-  );
-  await udp.waitForLog(/"ready":true/, 15_000);
-  await tcp.waitForLog(/"ready":true/, 15_000);
 }
 
 /** A development CA and a server certificate for `names`, also as `cert.pem`/`key.pem`. */

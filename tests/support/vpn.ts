@@ -23,6 +23,9 @@ const V8_FLAGS = ["--max-semi-space-size=4", Deno.env.get("MASQUE_V8_FLAGS")]
   .filter((flag) => flag).join(",");
 
 /** Tunnel pools used by tests: inside 198.18.0.0/15 and fd00::/8. */
+/** The e2e tests' helper programs (echo servers, TCP sink). */
+const E2E_TOOLS = new URL("../e2e/tools/", import.meta.url).pathname;
+
 export const TEST_POOL4 = "198.18.100.0/24";
 export const TEST_POOL6 = "fd00:100::/64";
 
@@ -247,4 +250,26 @@ export async function startClient(
     mtu: Number(up.match(/mtu=(\d+)/)?.[1] ?? NaN),
     status: async () => JSON.parse(await Deno.readTextFile(statusFile)) as ClientStatus,
   };
+}
+
+/** UDP echo on port 7 and the SHA-256 TCP sink on port 5201 in the target namespace. */
+export async function startTargetServers(topo: Topology): Promise<void> {
+  const deno = Deno.execPath();
+  const udp = topo.spawn("target", [
+    deno,
+    "run",
+    "--allow-net",
+    `${E2E_TOOLS}udp_echo.ts`,
+    "--port",
+    "7",
+  ], {
+    name: "udp_echo",
+  });
+  const tcp = topo.spawn(
+    "target",
+    [deno, "run", "--allow-net", `${E2E_TOOLS}tcp_blast.ts`, "server", "--port", "5201"],
+    { name: "tcp_blast" },
+  );
+  await udp.waitForLog(/"ready":true/, 15_000);
+  await tcp.waitForLog(/"ready":true/, 15_000);
 }

@@ -15,8 +15,8 @@
  *   within about a second; alice goes on.
  */
 import { assert, assertEquals } from "../support/assert.ts";
-import { createTopology, isRoot, TOPOLOGY_COMMANDS } from "../support/netns.ts";
-import type { Topology } from "../support/netns.ts";
+import { isRoot, TOPOLOGY_COMMANDS, withTopology } from "../support/netns.ts";
+import type { FailureLogs, Topology } from "../support/netns.ts";
 import { counter, startClient, startRelay } from "../support/vpn.ts";
 import type { RelayProcess, RelayStatus } from "../support/vpn.ts";
 import { parseIperfTcp } from "../bench/_measure.ts";
@@ -35,22 +35,8 @@ const BOB_TARGET = "198.18.3.1";
 const FORBIDDEN4 = "198.18.4.1";
 const FORBIDDEN6 = "fd00:0:0:4::1";
 
-async function withTopology(id: string, fn: (topo: Topology) => Promise<void>): Promise<void> {
-  const topo = await createTopology({ id });
-  try {
-    await fn(topo);
-  } catch (error) {
-    for (const name of ["relay", "client", "client2"]) {
-      const log = await Deno.readTextFile(`${topo.logDir}/${name}.log`).catch(() => "");
-      if (log) {
-        console.error(`--- ${name}.log (last lines)\n${log.split("\n").slice(-25).join("\n")}`);
-      }
-    }
-    throw error;
-  } finally {
-    await topo.teardown();
-  }
-}
+/** The logs printed when a test fails. */
+const FAILURE_LOGS: FailureLogs = { names: ["relay", "client", "client2"], lines: 25 };
 
 async function waitForStatus(
   relay: RelayProcess,
@@ -80,7 +66,7 @@ Deno.test({
     "e2e: per-user routes (ICMP prohibited), a 10 Mbit/s rate, no address for strangers, removal by SIGHUP",
   ...opts,
   async fn() {
-    await withTopology("e2e-auth", async (topo) => {
+    await withTopology("e2e-auth", FAILURE_LOGS, async (topo) => {
       // Addresses behind the relay besides the target's own.
       for (const address of [`${BOB_TARGET}/32`, `${FORBIDDEN4}/32`, `${FORBIDDEN6}/128`]) {
         await topo.run("target", ["ip", "addr", "add", address, "dev", "lo"]);

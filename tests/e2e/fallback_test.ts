@@ -8,8 +8,8 @@
  * stays on WebTransport: it was chosen). Needs root; skipped otherwise.
  */
 import { assert, assertEquals } from "../support/assert.ts";
-import { createTopology, needsNamespaces } from "../support/netns.ts";
-import type { Topology } from "../support/netns.ts";
+import { needsNamespaces, withTopology } from "../support/netns.ts";
+import type { FailureLogs, Topology } from "../support/netns.ts";
 import { startClient, startRelay, startTargetServers } from "../support/vpn.ts";
 import type { ClientProcess } from "../support/vpn.ts";
 
@@ -24,22 +24,8 @@ interface TransportStatus {
   addresses?: string[];
 }
 
-async function withTopology(id: string, fn: (topo: Topology) => Promise<void>): Promise<void> {
-  const topo = await createTopology({ id });
-  try {
-    await fn(topo);
-  } catch (error) {
-    for (const name of ["relay", "client"]) {
-      const log = await Deno.readTextFile(`${topo.logDir}/${name}.log`).catch(() => "");
-      if (log) {
-        console.error(`--- ${name}.log (last lines)\n${log.split("\n").slice(-30).join("\n")}`);
-      }
-    }
-    throw error;
-  } finally {
-    await topo.teardown();
-  }
-}
+/** The logs printed when a test fails. */
+const FAILURE_LOGS: FailureLogs = { names: ["relay", "client"], lines: 30 };
 
 /** Drops UDP from the client's namespace to the relay, both families. */
 async function blockUdp(topo: Topology): Promise<void> {
@@ -131,7 +117,7 @@ Deno.test({
     "e2e UDP blocked: --transport auto connects over HTTP/2 within 5 s, moves back to HTTP/3 with its addresses",
   ...opts,
   async fn() {
-    await withTopology("e2e-fallback", async (topo) => {
+    await withTopology("e2e-fallback", FAILURE_LOGS, async (topo) => {
       await startTargetServers(topo);
       const relay = await startRelay(topo);
       await blockUdp(topo);
@@ -170,7 +156,7 @@ Deno.test({
   name: "e2e UDP blocked: --transport webtransport carries ping, TCP and UDP",
   ...opts,
   async fn() {
-    await withTopology("e2e-wt", async (topo) => {
+    await withTopology("e2e-wt", FAILURE_LOGS, async (topo) => {
       await startTargetServers(topo);
       const relay = await startRelay(topo);
       await blockUdp(topo);

@@ -9,8 +9,8 @@
  * 198.18.1.1. Needs root; skipped with a message otherwise.
  */
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
-import { createTopology, needsNamespaces } from "../support/netns.ts";
-import type { NamespaceRole, Process, Topology } from "../support/netns.ts";
+import { needsNamespaces, withTopology } from "../support/netns.ts";
+import type { FailureLogs, NamespaceRole, Process, Topology } from "../support/netns.ts";
 import { counter, startClient, startRelay } from "../support/vpn.ts";
 import type { RelayProcess, RelayStatus } from "../support/vpn.ts";
 
@@ -26,22 +26,11 @@ const LATE_NETWORK = "198.18.2.0/24";
 /** The service port on the relay host. */
 const SERVICE_PORT = 53;
 
-async function withTopology(id: string, fn: (topo: Topology) => Promise<void>): Promise<void> {
-  const topo = await createTopology({ id });
-  try {
-    await fn(topo);
-  } catch (error) {
-    for (const name of ["relay", "client", "client2", "host_listener"]) {
-      const log = await Deno.readTextFile(`${topo.logDir}/${name}.log`).catch(() => "");
-      if (log) {
-        console.error(`--- ${name}.log (last lines)\n${log.split("\n").slice(-25).join("\n")}`);
-      }
-    }
-    throw error;
-  } finally {
-    await topo.teardown();
-  }
-}
+/** The logs printed when a test fails. */
+const FAILURE_LOGS: FailureLogs = {
+  names: ["relay", "client", "client2", "host_listener"],
+  lines: 25,
+};
 
 /** Starts the UDP+TCP listener on every address of the relay host. */
 async function startHostListener(topo: Topology): Promise<Process> {
@@ -124,7 +113,7 @@ Deno.test({
     "e2e firewall: UDP, TCP and ping from a client to the relay host and another client go unanswered; the target still answers (relay without --nat)",
   ...opts,
   async fn() {
-    await withTopology("fw-host", async (topo) => {
+    await withTopology("fw-host", FAILURE_LOGS, async (topo) => {
       const echo = topo.spawn("target", [
         Deno.execPath(),
         "run",
@@ -254,7 +243,7 @@ Deno.test({
     "e2e firewall: --allow-relay-host opens a service at the relay's TUN address only; --allow-client-to-client lets clients ping each other; the nft chain goes with the relay",
   ...opts,
   async fn() {
-    await withTopology("fw-allow", async (topo) => {
+    await withTopology("fw-allow", FAILURE_LOGS, async (topo) => {
       const listener = await startHostListener(topo);
       const relay = await startRelay(topo, [
         "--dev-cert-name",

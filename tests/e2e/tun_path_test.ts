@@ -11,8 +11,8 @@
  *   not what it accepts, RFC 1122 §3.3.2).
  */
 import { assert, assertEquals } from "../support/assert.ts";
-import { createTopology, needsNamespaces } from "../support/netns.ts";
-import type { Topology } from "../support/netns.ts";
+import { needsNamespaces, withTopology } from "../support/netns.ts";
+import type { FailureLogs, Topology } from "../support/netns.ts";
 import { counter, startClient, startRelay } from "../support/vpn.ts";
 import type { ClientStatus } from "../support/vpn.ts";
 
@@ -21,22 +21,8 @@ const opts = { ...await needsNamespaces(), sanitizeOps: false, sanitizeResources
 /** Length of the flood, seconds. */
 const FLOOD_SECONDS = Number(Deno.env.get("MASQUE_SOAK_SECONDS") ?? 5);
 
-async function withTopology(id: string, fn: (topo: Topology) => Promise<void>): Promise<void> {
-  const topo = await createTopology({ id });
-  try {
-    await fn(topo);
-  } catch (error) {
-    for (const name of ["relay", "client", "flood"]) {
-      const log = await Deno.readTextFile(`${topo.logDir}/${name}.log`).catch(() => "");
-      if (log) {
-        console.error(`--- ${name}.log (last lines)\n${log.split("\n").slice(-25).join("\n")}`);
-      }
-    }
-    throw error;
-  } finally {
-    await topo.teardown();
-  }
-}
+/** The logs printed when a test fails. */
+const FAILURE_LOGS: FailureLogs = { names: ["relay", "client", "flood"], lines: 25 };
 
 /** One ping from the client namespace through `tun`; true when answered within 1 s. */
 async function pingOnce(topo: Topology, tun: string): Promise<boolean> {
@@ -52,7 +38,7 @@ Deno.test({
   name: "e2e soak: a stream-mode flood of the relay's TUN; pings of another session recover",
   ...opts,
   async fn() {
-    await withTopology("e2e-soak", async (topo) => {
+    await withTopology("e2e-soak", FAILURE_LOGS, async (topo) => {
       const relay = await startRelay(topo);
       const client = await startClient(topo, relay, { name: "client", tun: "mvpn0" });
       assert(await pingOnce(topo, client.tun), "ping before the flood");
@@ -156,7 +142,7 @@ Deno.test({
   name: "e2e: a client with TUN MTU 1280 receives 1400-byte packets from the relay (stream mode)",
   ...opts,
   async fn() {
-    await withTopology("e2e-emtu", async (topo) => {
+    await withTopology("e2e-emtu", FAILURE_LOGS, async (topo) => {
       const relay = await startRelay(topo);
       const client = await startClient(topo, relay, {
         mode: "stream",

@@ -4,30 +4,16 @@
  * skipped with a message otherwise.
  */
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
-import { createTopology, needsNamespaces } from "../support/netns.ts";
-import type { Topology } from "../support/netns.ts";
+import { needsNamespaces, withTopology } from "../support/netns.ts";
+import type { FailureLogs, Topology } from "../support/netns.ts";
 import { counter, startClient, startRelay, startTargetServers } from "../support/vpn.ts";
 import type { RelayProcess, RelayStatus } from "../support/vpn.ts";
 
 const TOOLS = new URL("./tools/", import.meta.url).pathname;
 const opts = { ...await needsNamespaces(), sanitizeOps: false, sanitizeResources: false };
 
-async function withTopology(id: string, fn: (topo: Topology) => Promise<void>): Promise<void> {
-  const topo = await createTopology({ id });
-  try {
-    await fn(topo);
-  } catch (error) {
-    for (const name of ["relay", "client", "client2"]) {
-      const log = await Deno.readTextFile(`${topo.logDir}/${name}.log`).catch(() => "");
-      if (log) {
-        console.error(`--- ${name}.log (last lines)\n${log.split("\n").slice(-25).join("\n")}`);
-      }
-    }
-    throw error;
-  } finally {
-    await topo.teardown();
-  }
-}
+/** The logs printed when a test fails. */
+const FAILURE_LOGS: FailureLogs = { names: ["relay", "client", "client2"], lines: 25 };
 
 /** Sends one UDP datagram from the client namespace and returns the echo. */
 async function udpRoundTrip(topo: Topology, host: string, text: string): Promise<string> {
@@ -58,7 +44,7 @@ for (const mode of ["datagram", "stream"] as const) {
     name: `e2e ${mode} mode: ping v4/v6, 10 MB TCP with checksum, UDP echo through the tunnel`,
     ...opts,
     async fn() {
-      await withTopology(`e2e-${mode}`, async (topo) => {
+      await withTopology(`e2e-${mode}`, FAILURE_LOGS, async (topo) => {
         await startTargetServers(topo);
         const relay = await startRelay(topo);
         const client = await startClient(topo, relay, { mode });
@@ -158,7 +144,7 @@ Deno.test({
     "e2e: two clients at once get different addresses and both reach the target; spoofing is dropped",
   ...opts,
   async fn() {
-    await withTopology("e2e-two", async (topo) => {
+    await withTopology("e2e-two", FAILURE_LOGS, async (topo) => {
       await startTargetServers(topo);
       const relay = await startRelay(topo);
       const a = await startClient(topo, relay, { name: "client", tun: "mvpn0" });
@@ -211,7 +197,7 @@ Deno.test({
   name: "e2e: a client killed with SIGKILL loses its session and its address returns to the pool",
   ...opts,
   async fn() {
-    await withTopology("e2e-kill", async (topo) => {
+    await withTopology("e2e-kill", FAILURE_LOGS, async (topo) => {
       const relay = await startRelay(topo, ["--idle-timeout", "3"]);
       const first = await startClient(topo, relay, { name: "client" });
       await waitForStatus(relay, (s) => poolV4(s) === 1 && s.sessions.length === 1);
@@ -232,7 +218,7 @@ Deno.test({
   name: "e2e: a client stopped with SIGTERM removes its routes, rules and TUN and exits 0",
   ...opts,
   async fn() {
-    await withTopology("e2e-term", async (topo) => {
+    await withTopology("e2e-term", FAILURE_LOGS, async (topo) => {
       const relay = await startRelay(topo);
       const client = await startClient(topo, relay);
       // The tunnel's routes are in the client's own table (51900), with rules to it.

@@ -19,9 +19,9 @@
  * @module
  */
 import { assert, assertEquals, assertMatch } from "../support/assert.ts";
-import { createTopology, haveCommand, isRoot } from "../support/netns.ts";
+import { haveCommand, isRoot, withTopology } from "../support/netns.ts";
 import { missingCommand, NEEDS_ROOT, RUN_AS_ROOT, skipUnless } from "../support/skip.ts";
-import type { Process, Topology } from "../support/netns.ts";
+import type { FailureLogs, Process, Topology } from "../support/netns.ts";
 import { counter, dropReasons, startRelay, startTargetServers } from "../support/vpn.ts";
 import type { ClientStatus } from "../support/vpn.ts";
 import { loadOrCreateDevCerts } from "../../relay/dev_certs.ts";
@@ -77,21 +77,8 @@ const PROXY_CLIENT4 = "198.18.200.2";
 const PROXY_CLIENT6 = "fd00:200::2";
 const TARGET_NETS = "198.18.1.0/24,fd00:0:0:2::/64";
 
-async function withTopology(id: string, fn: (topo: Topology) => Promise<void>): Promise<void> {
-  const topo = await createTopology({ id });
-  try {
-    await fn(topo);
-  } catch (error) {
-    for await (const entry of Deno.readDir(topo.logDir)) {
-      if (!entry.name.endsWith(".log")) continue;
-      const log = await Deno.readTextFile(`${topo.logDir}/${entry.name}`).catch(() => "");
-      console.error(`--- ${entry.name} (last lines)\n${log.split("\n").slice(-30).join("\n")}`);
-    }
-    throw error;
-  } finally {
-    await topo.teardown();
-  }
-}
+/** The logs printed when a test fails. */
+const FAILURE_LOGS: FailureLogs = { names: "all", lines: 30 };
 
 /** A development CA and a server certificate for `names`, also as `cert.pem`/`key.pem`. */
 async function makeCerts(topo: Topology, names: { dns: string[]; ip: string[] }) {
@@ -262,7 +249,7 @@ Deno.test({
   name: "connect-ip-go client -> our relay: both families assigned, ping v4/v6, 1 MiB TCP",
   ...needs("cipgo-client"),
   async fn() {
-    await withTopology("cipgo-c", async (topo) => {
+    await withTopology("cipgo-c", FAILURE_LOGS, async (topo) => {
       await startTargetServers(topo);
       // connect-ip-go's clients cannot send credentials: this relay runs with
       // --no-auth (docs/interop.md).
@@ -321,7 +308,7 @@ Deno.test({
     "connect-ip-go's integration client (unchanged) -> our relay with --template /vpn: ping, http, http3",
   ...needs("cipgo-upstream-client", "cipgo-upstream-server", "tcpdump"),
   async fn() {
-    await withTopology("cipgo-uc", async (topo) => {
+    await withTopology("cipgo-uc", FAILURE_LOGS, async (topo) => {
       // Its server: HTTP on :80 and HTTP/3 on :443, cert.pem/key.pem in its directory.
       const certs = await makeCerts(topo, { dns: ["server"], ip: [topo.target4] });
       const server = topo.spawn("target", [
@@ -372,7 +359,7 @@ Deno.test({
     "our client -> connect-ip-go proxy (both families): ping v4/v6, TCP, UDP echo, a packet over the TUN MTU",
   ...needs("cipgo-proxy"),
   async fn(t) {
-    await withTopology("cipgo-p", async (topo) => {
+    await withTopology("cipgo-p", FAILURE_LOGS, async (topo) => {
       await startTargetServers(topo);
       const certs = await makeCerts(topo, { dns: [], ip: [topo.relayUnderlay4] });
       const proxy = await startCipgoProxy(topo, certs);
@@ -413,7 +400,7 @@ Deno.test({
     "our client -> connect-ip-go's integration proxy (unchanged; /vpn, IPv4 only): session, ping, HTTP GET",
   ...needs("cipgo-upstream-proxy", "cipgo-upstream-server", "ethtool"),
   async fn() {
-    await withTopology("cipgo-up", async (topo) => {
+    await withTopology("cipgo-up", FAILURE_LOGS, async (topo) => {
       // It serves https://proxy:PORT/vpn and compares :authority with
       // "proxy:4433" byte for byte, so the client must dial the name "proxy":
       // `ip netns exec` puts /etc/netns/NS/hosts over /etc/hosts.
@@ -496,7 +483,7 @@ Deno.test({
     "our client in --mode stream -> connect-ip-go proxy: says which side ended the stream and why",
   ...needs("cipgo-proxy"),
   async fn() {
-    await withTopology("cipgo-s", async (topo) => {
+    await withTopology("cipgo-s", FAILURE_LOGS, async (topo) => {
       const certs = await makeCerts(topo, { dns: [], ip: [topo.relayUnderlay4] });
       const proxy = await startCipgoProxy(topo, certs);
       const client = await startOurClient(topo, {

@@ -169,6 +169,47 @@ export async function needsNamespaces(): Promise<{ ignore: boolean }> {
   return await skipUnlessRoot(isRoot(), TOPOLOGY_COMMANDS);
 }
 
+/** Which logs {@linkcode withTopology} prints when the test fails. */
+export interface FailureLogs {
+  /** Process names whose `NAME.log` to print, or "all" for every `.log` file in the log directory. */
+  readonly names: readonly string[] | "all";
+  /** How many last lines of each. */
+  readonly lines: number;
+}
+
+/**
+ * Runs `fn` with a new topology and tears it down afterwards; when `fn`
+ * throws, the last lines of the logs named in `logs` are printed first.
+ */
+export async function withTopology(
+  id: string,
+  logs: FailureLogs,
+  fn: (topo: Topology) => Promise<void>,
+): Promise<void> {
+  const topo = await createTopology({ id });
+  try {
+    await fn(topo);
+  } catch (error) {
+    const files: string[] = [];
+    if (logs.names === "all") {
+      for await (const entry of Deno.readDir(topo.logDir)) {
+        if (entry.name.endsWith(".log")) files.push(entry.name);
+      }
+    } else {
+      files.push(...logs.names.map((name) => `${name}.log`));
+    }
+    for (const file of files) {
+      const log = await Deno.readTextFile(`${topo.logDir}/${file}`).catch(() => "");
+      if (log || logs.names === "all") {
+        console.error(`--- ${file} (last lines)\n${log.split("\n").slice(-logs.lines).join("\n")}`);
+      }
+    }
+    throw error;
+  } finally {
+    await topo.teardown();
+  }
+}
+
 /**
  * Creates the three namespaces and their links. Namespaces left over from an
  * earlier run with the same `id` are deleted first. `logDir` defaults to a new

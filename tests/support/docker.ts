@@ -29,7 +29,7 @@
  * @module
  */
 
-import { RUN_AS_ROOT } from "./skip.ts";
+import { commandFound, RUN_AS_ROOT } from "./skip.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -115,20 +115,6 @@ export async function run(cmd: readonly string[], options: RunOptions = {}): Pro
   return result;
 }
 
-/** Returns true when `name` is a command found on the PATH. */
-export async function haveCommand(name: string): Promise<boolean> {
-  try {
-    const { code } = await new Deno.Command("sh", {
-      args: ["-c", 'command -v "$1"', "sh", name],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return code === 0;
-  } catch {
-    return false;
-  }
-}
-
 /** Why Docker cannot run here, and the command (or step) that would make it run. */
 export interface DockerSkip {
   readonly reason: string;
@@ -147,7 +133,7 @@ export async function dockerSkipReason(): Promise<DockerSkip | undefined> {
   if (Deno.build.os !== "linux") {
     return { reason: `Docker tests run on Linux only, not ${Deno.build.os}`, fix: "run on Linux" };
   }
-  if (!await haveCommand("docker")) {
+  if (!await commandFound("docker")) {
     return { reason: "no docker CLI", fix: `${INSTALL} docker.io docker-compose` };
   }
   if (await composeCommand() === undefined) {
@@ -156,7 +142,7 @@ export async function dockerSkipReason(): Promise<DockerSkip | undefined> {
       fix: `${INSTALL} docker-compose`,
     };
   }
-  if (!await haveCommand("npm") && !await exists(denoPackagePath(Deno.version.deno))) {
+  if (!await commandFound("npm") && !await exists(denoPackagePath(Deno.version.deno))) {
     return { reason: "npm is missing (it fetches Deno for the images)", fix: `${INSTALL} npm` };
   }
   if (await reachableEngineHost() !== undefined) return undefined;
@@ -166,19 +152,19 @@ export async function dockerSkipReason(): Promise<DockerSkip | undefined> {
       fix: RUN_AS_ROOT,
     };
   }
-  if (!await haveCommand("dockerd")) {
+  if (!await commandFound("dockerd")) {
     return {
       reason: "no Docker engine answers and dockerd is missing",
       fix: `${INSTALL} docker.io`,
     };
   }
-  if (!await haveCommand("nft")) {
+  if (!await commandFound("nft")) {
     return {
       reason: "nft is missing (it isolates our engine's networks)",
       fix: `${INSTALL} nftables`,
     };
   }
-  if (!await haveCommand("debootstrap") && !await exists(baseTarballPath())) {
+  if (!await commandFound("debootstrap") && !await exists(baseTarballPath())) {
     return {
       reason: `debootstrap is missing (it builds ${BASE_IMAGE}, and no cached copy exists)`,
       fix: `${INSTALL} debootstrap`,
@@ -441,7 +427,7 @@ const SLIM_CONFIG: Record<string, string> = {
 
 async function buildBaseTarball(tarball: string, mirror: string): Promise<void> {
   if (!isRoot()) throw new Error(`Cannot build ${BASE_IMAGE}: debootstrap needs root`);
-  if (!await haveCommand("debootstrap")) {
+  if (!await commandFound("debootstrap")) {
     throw new Error(`Cannot build ${BASE_IMAGE}: apt-get install debootstrap`);
   }
   const cacheDir = tarball.slice(0, tarball.lastIndexOf("/"));
@@ -512,7 +498,7 @@ export async function ensureDenoPackage(
   const name = denoNpmPackage();
   const file = denoPackagePath(version, dir);
   if ((await Deno.stat(file).catch(() => undefined))?.size) return file;
-  if (!await haveCommand("npm")) throw new Error(`Cannot fetch @deno/${name}: npm is missing`);
+  if (!await commandFound("npm")) throw new Error(`Cannot fetch @deno/${name}: npm is missing`);
   const work = await Deno.makeTempDir({ prefix: "mvpn-deno-pack-" });
   try {
     await run(["npm", "pack", "--silent", `@deno/${name}@${version}`], {
@@ -591,7 +577,7 @@ export async function imageSize(engine: DockerEngine, tag: string): Promise<numb
 export async function composeCommand(): Promise<string[] | undefined> {
   const chosen = Deno.env.get("MASQUE_COMPOSE");
   if (chosen) return chosen.trim().split(/\s+/);
-  if (await haveCommand("docker-compose")) return ["docker-compose"];
+  if (await commandFound("docker-compose")) return ["docker-compose"];
   const plugin = await run(["docker", "compose", "version"], { check: false, timeoutMs: 10_000 })
     .catch(() => undefined);
   return plugin?.code === 0 ? ["docker", "compose"] : undefined;

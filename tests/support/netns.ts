@@ -144,18 +144,7 @@ export function isRoot(): boolean {
 }
 
 /** Returns true when `name` is a command found on the PATH. */
-export async function haveCommand(name: string): Promise<boolean> {
-  try {
-    const { code } = await new Deno.Command("sh", {
-      args: ["-c", 'command -v "$1"', "sh", name],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return code === 0;
-  } catch {
-    return false;
-  }
-}
+export { commandFound as haveCommand } from "./skip.ts";
 
 /** Commands the topology and the tests in it run: `ip`, `sysctl`, `ping`, and `nft` for a relay with `--nat`. */
 export const TOPOLOGY_COMMANDS: readonly string[] = ["ip", "sysctl", "ping", "nft"];
